@@ -1,0 +1,3 @@
+//! Config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {}

@@ -1,0 +1,3 @@
+//! Inspect.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {}

@@ -1,0 +1,3 @@
+//! Layout.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {}

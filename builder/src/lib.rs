@@ -1,0 +1,25 @@
+//! Fledge builds minimal, reproducible initramfs images for Volant microVM plugins.
+//!
+//! One build flows through one module per stage, each taking the previous stage's value:
+//!
+//! ```text
+//! config::load ─> source (busybox, agent) ─> layout::plan ─> layout::normalise
+//!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
+//! ```
+//!
+//! [`pipeline::build`] runs them in that order and owns the atomic output; [`cli`] is the thin
+//! command-line front end.
+
+pub mod archive;
+pub mod cli;
+pub mod compress;
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod inspect;
+pub mod layout;
+pub mod manifest;
+pub mod pipeline;
+pub mod source;
+
+pub use error::Error;

@@ -1,0 +1,3 @@
+//! Source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {}
