@@ -119,6 +119,14 @@ pub enum ArchiveError {
     Write(#[from] io::Error),
 }
 
+/// Exact size in bytes of the archive [`NewcWriter`] writes for `entries`: every entry, the
+/// trailer and the padding to 512 bytes.
+pub fn archive_len(entries: &[Entry]) -> u64 {
+    let body: u64 = entries.iter().map(Entry::encoded_len).sum();
+    let trailer = pad4(110 + TRAILER.len() as u64 + 1);
+    (body + trailer).div_ceil(512) * 512
+}
+
 /// Rounds `n` up to a multiple of 4.
 fn pad4(n: u64) -> u64 {
     (n + 3) & !3

@@ -1,0 +1,183 @@
+//! Reading images back: format detection from magic bytes and decoders that read every
+//! concatenated member to the end, as the kernel does (used by `fledge inspect`).
+
+use std::io::{self, Read};
+
+use super::codec::{LZ4_LEGACY_MAGIC, LZ4_MAX_BLOCK};
+use super::Compression;
+
+/// The compression of an image from its first bytes (at least 6 are needed for xz), or `None`
+/// when the bytes are neither a known compressed format nor a newc archive.
+pub fn detect(head: &[u8]) -> Option<Compression> {
+    const MAGICS: [(&[u8], Compression); 5] = [
+        (&[0x1f, 0x8b], Compression::Gzip),
+        (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], Compression::Xz),
+        (&[0x02, 0x21, 0x4c, 0x18], Compression::Lz4),
+        (b"0707", Compression::None),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, c)| *c)
+}
+
+/// A reader of the decompressed bytes of `r`, compressed with `c`, across all concatenated
+/// members (gzip members, zstd frames, xz streams, lz4 legacy blocks and repeated magics).
+pub fn decoder<'a>(c: Compression, r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+    match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Zstd => match zstd::stream::read::Decoder::new(r) {
+            Ok(d) => Box::new(d),
+            Err(e) => Box::new(Failed(Some(e))),
+        },
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        Compression::Lz4 => Box::new(Lz4Legacy::new(r)),
+        Compression::None => r,
+    }
+}
+
+/// A reader whose first read reports why the decoder could not be set up.
+struct Failed(Option<io::Error>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| io::Error::other("decoder failed")))
+    }
+}
+
+/// Decoder of the lz4 legacy format: magic, then `[u32 LE size][block]` until the end, where a
+/// repeated magic (a concatenated stream) is skipped like the kernel does.
+struct Lz4Legacy<R> {
+    inner: R,
+    block: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+    started: bool,
+}
+
+impl<R: Read> Lz4Legacy<R> {
+    fn new(inner: R) -> Self {
+        Lz4Legacy {
+            inner,
+            block: Vec::new(),
+            out: Vec::new(),
+            pos: 0,
+            started: false,
+        }
+    }
+
+    /// Next little-endian word, or `None` at a clean end of input.
+    fn word(&mut self) -> io::Result<Option<u32>> {
+        let mut b = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.inner.read(&mut b[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(invalid("lz4 stream ends inside a block size")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(u32::from_le_bytes(b)))
+    }
+
+    /// Decodes the next block into `out`; false at the end of input.
+    fn next_block(&mut self) -> io::Result<bool> {
+        loop {
+            let Some(w) = self.word()? else {
+                return Ok(false);
+            };
+            if w == LZ4_LEGACY_MAGIC {
+                self.started = true;
+                continue;
+            }
+            if !self.started {
+                return Err(invalid(
+                    "lz4 data does not start with the legacy magic 0x184C2102",
+                ));
+            }
+            let size = w as usize;
+            if size > lz4_flex::block::get_maximum_output_size(LZ4_MAX_BLOCK) {
+                return Err(invalid("lz4 block is larger than an 8 MiB input allows"));
+            }
+            self.block.resize(size, 0);
+            self.inner.read_exact(&mut self.block)?;
+            self.out.resize(LZ4_MAX_BLOCK, 0);
+            let n = lz4_flex::block::decompress_into(&self.block, &mut self.out)
+                .map_err(|e| invalid(&format!("lz4 block does not decode: {e}")))?;
+            self.out.truncate(n);
+            self.pos = 0;
+            return Ok(true);
+        }
+    }
+}
+
+impl<R: Read> Read for Lz4Legacy<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.out.len() {
+            if !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_every_magic() {
+        let cases: [(&[u8], Option<Compression>); 7] = [
+            (&[0x1f, 0x8b, 8, 0], Some(Compression::Gzip)),
+            (&[0x28, 0xb5, 0x2f, 0xfd, 0], Some(Compression::Zstd)),
+            (b"\xfd7zXZ\x00\x00", Some(Compression::Xz)),
+            (&[0x02, 0x21, 0x4c, 0x18, 9], Some(Compression::Lz4)),
+            (b"070701000000", Some(Compression::None)),
+            (b"PK\x03\x04", None),
+            (b"", None),
+        ];
+        for (i, (head, want)) in cases.iter().enumerate() {
+            assert_eq!(detect(head), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn lz4_legacy_reads_blocks_across_repeated_magics() {
+        let mut data = Vec::new();
+        for part in [&b"first part "[..], b"second", b" third"] {
+            data.extend_from_slice(&LZ4_LEGACY_MAGIC.to_le_bytes());
+            let block = lz4_flex::block::compress(part);
+            data.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            data.extend_from_slice(&block);
+        }
+        let mut out = String::new();
+        decoder(Compression::Lz4, Box::new(&data[..]))
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "first part second third");
+    }
+
+    #[test]
+    fn lz4_legacy_rejects_a_missing_magic_and_truncation() {
+        let mut r = decoder(Compression::Lz4, Box::new(&[5u8, 0, 0, 0, 1][..]));
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+        let mut cut = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
+        cut.extend_from_slice(&[50, 0, 0, 0, 1, 2]);
+        let mut r = decoder(Compression::Lz4, Box::new(&cut[..]));
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
+}

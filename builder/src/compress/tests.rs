@@ -1,0 +1,367 @@
+//! Round trips through independent tools (gzip, zstd, xz, lz4, GNU cpio), determinism across
+//! thread counts, and shutdown on errors.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use super::*;
+use crate::archive::{Content, Kind};
+
+const ALL: [Compression; 5] = [
+    Compression::Gzip,
+    Compression::Zstd,
+    Compression::Xz,
+    Compression::Lz4,
+    Compression::None,
+];
+
+/// Small sizes so a test image has many segments and a member split into several pieces.
+const SMALL: Tuning = Tuning {
+    segment: 16 << 10,
+    chunk: 64 << 10,
+};
+
+/// Deterministic text-like bytes: compressible, but not trivially.
+fn text(seed: u32, len: usize) -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "def ", "return ", "self", ".value", " = ", "import ", "os\n", "(x, y)", "    ", "if ",
+        "None", ":\n",
+    ];
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.extend_from_slice(WORDS[(x % 12) as usize].as_bytes());
+        if x % 7 == 0 {
+            out.push((x >> 8) as u8);
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn entry(path: &str, kind: Kind, ino: u32, nlink: u32) -> Entry {
+    let perm = if matches!(kind, Kind::Dir) {
+        0o755
+    } else {
+        0o644
+    };
+    Entry {
+        path: path.to_string(),
+        kind,
+        perm,
+        uid: 0,
+        gid: 0,
+        ino,
+        nlink,
+        mtime: 1_704_067_200,
+    }
+}
+
+fn bytes(b: Vec<u8>) -> Kind {
+    Kind::File(Content::Bytes(Arc::from(b)))
+}
+
+/// A test image: directories, ~120 small files, a host file bigger than several pieces, a
+/// hardlinked pair and a symlink. Returns the entries and the expected file contents.
+fn image(dir: &Path) -> (Vec<Entry>, BTreeMap<String, Vec<u8>>) {
+    let mut e = Vec::new();
+    let mut files = BTreeMap::new();
+    let mut ino = 1;
+    for d in ["bin", "etc", "usr", "usr/lib", "usr/lib/py"] {
+        e.push(entry(d, Kind::Dir, ino, 2));
+        ino += 1;
+    }
+    let big = text(99, 300_000);
+    let big_path = dir.join("big.bin");
+    std::fs::write(&big_path, &big).unwrap();
+    e.push(entry(
+        "bin/big",
+        Kind::File(Content::Path {
+            path: big_path,
+            size: big.len() as u64,
+        }),
+        ino,
+        1,
+    ));
+    ino += 1;
+    files.insert("bin/big".to_string(), big);
+    e.push(entry("bin/sh", Kind::Symlink("big".into()), ino, 1));
+    ino += 1;
+    // Hardlinked pair: the first member carries no body, the last one does.
+    let linked = text(7, 5000);
+    e.push(entry("etc/a-link", Kind::File(Content::Empty), ino, 2));
+    e.push(entry(
+        "etc/passwd",
+        bytes(b"root:x:0:0::/:/bin/sh\n".to_vec()),
+        500,
+        1,
+    ));
+    e.push(entry("etc/z-link", bytes(linked.clone()), ino, 2));
+    for i in 0..120u32 {
+        let body = text(i, 200 + (i as usize * 37) % 3000);
+        let path = format!("usr/lib/py/m{i:03}.py");
+        files.insert(path.clone(), body.clone());
+        e.push(entry(&path, bytes(body), ino + 1 + i, 1));
+    }
+    files.insert("etc/a-link".to_string(), linked.clone());
+    files.insert("etc/z-link".to_string(), linked);
+    (e, files)
+}
+
+fn build(entries: &[Entry], c: Compression, threads: usize, tuning: Tuning) -> Vec<u8> {
+    let opts = Options {
+        compression: c,
+        level: None,
+        threads,
+    };
+    let mut out = Vec::new();
+    write_image_tuned(entries, &opts, tuning, &mut out).expect("image is written");
+    out
+}
+
+/// True when `tool` runs; otherwise says why the test skips (or fails when CI=true).
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required when CI=true"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    ok
+}
+
+/// Runs `cmd` with `input` on stdin; returns (stdout, stderr) and asserts success.
+fn pipe(cmd: &mut Command, input: &[u8]) -> (Vec<u8>, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tool starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // cpio stops reading at a trailer: a broken pipe is expected then.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed: {err}");
+    (out.stdout, err)
+}
+
+fn system_decompress(c: Compression, data: &[u8]) -> Vec<u8> {
+    let tool = match c {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::Xz => "xz",
+        Compression::Lz4 => "lz4",
+        Compression::None => return data.to_vec(),
+    };
+    pipe(Command::new(tool).arg("-dc"), data).0
+}
+
+/// Extracts concatenated newc archives with GNU cpio, one run per archive (cpio stops at a
+/// trailer and reports the 512-byte blocks it read); returns how many archives there were.
+fn cpio_extract_all(raw: &[u8], dir: &Path) -> usize {
+    let mut off = 0;
+    let mut archives = 0;
+    while off < raw.len() {
+        let (_, err) = pipe(
+            Command::new("cpio")
+                .args(["-idm", "--no-absolute-filenames"])
+                .current_dir(dir),
+            &raw[off..],
+        );
+        let blocks: usize = err
+            .lines()
+            .find_map(|l| l.strip_suffix(" blocks").or(l.strip_suffix(" block")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("cpio did not report its block count: {err}"));
+        assert!(blocks > 0, "cpio read nothing at offset {off}");
+        off += blocks * 512;
+        archives += 1;
+    }
+    assert_eq!(off, raw.len(), "archives end on 512-byte boundaries");
+    archives
+}
+
+fn check_tree(dir: &Path, files: &BTreeMap<String, Vec<u8>>, label: &str) {
+    for (path, want) in files {
+        let got = std::fs::read(dir.join(path)).unwrap_or_else(|e| panic!("{label}: {path}: {e}"));
+        assert!(got == *want, "{label}: {path} differs after unpacking");
+    }
+    let a = std::fs::metadata(dir.join("etc/a-link")).unwrap();
+    let b = std::fs::metadata(dir.join("etc/z-link")).unwrap();
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "{label}: hardlinked pair unpacks as one inode"
+    );
+    let target = std::fs::read_link(dir.join("bin/sh")).unwrap();
+    assert_eq!(target, Path::new("big"), "{label}: symlink target");
+}
+
+#[test]
+fn every_compression_round_trips_through_system_tools() {
+    if !["gzip", "zstd", "xz", "lz4", "cpio"]
+        .iter()
+        .all(|t| have(t))
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, files) = image(tmp.path());
+    let segments = plan::plan(&entries, SMALL.segment).len();
+    assert!(segments > 3, "the test image spans several segments");
+    let plain = build(&entries, Compression::None, 1, SMALL);
+
+    for c in ALL {
+        let label = c.name();
+        let one = build(&entries, c, 1, SMALL);
+        let four = build(&entries, c, 4, SMALL);
+        assert!(one == four, "{label}: 1 and 4 threads give different bytes");
+        assert_eq!(detect(&one), Some(c), "{label}: detect");
+
+        let raw = system_decompress(c, &one);
+        assert!(raw == plain, "{label}: decompresses to the plain image");
+        let mut ours = Vec::new();
+        decoder(c, Box::new(&one[..]))
+            .read_to_end(&mut ours)
+            .unwrap();
+        assert!(ours == plain, "{label}: our decoder reads every member");
+
+        let out = tmp.path().join(format!("x-{label}"));
+        std::fs::create_dir(&out).unwrap();
+        assert_eq!(cpio_extract_all(&raw, &out), segments, "{label}: archives");
+        check_tree(&out, &files, label);
+    }
+}
+
+#[test]
+fn default_sizes_round_trip_with_many_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    let plain = build(&entries, Compression::None, 1, Tuning::default());
+    for c in ALL {
+        let opts = Options {
+            compression: c,
+            level: None,
+            threads: 3,
+        };
+        let mut out = Vec::new();
+        write_image(&entries, &opts, &mut out).unwrap();
+        let mut back = Vec::new();
+        decoder(c, Box::new(&out[..]))
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == plain, "{}: round trip", c.name());
+    }
+}
+
+#[test]
+fn gzip_header_has_no_name_and_zero_mtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    let out = build(&entries, Compression::Gzip, 2, SMALL);
+    assert_eq!(&out[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+}
+
+#[test]
+fn empty_entry_list_is_a_trailer_only_archive() {
+    for c in ALL {
+        let out = build(&[], c, 2, SMALL);
+        let mut back = Vec::new();
+        decoder(c, Box::new(&out[..]))
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back.len(), 512, "{}", c.name());
+        assert!(back.starts_with(b"070701"), "{}", c.name());
+    }
+}
+
+#[test]
+fn a_missing_host_file_fails_cleanly_on_any_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut entries, _) = image(tmp.path());
+    entries.push(entry(
+        "usr/lib/gone",
+        Kind::File(Content::Path {
+            path: tmp.path().join("does-not-exist"),
+            size: 10,
+        }),
+        9999,
+        1,
+    ));
+    for threads in [1, 4] {
+        let opts = Options {
+            compression: Compression::Gzip,
+            level: None,
+            threads,
+        };
+        let err = write_image_tuned(&entries, &opts, SMALL, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(err, CompressError::Archive(ArchiveError::Read { .. })),
+            "threads {threads}: {err}"
+        );
+    }
+}
+
+/// A sink that fails after a few bytes, like a full disk.
+struct Full(usize);
+
+impl Write for Full {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if self.0 < b.len() {
+            return Err(io::Error::other("disk full"));
+        }
+        self.0 -= b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_output_stops_every_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    for c in [Compression::Zstd, Compression::Lz4] {
+        let opts = Options {
+            compression: c,
+            level: None,
+            threads: 2,
+        };
+        let err = write_image_tuned(&entries, &opts, SMALL, &mut Full(1000)).unwrap_err();
+        assert!(matches!(err, CompressError::Io(_)), "{}: {err}", c.name());
+    }
+}
+
+#[test]
+fn a_bad_level_is_rejected_before_any_output() {
+    let opts = Options {
+        compression: Compression::Zstd,
+        level: Some(22),
+        threads: 1,
+    };
+    let mut out = Vec::new();
+    let err = write_image(&[], &opts, &mut out).unwrap_err();
+    assert!(err.to_string().contains("zstd"), "{err}");
+    assert!(out.is_empty());
+}
