@@ -43,11 +43,18 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{at}: invalid TOML: {message}")]
     Syntax { at: Location, message: String },
     #[error("{at}: `{key}` {problem}")]
-    Invalid { at: Location, key: String, problem: String },
+    Invalid {
+        at: Location,
+        key: String,
+        problem: String,
+    },
 }
 
 /// How `/init` is provided.
@@ -188,8 +195,10 @@ struct RawBuild {
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Config::from_str(&text, path)
 }
 
@@ -201,11 +210,17 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn line(&self, span: std::ops::Range<usize>) -> usize {
-        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     fn at(&self, span: Option<std::ops::Range<usize>>) -> Location {
-        Location { file: self.file.to_path_buf(), line: span.map(|s| self.line(s)) }
+        Location {
+            file: self.file.to_path_buf(),
+            line: span.map(|s| self.line(s)),
+        }
     }
 
     fn invalid(
@@ -214,23 +229,36 @@ impl Ctx<'_> {
         key: &str,
         problem: impl Into<String>,
     ) -> ConfigError {
-        ConfigError::Invalid { at: self.at(span), key: key.to_string(), problem: problem.into() }
+        ConfigError::Invalid {
+            at: self.at(span),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
     }
 
     /// Line of the first `key = ...` in the file (for keys whose span serde could not keep).
     fn key_line(&self, key: &str) -> Option<usize> {
-        self.text.lines().position(|l| {
-            l.trim_start()
-                .strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+        self.text
+            .lines()
+            .position(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+            .map(|i| i + 1)
     }
 
     fn unknown_keys(&self, table: &str, extra: &Extra, warnings: &mut Vec<String>) {
         for k in extra.keys() {
-            let at = Location { file: self.file.to_path_buf(), line: self.key_line(k) };
-            let key = if table.is_empty() { k.clone() } else { format!("{table}.{k}") };
+            let at = Location {
+                file: self.file.to_path_buf(),
+                line: self.key_line(k),
+            };
+            let key = if table.is_empty() {
+                k.clone()
+            } else {
+                format!("{table}.{k}")
+            };
             warnings.push(format!("{at}: unknown key `{key}` is ignored"));
         }
     }
@@ -313,7 +341,10 @@ impl Config {
                 return Ok(());
             };
             let line = cx.key_line("mappings");
-            let at = Location { file: cx.file.to_path_buf(), line };
+            let at = Location {
+                file: cx.file.to_path_buf(),
+                line,
+            };
             let toml::Value::Table(t) = v else {
                 return Err(ConfigError::Invalid {
                     at,
@@ -399,11 +430,7 @@ impl Config {
             }
             Some(p) if p.get_ref().starts_with('/') => {
                 if p.get_ref().contains("..") {
-                    return Err(cx.invalid(
-                        Some(p.span()),
-                        "init.path",
-                        "must not contain `..`",
-                    ));
+                    return Err(cx.invalid(Some(p.span()), "init.path", "must not contain `..`"));
                 }
                 Some(CustomInit::InImage(p.get_ref().clone()))
             }
@@ -414,7 +441,11 @@ impl Config {
         // agent
         let agent = match (raw.agent, mode_none, &custom) {
             (Some(a), true, _) | (Some(a), false, Some(_)) => {
-                let which = if mode_none { "`none = true`" } else { "`init.path` (custom init)" };
+                let which = if mode_none {
+                    "`none = true`"
+                } else {
+                    "`init.path` (custom init)"
+                };
                 return Err(cx.invalid(
                     Some(a.span()),
                     "agent",
@@ -425,7 +456,9 @@ impl Config {
                 ));
             }
             (Some(a), false, None) => Some(agent_source(&cx, a, &base_dir, &mut warnings)?),
-            (None, false, None) => Some(AgentSource::Release { version: "latest".into() }),
+            (None, false, None) => Some(AgentSource::Release {
+                version: "latest".into(),
+            }),
             (None, _, _) => None,
         };
         let init = match (mode_none, custom, agent) {
@@ -442,7 +475,10 @@ impl Config {
         };
         let mut extra_applets = Vec::new();
         if let Some(src) = raw.source {
-            for (key, v) in [("source.dockerfile", &src.dockerfile), ("source.image", &src.image)] {
+            for (key, v) in [
+                ("source.dockerfile", &src.dockerfile),
+                ("source.image", &src.image),
+            ] {
                 if let Some(v) = v {
                     return Err(cx.invalid(
                         Some(v.span()),
@@ -461,10 +497,9 @@ impl Config {
             cx.unknown_keys("source", &extra, &mut warnings);
             let sha = match src.busybox_sha256 {
                 Some(s) if s.get_ref().trim().is_empty() => None,
-                Some(s) => Some(
-                    parse_sha256(s.get_ref())
-                        .ok_or_else(|| cx.invalid(Some(s.span()), "source.busybox_sha256", SHA_HELP))?,
-                ),
+                Some(s) => Some(parse_sha256(s.get_ref()).ok_or_else(|| {
+                    cx.invalid(Some(s.span()), "source.busybox_sha256", SHA_HELP)
+                })?),
                 None => None,
             };
             match src.busybox_url {
@@ -479,7 +514,10 @@ impl Config {
                     check_location(&cx, &u, "source.busybox_url")?;
                     let default_sha = (u.get_ref() == DEFAULT_BUSYBOX_URL)
                         .then(|| DEFAULT_BUSYBOX_SHA256.to_string());
-                    busybox = Fetch { location: u.into_inner(), sha256: sha.or(default_sha) };
+                    busybox = Fetch {
+                        location: u.into_inner(),
+                        sha256: sha.or(default_sha),
+                    };
                 }
                 None => {
                     if let Some(sha) = sha {
@@ -525,7 +563,10 @@ impl Config {
         // mappings
         let mut mappings = Vec::with_capacity(raw_mappings.len());
         for (key, dest, line) in raw_mappings {
-            let at = Location { file: file.to_path_buf(), line };
+            let at = Location {
+                file: file.to_path_buf(),
+                line,
+            };
             let name = format!("mappings.\"{key}\"");
             let bad = |key: &str, problem: String| ConfigError::Invalid {
                 at: at.clone(),
@@ -541,7 +582,9 @@ impl Config {
             if !dest.starts_with('/') {
                 return Err(bad(
                     &name,
-                    format!("has destination \"{dest}\", which must be absolute: write \"/{dest}\""),
+                    format!(
+                        "has destination \"{dest}\", which must be absolute: write \"/{dest}\""
+                    ),
                 ));
             }
             if dest.contains("..") {
@@ -550,7 +593,12 @@ impl Config {
                     format!("has destination \"{dest}\", which must not contain `..`"),
                 ));
             }
-            mappings.push(Mapping { source: base_dir.join(&key), key, dest, line });
+            mappings.push(Mapping {
+                source: base_dir.join(&key),
+                key,
+                dest,
+                line,
+            });
         }
 
         cx.unknown_keys("", &raw.extra, &mut warnings);
@@ -608,28 +656,34 @@ fn agent_source(
             "is missing: use \"release\", \"local\" or \"http\"",
         ));
     };
-    let need = |v: Option<Spanned<String>>, key: &str, example: &str| {
-        match v {
-            Some(v) if !v.get_ref().trim().is_empty() => Ok(v),
-            Some(v) => Err(cx.invalid(Some(v.span()), key, format!("is empty: {example}"))),
-            None => Err(cx.invalid(
-                Some(strategy.span()),
-                key,
-                format!(
-                    "is required with source_strategy = \"{}\": {example}",
-                    strategy.get_ref()
-                ),
-            )),
-        }
+    let need = |v: Option<Spanned<String>>, key: &str, example: &str| match v {
+        Some(v) if !v.get_ref().trim().is_empty() => Ok(v),
+        Some(v) => Err(cx.invalid(Some(v.span()), key, format!("is empty: {example}"))),
+        None => Err(cx.invalid(
+            Some(strategy.span()),
+            key,
+            format!(
+                "is required with source_strategy = \"{}\": {example}",
+                strategy.get_ref()
+            ),
+        )),
     };
     match strategy.get_ref().as_str() {
         "release" => {
-            let v = need(a.version, "agent.version", "add `version = \"latest\"` or a tag")?;
-            Ok(AgentSource::Release { version: v.into_inner() })
+            let v = need(
+                a.version,
+                "agent.version",
+                "add `version = \"latest\"` or a tag",
+            )?;
+            Ok(AgentSource::Release {
+                version: v.into_inner(),
+            })
         }
         "local" => {
             let p = need(a.path, "agent.path", "add `path = \"./kestrel\"`")?;
-            Ok(AgentSource::Local { path: base_dir.join(p.get_ref()) })
+            Ok(AgentSource::Local {
+                path: base_dir.join(p.get_ref()),
+            })
         }
         "http" => {
             let u = need(a.url, "agent.url", "add `url = \"https://.../kestrel\"`")?;
@@ -648,7 +702,10 @@ fn agent_source(
                 ),
                 None => None,
             };
-            Ok(AgentSource::Http { url: u.into_inner(), sha256 })
+            Ok(AgentSource::Http {
+                url: u.into_inner(),
+                sha256,
+            })
         }
         other => Err(cx.invalid(
             Some(strategy.span()),
@@ -667,7 +724,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        parse(text).expect_err("config should be rejected").to_string()
+        parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
     }
 
     const HEAD: &str = "version = \"1\"\nstrategy = \"initramfs\"\n";
@@ -675,7 +734,14 @@ mod tests {
     #[test]
     fn defaults_for_minimal_file() {
         let c = parse(HEAD).unwrap();
-        assert_eq!(c.init, InitMode::Default { agent: AgentSource::Release { version: "latest".into() } });
+        assert_eq!(
+            c.init,
+            InitMode::Default {
+                agent: AgentSource::Release {
+                    version: "latest".into()
+                }
+            }
+        );
         assert_eq!(c.busybox.location, DEFAULT_BUSYBOX_URL);
         assert_eq!(c.busybox.sha256.as_deref(), Some(DEFAULT_BUSYBOX_SHA256));
         assert!(!c.supervise);
@@ -699,7 +765,12 @@ mod tests {
              [mappings]\n\"./my-init\" = \"/init\"\n\"./myapp\" = \"/usr/bin/myapp\"\n"
         );
         let c = parse(&custom).unwrap();
-        assert_eq!(c.init, InitMode::Custom { init: CustomInit::Host("/p/./my-init".into()) });
+        assert_eq!(
+            c.init,
+            InitMode::Custom {
+                init: CustomInit::Host("/p/./my-init".into())
+            }
+        );
 
         let none = format!(
             "{HEAD}[init]\nnone = true\n[source]\nbusybox_url = \"https://b/busybox\"\n\
@@ -717,7 +788,13 @@ mod tests {
         let c = parse(&text).unwrap();
         assert_eq!(c.mappings.len(), 1);
         assert_eq!(c.mappings[0].dest, "/init");
-        assert!(c.warnings.iter().any(|w| w.contains("belongs to [init]") && w.contains(":8")), "{:?}", c.warnings);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("belongs to [init]") && w.contains(":8")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]
@@ -725,21 +802,36 @@ mod tests {
         let text = format!("{HEAD}colour = \"blue\"\n[source]\nmirror = \"x\"\n");
         let c = parse(&text).unwrap();
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-        assert!(c.warnings.iter().any(|w| w.contains("`colour`") && w.contains(":3")));
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("`colour`") && w.contains(":3")));
         assert!(c.warnings.iter().any(|w| w.contains("`source.mirror`")));
     }
 
     #[test]
     fn agent_strategies() {
         let local = format!("{HEAD}[agent]\nsource_strategy = \"local\"\npath = \"bin/kestrel\"\n");
-        assert_eq!(parse(&local).unwrap().init, InitMode::Default { agent: AgentSource::Local { path: "/p/bin/kestrel".into() } });
+        assert_eq!(
+            parse(&local).unwrap().init,
+            InitMode::Default {
+                agent: AgentSource::Local {
+                    path: "/p/bin/kestrel".into()
+                }
+            }
+        );
         let http = format!(
             "{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"https://x/k\"\nchecksum = \"sha256:{}\"\n",
             "AB".repeat(32)
         );
         assert_eq!(
             parse(&http).unwrap().init,
-            InitMode::Default { agent: AgentSource::Http { url: "https://x/k".into(), sha256: Some("ab".repeat(32)) } }
+            InitMode::Default {
+                agent: AgentSource::Http {
+                    url: "https://x/k".into(),
+                    sha256: Some("ab".repeat(32))
+                }
+            }
         );
     }
 
@@ -748,7 +840,10 @@ mod tests {
         let text = format!("{HEAD}[init]\nsupervise = true\n[build]\ncompression = \"zstd\"\ncompression_level = 5\n");
         let c = parse(&text).unwrap();
         assert!(c.supervise);
-        assert!(matches!(c.init, InitMode::Default { .. }), "supervise alone keeps default mode");
+        assert!(
+            matches!(c.init, InitMode::Default { .. }),
+            "supervise alone keeps default mode"
+        );
         assert_eq!(c.compression, Some(Compression::Zstd));
         assert_eq!(c.compression_level, Some(5));
     }
@@ -791,7 +886,10 @@ mod tests {
         ];
         for (name, text, needles) in cases {
             let msg = err(&text);
-            assert!(msg.starts_with("/p/fledge.toml"), "case {name}: message should name the file: {msg}");
+            assert!(
+                msg.starts_with("/p/fledge.toml"),
+                "case {name}: message should name the file: {msg}"
+            );
             for n in needles {
                 assert!(msg.contains(n), "case {name}: {msg:?} should contain {n:?}");
             }
@@ -802,7 +900,10 @@ mod tests {
     fn sha256_forms() {
         let hex = "a".repeat(64);
         assert_eq!(parse_sha256(&hex).as_deref(), Some(hex.as_str()));
-        assert_eq!(parse_sha256(&format!("sha256:{}", hex.to_uppercase())).as_deref(), Some(hex.as_str()));
+        assert_eq!(
+            parse_sha256(&format!("sha256:{}", hex.to_uppercase())).as_deref(),
+            Some(hex.as_str())
+        );
         assert_eq!(parse_sha256("sha256:abc"), None);
         assert_eq!(parse_sha256(&"g".repeat(64)), None);
     }

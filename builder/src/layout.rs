@@ -21,8 +21,19 @@ use crate::source::Fetched;
 
 /// Directories every image has (0755), besides `/tmp` (1777).
 pub const BASE_DIRS: &[&str] = &[
-    "/bin", "/dev", "/etc", "/proc", "/run", "/sbin", "/sys", "/usr", "/usr/bin", "/usr/lib",
-    "/usr/sbin", "/var", "/var/log",
+    "/bin",
+    "/dev",
+    "/etc",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/sbin",
+    "/var",
+    "/var/log",
 ];
 
 /// busybox applets linked in `/bin` (the original's list, plus what debugging a guest needs).
@@ -48,20 +59,39 @@ pub const BUSYBOX_PATH: &str = "/bin/busybox";
 
 /// Destinations that get 0755 whatever the source's mode.
 const EXEC_DIRS: &[&str] = &[
-    "/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/local/bin/", "/usr/local/sbin/",
-    "/opt/bin/", "/opt/sbin/",
+    "/bin/",
+    "/sbin/",
+    "/usr/bin/",
+    "/usr/sbin/",
+    "/usr/local/bin/",
+    "/usr/local/sbin/",
+    "/opt/bin/",
+    "/opt/sbin/",
 ];
 /// Directories where a `.so` gets 0755.
-const LIB_DIRS: &[&str] =
-    &["/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib/", "/usr/local/lib64/"];
+const LIB_DIRS: &[&str] = &[
+    "/lib/",
+    "/lib64/",
+    "/usr/lib/",
+    "/usr/lib64/",
+    "/usr/local/lib/",
+    "/usr/local/lib64/",
+];
 
 /// A layout that cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error("{at}: `{key}` {problem}")]
-    Invalid { at: Location, key: String, problem: String },
+    Invalid {
+        at: Location,
+        key: String,
+        problem: String,
+    },
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where a path in the plan came from: decides what may replace it and what to tell the user.
@@ -106,22 +136,48 @@ pub struct Inputs<'a> {
 /// Lays out the image.
 pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
     let cfg = inputs.config;
-    let mut p = Planner { cfg, plan: Plan::default() };
+    let mut p = Planner {
+        cfg,
+        plan: Plan::default(),
+    };
     for d in BASE_DIRS {
         p.put(d, Kind::Dir, 0o755, Origin::Base)?;
     }
     p.put("/tmp", Kind::Dir, 0o1777, Origin::Base)?;
-    p.put("/dev/console", Kind::CharDev { major: 5, minor: 1 }, 0o600, Origin::Base)?;
-    p.put("/dev/null", Kind::CharDev { major: 1, minor: 3 }, 0o666, Origin::Base)?;
+    p.put(
+        "/dev/console",
+        Kind::CharDev { major: 5, minor: 1 },
+        0o600,
+        Origin::Base,
+    )?;
+    p.put(
+        "/dev/null",
+        Kind::CharDev { major: 1, minor: 3 },
+        0o666,
+        Origin::Base,
+    )?;
 
-    let bb = Kind::File(Content::Path { path: inputs.busybox.path.clone(), size: inputs.busybox.size });
-    p.put(BUSYBOX_PATH, bb, 0o755, Origin::Builder("source.busybox_url"))?;
+    let bb = Kind::File(Content::Path {
+        path: inputs.busybox.path.clone(),
+        size: inputs.busybox.size,
+    });
+    p.put(
+        BUSYBOX_PATH,
+        bb,
+        0o755,
+        Origin::Builder("source.busybox_url"),
+    )?;
     let mut applets: Vec<&str> = BASE_APPLETS.to_vec();
     applets.extend(cfg.extra_applets.iter().map(String::as_str));
     for a in applets {
         let path = format!("/bin/{a}");
         if !p.plan.nodes.contains_key(&path) {
-            p.put(&path, Kind::Symlink("busybox".into()), 0o777, Origin::Applet)?;
+            p.put(
+                &path,
+                Kind::Symlink("busybox".into()),
+                0o777,
+                Origin::Applet,
+            )?;
         }
     }
 
@@ -130,7 +186,10 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
         InitMode::Default { .. } => {
             p.put("/init", init_bin(), 0o755, Origin::Builder("init"))?;
             let agent = inputs.agent.expect("default mode is planned with an agent");
-            let kind = Kind::File(Content::Path { path: agent.path.clone(), size: agent.size });
+            let kind = Kind::File(Content::Path {
+                path: agent.path.clone(),
+                size: agent.size,
+            });
             p.put(AGENT_PATH, kind, 0o755, Origin::Builder("agent"))?;
         }
         InitMode::Custom { init } => {
@@ -138,23 +197,48 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
             let target = match init {
                 CustomInit::InImage(path) => path.clone(),
                 CustomInit::Host(host) => {
-                    let meta = fs::metadata(host).map_err(|e| p.invalid(None, "init.path", format!("names {}, which cannot be read: {e}", host.display())))?;
+                    let meta = fs::metadata(host).map_err(|e| {
+                        p.invalid(
+                            None,
+                            "init.path",
+                            format!("names {}, which cannot be read: {e}", host.display()),
+                        )
+                    })?;
                     if !meta.is_file() {
-                        return Err(p.invalid(None, "init.path", format!("names {}, which is not a regular file", host.display())));
+                        return Err(p.invalid(
+                            None,
+                            "init.path",
+                            format!("names {}, which is not a regular file", host.display()),
+                        ));
                     }
-                    let kind = Kind::File(Content::Path { path: host.clone(), size: meta.len() });
+                    let kind = Kind::File(Content::Path {
+                        path: host.clone(),
+                        size: meta.len(),
+                    });
                     p.put(CUSTOM_INIT_PATH, kind, 0o755, Origin::Builder("init.path"))?;
                     CUSTOM_INIT_PATH.to_string()
                 }
             };
             let line = Content::Bytes(Arc::from(format!("{target}\n").into_bytes()));
-            p.put(VOLANT_INIT_PATH, Kind::File(line), 0o644, Origin::Builder("init.path"))?;
+            p.put(
+                VOLANT_INIT_PATH,
+                Kind::File(line),
+                0o644,
+                Origin::Builder("init.path"),
+            )?;
         }
         InitMode::None => {}
     }
     if cfg.supervise {
-        let conf = Content::Bytes(Arc::from(&b"# written by fledge from [init] supervise = true\nfledge.supervise=1\n"[..]));
-        p.put(INIT_CONF_PATH, Kind::File(conf), 0o644, Origin::Builder("init.supervise"))?;
+        let conf = Content::Bytes(Arc::from(
+            &b"# written by fledge from [init] supervise = true\nfledge.supervise=1\n"[..],
+        ));
+        p.put(
+            INIT_CONF_PATH,
+            Kind::File(conf),
+            0o644,
+            Origin::Builder("init.supervise"),
+        )?;
     }
 
     for m in &cfg.mappings {
@@ -196,14 +280,23 @@ struct Planner<'a> {
 impl Planner<'_> {
     fn invalid(&self, line: Option<usize>, key: &str, problem: impl Into<String>) -> LayoutError {
         LayoutError::Invalid {
-            at: Location { file: self.cfg.path.clone(), line },
+            at: Location {
+                file: self.cfg.path.clone(),
+                line,
+            },
             key: key.to_string(),
             problem: problem.into(),
         }
     }
 
     /// Adds a path, creating missing parents (0755) and applying the replacement rules.
-    fn put(&mut self, path: &str, kind: Kind, perm: u32, origin: Origin) -> Result<(), LayoutError> {
+    fn put(
+        &mut self,
+        path: &str,
+        kind: Kind,
+        perm: u32,
+        origin: Origin,
+    ) -> Result<(), LayoutError> {
         self.parents(path, &origin)?;
         if let Some(old) = self.plan.nodes.get(path) {
             match (&old.kind, &kind, &old.origin) {
@@ -212,7 +305,9 @@ impl Planner<'_> {
                 _ => return Err(self.conflict(path, &old.origin, &origin)),
             }
         }
-        self.plan.nodes.insert(path.to_string(), Node { kind, perm, origin });
+        self.plan
+            .nodes
+            .insert(path.to_string(), Node { kind, perm, origin });
         Ok(())
     }
 
@@ -223,10 +318,16 @@ impl Planner<'_> {
             let dir = &path[..end];
             match self.plan.nodes.get(dir) {
                 None => {
-                    let node = Node { kind: Kind::Dir, perm: 0o755, origin: origin.clone() };
+                    let node = Node {
+                        kind: Kind::Dir,
+                        perm: 0o755,
+                        origin: origin.clone(),
+                    };
                     self.plan.nodes.insert(dir.to_string(), node);
                 }
-                Some(Node { kind: Kind::Dir, .. }) => {}
+                Some(Node {
+                    kind: Kind::Dir, ..
+                }) => {}
                 Some(old) => {
                     let old = old.origin.clone();
                     return Err(self.conflict(dir, &old, origin));
@@ -261,25 +362,42 @@ impl Planner<'_> {
                 format!("writes {path}, which every image needs as it is: choose another destination")
             }
         };
-        LayoutError::Invalid { at: Location { file: self.cfg.path.clone(), line }, key, problem }
+        LayoutError::Invalid {
+            at: Location {
+                file: self.cfg.path.clone(),
+                line,
+            },
+            key,
+            problem,
+        }
     }
 
     fn mapping(&mut self, m: &Mapping) -> Result<(), LayoutError> {
         let key = format!("mappings.\"{}\"", m.key);
         let dest = clean_dest(&m.dest);
         let meta = fs::metadata(&m.source).map_err(|e| {
-            self.invalid(m.line, &key, format!("names {}, which cannot be read: {e}", m.source.display()))
+            self.invalid(
+                m.line,
+                &key,
+                format!("names {}, which cannot be read: {e}", m.source.display()),
+            )
         })?;
         // The seed's idiom: the custom init mapped to /init too. fledge-init stays /init.
         if dest == "/init" {
-            if let InitMode::Custom { init: CustomInit::Host(host) } = &self.cfg.init {
+            if let InitMode::Custom {
+                init: CustomInit::Host(host),
+            } = &self.cfg.init
+            {
                 if same_file(host, &m.source) {
                     log::debug!("{key}: the custom init runs from {CUSTOM_INIT_PATH}; /init stays fledge-init");
                     return Ok(());
                 }
             }
         }
-        let origin = Origin::Mapping { key: m.key.clone(), line: m.line };
+        let origin = Origin::Mapping {
+            key: m.key.clone(),
+            line: m.line,
+        };
         if meta.is_dir() {
             if dest != "/" {
                 self.put(&dest, Kind::Dir, 0o755, origin.clone())?;
@@ -287,16 +405,29 @@ impl Planner<'_> {
             self.tree(&m.source, &dest, &origin)
         } else if meta.is_file() {
             let perm = fhs_mode(&dest, meta.permissions().mode());
-            let kind = Kind::File(Content::Path { path: m.source.clone(), size: meta.len() });
+            let kind = Kind::File(Content::Path {
+                path: m.source.clone(),
+                size: meta.len(),
+            });
             self.put(&dest, kind, perm, origin)
         } else {
-            Err(self.invalid(m.line, &key, format!("names {}, which is neither a file nor a directory", m.source.display())))
+            Err(self.invalid(
+                m.line,
+                &key,
+                format!(
+                    "names {}, which is neither a file nor a directory",
+                    m.source.display()
+                ),
+            ))
         }
     }
 
     /// Copies a directory tree; symlinks stay symlinks, special files are skipped.
     fn tree(&mut self, src: &Path, dest: &str, origin: &Origin) -> Result<(), LayoutError> {
-        let read = |path: &Path, e| LayoutError::Read { path: path.to_path_buf(), source: e };
+        let read = |path: &Path, e| LayoutError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        };
         let mut children: Vec<_> = fs::read_dir(src)
             .map_err(|e| read(src, e))?
             .collect::<Result<_, _>>()
@@ -306,10 +437,17 @@ impl Planner<'_> {
             let path = child.path();
             let name = child.file_name();
             let Some(name) = name.to_str() else {
-                self.plan.warnings.push(format!("{}: skipped: the name is not UTF-8", path.display()));
+                self.plan.warnings.push(format!(
+                    "{}: skipped: the name is not UTF-8",
+                    path.display()
+                ));
                 continue;
             };
-            let to = if dest == "/" { format!("/{name}") } else { format!("{dest}/{name}") };
+            let to = if dest == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dest}/{name}")
+            };
             let meta = fs::symlink_metadata(&path).map_err(|e| read(&path, e))?;
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -321,11 +459,22 @@ impl Planner<'_> {
                 self.put(&to, Kind::Symlink(target), 0o777, origin.clone())?;
             } else if ft.is_file() {
                 let perm = fhs_mode(&to, meta.permissions().mode());
-                let kind = Kind::File(Content::Path { path: path.clone(), size: meta.len() });
+                let kind = Kind::File(Content::Path {
+                    path: path.clone(),
+                    size: meta.len(),
+                });
                 self.put(&to, kind, perm, origin.clone())?;
             } else {
-                let what = if ft.is_socket() { "a socket" } else if ft.is_fifo() { "a FIFO" } else { "a device node" };
-                self.plan.warnings.push(format!("{}: skipped: it is {what}", path.display()));
+                let what = if ft.is_socket() {
+                    "a socket"
+                } else if ft.is_fifo() {
+                    "a FIFO"
+                } else {
+                    "a device node"
+                };
+                self.plan
+                    .warnings
+                    .push(format!("{}: skipped: it is {what}", path.display()));
             }
         }
         Ok(())
@@ -334,7 +483,10 @@ impl Planner<'_> {
 
 /// `//a/./b/` -> `/a/b`.
 fn clean_dest(dest: &str) -> String {
-    let parts: Vec<&str> = dest.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = dest
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     format!("/{}", parts.join("/"))
 }
 
@@ -408,7 +560,9 @@ fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
     for (_, idxs) in by_size.into_iter().filter(|(_, v)| v.len() > 1) {
         let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
         for i in idxs {
-            let Kind::File(c) = &entries[i].kind else { unreachable!() };
+            let Kind::File(c) = &entries[i].kind else {
+                unreachable!()
+            };
             by_hash.entry(content_hash(c)?).or_default().push(i);
         }
         groups.extend(by_hash.into_values().filter(|v| v.len() > 1));
@@ -435,7 +589,10 @@ fn content_hash(c: &Content) -> Result<[u8; 32], LayoutError> {
         Content::Empty => {}
         Content::Bytes(b) => h.update(b),
         Content::Path { path, .. } => {
-            let err = |e| LayoutError::Read { path: path.clone(), source: e };
+            let err = |e| LayoutError::Read {
+                path: path.clone(),
+                source: e,
+            };
             let mut f = fs::File::open(path).map_err(err)?;
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -467,10 +624,20 @@ mod tests {
         fs::write(&bb, b"bb").unwrap();
         let ag = dir.path().join("kestrel");
         fs::write(&ag, b"agent").unwrap();
-        let f = |p: PathBuf| Fetched { path: p, sha256: String::new(), size: 2, origin: String::new(), cached: false };
+        let f = |p: PathBuf| Fetched {
+            path: p,
+            sha256: String::new(),
+            size: 2,
+            origin: String::new(),
+            cached: false,
+        };
         let mut agent = f(ag);
         agent.size = 5;
-        Fixture { busybox: f(bb), agent, dir }
+        Fixture {
+            busybox: f(bb),
+            agent,
+            dir,
+        }
     }
 
     fn write(fx: &Fixture, rel: &str, body: &[u8], mode: u32) {
@@ -484,23 +651,43 @@ mod tests {
         let text = format!("version = \"1\"\nstrategy = \"initramfs\"\n{body}");
         let cfg = Config::from_str(&text, &fx.dir.path().join("fledge.toml")).unwrap();
         let agent = matches!(cfg.init, InitMode::Default { .. }).then_some(&fx.agent);
-        plan(&Inputs { config: &cfg, busybox: &fx.busybox, agent, init: b"INIT" })
+        plan(&Inputs {
+            config: &cfg,
+            busybox: &fx.busybox,
+            agent,
+            init: b"INIT",
+        })
     }
 
     fn node<'a>(p: &'a Plan, path: &str) -> &'a Node {
-        p.nodes.get(path).unwrap_or_else(|| panic!("{path} missing from plan"))
+        p.nodes
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} missing from plan"))
     }
 
     #[test]
     fn default_mode_layout() {
         let fx = fixture();
-        let p = plan_of(&fx, "[agent]\nsource_strategy = \"local\"\npath = \"kestrel\"\n").unwrap();
-        assert_eq!(node(&p, "/init").kind, Kind::File(Content::Bytes(Arc::from(&b"INIT"[..]))));
+        let p = plan_of(
+            &fx,
+            "[agent]\nsource_strategy = \"local\"\npath = \"kestrel\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            node(&p, "/init").kind,
+            Kind::File(Content::Bytes(Arc::from(&b"INIT"[..])))
+        );
         assert_eq!(node(&p, "/bin/kestrel").perm, 0o755);
         assert_eq!(node(&p, "/tmp").perm, 0o1777);
-        assert_eq!(node(&p, "/dev/console").kind, Kind::CharDev { major: 5, minor: 1 });
+        assert_eq!(
+            node(&p, "/dev/console").kind,
+            Kind::CharDev { major: 5, minor: 1 }
+        );
         assert_eq!(node(&p, "/dev/console").perm, 0o600);
-        assert_eq!(node(&p, "/dev/null").kind, Kind::CharDev { major: 1, minor: 3 });
+        assert_eq!(
+            node(&p, "/dev/null").kind,
+            Kind::CharDev { major: 1, minor: 3 }
+        );
         assert_eq!(node(&p, "/bin/sh").kind, Kind::Symlink("busybox".into()));
         for d in BASE_DIRS {
             assert_eq!(node(&p, d).kind, Kind::Dir, "{d}");
@@ -512,10 +699,21 @@ mod tests {
     fn custom_mode_host_file_and_seed_idiom() {
         let fx = fixture();
         write(&fx, "my-init", b"#!/bin/sh\n", 0o644);
-        let p = plan_of(&fx, "[init]\npath = \"./my-init\"\n[mappings]\n\"./my-init\" = \"/init\"\n").unwrap();
-        assert_eq!(node(&p, "/init").kind, Kind::File(Content::Bytes(Arc::from(&b"INIT"[..]))), "fledge-init stays /init");
+        let p = plan_of(
+            &fx,
+            "[init]\npath = \"./my-init\"\n[mappings]\n\"./my-init\" = \"/init\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            node(&p, "/init").kind,
+            Kind::File(Content::Bytes(Arc::from(&b"INIT"[..]))),
+            "fledge-init stays /init"
+        );
         assert_eq!(node(&p, CUSTOM_INIT_PATH).perm, 0o755);
-        assert_eq!(node(&p, VOLANT_INIT_PATH).kind, Kind::File(Content::Bytes(Arc::from(&b"/sbin/custom-init\n"[..]))));
+        assert_eq!(
+            node(&p, VOLANT_INIT_PATH).kind,
+            Kind::File(Content::Bytes(Arc::from(&b"/sbin/custom-init\n"[..])))
+        );
         assert!(!p.nodes.contains_key("/bin/kestrel"));
     }
 
@@ -525,21 +723,40 @@ mod tests {
         write(&fx, "my-init.sh", b"#!/bin/sh\n", 0o755);
         let ok = "[init]\npath = \"/usr/local/bin/my-init.sh\"\n[mappings]\n\"my-init.sh\" = \"/usr/local/bin/my-init.sh\"\n";
         let p = plan_of(&fx, ok).unwrap();
-        assert_eq!(node(&p, VOLANT_INIT_PATH).kind, Kind::File(Content::Bytes(Arc::from(&b"/usr/local/bin/my-init.sh\n"[..]))));
+        assert_eq!(
+            node(&p, VOLANT_INIT_PATH).kind,
+            Kind::File(Content::Bytes(Arc::from(
+                &b"/usr/local/bin/my-init.sh\n"[..]
+            )))
+        );
         assert_eq!(node(&p, "/usr/local").kind, Kind::Dir);
-        let err = plan_of(&fx, "[init]\npath = \"/usr/local/bin/nothing\"\n").unwrap_err().to_string();
-        assert!(err.contains("`init.path`") && err.contains("nothing in the image provides it"), "{err}");
+        let err = plan_of(&fx, "[init]\npath = \"/usr/local/bin/nothing\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`init.path`") && err.contains("nothing in the image provides it"),
+            "{err}"
+        );
     }
 
     #[test]
     fn none_mode_requires_init_mapping_and_makes_it_executable() {
         let fx = fixture();
         write(&fx, "sup", b"\x7fELF", 0o644);
-        let p = plan_of(&fx, "[init]\nnone = true\n[mappings]\n\"sup\" = \"/init\"\n").unwrap();
+        let p = plan_of(
+            &fx,
+            "[init]\nnone = true\n[mappings]\n\"sup\" = \"/init\"\n",
+        )
+        .unwrap();
         assert_eq!(node(&p, "/init").perm, 0o755);
         assert!(!p.nodes.contains_key("/bin/kestrel"));
-        let err = plan_of(&fx, "[init]\nnone = true\n").unwrap_err().to_string();
-        assert!(err.contains("`init.none`") && err.contains("/init"), "{err}");
+        let err = plan_of(&fx, "[init]\nnone = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`init.none`") && err.contains("/init"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -548,13 +765,41 @@ mod tests {
         write(&fx, "a", b"a", 0o644);
         write(&fx, "b", b"b", 0o644);
         let cases: &[(&str, &str, &[&str])] = &[
-            ("missing source", "[mappings]\n\"./nope\" = \"/x\"\n", &["fledge.toml:4", "mappings.\"./nope\"", "cannot be read"]),
-            ("two writers", "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x\"\n", &["mappings.\"b\"", "mappings.\"a\" (line 4)"]),
-            ("onto kestrel", "[mappings]\n\"a\" = \"/bin/kestrel\"\n", &["mappings.\"a\"", "source_strategy = \"local\""]),
-            ("onto busybox", "[mappings]\n\"a\" = \"/bin/busybox\"\n", &["busybox_url"]),
-            ("onto /init", "[mappings]\n\"a\" = \"/init\"\n", &["mappings.\"a\"", "none = true"]),
-            ("file over dir", "[mappings]\n\"a\" = \"/usr/bin\"\n", &["mappings.\"a\"", "/usr/bin"]),
-            ("under a file", "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x/y\"\n", &["mappings.\"b\"", "/x"]),
+            (
+                "missing source",
+                "[mappings]\n\"./nope\" = \"/x\"\n",
+                &["fledge.toml:4", "mappings.\"./nope\"", "cannot be read"],
+            ),
+            (
+                "two writers",
+                "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x\"\n",
+                &["mappings.\"b\"", "mappings.\"a\" (line 4)"],
+            ),
+            (
+                "onto kestrel",
+                "[mappings]\n\"a\" = \"/bin/kestrel\"\n",
+                &["mappings.\"a\"", "source_strategy = \"local\""],
+            ),
+            (
+                "onto busybox",
+                "[mappings]\n\"a\" = \"/bin/busybox\"\n",
+                &["busybox_url"],
+            ),
+            (
+                "onto /init",
+                "[mappings]\n\"a\" = \"/init\"\n",
+                &["mappings.\"a\"", "none = true"],
+            ),
+            (
+                "file over dir",
+                "[mappings]\n\"a\" = \"/usr/bin\"\n",
+                &["mappings.\"a\"", "/usr/bin"],
+            ),
+            (
+                "under a file",
+                "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x/y\"\n",
+                &["mappings.\"b\"", "/x"],
+            ),
         ];
         for (name, body, needles) in cases {
             let err = plan_of(&fx, body).expect_err(name).to_string();
@@ -570,17 +815,35 @@ mod tests {
         write(&fx, "tree/lib/libx.so.1", b"so", 0o644);
         write(&fx, "tree/share/data.txt", b"d", 0o600);
         write(&fx, "tree/bin/tool", b"t", 0o700);
-        std::os::unix::fs::symlink("../../etc/passwd", fx.dir.path().join("tree/share/link")).unwrap();
+        std::os::unix::fs::symlink("../../etc/passwd", fx.dir.path().join("tree/share/link"))
+            .unwrap();
         let fifo = fx.dir.path().join("tree/fifo");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
         write(&fx, "a", b"a", 0o755);
-        let p = plan_of(&fx, "[init]\nnone = true\n[mappings]\n\"tree\" = \"/usr\"\n\"a\" = \"/init\"\n").unwrap();
+        let p = plan_of(
+            &fx,
+            "[init]\nnone = true\n[mappings]\n\"tree\" = \"/usr\"\n\"a\" = \"/init\"\n",
+        )
+        .unwrap();
         assert_eq!(node(&p, "/usr/lib/libx.so.1").perm, 0o755);
         assert_eq!(node(&p, "/usr/share/data.txt").perm, 0o644);
         assert_eq!(node(&p, "/usr/bin/tool").perm, 0o700 & 0o666 | 0o100);
-        assert_eq!(node(&p, "/usr/share/link").kind, Kind::Symlink("../../etc/passwd".into()));
+        assert_eq!(
+            node(&p, "/usr/share/link").kind,
+            Kind::Symlink("../../etc/passwd".into())
+        );
         assert!(!p.nodes.contains_key("/usr/fifo"));
-        assert!(p.warnings.iter().any(|w| w.contains("fifo") && w.contains("FIFO")), "{:?}", p.warnings);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("fifo") && w.contains("FIFO")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]
@@ -627,12 +890,24 @@ mod tests {
             }
             assert_eq!((e.uid, e.gid, e.mtime), (0, 0, 42));
         }
-        let (a, b, c) = (&entries[pos("srv/t/a")], &entries[pos("srv/t/b")], &entries[pos("srv/t/c")]);
+        let (a, b, c) = (
+            &entries[pos("srv/t/a")],
+            &entries[pos("srv/t/b")],
+            &entries[pos("srv/t/c")],
+        );
         assert_eq!((a.ino, a.nlink), (b.ino, 2));
-        assert_eq!(a.kind, Kind::File(Content::Empty), "first of a group has no body");
+        assert_eq!(
+            a.kind,
+            Kind::File(Content::Empty),
+            "first of a group has no body"
+        );
         assert_eq!(b.body_len(), 4, "last of a group has the body");
         assert_eq!(c.nlink, 1);
-        assert_eq!(entries[pos("srv/t/d-x")].nlink, 1, "other permissions: not linked");
+        assert_eq!(
+            entries[pos("srv/t/d-x")].nlink,
+            1,
+            "other permissions: not linked"
+        );
         let inos: std::collections::HashSet<u32> = entries.iter().map(|e| e.ino).collect();
         assert_eq!(inos.len(), entries.len() - 1);
         let plain = normalise(&p, 42, false).unwrap();

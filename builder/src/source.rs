@@ -24,15 +24,32 @@ pub const AGENT_ASSET: &str = "kestrel";
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{what}: cannot read {}: {source}", path.display())]
-    Read { what: String, path: PathBuf, source: io::Error },
+    Read {
+        what: String,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{what}: {} is not a regular file", path.display())]
     NotAFile { what: String, path: PathBuf },
     #[error("{what} from {location}: sha256 mismatch: expected {expected}, got {actual}; check the digest in your config or the file it points to")]
-    ChecksumMismatch { what: String, location: String, expected: String, actual: String },
+    ChecksumMismatch {
+        what: String,
+        location: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{what}: cannot download {url}: {message}; check the URL and the network, or point the config at a local file")]
-    Download { what: String, url: String, message: String },
+    Download {
+        what: String,
+        url: String,
+        message: String,
+    },
     #[error("kestrel agent: cannot resolve release `{version}` of {repo}: {message}; without network access use [agent] source_strategy = \"local\" (path = ...) or \"http\" (url = ...)")]
-    Release { version: String, repo: String, message: String },
+    Release {
+        version: String,
+        repo: String,
+        message: String,
+    },
     #[error("cache {}: {source}", path.display())]
     Cache { path: PathBuf, source: io::Error },
 }
@@ -97,7 +114,13 @@ impl Fetcher {
         };
         let (digest, size) = hash_file(what, &path)?;
         verify(what, location, sha256, &digest)?;
-        Ok(Fetched { path, sha256: digest, size, origin: location.to_string(), cached: false })
+        Ok(Fetched {
+            path,
+            sha256: digest,
+            size,
+            origin: location.to_string(),
+            cached: false,
+        })
     }
 
     /// Gets the kestrel agent as `[agent]` says.
@@ -121,9 +144,15 @@ impl Fetcher {
         let api = if version == "latest" {
             format!("{}/repos/{AGENT_REPO}/releases/latest", self.github_api)
         } else {
-            format!("{}/repos/{AGENT_REPO}/releases/tags/{version}", self.github_api)
+            format!(
+                "{}/repos/{AGENT_REPO}/releases/tags/{version}",
+                self.github_api
+            )
         };
-        let memo = self.cache.join("releases").join(hex::encode(Sha256::digest(api.as_bytes())));
+        let memo = self
+            .cache
+            .join("releases")
+            .join(hex::encode(Sha256::digest(api.as_bytes())));
         let fail = |message: String| SourceError::Release {
             version: version.to_string(),
             repo: AGENT_REPO.to_string(),
@@ -136,8 +165,8 @@ impl Fetcher {
         });
         match answer {
             Ok(body) => {
-                let json: serde_json::Value =
-                    serde_json::from_str(&body).map_err(|e| fail(format!("bad answer from {api}: {e}")))?;
+                let json: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|e| fail(format!("bad answer from {api}: {e}")))?;
                 let tag = json["tag_name"].as_str().unwrap_or(version).to_string();
                 let url = json["assets"]
                     .as_array()
@@ -145,7 +174,9 @@ impl Fetcher {
                     .flatten()
                     .find(|a| a["name"].as_str() == Some(AGENT_ASSET))
                     .and_then(|a| a["browser_download_url"].as_str())
-                    .ok_or_else(|| fail(format!("release {tag} has no asset named `{AGENT_ASSET}`")))?
+                    .ok_or_else(|| {
+                        fail(format!("release {tag} has no asset named `{AGENT_ASSET}`"))
+                    })?
                     .to_string();
                 log::info!("kestrel agent: release {tag} is {url}");
                 write_atomic(&memo, url.as_bytes())?;
@@ -163,11 +194,21 @@ impl Fetcher {
         }
     }
 
-    fn download(&self, what: &str, url: &str, sha256: Option<&str>) -> Result<Fetched, SourceError> {
+    fn download(
+        &self,
+        what: &str,
+        url: &str,
+        sha256: Option<&str>,
+    ) -> Result<Fetched, SourceError> {
         let blobs = self.cache.join("blobs");
-        let index = self.cache.join("urls").join(hex::encode(Sha256::digest(url.as_bytes())));
+        let index = self
+            .cache
+            .join("urls")
+            .join(hex::encode(Sha256::digest(url.as_bytes())));
         // A known digest, or the one this URL gave last time, may already be in the cache.
-        let remembered = fs::read_to_string(&index).ok().map(|s| s.trim().to_string());
+        let remembered = fs::read_to_string(&index)
+            .ok()
+            .map(|s| s.trim().to_string());
         for digest in sha256.map(str::to_string).into_iter().chain(remembered) {
             if sha256.is_some_and(|want| want != digest) {
                 continue;
@@ -176,20 +217,32 @@ impl Fetcher {
             if let Ok((actual, size)) = hash_file(what, &blob) {
                 if actual == digest {
                     log::debug!("{what}: {url} found in the cache");
-                    return Ok(Fetched { path: blob, sha256: digest, size, origin: url.into(), cached: true });
+                    return Ok(Fetched {
+                        path: blob,
+                        sha256: digest,
+                        size,
+                        origin: url.into(),
+                        cached: true,
+                    });
                 }
             }
         }
 
         log::info!("{what}: downloading {url}");
-        fs::create_dir_all(&blobs).map_err(|source| SourceError::Cache { path: blobs.clone(), source })?;
+        fs::create_dir_all(&blobs).map_err(|source| SourceError::Cache {
+            path: blobs.clone(),
+            source,
+        })?;
         let mut reader = http_get(url).map_err(|message| SourceError::Download {
             what: what.into(),
             url: url.into(),
             message,
         })?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&blobs)
-            .map_err(|source| SourceError::Cache { path: blobs.clone(), source })?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&blobs).map_err(|source| SourceError::Cache {
+                path: blobs.clone(),
+                source,
+            })?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
@@ -199,23 +252,45 @@ impl Fetcher {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(SourceError::Download { what: what.into(), url: url.into(), message: e.to_string() })
+                    return Err(SourceError::Download {
+                        what: what.into(),
+                        url: url.into(),
+                        message: e.to_string(),
+                    })
                 }
             };
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(|source| SourceError::Cache { path: blobs.clone(), source })?;
+            tmp.write_all(&buf[..n])
+                .map_err(|source| SourceError::Cache {
+                    path: blobs.clone(),
+                    source,
+                })?;
             size += n as u64;
         }
         let digest = hex::encode(hasher.finalize());
         verify(what, url, sha256, &digest)?;
         let blob = blobs.join(&digest);
-        tmp.persist(&blob).map_err(|e| SourceError::Cache { path: blob.clone(), source: e.error })?;
+        tmp.persist(&blob).map_err(|e| SourceError::Cache {
+            path: blob.clone(),
+            source: e.error,
+        })?;
         write_atomic(&index, digest.as_bytes())?;
-        Ok(Fetched { path: blob, sha256: digest, size, origin: url.into(), cached: false })
+        Ok(Fetched {
+            path: blob,
+            sha256: digest,
+            size,
+            origin: url.into(),
+            cached: false,
+        })
     }
 }
 
-fn verify(what: &str, location: &str, expected: Option<&str>, actual: &str) -> Result<(), SourceError> {
+fn verify(
+    what: &str,
+    location: &str,
+    expected: Option<&str>,
+    actual: &str,
+) -> Result<(), SourceError> {
     match expected {
         Some(want) if want != actual => Err(SourceError::ChecksumMismatch {
             what: what.into(),
@@ -229,10 +304,17 @@ fn verify(what: &str, location: &str, expected: Option<&str>, actual: &str) -> R
 
 /// sha256 (hex) and size of a regular file.
 pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> {
-    let read_err = |source| SourceError::Read { what: what.into(), path: path.to_path_buf(), source };
+    let read_err = |source| SourceError::Read {
+        what: what.into(),
+        path: path.to_path_buf(),
+        source,
+    };
     let mut f = File::open(path).map_err(read_err)?;
     if !f.metadata().map_err(read_err)?.is_file() {
-        return Err(SourceError::NotAFile { what: what.into(), path: path.to_path_buf() });
+        return Err(SourceError::NotAFile {
+            what: what.into(),
+            path: path.to_path_buf(),
+        });
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -252,7 +334,10 @@ pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> 
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
-    let cache_err = |source| SourceError::Cache { path: path.to_path_buf(), source };
+    let cache_err = |source| SourceError::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(cache_err)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cache_err)?;
@@ -311,7 +396,10 @@ mod tests {
                 let mut req = [0u8; 4096];
                 let _ = s.read(&mut req);
                 h.fetch_add(1, Ordering::SeqCst);
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 let _ = s.write_all(head.as_bytes());
                 let _ = s.write_all(body);
             }
@@ -331,10 +419,16 @@ mod tests {
         let a = f.fetch("busybox", &url, None, Path::new("/")).unwrap();
         assert_eq!(a.sha256, digest(b"busybox bytes"));
         assert!(!a.cached);
-        let b = f.fetch("busybox", &url, Some(&a.sha256), Path::new("/")).unwrap();
+        let b = f
+            .fetch("busybox", &url, Some(&a.sha256), Path::new("/"))
+            .unwrap();
         assert!(b.cached);
         assert_eq!(fs::read(&b.path).unwrap(), b"busybox bytes");
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "second fetch must not touch the network");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "second fetch must not touch the network"
+        );
     }
 
     #[test]
@@ -342,11 +436,19 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let (url, _) = serve(b"tampered");
         let want = "0".repeat(64);
-        let err = Fetcher::new(cache.path().into()).fetch("busybox", &url, Some(&want), Path::new("/")).unwrap_err();
+        let err = Fetcher::new(cache.path().into())
+            .fetch("busybox", &url, Some(&want), Path::new("/"))
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&want) && msg.contains(&digest(b"tampered")), "{msg}");
+        assert!(
+            msg.contains(&want) && msg.contains(&digest(b"tampered")),
+            "{msg}"
+        );
         let blobs: Vec<_> = fs::read_dir(cache.path().join("blobs")).unwrap().collect();
-        assert!(blobs.is_empty(), "nothing may be left in the cache: {blobs:?}");
+        assert!(
+            blobs.is_empty(),
+            "nothing may be left in the cache: {blobs:?}"
+        );
     }
 
     #[test]
@@ -354,12 +456,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("my file"), b"abc").unwrap();
         let f = Fetcher::new(dir.path().join("cache"));
-        let a = f.fetch("x", "my file", Some(&digest(b"abc")), dir.path()).unwrap();
+        let a = f
+            .fetch("x", "my file", Some(&digest(b"abc")), dir.path())
+            .unwrap();
         assert_eq!(a.path, dir.path().join("my file"));
         let url = format!("file://{}/my%20file", dir.path().display());
-        assert_eq!(f.fetch("x", &url, None, Path::new("/")).unwrap().sha256, digest(b"abc"));
-        let missing = f.fetch("x", "nope", None, dir.path()).unwrap_err().to_string();
-        assert!(missing.contains("nope") && missing.starts_with("x: cannot read"), "{missing}");
+        assert_eq!(
+            f.fetch("x", &url, None, Path::new("/")).unwrap().sha256,
+            digest(b"abc")
+        );
+        let missing = f
+            .fetch("x", "nope", None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("nope") && missing.starts_with("x: cannot read"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -367,8 +480,19 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let mut f = Fetcher::new(cache.path().into());
         f.github_api = "http://127.0.0.1:1".into();
-        let msg = f.agent(&AgentSource::Release { version: "latest".into() }, Path::new("/")).unwrap_err().to_string();
-        assert!(msg.contains("\"local\"") && msg.contains("\"http\""), "{msg}");
+        let msg = f
+            .agent(
+                &AgentSource::Release {
+                    version: "latest".into(),
+                },
+                Path::new("/"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("\"local\"") && msg.contains("\"http\""),
+            "{msg}"
+        );
     }
 
     #[test]
