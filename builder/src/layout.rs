@@ -133,6 +133,38 @@ pub struct Inputs<'a> {
     pub init: &'a [u8],
 }
 
+/// Checks that every host file the config names exists, before anything is fetched, so a typo
+/// fails at once rather than after a download.
+pub fn check_sources(cfg: &Config) -> Result<(), LayoutError> {
+    let p = Planner {
+        cfg,
+        plan: Plan::default(),
+    };
+    if let InitMode::Custom {
+        init: CustomInit::Host(host),
+    } = &cfg.init
+    {
+        fs::metadata(host).map_err(|e| {
+            p.invalid(
+                None,
+                "init.path",
+                format!("names {}, which cannot be read: {e}", host.display()),
+            )
+        })?;
+    }
+    for m in &cfg.mappings {
+        fs::metadata(&m.source).map_err(|e| {
+            let key = format!("mappings.\"{}\"", m.key);
+            p.invalid(
+                m.line,
+                &key,
+                format!("names {}, which cannot be read: {e}", m.source.display()),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Lays out the image.
 pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
     let cfg = inputs.config;
