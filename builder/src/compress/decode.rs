@@ -9,12 +9,14 @@ use super::Compression;
 /// The compression of an image from its first bytes (at least 6 are needed for xz), or `None`
 /// when the bytes are neither a known compressed format nor a newc archive.
 pub fn detect(head: &[u8]) -> Option<Compression> {
-    const MAGICS: [(&[u8], Compression); 5] = [
+    const MAGICS: [(&[u8], Compression); 6] = [
         (&[0x1f, 0x8b], Compression::Gzip),
         (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
         (&[0xfd, b'7', b'z', b'X', b'Z', 0], Compression::Xz),
         (&[0x02, 0x21, 0x4c, 0x18], Compression::Lz4),
-        (b"0707", Compression::None),
+        // newc, and newc with checksums (same layout).
+        (b"070701", Compression::None),
+        (b"070702", Compression::None),
     ];
     MAGICS
         .iter()
@@ -141,13 +143,14 @@ mod tests {
 
     #[test]
     fn detects_every_magic() {
-        let cases: [(&[u8], Option<Compression>); 7] = [
+        let cases: [(&[u8], Option<Compression>); 8] = [
             (&[0x1f, 0x8b, 8, 0], Some(Compression::Gzip)),
             (&[0x28, 0xb5, 0x2f, 0xfd, 0], Some(Compression::Zstd)),
             (b"\xfd7zXZ\x00\x00", Some(Compression::Xz)),
             (&[0x02, 0x21, 0x4c, 0x18, 9], Some(Compression::Lz4)),
             (b"070701000000", Some(Compression::None)),
             (b"PK\x03\x04", None),
+            (b"070707", None),
             (b"", None),
         ];
         for (i, (head, want)) in cases.iter().enumerate() {
