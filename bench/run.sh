@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Build-speed benchmark: fledge (each compression) against the original pipeline
+# (copy into a temp root; find | cpio -o -H newc; gzip -n -9), 3cpio when installed, and the
+# stand-alone compressors on the very same cpio. See bench/README.md.
+#
+# Usage: bench/run.sh [WORKDIR]   (env FLEDGE=path/to/fledge, default target/release/fledge)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-${TMPDIR:-/tmp}/fledge-bench}
+fledge=${FLEDGE:-$repo/target/release/fledge}
+[ -x "$fledge" ] || { echo "no fledge binary at $fledge: run 'cargo build --release -p fledge'" >&2; exit 1; }
+for t in cpio gzip zstd xz lz4 /usr/bin/time; do
+    command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
+done
+
+busybox=${BUSYBOX:-/bin/busybox}
+# The big ELF: the first that exists of these (about 18 MB), or BIG_ELF.
+big=${BIG_ELF:-}
+if [ -z "$big" ]; then
+    for c in /usr/bin/qemu-system-x86_64 /usr/lib/x86_64-linux-gnu/libLLVM*.so* "$repo"/target/release/fledge; do
+        [ -f "$c" ] && { big=$c; break; }
+    done
+fi
+
+# ---- input set (built once, reused) ----
+input=$work/input
+if [ ! -f "$work/.input-ready" ]; then
+    rm -rf "$work"
+    mkdir -p "$input/tree"
+    cp "$big" "$input/big-elf"
+    printf '#!/bin/sh\nexec /bin/sh\n' > "$input/init"
+    chmod 755 "$input/init"
+    # ~1,500 text files, ~54 MB: large Rust/C sources from the cargo registry, the Python
+    # stdlib, then Perl modules, in a fixed order until the budget is reached.
+    {
+        find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' \) \
+            -size +30k -size -200k 2>/dev/null | sort
+        find /usr/lib/python3* -type f -name '*.py' | sort
+        find /usr/share/perl* /usr/lib/x86_64-linux-gnu/perl* -type f -name '*.pm' 2>/dev/null | sort
+    } | awk -v max_files=1500 -v max_bytes=54000000 '
+        { cmd = "stat -c %s \"" $0 "\""; cmd | getline s; close(cmd)
+          if (n >= max_files || total + s > max_bytes) next
+          total += s; n++; print }' > "$work/files.txt"
+    while IFS= read -r f; do
+        cp --parents "$f" "$input/tree/"
+    done < "$work/files.txt"
+    cat > "$work/fledge.toml" <<EOF
+version = "1"
+strategy = "initramfs"
+
+[init]
+none = true
+
+[source]
+busybox_url = "$busybox"
+
+[mappings]
+"input/init" = "/init"
+"input/big-elf" = "/usr/bin/big-elf"
+"input/tree" = "/usr/lib/tree"
+EOF
+    touch "$work/.input-ready"
+fi
+cd "$work"
+nfiles=$(find input -type f | wc -l)
+insize=$(du -sb input | cut -f1)
+bbsize=$(stat -c %s "$busybox")
+
+# ---- measurement ----
+results=()
+# measure NAME OUTPUT CMD...: wall seconds, output bytes, peak RSS (max over the processes).
+measure() {
+    local name=$1 out=$2; shift 2
+    rm -f "$out"
+    sync
+    /usr/bin/time -v -o time.txt "$@" >/dev/null 2>err.txt || { echo "$name failed:" >&2; cat err.txt >&2; return 1; }
+    local wall rss size cpu
+    cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' time.txt)
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' time.txt)
+    rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' time.txt)
+    size=$(stat -c %s "$out")
+    results+=("$name|$wall|$cpu|$size|$rss")
+    printf '%-44s %7.2f s wall %7.2f s cpu %10d B %7s MB\n' "$name" "$wall" "$cpu" "$size" "$rss" >&2
+}
+
+export FLEDGE_CACHE_DIR=$work/cache
+# Warm the page cache and the busybox cache once so every run reads the same way.
+"$fledge" build -q -c fledge.toml -o warm.cpio --compression none >/dev/null 2>&1 || "$fledge" build -c fledge.toml -o warm.cpio --compression none
+
+pipeline() {
+    rm -rf root && mkdir -p root/bin root/usr/bin root/usr/lib
+    cp -a input/init root/init
+    cp -a "$busybox" root/bin/busybox
+    cp -a input/big-elf root/usr/bin/big-elf
+    cp -a input/tree root/usr/lib/tree
+    (cd root && find . | cpio -o -H newc --quiet) | gzip -n -9 > pipeline.cpio.gz
+}
+export -f pipeline
+export busybox
+measure "pipeline (cp, find, cpio -o, gzip -n -9)" pipeline.cpio.gz bash -c pipeline
+
+for c in gzip zstd xz lz4 none; do
+    measure "fledge $c" "out.$c" "$fledge" build -q -c fledge.toml -o "out.$c" --compression "$c"
+done
+measure "fledge gzip -j1" out.gzip1 "$fledge" build -q -c fledge.toml -o out.gzip1 --compression gzip -j 1
+measure "fledge zstd -j1" out.zstd1 "$fledge" build -q -c fledge.toml -o out.zstd1 --compression zstd -j 1
+cmp -s out.gzip out.gzip1 && echo "gzip output identical for -j1 and all cores" >&2
+cmp -s out.zstd out.zstd1 && echo "zstd output identical for -j1 and all cores" >&2
+for l in ${GZIP_LEVELS:-6 8 12}; do
+    measure "fledge gzip --level $l" "out.gzip$l" "$fledge" build -q -c fledge.toml -o "out.gzip$l" --compression gzip --level "$l"
+done
+
+# The stand-alone compressors on fledge's own uncompressed cpio (same bytes in, so sizes compare).
+measure "gzip -n -9 of the same cpio" same.gz bash -c 'gzip -n -9 < out.none > same.gz'
+measure "gzip -n -6 of the same cpio" same6.gz bash -c 'gzip -n -6 < out.none > same6.gz'
+measure "zstd -3 -T0 of the same cpio" same.zst bash -c 'zstd -q -3 -T0 < out.none > same.zst'
+measure "xz -6 -T0 --check=crc32 of the same cpio" same.xz bash -c 'xz -6 -T0 --check=crc32 < out.none > same.xz'
+measure "lz4 -l of the same cpio" same.lz4 bash -c 'lz4 -q -l < out.none > same.lz4'
+
+if command -v 3cpio >/dev/null; then
+    # 3cpio reads a manifest: one "source destination" line per file.
+    {
+        echo "input/init /init"
+        echo "$busybox /bin/busybox"
+        echo "input/big-elf /usr/bin/big-elf"
+        (cd input/tree && find . -type f | sort | sed 's|^\./||') | while IFS= read -r f; do
+            echo "input/tree/$f /usr/lib/tree/$f"
+        done
+    } > 3cpio.manifest
+    measure "3cpio gzip -9" 3cpio.gz bash -c '3cpio --create --compression gzip --level 9 3cpio.gz < 3cpio.manifest'
+    measure "3cpio zstd -3" 3cpio.zst bash -c '3cpio --create --compression zstd --level 3 3cpio.zst < 3cpio.manifest'
+fi
+
+# ---- table ----
+base_wall=$(echo "${results[0]}" | cut -d'|' -f2)
+base_size=$(echo "${results[0]}" | cut -d'|' -f4)
+echo
+echo "Input: $nfiles files + busybox ($((bbsize / 1000)) kB), $((insize / 1000000)) MB in $input; $(nproc) cores"
+echo
+echo "| run | wall (s) | CPU user+sys (s) | size (MB) | peak RSS (MB) | wall vs pipeline | size vs pipeline |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for r in "${results[@]}"; do
+    IFS='|' read -r name wall cpu size rss <<< "$r"
+    awk -v n="$name" -v w="$wall" -v c="$cpu" -v s="$size" -v r="$rss" -v bw="$base_wall" -v bs="$base_size" \
+        'BEGIN { printf "| %s | %.2f | %.2f | %.3f | %s | %.3f | %.4f |\n", n, w, c, s / 1e6, r, w / bw, s / bs }'
+done
