@@ -365,21 +365,25 @@ impl<'a> MemberWriter<'a> {
                     .map_err(zerr)?;
                 z.include_checksum(true).map_err(zerr)?;
                 z.set_pledged_src_size(Some(member_len)).map_err(zerr)?;
-                // Multi-threaded zstd output is the same for any worker count >= 1.
+                // Multi-threaded zstd output is the same for any worker count >= 1; a fixed job
+                // size of one chunk keeps each worker's buffers as small as a piece.
                 z.multithread(threads).map_err(zerr)?;
+                z.set_parameter(zstd::zstd_safe::CParameter::JobSize(
+                    self.codec.chunk as u32,
+                ))
+                .map_err(zerr)?;
                 Stream::Zstd(z)
             }
             _ => {
                 let filters = self.codec.xz_filters()?;
-                let dict = preset_dict(self.codec.level.0)
-                    .min((self.codec.chunk as u32).next_power_of_two().max(4096));
                 // liblzma's threaded encoder cuts blocks at block_size whatever the thread
-                // count, so its output does not depend on `threads`.
+                // count, so its output does not depend on `threads`; one chunk per block keeps
+                // each thread's buffers as small as a piece.
                 let s = xz2::stream::MtStreamBuilder::new()
                     .threads(threads)
                     .filters(filters)
                     .check(xz2::stream::Check::Crc32)
-                    .block_size(3 * u64::from(dict))
+                    .block_size(self.codec.chunk as u64)
                     .encoder()
                     .map_err(|e| encoder_err("xz", e))?;
                 Stream::Xz(xz2::write::XzEncoder::new_stream(Vec::new(), s))

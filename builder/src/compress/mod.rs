@@ -110,6 +110,18 @@ pub(crate) struct Tuning {
     pub chunk: usize,
 }
 
+impl Tuning {
+    /// Segment target for `c`. zstd makes the whole image one frame, compressed by zstd's own
+    /// multi-threaded encoder (deterministic for any worker count): its 2 MiB+ window gains
+    /// more from one stream than it would from independent segments.
+    fn segment_for(&self, c: Compression) -> u64 {
+        match c {
+            Compression::Zstd => u64::MAX,
+            _ => self.segment,
+        }
+    }
+}
+
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
@@ -149,7 +161,7 @@ pub(crate) fn write_image_tuned(
         chunk: tuning.chunk,
         threads,
     };
-    let segments = plan::plan(entries, tuning.segment);
+    let segments = plan::plan(entries, tuning.segment_for(opts.compression));
     let credits = threads + 2;
 
     std::thread::scope(|s| {
