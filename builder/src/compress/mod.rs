@@ -350,7 +350,10 @@ fn work(
         };
         let Ok(piece) = piece else { return };
         let Some(enc) = enc.as_mut() else { return };
-        if done.send(enc.encode(piece)).is_err() {
+        // A panic must still reach the writer as an error, or it would wait for this piece.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| enc.encode(piece)))
+            .unwrap_or(Err(CompressError::Thread("a compression worker panicked")));
+        if done.send(result).is_err() {
             return;
         }
     }
