@@ -101,7 +101,10 @@ fn handoff_target(file: &Path) -> String {
             _ => {}
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("cannot read {}: {e}; using {DEFAULT_TARGET}", file.display()),
+        Err(e) => log::warn!(
+            "cannot read {}: {e}; using {DEFAULT_TARGET}",
+            file.display()
+        ),
     }
     DEFAULT_TARGET.to_string()
 }

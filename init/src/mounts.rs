@@ -12,7 +12,7 @@ pub struct Mount {
     pub source: &'static CStr,
     pub target: &'static CStr,
     pub fstype: &'static CStr,
-    pub flags: u64,
+    pub flags: libc::c_ulong,
     pub data: Option<&'static CStr>,
     /// Mode for creating the mount point when it is missing.
     pub dir_mode: u32,
@@ -20,9 +20,9 @@ pub struct Mount {
     pub tolerate: i32,
 }
 
-const NOSUID: u64 = libc::MS_NOSUID as u64;
-const NODEV: u64 = libc::MS_NODEV as u64;
-const NOEXEC: u64 = libc::MS_NOEXEC as u64;
+const NOSUID: libc::c_ulong = libc::MS_NOSUID;
+const NODEV: libc::c_ulong = libc::MS_NODEV;
+const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
 
 /// What PID 1 mounts, parents first. EBUSY means the kernel (or an earlier stage) already
 /// mounted it, which is fine.
@@ -135,7 +135,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     enum Call {
         Mkdir(String, u32),
-        Mount(String, String, String, u64, Option<String>),
+        Mount(String, String, String, libc::c_ulong, Option<String>),
     }
 
     /// Records every call; `fail` makes the call on that path return that errno.
@@ -173,7 +173,7 @@ mod tests {
         }
     }
 
-    fn mount(src: &str, target: &str, fs: &str, flags: u64, data: Option<&str>) -> Call {
+    fn mount(src: &str, target: &str, fs: &str, flags: libc::c_ulong, data: Option<&str>) -> Call {
         Call::Mount(
             src.into(),
             target.into(),

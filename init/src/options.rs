@@ -222,7 +222,11 @@ mod tests {
             "# baked by fledge\nfledge.supervise=1\nfledge.grace_ms=100\n",
         )
         .unwrap();
-        std::fs::write(&cmdline, "console=ttyS0 fledge.supervise=0 fledge.exit=reboot\n").unwrap();
+        std::fs::write(
+            &cmdline,
+            "console=ttyS0 fledge.supervise=0 fledge.exit=reboot\n",
+        )
+        .unwrap();
         let (o, w) = Options::load(&conf, &cmdline);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(

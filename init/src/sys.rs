@@ -65,7 +65,7 @@ pub fn mount(
     source: &CStr,
     target: &CStr,
     fstype: &CStr,
-    flags: u64,
+    flags: libc::c_ulong,
     data: Option<&CStr>,
 ) -> Result<(), Errno> {
     let data = data.map_or(ptr::null(), |d| d.as_ptr().cast());
@@ -75,7 +75,7 @@ pub fn mount(
             source.as_ptr(),
             target.as_ptr(),
             fstype.as_ptr(),
-            flags as libc::c_ulong,
+            flags,
             data,
         )
     })
@@ -106,7 +106,12 @@ pub fn open_rw(path: &CStr, cloexec: bool) -> Result<c_int, Errno> {
 /// Opens `path` write-only and close-on-exec.
 pub fn open_wo(path: &CStr) -> Result<c_int, Errno> {
     // SAFETY: `path` is a valid NUL-terminated string.
-    check(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOCTTY) })
+    check(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    })
 }
 
 pub fn dup2(from: c_int, to: c_int) -> Result<(), Errno> {
@@ -203,10 +208,12 @@ impl SigSet {
     /// `None` on timeout or interruption.
     pub fn wait(&self, timeout: Option<Duration>) -> Option<c_int> {
         let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_sec: t.as_secs().min(i32::MAX as u64) as _,
             tv_nsec: t.subsec_nanos() as _,
         });
-        let tsp = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
+        let tsp = ts
+            .as_ref()
+            .map_or(ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: `self.0` is a valid sigset_t; the siginfo pointer may be null; `tsp` is null or
         // points at `ts`, which outlives the call.
         let sig = unsafe { libc::sigtimedwait(&self.0, ptr::null_mut(), tsp) };
