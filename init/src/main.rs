@@ -29,6 +29,12 @@ const DEFAULT_TARGET: &str = "/bin/kestrel";
 /// The whole life of PID 1 (called from `sys::main`).
 pub fn run() -> ! {
     klog::install();
+    let pid = sys::getpid();
+    if pid != 1 {
+        // Mounting tmpfs over /tmp and devtmpfs over /dev would hide the host's own.
+        log::error!("must run as PID 1 (this is pid {pid}); doing nothing");
+        std::process::exit(2);
+    }
     let mut exit = ExitAction::default();
     let status = match boot(&mut exit) {
         Ok(status) => status,
@@ -119,9 +125,9 @@ fn exec(target: String) -> Error {
     Error::Exec { target, cause }
 }
 
-/// The end of PID 1: sync, then power off or reboot. Only PID 1 may do that - run anywhere else
-/// (a test, a mistaken run on a host) it exits with `status` instead (1 at least for failures
-/// of the init itself, so a failure never looks like success).
+/// The end of PID 1: sync, then power off or reboot. Only PID 1 may do that: the check is
+/// repeated here, next to the reboot call, so that no change elsewhere can make a run on a host
+/// power the host off; anywhere else it exits with `status`.
 fn finish(action: ExitAction, status: i32) -> ! {
     sys::sync();
     if sys::getpid() != 1 {

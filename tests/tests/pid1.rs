@@ -282,3 +282,20 @@ fn supervised_child_starts_clean() {
         run.output
     );
 }
+
+#[test]
+fn refuses_to_run_when_not_pid_1() {
+    require_pid1!();
+    // In a private mount namespace, so that a regression could not mount over the host's /dev.
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(&fledge_tests::guest_bins().init)
+        .output()
+        .expect("run unshare");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.starts_with("fledge-init: must run as PID 1 (this is pid "),
+        "{stderr}"
+    );
+}
