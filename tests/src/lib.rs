@@ -20,6 +20,30 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `fledge` binary of this build: `cargo test --workspace` puts it beside the test
+/// executable's directory (`target/<profile>/fledge`); otherwise it is built there.
+pub fn fledge_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join("fledge");
+    if !bin.exists() {
+        let target_dir = workspace_root().join("target/e2e-host");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "fledge", "--target-dir"])
+            .arg(&target_dir)
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "cargo build -p fledge failed");
+        return target_dir.join("debug/fledge");
+    }
+    bin
+}
+
 /// The guest binaries, built for x86_64-unknown-linux-musl with the `init` profile.
 pub struct GuestBins {
     pub init: PathBuf,
@@ -140,6 +164,28 @@ impl Root {
         root.copy_exe(Path::new(BUSYBOX), "bin/busybox");
         symlink("busybox", root.path().join("bin/sh")).expect("symlink /bin/sh");
         root
+    }
+
+    /// Unpacks an uncompressed newc image (as `fledge build --compression none` writes it) with
+    /// GNU cpio, device nodes included (root only).
+    pub fn from_image(image: &Path) -> Root {
+        let dir = tempfile::Builder::new()
+            .prefix("fledge-image-")
+            .tempdir()
+            .expect("create temp dir");
+        let out = Command::new("cpio")
+            .args(["-idm", "--quiet", "--no-absolute-filenames", "-F"])
+            .arg(image)
+            .current_dir(dir.path())
+            .output()
+            .expect("run cpio (apt-get install cpio)");
+        assert!(
+            out.status.success(),
+            "cpio -i {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Root { dir }
     }
 
     pub fn path(&self) -> &Path {

@@ -299,3 +299,58 @@ fn refuses_to_run_when_not_pid_1() {
         "{stderr}"
     );
 }
+
+/// The whole chain: `fledge build` lays out the image with the embedded init and the baked
+/// `[init] supervise = true`; unpacked, its `/init` supervises the agent.
+#[test]
+fn fledge_built_image_boots_and_supervises_the_agent() {
+    require_pid1!();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("fledge.toml");
+    let text = format!(
+        "version = \"1\"\nstrategy = \"initramfs\"\n[init]\nsupervise = true\n[agent]\n\
+         source_strategy = \"local\"\npath = \"{}\"\n[source]\nbusybox_url = \"/bin/busybox\"\n",
+        fledge_tests::guest_bins().standin.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let image = work.path().join("image.cpio");
+    let out = std::process::Command::new(fledge_tests::fledge_bin())
+        .args(["build", "--compression", "none", "-c"])
+        .arg(&config)
+        .arg("-o")
+        .arg(&image)
+        .arg("--cache-dir")
+        .arg(work.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fledge build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let root = Root::from_image(&image);
+    let conf = std::fs::read_to_string(root.path().join("etc/fledge-init.conf")).unwrap();
+    assert!(
+        conf.contains("fledge.supervise=1"),
+        "baked options: {conf:?}"
+    );
+    root.conf(&format!("{conf}fledge.log=console\n"));
+    let run = run_standin(&root, "report,exit:7", TIMEOUT);
+    assert!(run.ended_by_itself, "hung:\n{}", run.output);
+    let line = run
+        .output
+        .lines()
+        .find(|l| l.starts_with("STANDIN-REPORT"))
+        .unwrap_or_else(|| panic!("no report:\n{}", run.output));
+    assert_ne!(
+        report_field(line, "pid"),
+        "1",
+        "supervised agent is a child: {line}"
+    );
+    assert!(
+        run.output.contains("/bin/kestrel exited with status 7"),
+        "status not reported:\n{}",
+        run.output
+    );
+}
