@@ -111,32 +111,36 @@ impl Template {
         &self.raw
     }
 
-    /// `file:line` of `field` in the template (`[env]` keys are Volant's `workload.env`).
-    fn locate(&self, field: &str) -> String {
+    /// The template key behind manifest `field` (`[env]` keys are Volant's `workload.env`) and
+    /// where it is: `file:line`, `file`, or `default manifest`.
+    fn locate(&self, field: &str) -> (String, String) {
         let Some(origin) = &self.origin else {
-            return "default manifest".to_string();
+            return (field.to_string(), "default manifest".to_string());
         };
-        let candidates = match field.strip_prefix("workload.env") {
-            Some(rest) => vec![format!("env{rest}"), field.to_string()],
-            None => vec![field.to_string()],
-        };
-        candidates
+        let mut names = vec![field.to_string()];
+        if let Some(rest) = field.strip_prefix("workload.env.") {
+            names.push(format!("env.{rest}"));
+        }
+        let (name, span) = names
             .iter()
-            .find_map(|f| self.index.span_of(f))
-            .map(|s| {
-                format!(
-                    "{}:{}",
-                    origin.display(),
-                    template::line_of(&self.text, s.start)
-                )
-            })
-            .unwrap_or_else(|| origin.display().to_string())
+            .find_map(|n| self.index.exact(n).map(|s| (n.clone(), Some(s))))
+            .unwrap_or_else(|| (field.to_string(), self.index.span_of(field)));
+        let location = match span {
+            Some(s) => format!(
+                "{}:{}",
+                origin.display(),
+                template::line_of(&self.text, s.start)
+            ),
+            None => origin.display().to_string(),
+        };
+        (name, location)
     }
 
     fn invalid(&self, v: Violation) -> ManifestError {
+        let (field, location) = self.locate(&v.field);
         ManifestError::Invalid {
-            location: self.locate(&v.field),
-            field: v.field,
+            location,
+            field,
             problem: v.problem,
             fix: v.fix,
         }
@@ -216,9 +220,9 @@ pub fn parse_template(text: &str, origin: &Path) -> Result<Template, ManifestErr
     };
     if !entrypoint_given {
         log::warn!(
-            "{}: workload.entrypoint is empty; Volant requires one, so the manifest names the \
+            "{}: workload.entrypoint is not set; Volant requires one, so the manifest names the \
              agent, {DEFAULT_ENTRYPOINT}",
-            t.locate("workload.entrypoint")
+            t.locate("workload.entrypoint").1
         );
     }
     check(&t, &placeholder())?;

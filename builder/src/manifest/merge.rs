@@ -247,6 +247,11 @@ fn build_workload(raw: &Raw, first_port: Option<u16>) -> Result<Workload, Violat
     })
 }
 
+/// A flag's value, unless it is blank.
+fn given(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
 fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
     let digest = facts.sha256.trim().to_ascii_lowercase();
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -256,8 +261,8 @@ fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
             "pass the artifact's sha256 as 64 hex digits",
         ));
     }
-    let url = match (facts.url, facts.base_url) {
-        (Some(url), _) => url.trim().to_string(),
+    let url = match (given(facts.url), given(facts.base_url)) {
+        (Some(url), _) => url.to_string(),
         (None, Some(base)) => {
             let file = facts.artifact.file_name().ok_or_else(|| {
                 violation(
@@ -266,11 +271,7 @@ fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
                     "write the artifact to a file",
                 )
             })?;
-            format!(
-                "{}/{}",
-                base.trim().trim_end_matches('/'),
-                file.to_string_lossy()
-            )
+            format!("{}/{}", base.trim_end_matches('/'), file.to_string_lossy())
         }
         (None, None) => facts.artifact.to_string_lossy().into_owned(),
     };

@@ -67,11 +67,38 @@ pub struct RawResources {
 }
 
 /// `workload.entrypoint`: the original's string form or Volant's array form.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Entrypoint {
+    /// `entrypoint = "/usr/bin/x"` (arguments in `args`).
     One(String),
+    /// `entrypoint = ["/usr/bin/x", "--flag"]`.
     Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Entrypoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entrypoint;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Entrypoint, E> {
+                Ok(Entrypoint::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Entrypoint, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    argv.push(arg);
+                }
+                Ok(Entrypoint::Argv(argv))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// `[workload]`.
@@ -99,8 +126,11 @@ pub struct RawWorkload {
 pub struct RawNetwork {
     /// `vsock`, `bridged` or `dhcp`; default `bridged`.
     pub mode: Option<String>,
+    /// Bridged mode: CIDR of the VM subnet.
     pub subnet: Option<String>,
+    /// Bridged mode: gateway IP; needed with `subnet` unless `auto_assign`.
     pub gateway: Option<String>,
+    /// Bridged mode: let Volant assign IPs from `subnet`.
     pub auto_assign: Option<bool>,
     /// `[[network.expose]]`: not part of Volant's manifest; the first port sets the default
     /// `base_url`.
@@ -111,37 +141,50 @@ pub struct RawNetwork {
 /// `[[network.expose]]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RawPort {
+    /// Guest port, 1-65535. Required.
     pub port: Option<i64>,
     /// `tcp` or `udp`; default `tcp`.
     pub protocol: Option<String>,
+    /// Host port (kept for compatibility; not part of Volant's manifest).
     pub host_port: Option<i64>,
 }
 
 /// `[actions.<name>]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RawAction {
+    /// HTTP method. Required.
     pub method: Option<String>,
+    /// HTTP path on the workload. Required.
     pub path: Option<String>,
+    /// Human-readable description.
     pub description: Option<String>,
+    /// Request timeout, >= 0.
     pub timeout_ms: Option<i64>,
 }
 
 /// `[health_check]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RawHealthCheck {
+    /// Path probed on `base_url`; default `/`.
     pub endpoint: Option<String>,
+    /// Probe timeout, >= 0; default 10000.
     pub timeout_ms: Option<i64>,
 }
 
 /// `[[disks]]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RawDisk {
+    /// Disk name. Required.
     pub name: Option<String>,
+    /// Image path or URL. Required.
     pub source: Option<String>,
+    /// `sha256:<hex>` (an algorithm prefix is required).
     pub checksum: Option<String>,
-    /// `raw` or `qcow2`.
+    /// `raw` or `qcow2` (any case); Volant's default is `raw`.
     pub format: Option<String>,
+    /// Attach read-only.
     pub readonly: Option<bool>,
+    /// Guest device name, e.g. `vdb`.
     pub target: Option<String>,
 }
 
@@ -152,26 +195,33 @@ pub struct RawCloudInit {
     pub datasource: Option<String>,
     /// Only `vfat`; default `vfat`.
     pub seed_mode: Option<String>,
+    /// User-data document.
     pub user_data: Option<RawDoc>,
     /// A document, or (the original's form) a table of meta-data keys, written out as inline
     /// content.
     pub meta_data: Option<toml::Table>,
+    /// Network-config document.
     pub network_config: Option<RawDoc>,
 }
 
 /// A cloud-init document. `inline` defaults to true when `content` is given.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RawDoc {
+    /// Whether `content` holds the document (true) or `path` names it (false).
     pub inline: Option<bool>,
+    /// The document itself.
     pub content: Option<String>,
+    /// Host path of the document.
     pub path: Option<String>,
 }
 
 /// `[devices]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RawDevices {
+    /// PCI addresses such as `0000:01:00.0`.
     #[serde(default)]
     pub pci_passthrough: Vec<String>,
+    /// `vendor:device` patterns such as `10de:*`.
     #[serde(default)]
     pub allowlist: Vec<String>,
 }
@@ -210,12 +260,20 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
+    /// Span of the key `field` itself.
+    pub fn exact(&self, field: &str) -> Option<Range<usize>> {
+        self.keys
+            .iter()
+            .find(|(p, _, _)| p == field)
+            .map(|(_, k, _)| k.clone())
+    }
+
     /// Span of the key `field`, or of its nearest listed parent (`env.X` falls back to `env`).
     pub fn span_of(&self, field: &str) -> Option<Range<usize>> {
         let mut f = field;
         loop {
-            if let Some((_, k, _)) = self.keys.iter().find(|(p, _, _)| p == f) {
-                return Some(k.clone());
+            if let Some(span) = self.exact(f) {
+                return Some(span);
             }
             let cut = f.rfind(['.', '['])?;
             f = &f[..cut];
@@ -400,7 +458,10 @@ pub fn parse(text: &str) -> Result<Parsed, ParseFailure> {
             .and_then(|s| index.key_at(s.start))
             .map(str::to_string);
         ParseFailure {
-            message: e.message().trim().to_string(),
+            message: e
+                .message()
+                .trim()
+                .replace("expected i64", "expected an integer"),
             span,
             field,
         }
@@ -436,6 +497,16 @@ mod tests {
         assert_eq!(
             w.entrypoint,
             Some(Entrypoint::Argv(vec!["/bin/x".into(), "-v".into()]))
+        );
+    }
+
+    #[test]
+    fn a_wrong_entrypoint_type_says_what_is_expected() {
+        let e = parse("[workload]\nentrypoint = 5\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("workload.entrypoint"), "{e:?}");
+        assert!(
+            e.message.contains("a string or an array of strings"),
+            "{e:?}"
         );
     }
 

@@ -358,6 +358,7 @@ fn syntax_and_type_errors_name_file_line_and_key() {
     let err = render_text("name = \"a\"\nversion = \"1\"\n[resources]\nmemory_mb = \"lots\"\n")
         .unwrap_err();
     assert_eq!(err.field(), Some("resources.memory_mb"), "{err}");
+    assert!(err.to_string().contains("expected an integer"), "{err}");
     assert!(
         err.to_string()
             .starts_with("manifest.toml:4: resources.memory_mb"),
@@ -506,7 +507,8 @@ fn rule_args_need_an_entrypoint() {
 
 #[test]
 fn rule_env_names_usable() {
-    expect_field("[env]\n\"A=B\" = \"1\"\n", "workload.env.A=B");
+    let err = expect_field("[workload]\n[env]\n\"A=B\" = \"1\"\n", "env.A=B");
+    assert!(err.to_string().starts_with("manifest.toml:5:"), "{err}");
 }
 
 #[test]
@@ -515,7 +517,7 @@ fn rule_env_set_once() {
         "[env]\nA = \"1\"\n[workload.env]\nA = \"2\"\n",
         "workload.env.A",
     );
-    assert!(err.to_string().starts_with("manifest.toml:4:"), "{err}");
+    assert!(err.to_string().starts_with("manifest.toml:6:"), "{err}");
 }
 
 #[test]
