@@ -10,8 +10,9 @@
 //!    default). It already renders the template against placeholder build facts and runs
 //!    Volant's rules, so a broken template fails before anything is built, naming the file, the
 //!    line and the key. Unknown keys are logged with `log::warn!` and ignored.
-//! 2. [`render`] merges the template with the [`BuildFacts`] and validates the result with
-//!    Volant's `Manifest.Validate` rules ([`volant::Manifest::validate`]).
+//! 2. [`render`] (JSON) or [`render_manifest`] (typed) merges the template with the
+//!    [`BuildFacts`] and validates the result with Volant's `Manifest.Validate` rules
+//!    ([`volant::Manifest::validate`]).
 //! 3. [`write`] writes pretty JSON atomically to [`manifest_path`].
 //!
 //! Mapping from the original's format: a string `workload.entrypoint` plus `args` becomes the
@@ -291,9 +292,15 @@ pub fn default_name(artifact: &Path) -> String {
     }
 }
 
-/// Merges a template with build facts into Volant's manifest and validates it with Volant's
-/// rules. Serialise it with [`write`] (or `serde_json`).
-pub fn render(t: &Template, facts: &BuildFacts) -> Result<Manifest, ManifestError> {
+/// Merges a template with build facts into Volant's manifest, validated with Volant's rules, as
+/// JSON (object keys in sorted order). [`write`] writes it.
+pub fn render(t: &Template, facts: &BuildFacts) -> Result<serde_json::Value, ManifestError> {
+    let manifest = render_manifest(t, facts)?;
+    Ok(serde_json::to_value(manifest).expect("a manifest always serialises"))
+}
+
+/// [`render`] as typed data (serialises with fields in the schema's reading order).
+pub fn render_manifest(t: &Template, facts: &BuildFacts) -> Result<Manifest, ManifestError> {
     check(t, facts)
 }
 

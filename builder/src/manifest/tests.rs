@@ -57,14 +57,13 @@ fn assert_schema_valid(what: &str, json: &Value) {
 
 fn render_fixture(name: &str) -> Value {
     let t = load_template(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let m = render(&t, &facts(Path::new("/srv/images/plugin.cpio.gz")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    serde_json::to_value(m).unwrap()
+    render(&t, &facts(Path::new("/srv/images/plugin.cpio.gz")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn render_text(text: &str) -> Result<Manifest, ManifestError> {
     let t = parse_template(text, Path::new("manifest.toml"))?;
-    render(&t, &facts(Path::new("/out/plugin.cpio.gz")))
+    render_manifest(&t, &facts(Path::new("/out/plugin.cpio.gz")))
 }
 
 #[test]
@@ -127,6 +126,8 @@ fn the_default_template_passes_the_schema() {
     assert_eq!(json["workload"]["entrypoint"], json!(["/bin/kestrel"]));
     assert_eq!(json["workload"]["base_url"], "http://127.0.0.1:8080");
     assert_eq!(json["enabled"], true);
+    let typed = render_manifest(&default_template(&name), &facts(artifact)).unwrap();
+    assert_eq!(serde_json::to_value(typed).unwrap(), json);
 }
 
 #[test]
@@ -229,9 +230,7 @@ fn the_guides_manifest_example_is_produced() {
       "health_check": { "endpoint": "/", "timeout_ms": 10000 }
     });
     let t = load_template(&fixture("seed-myapp.toml")).unwrap();
-    let mut ours =
-        serde_json::to_value(render(&t, &facts(Path::new("/path/to/plugin.cpio.gz"))).unwrap())
-            .unwrap();
+    let mut ours = render(&t, &facts(Path::new("/path/to/plugin.cpio.gz"))).unwrap();
     // Additions over the example: the checksum and the labels Volant would add itself.
     let extra = ours.as_object_mut().unwrap();
     assert_eq!(
@@ -253,7 +252,7 @@ fn url_and_base_url_set_initramfs_url() {
     let t = default_template("app");
     let artifact = Path::new("/build/out/app.cpio.zst");
     let with = |url, base_url| {
-        render(
+        render_manifest(
             &t,
             &BuildFacts {
                 artifact,
@@ -298,7 +297,7 @@ fn write_is_atomic_pretty_and_replaces() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let artifact = dir.path().join("plugin.cpio.gz");
-    let m = render(&default_template("app"), &facts(&artifact)).unwrap();
+    let m = render_manifest(&default_template("app"), &facts(&artifact)).unwrap();
     let dest = manifest_path(&artifact, "app");
     fs::write(&dest, "old").unwrap();
     write(&m, &dest).unwrap();
@@ -392,7 +391,7 @@ fn expect_field(extra: &str, field: &str) -> ManifestError {
 
 /// Validates `m` after `change` and checks the violation names `field`.
 fn expect_rule(change: impl FnOnce(&mut Manifest), field: &str) {
-    let mut m = render(&default_template("app"), &facts(Path::new("/o/p.img"))).unwrap();
+    let mut m = render_manifest(&default_template("app"), &facts(Path::new("/o/p.img"))).unwrap();
     change(&mut m);
     let v = m.validate().unwrap_err();
     assert_eq!(v.field, field, "{v:?}");
