@@ -239,7 +239,7 @@ pub fn load_or_default(
 ) -> Result<Template, ManifestError> {
     match load_template(path) {
         Err(ManifestError::NotFound { .. }) if !explicit => {
-            log::warn!(
+            log::debug!(
                 "no manifest template at {}; using defaults (name {default_name:?}, version \
                  {DEFAULT_VERSION}, {DEFAULT_CPU_CORES} CPU, {DEFAULT_MEMORY_MB} MiB, entrypoint \
                  {DEFAULT_ENTRYPOINT})",
