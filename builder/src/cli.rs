@@ -1,4 +1,203 @@
-//! Command line.
+//! The `fledge` command line: argument parsing, logging to stderr, and one thin function per
+//! subcommand over the library.
+//!
+//! Exit status: 0 success, 1 the build/validation/inspection failed (the reason is on stderr,
+//! one sentence first), 2 the command line itself was wrong.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::compress::Compression;
+use crate::pipeline::{self, Request};
+use crate::{inspect, Error};
+
+/// Build minimal, reproducible initramfs images for Volant microVM plugins.
+#[derive(Debug, Parser)]
+#[command(name = "fledge", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Explain each step (fetches, cache hits, files placed).
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an initramfs (and its Volant manifest) from fledge.toml.
+    Build(BuildArgs),
+    /// List what an initramfs image holds (any newc image: plain, gzip, zstd, xz or lz4).
+    Inspect(InspectArgs),
+    /// Check fledge.toml and manifest.toml without building anything.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build configuration.
+    #[arg(short, long, default_value = "fledge.toml", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The manifest template [default: manifest.toml beside the config, if present].
+    #[arg(short, long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Where to write the image.
+    #[arg(short, long, default_value = "plugin.cpio.gz", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Compression [default: [build] compression in the config, else gzip].
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub compression: Option<Compression>,
+    /// Compression level [default: the format's best fit for initramfs].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub level: Option<i32>,
+    /// Compression threads; the output is identical for any number [default: all cores].
+    #[arg(short = 'j', long, default_value_t = 0, value_name = "N")]
+    pub threads: usize,
+    /// URL where the image will be published, written as initramfs.url in the manifest
+    /// [default: the image's absolute path].
+    #[arg(long, value_name = "URL", conflicts_with = "base_url")]
+    pub url: Option<String>,
+    /// Base URL the image's file name is appended to for initramfs.url.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Download cache [default: $XDG_CACHE_HOME/fledge or ~/.cache/fledge].
+    #[arg(long, value_name = "DIR", env = "FLEDGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Store every file's content even when identical files could share it as hardlinks.
+    #[arg(long)]
+    pub no_dedup: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image to read.
+    pub image: PathBuf,
+    /// Print JSON instead of a listing.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The build configuration.
+    #[arg(short, long, default_value = "fledge.toml", value_name = "FILE")]
+    pub config: PathBuf,
+    /// The manifest template [default: manifest.toml beside the config, if present].
+    #[arg(short, long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+/// Runs the command line; returns the exit status.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    let level = if cli.quiet {
+        log::LevelFilter::Error
+    } else if cli.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    log::set_logger(&StderrLogger).expect("the logger is set once");
+    log::set_max_level(level);
+    let result = match cli.command {
+        Command::Build(a) => build(a, cli.quiet),
+        Command::Inspect(a) => inspect_cmd(a),
+        Command::Validate(a) => validate(a, cli.quiet),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn request(config: PathBuf, manifest: Option<PathBuf>, output: PathBuf) -> Request {
+    let mut r = Request::new(config, output);
+    r.manifest = manifest;
+    r
+}
+
+fn build(a: BuildArgs, quiet: bool) -> Result<(), Error> {
+    let mut req = request(a.config, a.manifest, a.output);
+    req.compression = a.compression;
+    req.level = a.level;
+    req.threads = a.threads;
+    req.url = a.url;
+    req.base_url = a.base_url;
+    req.dedup = !a.no_dedup;
+    if let Some(d) = a.cache_dir {
+        req.cache_dir = d;
+    }
+    let r = pipeline::build(&req)?;
+    if !quiet {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "built {} ({} bytes, {} entries, {:?})",
+            r.artifact.display(),
+            r.size,
+            r.entries,
+            r.compression
+        );
+        let _ = writeln!(out, "sha256 {}", r.sha256);
+        if let Some(m) = &r.manifest {
+            let _ = writeln!(out, "manifest {}", m.display());
+        }
+    }
+    Ok(())
+}
+
+fn inspect_cmd(a: InspectArgs) -> Result<(), Error> {
+    let listing = inspect::read(&a.image)?;
+    let mut out = std::io::stdout().lock();
+    let text = if a.json {
+        serde_json::to_string_pretty(&listing).expect("listings serialise") + "\n"
+    } else {
+        inspect::format_listing(&listing.items)
+    };
+    let _ = out.write_all(text.as_bytes());
+    Ok(())
+}
+
+fn validate(a: ValidateArgs, quiet: bool) -> Result<(), Error> {
+    let req = request(a.config, a.manifest, PathBuf::from("plugin.cpio.gz"));
+    let (config, manifest) = pipeline::load(&req)?;
+    pipeline::epoch(&req)?;
+    if !quiet {
+        println!("{}: valid", config.path.display());
+        if let Some((p, _)) = manifest {
+            println!("{}: valid", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// `error: ...` / `warning: ...` on stderr; info lines plain.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let prefix = match r.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            log::Level::Debug | log::Level::Trace => "  ",
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{prefix}{}", r.args());
+    }
+
+    fn flush(&self) {}
 }

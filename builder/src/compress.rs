@@ -60,3 +60,23 @@ pub fn write_image(
     }
     Ok(())
 }
+
+/// The compression of an image, from its first bytes; `None` for anything unknown.
+pub fn detect(head: &[u8]) -> Option<Compression> {
+    match head {
+        [0x1f, 0x8b, ..] => Some(Compression::Gzip),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(Compression::Zstd),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Some(Compression::Xz),
+        [0x02, 0x21, 0x4c, 0x18, ..] => Some(Compression::Lz4),
+        [b'0', b'7', b'0', b'7', b'0', b'1', ..] => Some(Compression::None),
+        _ => None,
+    }
+}
+
+/// A reader of the decompressed bytes of every concatenated member.
+pub fn decoder<'a>(c: Compression, r: Box<dyn std::io::Read + 'a>) -> Box<dyn std::io::Read + 'a> {
+    match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        _ => r,
+    }
+}

@@ -1,1 +1,307 @@
-//! TODO
+//! One build, start to finish: config -> sources -> layout -> archive -> manifest, and the atomic
+//! output.
+//!
+//! This module owns the order of the stages and the rule that a failed build leaves nothing
+//! behind: the artifact and the manifest are written to temporary files beside their final names
+//! and renamed into place only when both are complete and valid.
+
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::archive::Entry;
+use crate::compress::{self, Compression};
+use crate::config::{self, Config, InitMode};
+use crate::layout::{self, Plan};
+use crate::manifest;
+use crate::source::{Fetched, Fetcher};
+use crate::Error;
+
+/// mtime of every entry when `SOURCE_DATE_EPOCH` is not set (2024-01-01, the original's epoch).
+pub const DEFAULT_EPOCH: u32 = 1_704_067_200;
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The `fledge.toml`.
+    pub config: PathBuf,
+    /// `manifest.toml`: `Some` when given explicitly (then it must exist); `None` looks for
+    /// `manifest.toml` beside the config.
+    pub manifest: Option<PathBuf>,
+    /// The artifact to write.
+    pub output: PathBuf,
+    /// Overrides `[build] compression`.
+    pub compression: Option<Compression>,
+    /// Overrides `[build] compression_level`.
+    pub level: Option<i32>,
+    /// Compression threads (0 = all cores).
+    pub threads: usize,
+    pub cache_dir: PathBuf,
+    /// Entry mtime; `None` reads `SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`].
+    pub epoch: Option<u32>,
+    /// Published URL of the artifact for the manifest.
+    pub url: Option<String>,
+    /// Base URL the artifact's file name is appended to, for the manifest.
+    pub base_url: Option<String>,
+    /// Store identical files once, as hardlinks.
+    pub dedup: bool,
+}
+
+impl Request {
+    /// A request with the defaults of `fledge build`.
+    pub fn new(config: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        Request {
+            config: config.into(),
+            manifest: None,
+            output: output.into(),
+            compression: None,
+            level: None,
+            threads: 0,
+            cache_dir: Fetcher::default_cache_dir(),
+            epoch: None,
+            url: None,
+            base_url: None,
+            dedup: true,
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub artifact: PathBuf,
+    pub size: u64,
+    /// sha256 of the artifact, hex.
+    pub sha256: String,
+    pub manifest: Option<PathBuf>,
+    pub entries: usize,
+    pub compression: Compression,
+}
+
+/// Everything decided before bytes are written: used by `build`, `--dry-run` and `validate`.
+pub struct Prepared {
+    pub config: Config,
+    pub manifest: Option<(PathBuf, manifest::Template)>,
+    pub plan: Plan,
+    pub entries: Vec<Entry>,
+}
+
+/// Reads the config and manifest template; reports their warnings.
+pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Template)>), Error> {
+    let config = config::load(&req.config)?;
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
+    let manifest_path = match &req.manifest {
+        Some(p) => Some(p.clone()),
+        None => Some(config.base_dir.join("manifest.toml")).filter(|p| p.exists()),
+    };
+    let manifest = match manifest_path {
+        Some(p) => {
+            let t = manifest::load_template(&p)?;
+            Some((p, t))
+        }
+        None => None,
+    };
+    Ok((config, manifest))
+}
+
+/// Loads everything, fetches the inputs and lays out the image, writing nothing.
+pub fn prepare(req: &Request) -> Result<Prepared, Error> {
+    let (config, manifest) = load(req)?;
+    let fetcher = Fetcher::new(req.cache_dir.clone());
+    let busybox = fetcher.fetch(
+        "busybox",
+        &config.busybox.location,
+        config.busybox.sha256.as_deref(),
+        &config.base_dir,
+    )?;
+    log_fetched("busybox", &busybox);
+    let agent: Option<Fetched> = match &config.init {
+        InitMode::Default { agent } => {
+            let a = fetcher.agent(agent, &config.base_dir)?;
+            log_fetched("kestrel agent", &a);
+            Some(a)
+        }
+        _ => None,
+    };
+    let plan = layout::plan(&layout::Inputs {
+        config: &config,
+        busybox: &busybox,
+        agent: agent.as_ref(),
+        init: crate::embedded::INIT_X86_64,
+    })?;
+    for w in &plan.warnings {
+        log::warn!("{w}");
+    }
+    let entries = layout::normalise(&plan, epoch(req)?, req.dedup)?;
+    Ok(Prepared {
+        config,
+        manifest,
+        plan,
+        entries,
+    })
+}
+
+fn log_fetched(what: &str, f: &Fetched) {
+    let how = if f.cached { " (cached)" } else { "" };
+    log::debug!(
+        "{what}: {} -> {}{how}, sha256 {}",
+        f.origin,
+        f.path.display(),
+        f.sha256
+    );
+}
+
+/// The entry mtime for this request.
+pub fn epoch(req: &Request) -> Result<u32, Error> {
+    if let Some(e) = req.epoch {
+        return Ok(e);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u32>().map_err(|_| {
+            Error::Config(config::ConfigError::Invalid {
+                at: config::Location {
+                    file: "environment".into(),
+                    line: None,
+                },
+                key: "SOURCE_DATE_EPOCH".into(),
+                problem: format!(
+                    "is \"{v}\": it must be whole seconds since 1970 (0 to 4294967295)"
+                ),
+            })
+        }),
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// Builds the image (and its manifest) as `req` says.
+pub fn build(req: &Request) -> Result<Report, Error> {
+    let prepared = prepare(req)?;
+    let compression = req
+        .compression
+        .or(prepared.config.compression)
+        .unwrap_or_default();
+    let opts = compress::Options {
+        compression,
+        level: req.level.or(prepared.config.compression_level),
+        threads: if req.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            req.threads
+        },
+    };
+
+    let out = &req.output;
+    let out_err = |source| Error::Output {
+        path: out.clone(),
+        source,
+    };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(out_err)?;
+    let tmp = temp_beside(out).map_err(out_err)?;
+    let mut w = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, tmp),
+        hasher: Sha256::new(),
+        len: 0,
+    };
+    compress::write_image(&prepared.entries, &opts, &mut w)?;
+    let sha256 = hex::encode(w.hasher.finalize());
+    let size = w.len;
+    let tmp = w.inner.into_inner().map_err(|e| out_err(e.into_error()))?;
+    tmp.as_file().sync_all().map_err(out_err)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(out_err)?;
+
+    let artifact = std::path::absolute(out).map_err(out_err)?;
+    let mut manifest_out = None;
+    if let Some((_, template)) = &prepared.manifest {
+        let facts = manifest::BuildFacts {
+            artifact: &artifact,
+            sha256: &sha256,
+            url: req.url.as_deref(),
+        };
+        let json = manifest::render(template, &facts)?;
+        let name = json["name"].as_str().unwrap_or("plugin").to_string();
+        let path = dir.join(format!("{name}.manifest.json"));
+        let text =
+            serde_json::to_string_pretty(&json).expect("JSON values always serialise") + "\n";
+        let mut mtmp = temp_beside(&path).map_err(|source| Error::Output {
+            path: path.clone(),
+            source,
+        })?;
+        mtmp.write_all(text.as_bytes())
+            .map_err(|source| Error::Output {
+                path: path.clone(),
+                source,
+            })?;
+        manifest_out = Some((mtmp, path));
+    }
+    tmp.persist(out).map_err(|e| out_err(e.error))?;
+    let manifest = match manifest_out {
+        Some((mtmp, path)) => {
+            mtmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(|source| Error::Output {
+                    path: path.clone(),
+                    source,
+                })?;
+            mtmp.persist(&path).map_err(|e| Error::Output {
+                path: path.clone(),
+                source: e.error,
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(Report {
+        artifact,
+        size,
+        sha256,
+        manifest,
+        entries: prepared.entries.len(),
+        compression,
+    })
+}
+
+/// A temporary file in the directory of `path`, removed unless persisted.
+fn temp_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}
+
+/// Hashes and counts what passes through.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
