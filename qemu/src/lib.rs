@@ -5,7 +5,8 @@
 //! - [`host`] finds what a boot needs on this machine (emulator, kernel, busybox) and decides
 //!   whether a missing piece skips the test or, with `CI=true`, fails it;
 //! - [`tools`] builds (once per process) the `fledge` binary and the static stand-in program the
-//!   images carry, and runs `fledge build`;
+//!   images carry;
+//! - [`project`] writes a `fledge.toml` for each init mode and runs `fledge build` on it;
 //! - [`newc`] writes and edits newc archives by hand, independently of the builder under test, for
 //!   the harness's own tests and for images the builder refuses to make (a missing agent);
 //! - [`vm`] boots one image with a hard timeout and returns the whole serial log, with checks that
@@ -16,6 +17,7 @@
 
 pub mod host;
 pub mod newc;
+pub mod project;
 pub mod tools;
 pub mod vm;
 

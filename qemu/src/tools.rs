@@ -1,6 +1,6 @@
 //! The programs the smoke images are made with, built once per process: the `fledge` binary
 //! under test (host target) and the stand-in program `fledge-standins` builds (static musl, the
-//! target and profile of `targets/x86_64.toml`), plus `fledge build` itself.
+//! target and profile of `targets/x86_64.toml`), and the command runner they share.
 //!
 //! The builds are nested `cargo build`s with their own target directory, `<repo>/target/qemu-cargo`:
 //! the `cargo test` running this code holds the lock on the workspace's target directory, and a
@@ -8,7 +8,7 @@
 //! always come from the current sources. `FLEDGE_BIN` and `FLEDGE_STANDIN` name prebuilt binaries
 //! instead (no build).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -54,24 +54,6 @@ impl Tools {
             }
         };
         Ok(Tools { fledge, standin })
-    }
-
-    /// Runs `fledge build -c <dir>/fledge.toml -o <dir>/<out> --compression <compression>` and
-    /// returns the artifact's path. The error carries fledge's output.
-    pub fn fledge_build(&self, dir: &Path, compression: &str) -> Result<PathBuf, Error> {
-        let out = dir.join(format!("image.cpio{}", suffix(compression)));
-        let mut cmd = Command::new(&self.fledge);
-        cmd.arg("build")
-            .arg("-c")
-            .arg(dir.join("fledge.toml"))
-            .arg("-o")
-            .arg(&out)
-            .args(["--compression", compression])
-            .current_dir(dir)
-            // A cache of our own keeps tests off the user's cache; sources here are local files.
-            .env("XDG_CACHE_HOME", dir.join("cache"));
-        run(cmd)?;
-        Ok(out)
     }
 }
 
