@@ -168,6 +168,7 @@ fn inspect_cmd(a: InspectArgs) -> Result<(), Error> {
 fn validate(a: ValidateArgs, quiet: bool) -> Result<(), Error> {
     let req = request(a.config, a.manifest, PathBuf::from("plugin.cpio.gz"));
     let (config, manifest) = pipeline::load(&req)?;
+    crate::layout::check_sources(&config)?;
     pipeline::epoch(&req)?;
     if !quiet {
         println!("{}: valid", config.path.display());

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,6 +130,38 @@ pub struct Inputs<'a> {
     pub agent: Option<&'a Fetched>,
     /// The `fledge-init` binary for the guest.
     pub init: &'a [u8],
+}
+
+/// Checks that every host file the config names exists, before anything is fetched, so a typo
+/// fails at once rather than after a download.
+pub fn check_sources(cfg: &Config) -> Result<(), LayoutError> {
+    let p = Planner {
+        cfg,
+        plan: Plan::default(),
+    };
+    if let InitMode::Custom {
+        init: CustomInit::Host(host),
+    } = &cfg.init
+    {
+        fs::metadata(host).map_err(|e| {
+            p.invalid(
+                None,
+                "init.path",
+                format!("names {}, which cannot be read: {e}", host.display()),
+            )
+        })?;
+    }
+    for m in &cfg.mappings {
+        fs::metadata(&m.source).map_err(|e| {
+            let key = format!("mappings.\"{}\"", m.key);
+            p.invalid(
+                m.line,
+                &key,
+                format!("names {}, which cannot be read: {e}", m.source.display()),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Lays out the image.
@@ -584,27 +615,18 @@ fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
 }
 
 fn content_hash(c: &Content) -> Result<[u8; 32], LayoutError> {
-    let mut h = Sha256::new();
     match c {
-        Content::Empty => {}
-        Content::Bytes(b) => h.update(b),
+        Content::Empty => Ok(Sha256::digest(b"").into()),
+        Content::Bytes(b) => Ok(Sha256::digest(b).into()),
         Content::Path { path, .. } => {
             let err = |e| LayoutError::Read {
                 path: path.clone(),
                 source: e,
             };
             let mut f = fs::File::open(path).map_err(err)?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = f.read(&mut buf).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            Ok(crate::source::sha256_reader(&mut f).map_err(err)?.0)
         }
     }
-    Ok(h.finalize().into())
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Templat
 /// Loads everything, fetches the inputs and lays out the image, writing nothing.
 pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     let (config, manifest) = load(req)?;
+    layout::check_sources(&config)?;
     let fetcher = Fetcher::new(req.cache_dir.clone());
     let busybox = fetcher.fetch(
         "busybox",

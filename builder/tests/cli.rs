@@ -1,0 +1,395 @@
+//! End-to-end tests of the `fledge` binary: build each init mode from fixtures in a temp dir and
+//! read the archive back with independent tools (GNU cpio), check reproducibility, atomic output
+//! and the error messages of bad inputs.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+const BUSYBOX: &[u8] = b"not really busybox, but bytes to carry\n";
+const AGENT: &[u8] = b"agent stand-in bytes\n";
+
+/// A project directory with a fake busybox and agent, and helpers to run fledge in it.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let p = Project {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        p.file("tools/busybox", BUSYBOX, 0o755);
+        p.file("tools/kestrel", AGENT, 0o755);
+        p
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn file(&self, rel: &str, body: &[u8], mode: u32) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, body).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Writes fledge.toml: the common head plus `body`.
+    fn config(&self, body: &str) {
+        let text = format!(
+            "version = \"1\"\nstrategy = \"initramfs\"\n[source]\nbusybox_url = \"tools/busybox\"\nbusybox_sha256 = \"{}\"\n{body}",
+            hex(BUSYBOX)
+        );
+        self.file("fledge.toml", text.as_bytes(), 0o644);
+    }
+
+    fn fledge(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fledge"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("FLEDGE_CACHE_DIR", self.path("cache"))
+            .env_remove("SOURCE_DATE_EPOCH");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn build(&self, out: &str, envs: &[(&str, &str)]) -> Vec<u8> {
+        let o = self.fledge(&["build", "-o", out, "--compression", "none"], envs);
+        assert!(
+            o.status.success(),
+            "build failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        fs::read(self.path(out)).unwrap()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+const DEFAULT_MODE: &str = "[agent]\nsource_strategy = \"local\"\npath = \"tools/kestrel\"\n";
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var("CI").is_err(), "{tool} is required in CI");
+        eprintln!("skipped: {tool} is not installed (apt-get install cpio)");
+    }
+    ok
+}
+
+/// `cpio -tv` lines with whitespace folded, keyed by path.
+fn cpio_listing(archive: &Path) -> Vec<(String, String)> {
+    let o = Command::new("cpio")
+        .args(["-tv", "--numeric-uid-gid", "-F"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cpio -t failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let folded = l.split_whitespace().collect::<Vec<_>>().join(" ");
+            let name_part = folded.split(" -> ").next().unwrap().to_string();
+            let name = name_part.rsplit(' ').next().unwrap().to_string();
+            (name, folded)
+        })
+        .collect()
+}
+
+fn cpio_extract(archive: &Path, member: &str) -> Vec<u8> {
+    let o = Command::new("cpio")
+        .args(["-i", "--quiet", "--to-stdout", "-F"])
+        .arg(archive)
+        .arg(member)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cpio -i {member} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn line<'a>(listing: &'a [(String, String)], name: &str) -> &'a str {
+    &listing
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} not in archive: {listing:#?}"))
+        .1
+}
+
+#[test]
+fn default_mode_image_reads_back_with_gnu_cpio() {
+    if !have("cpio") {
+        return;
+    }
+    let p = Project::new();
+    p.file("app/myapp", b"#!/bin/sh\necho app\n", 0o750);
+    p.file("app/conf/app.toml", b"port = 8080\n", 0o600);
+    std::os::unix::fs::symlink("app.toml", p.path("app/conf/current")).unwrap();
+    p.config(&format!("{DEFAULT_MODE}[mappings]\n\"app/myapp\" = \"/usr/bin/myapp\"\n\"app/conf\" = \"/etc/myapp\"\n"));
+    p.build("out.cpio", &[]);
+    let l = cpio_listing(&p.path("out.cpio"));
+    let expect = [
+        ("bin", "drwxr-xr-x 2 0 0 0 "),
+        ("tmp", "drwxrwxrwt 2 0 0 0 "),
+        ("dev/console", "crw------- 1 0 0 5, 1 "),
+        ("dev/null", "crw-rw-rw- 1 0 0 1, 3 "),
+        ("init", "-rwxr-xr-x 1 0 0 "),
+        ("bin/kestrel", "-rwxr-xr-x 1 0 0 21 "),
+        ("bin/busybox", "-rwxr-xr-x 1 0 0 39 "),
+        ("bin/sh", "lrwxrwxrwx 1 0 0 7 "),
+        ("usr/bin/myapp", "-rwxr-x--- 1 0 0 19 "),
+        ("etc/myapp/app.toml", "-rw-r--r-- 1 0 0 12 "),
+        ("etc/myapp/current", "lrwxrwxrwx 1 0 0 8 "),
+    ];
+    for (name, prefix) in expect {
+        let got = line(&l, name);
+        assert!(
+            got.starts_with(prefix),
+            "{name}: {got:?} should start with {prefix:?}"
+        );
+        assert!(
+            got.contains("Jan 1 2024"),
+            "{name}: mtime should be the default epoch: {got}"
+        );
+    }
+    assert!(line(&l, "bin/sh").ends_with("bin/sh -> busybox"));
+    assert!(line(&l, "etc/myapp/current").ends_with("-> app.toml"));
+    assert!(
+        !l.iter().any(|(n, _)| n == ".volant_init"),
+        "no .volant_init in default mode"
+    );
+    assert_eq!(cpio_extract(&p.path("out.cpio"), "bin/kestrel"), AGENT);
+    assert_eq!(
+        cpio_extract(&p.path("out.cpio"), "etc/myapp/app.toml"),
+        b"port = 8080\n"
+    );
+    // Parents come before children.
+    let names: Vec<&str> = l.iter().map(|(n, _)| n.as_str()).collect();
+    for (i, n) in names.iter().enumerate() {
+        if let Some((parent, _)) = n.rsplit_once('/') {
+            let pi = names
+                .iter()
+                .position(|x| *x == parent)
+                .unwrap_or_else(|| panic!("no parent for {n}"));
+            assert!(pi < i, "{parent} after {n}");
+        }
+    }
+    // The init is the embedded fledge-init: a static ELF.
+    assert_eq!(&cpio_extract(&p.path("out.cpio"), "init")[..4], b"\x7fELF");
+}
+
+#[test]
+fn custom_and_none_modes() {
+    if !have("cpio") {
+        return;
+    }
+    let p = Project::new();
+    p.file("my-init", b"#!/bin/sh\nexec sh\n", 0o644);
+    p.config("[init]\npath = \"./my-init\"\n[mappings]\n\"./my-init\" = \"/init\"\n");
+    p.build("custom.cpio", &[]);
+    let l = cpio_listing(&p.path("custom.cpio"));
+    assert_eq!(
+        cpio_extract(&p.path("custom.cpio"), ".volant_init"),
+        b"/sbin/custom-init\n"
+    );
+    assert!(line(&l, "sbin/custom-init").starts_with("-rwxr-xr-x"));
+    assert_eq!(
+        cpio_extract(&p.path("custom.cpio"), "sbin/custom-init"),
+        b"#!/bin/sh\nexec sh\n"
+    );
+    assert_eq!(
+        &cpio_extract(&p.path("custom.cpio"), "init")[..4],
+        b"\x7fELF",
+        "fledge-init stays /init"
+    );
+    assert!(!l.iter().any(|(n, _)| n == "bin/kestrel"));
+
+    p.file("sup", b"my own pid 1", 0o644);
+    p.config("[init]\nnone = true\n[mappings]\n\"sup\" = \"/init\"\n");
+    p.build("none.cpio", &[]);
+    let l = cpio_listing(&p.path("none.cpio"));
+    assert!(
+        line(&l, "init").starts_with("-rwxr-xr-x"),
+        "none-mode /init is made executable"
+    );
+    assert_eq!(cpio_extract(&p.path("none.cpio"), "init"), b"my own pid 1");
+    assert!(!l
+        .iter()
+        .any(|(n, _)| n == "bin/kestrel" || n == ".volant_init"));
+}
+
+#[test]
+fn builds_are_byte_identical_anywhere_and_follow_source_date_epoch() {
+    let a = Project::new();
+    a.file("data/x.txt", b"x", 0o644);
+    a.config(&format!(
+        "{DEFAULT_MODE}[mappings]\n\"data\" = \"/srv/data\"\n"
+    ));
+    let first = a.fledge(&["build", "-o", "one.cpio.gz"], &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = a.fledge(&["build", "-o", "two.cpio.gz", "-j", "1"], &[]);
+    assert!(again.status.success());
+    let one = fs::read(a.path("one.cpio.gz")).unwrap();
+    assert_eq!(
+        one,
+        fs::read(a.path("two.cpio.gz")).unwrap(),
+        "rebuild must be byte-identical"
+    );
+
+    // Another directory, other file times: same bytes.
+    let b = Project::new();
+    b.file("data/x.txt", b"x", 0o644);
+    b.config(&format!(
+        "{DEFAULT_MODE}[mappings]\n\"data\" = \"/srv/data\"\n"
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(b.path("data/x.txt"), b"x").unwrap();
+    let o = b.fledge(&["build", "-o", "one.cpio.gz"], &[]);
+    assert!(o.status.success());
+    assert_eq!(
+        one,
+        fs::read(b.path("one.cpio.gz")).unwrap(),
+        "build directory must not matter"
+    );
+
+    let plain = a.build("plain.cpio", &[]);
+    let epoch = a.build("epoch.cpio", &[("SOURCE_DATE_EPOCH", "1000000000")]);
+    assert_ne!(plain, epoch, "SOURCE_DATE_EPOCH must change the mtimes");
+    assert_eq!(plain.len(), epoch.len());
+    let mtime_field = format!("{:08X}", 1_000_000_000u32);
+    assert!(String::from_utf8_lossy(&epoch).contains(&mtime_field));
+}
+
+#[test]
+fn checksum_mismatch_fails_and_leaves_no_artifact() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    let text = fs::read_to_string(p.path("fledge.toml"))
+        .unwrap()
+        .replace(&hex(BUSYBOX), &"0".repeat(64));
+    fs::write(p.path("fledge.toml"), text).unwrap();
+    let o = p.fledge(&["build", "-o", "out/plugin.cpio.gz"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("error: busybox from tools/busybox: sha256 mismatch"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&"0".repeat(64)) && err.contains(&hex(BUSYBOX)),
+        "{err}"
+    );
+    let left: Vec<_> = fs::read_dir(p.path("out"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing may be written: {left:?}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_sentence_naming_them() {
+    let p = Project::new();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "missing mapping source",
+            "[mappings]\n\"./nope/app\" = \"/usr/bin/app\"\n",
+            &["fledge.toml:7", "mappings.\"./nope/app\"", "cannot be read"],
+        ),
+        (
+            "agent in custom mode",
+            "[init]\npath = \"./x\"\n[agent]\nsource_strategy = \"local\"\npath = \"k\"\n",
+            &["`agent`", "not allowed"],
+        ),
+        (
+            "relative destination",
+            "[mappings]\n\"tools/kestrel\" = \"usr/bin/k\"\n",
+            &["must be absolute"],
+        ),
+        ("no /init in none mode", "[init]\nnone = true\n", &["/init"]),
+    ];
+    for (name, body, needles) in cases {
+        p.config(body);
+        let o = p.fledge(&["build", "-o", "bad.cpio.gz"], &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "case {name}: {err}");
+        assert!(err.starts_with("error: "), "case {name}: {err}");
+        assert_eq!(err.lines().count(), 1, "case {name}: one line: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "case {name}: {err:?} should contain {n:?}");
+        }
+        assert!(
+            !p.path("bad.cpio.gz").exists(),
+            "case {name}: nothing may be written"
+        );
+    }
+}
+
+#[test]
+fn inspect_lists_what_build_wrote() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    let o = p.fledge(&["build", "-o", "img.cpio.gz"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let digest = hex(&fs::read(p.path("img.cpio.gz")).unwrap());
+    assert!(
+        stdout.contains(&digest),
+        "build prints the sha256: {stdout}"
+    );
+    let o = p.fledge(&["inspect", "img.cpio.gz"], &[]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("crw-------   0/0          5,1 /dev/console"),
+        "{text}"
+    );
+    assert!(text.contains("/bin/sh -> busybox"), "{text}");
+    let o = p.fledge(&["inspect", "--json", "img.cpio.gz"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["compression"], "gzip");
+    assert!(json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["path"] == "/bin/kestrel" && i["size"] == AGENT.len()));
+}
+
+#[test]
+fn validate_checks_without_writing() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    let o = p.fledge(&["validate"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    p.file(
+        "fledge.toml",
+        b"version = \"1\"\nstrategy = \"oci_rootfs\"\n",
+        0o644,
+    );
+    let o = p.fledge(&["validate"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("oci_rootfs"));
+    let o = p.fledge(&["bogus"], &[]);
+    assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+}
