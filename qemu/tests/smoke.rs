@@ -293,8 +293,7 @@ fn fatal_missing_agent_prints_the_error_and_powers_off() {
         .run(&host)
         .unwrap();
     log.assert(&[
-        Check::contains("fledge-init: "),
-        Check::contains("/bin/kestrel"),
+        Check::contains("fledge-init: failed to execute /bin/kestrel: "),
         Check::absent("STANDIN-REPORT"),
         Check::NoPanic,
         Check::PowerOff,
