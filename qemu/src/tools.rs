@@ -2,18 +2,15 @@
 //! under test (host target) and the stand-in program `fledge-standins` builds (static musl, the
 //! target and profile of `targets/x86_64.toml`), and the command runner they share.
 //!
-//! The builds are nested `cargo build`s with their own target directory, `<repo>/target/qemu-cargo`:
-//! the `cargo test` running this code holds the lock on the workspace's target directory, and a
-//! nested cargo waiting for it would deadlock. A second run is an up-to-date check, so the images
-//! always come from the current sources. `FLEDGE_BIN` and `FLEDGE_STANDIN` name prebuilt binaries
-//! instead (no build).
+//! Both come from the end-to-end test support (`fledge_tests`): the `fledge` of this test build,
+//! and the stand-in built once for the guest in `target/e2e-musl`, shared with the PID 1 tests.
+//! `FLEDGE_BIN` and `FLEDGE_STANDIN` name prebuilt binaries instead.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::host::GuestTarget;
-use crate::{repo_root, vm::describe, Error};
+use crate::{vm::describe, Error};
 
 /// The built programs.
 #[derive(Debug, Clone)]
@@ -37,21 +34,11 @@ impl Tools {
     fn build() -> Result<Tools, Error> {
         let fledge = match std::env::var_os("FLEDGE_BIN") {
             Some(p) => PathBuf::from(p),
-            None => one_executable(cargo_build(&["--package", "fledge", "--bin", "fledge"])?)?,
+            None => fledge_tests::fledge_bin(),
         };
         let standin = match std::env::var_os("FLEDGE_STANDIN") {
             Some(p) => PathBuf::from(p),
-            None => {
-                let t = GuestTarget::load()?;
-                one_executable(cargo_build(&[
-                    "--package",
-                    "fledge-standins",
-                    "--target",
-                    &t.rust_target,
-                    "--profile",
-                    &t.profile,
-                ])?)?
-            }
+            None => fledge_tests::guest_bins().standin.clone(),
         };
         Ok(Tools { fledge, standin })
     }
@@ -65,47 +52,6 @@ pub fn suffix(compression: &str) -> &'static str {
         "xz" => ".xz",
         "lz4" => ".lz4",
         _ => "",
-    }
-}
-
-/// `cargo build <args> --message-format=json` in the harness's own target directory; returns
-/// the executables it reports.
-fn cargo_build(args: &[&str]) -> Result<Vec<PathBuf>, Error> {
-    let root = repo_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .args(args)
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(root.join("target/qemu-cargo"))
-        .arg("--message-format=json-render-diagnostics");
-    // Cargo passes per-crate settings to the tests it runs; they do not belong to another build.
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        let keep = matches!(k.as_ref(), "CARGO_HOME" | "CARGO_NET_OFFLINE")
-            || k.starts_with("CARGO_REGISTRIES_")
-            || k.starts_with("CARGO_HTTP_");
-        if (k.starts_with("CARGO_") && !keep) || k.starts_with("RUSTC_") {
-            cmd.env_remove(k.as_ref());
-        }
-    }
-    let stdout = run(cmd)?;
-    Ok(stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact")
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .collect())
-}
-
-fn one_executable(mut found: Vec<PathBuf>) -> Result<PathBuf, Error> {
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        n => Err(Error::Build(format!(
-            "expected one executable from the nested cargo build, got {n}: {found:?}"
-        ))),
     }
 }
 
