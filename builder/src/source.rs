@@ -124,11 +124,12 @@ impl Fetcher {
     }
 
     /// Gets the kestrel agent as `[agent]` says.
-    pub fn agent(&self, src: &AgentSource, base_dir: &Path) -> Result<Fetched, SourceError> {
+    pub fn agent(&self, src: &AgentSource, _base_dir: &Path) -> Result<Fetched, SourceError> {
         const WHAT: &str = "kestrel agent";
         match src {
+            // The config already resolved the path against its directory.
             AgentSource::Local { path } => {
-                self.fetch(WHAT, &path.to_string_lossy(), None, base_dir)
+                self.fetch(WHAT, &path.to_string_lossy(), None, Path::new(""))
             }
             AgentSource::Http { url, sha256 } => self.download(WHAT, url, sha256.as_deref()),
             AgentSource::Release { version } => {
@@ -246,6 +247,7 @@ impl Fetcher {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
+        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), None);
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -266,7 +268,9 @@ impl Fetcher {
                     source,
                 })?;
             size += n as u64;
+            bar.inc(n as u64);
         }
+        bar.finish();
         let digest = hex::encode(hasher.finalize());
         verify(what, url, sha256, &digest)?;
         let blob = blobs.join(&digest);
