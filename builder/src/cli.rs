@@ -80,7 +80,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub level: Option<i32>,
     /// Compression threads; the output is identical for any number [default: all cores].
-    #[arg(short = 'j', long, default_value_t = 0, value_name = "N")]
+    #[arg(
+        short = 'j',
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        hide_default_value = true
+    )]
     pub threads: usize,
     /// URL where the image will be published, written as initramfs.url in the manifest
     /// [default: the image's absolute path].

@@ -23,13 +23,16 @@ pub const AGENT_ASSET: &str = "kestrel";
 /// Errors while getting an input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{what}: cannot read {}: {source}", path.display())]
+    #[error("{what}: cannot read {}: {source}; check the path in the config (relative paths start at the config's directory)", crate::layout::shown(path))]
     Read {
         what: String,
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{what}: {} is not a regular file", path.display())]
+    #[error(
+        "{what}: {} is not a regular file; point the config at the file itself",
+        crate::layout::shown(path)
+    )]
     NotAFile { what: String, path: PathBuf },
     #[error("{what} from {location}: sha256 mismatch: expected {expected}, got {actual}; check the digest in your config or the file it points to")]
     ChecksumMismatch {
