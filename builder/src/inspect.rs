@@ -585,4 +585,56 @@ mod tests {
         assert_eq!(mode_string(0o104755), "-rwsr-xr-x");
         assert_eq!(mode_string(0o100644), "-rw-r--r--");
     }
+
+    fn item(path: &str, mode: u32, size: u64, target: Option<&str>) -> Item {
+        Item {
+            path: path.into(),
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            ino: 0,
+            nlink: 1,
+            mtime: 0,
+            rdev: None,
+            target: target.map(str::to_string),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn symlink_targets_resolve_like_the_kernel_would() {
+        assert_eq!(absolute_target("/bin/sh", "busybox"), "/bin/busybox");
+        assert_eq!(absolute_target("/etc/rc", "../bin/./rc"), "/bin/rc");
+        assert_eq!(absolute_target("/init", "/sbin/../init2"), "/init2");
+        assert_eq!(absolute_target("/a", "../../x"), "/x");
+    }
+
+    #[test]
+    fn boot_check_follows_init_links_and_catches_loops() {
+        let console = Item {
+            rdev: Some((5, 1)),
+            ..item("/dev/console", 0o020600, 0, None)
+        };
+        let good = vec![
+            item("/init", 0o120777, 9, Some("sbin/init")),
+            item("/sbin/init", 0o100755, 3, None),
+            console.clone(),
+        ];
+        assert_eq!(boot_check(&good), Vec::<String>::new());
+        let looped = vec![item("/init", 0o120777, 5, Some("/init")), console];
+        assert_eq!(boot_check(&looped), ["/init is a symlink loop"]);
+    }
+
+    #[test]
+    fn dir_sizes_sum_files_only() {
+        let items = vec![
+            item("/a", 0o040755, 0, None),
+            item("/a/f", 0o100644, 10, None),
+            item("/a/b/g", 0o100644, 5, None),
+            item("/a/l", 0o120777, 7, Some("f")),
+        ];
+        let s = dir_sizes(&items);
+        assert_eq!((s["/"], s["/a"], s["/a/b"]), (15, 15, 5));
+    }
 }

@@ -212,10 +212,13 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         hasher: Sha256::new(),
         len: 0,
     };
-    let bar = crate::progress::Bar::bytes(&format!("compressing ({compression:?})"), None);
+    let kind = clap::ValueEnum::to_possible_value(&compression)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
     if !bar.is_drawn() {
         log::info!(
-            "writing {} entries, {compression:?}, to {}",
+            "writing {} entries ({kind}) to {}",
             prepared.entries.len(),
             out.display()
         );
