@@ -214,7 +214,12 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         );
         let _ = writeln!(out, "sha256 {}", r.sha256);
         if let Some(m) = &r.manifest {
-            let _ = writeln!(out, "manifest {}", m.display());
+            let note = if r.manifest_defaulted {
+                " (defaults: add a manifest.toml beside fledge.toml to set name, resources and workload)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "manifest {}{note}", m.display());
         }
     }
     Ok(())

@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -622,27 +621,18 @@ fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
 }
 
 fn content_hash(c: &Content) -> Result<[u8; 32], LayoutError> {
-    let mut h = Sha256::new();
     match c {
-        Content::Empty => {}
-        Content::Bytes(b) => h.update(b),
+        Content::Empty => Ok(Sha256::digest(b"").into()),
+        Content::Bytes(b) => Ok(Sha256::digest(b).into()),
         Content::Path { path, .. } => {
             let err = |e| LayoutError::Read {
                 path: path.clone(),
                 source: e,
             };
             let mut f = fs::File::open(path).map_err(err)?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = f.read(&mut buf).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            Ok(crate::source::sha256_reader(&mut f).map_err(err)?.0)
         }
     }
-    Ok(h.finalize().into())
 }
 
 #[cfg(test)]

@@ -323,21 +323,27 @@ pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> 
             path: path.to_path_buf(),
         });
     }
+    let (digest, size) = sha256_reader(&mut f).map_err(read_err)?;
+    Ok((hex::encode(digest), size))
+}
+
+/// sha256 and length of everything `r` yields.
+pub fn sha256_reader(r: &mut impl Read) -> io::Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        match f.read(&mut buf) {
+        match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 size += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(e),
         }
     }
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok((hasher.finalize().into(), size))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
