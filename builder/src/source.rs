@@ -162,7 +162,7 @@ impl Fetcher {
             repo: AGENT_REPO.to_string(),
             message,
         };
-        let answer = http_get(&api).and_then(|mut r| {
+        let answer = http_get(&api).and_then(|(mut r, _)| {
             let mut body = String::new();
             r.read_to_string(&mut body).map_err(|e| e.to_string())?;
             Ok(body)
@@ -237,7 +237,7 @@ impl Fetcher {
             path: blobs.clone(),
             source,
         })?;
-        let mut reader = http_get(url).map_err(|message| SourceError::Download {
+        let (mut reader, length) = http_get(url).map_err(|message| SourceError::Download {
             what: what.into(),
             url: url.into(),
             message,
@@ -250,7 +250,7 @@ impl Fetcher {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
-        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), None);
+        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -360,7 +360,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
 }
 
 /// GET with sane timeouts; the body as a reader, or the reason in one line.
-fn http_get(url: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, String> {
+/// A GET's body and its length when the server said it.
+type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
+
+fn http_get(url: &str) -> Result<Body, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_recv_body(Some(Duration::from_secs(300)))
@@ -368,7 +371,8 @@ fn http_get(url: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, String> 
         .build()
         .into();
     let resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    Ok(Box::new(resp.into_body().into_reader()))
+    let length = resp.body().content_length();
+    Ok((Box::new(resp.into_body().into_reader()), length))
 }
 
 /// Decodes `%XX` escapes in a `file://` path.

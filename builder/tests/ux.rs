@@ -392,7 +392,7 @@ fn progress_bars_only_on_a_terminal() {
     let tty = run("build -o tty.cpio.gz");
     assert!(tty.contains("\x1b[2K"), "a bar redraws its line: {tty:?}");
     assert!(
-        tty.contains("busybox: downloading 39 B"),
+        tty.contains("busybox: downloading [") && tty.contains("39 B/39 B"),
         "download bar: {tty:?}"
     );
     assert!(
