@@ -93,6 +93,12 @@ pub enum LayoutError {
     },
 }
 
+/// `path` for messages, without the `./` a relative config directory leaves inside it
+/// (`././app` -> `./app`).
+pub fn shown(path: &Path) -> String {
+    path.components().collect::<PathBuf>().display().to_string()
+}
+
 /// Where a path in the plan came from: decides what may replace it and what to tell the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -147,7 +153,7 @@ pub fn check_sources(cfg: &Config) -> Result<(), LayoutError> {
             p.invalid(
                 None,
                 "init.path",
-                format!("names {}, which cannot be read: {e}", host.display()),
+                format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create the file", shown(host)),
             )
         })?;
     }
@@ -157,7 +163,7 @@ pub fn check_sources(cfg: &Config) -> Result<(), LayoutError> {
             p.invalid(
                 m.line,
                 &key,
-                format!("names {}, which cannot be read: {e}", m.source.display()),
+                format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create it", shown(&m.source)),
             )
         })?;
     }
@@ -232,14 +238,14 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
                         p.invalid(
                             None,
                             "init.path",
-                            format!("names {}, which cannot be read: {e}", host.display()),
+                            format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create the file", shown(host)),
                         )
                     })?;
                     if !meta.is_file() {
                         return Err(p.invalid(
                             None,
                             "init.path",
-                            format!("names {}, which is not a regular file", host.display()),
+                            format!("names {}, which is not a regular file: point `init.path` at your init script or program", shown(host)),
                         ));
                     }
                     let kind = Kind::File(Content::Path {
@@ -410,7 +416,7 @@ impl Planner<'_> {
             self.invalid(
                 m.line,
                 &key,
-                format!("names {}, which cannot be read: {e}", m.source.display()),
+                format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create it", shown(&m.source)),
             )
         })?;
         // The seed's idiom: the custom init mapped to /init too. fledge-init stays /init.

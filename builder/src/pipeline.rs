@@ -137,6 +137,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     for w in &plan.warnings {
         log::warn!("{w}");
     }
+    crate::preview::log_placed(&plan);
     let entries = layout::normalise(&plan, epoch(req)?, req.dedup)?;
     Ok(Prepared {
         config,
@@ -211,7 +212,26 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         hasher: Sha256::new(),
         len: 0,
     };
-    compress::write_image(&prepared.entries, &opts, &mut w)?;
+    let kind = clap::ValueEnum::to_possible_value(&compression)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
+    if !bar.is_drawn() {
+        log::info!(
+            "writing {} entries ({kind}) to {}",
+            prepared.entries.len(),
+            out.display()
+        );
+    }
+    compress::write_image(
+        &prepared.entries,
+        &opts,
+        &mut crate::progress::Counting {
+            inner: &mut w,
+            bar: &bar,
+        },
+    )?;
+    bar.finish();
     let sha256 = hex::encode(w.hasher.finalize());
     let size = w.len;
     let tmp = w.inner.into_inner().map_err(|e| out_err(e.into_error()))?;

@@ -23,13 +23,16 @@ pub const AGENT_ASSET: &str = "kestrel";
 /// Errors while getting an input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{what}: cannot read {}: {source}", path.display())]
+    #[error("{what}: cannot read {}: {source}; check the path in the config (relative paths start at the config's directory)", crate::layout::shown(path))]
     Read {
         what: String,
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{what}: {} is not a regular file", path.display())]
+    #[error(
+        "{what}: {} is not a regular file; point the config at the file itself",
+        crate::layout::shown(path)
+    )]
     NotAFile { what: String, path: PathBuf },
     #[error("{what} from {location}: sha256 mismatch: expected {expected}, got {actual}; check the digest in your config or the file it points to")]
     ChecksumMismatch {
@@ -124,11 +127,12 @@ impl Fetcher {
     }
 
     /// Gets the kestrel agent as `[agent]` says.
-    pub fn agent(&self, src: &AgentSource, base_dir: &Path) -> Result<Fetched, SourceError> {
+    pub fn agent(&self, src: &AgentSource, _base_dir: &Path) -> Result<Fetched, SourceError> {
         const WHAT: &str = "kestrel agent";
         match src {
+            // The config already resolved the path against its directory.
             AgentSource::Local { path } => {
-                self.fetch(WHAT, &path.to_string_lossy(), None, base_dir)
+                self.fetch(WHAT, &path.to_string_lossy(), None, Path::new(""))
             }
             AgentSource::Http { url, sha256 } => self.download(WHAT, url, sha256.as_deref()),
             AgentSource::Release { version } => {
@@ -158,7 +162,7 @@ impl Fetcher {
             repo: AGENT_REPO.to_string(),
             message,
         };
-        let answer = http_get(&api).and_then(|mut r| {
+        let answer = http_get(&api).and_then(|(mut r, _)| {
             let mut body = String::new();
             r.read_to_string(&mut body).map_err(|e| e.to_string())?;
             Ok(body)
@@ -233,7 +237,7 @@ impl Fetcher {
             path: blobs.clone(),
             source,
         })?;
-        let mut reader = http_get(url).map_err(|message| SourceError::Download {
+        let (mut reader, length) = http_get(url).map_err(|message| SourceError::Download {
             what: what.into(),
             url: url.into(),
             message,
@@ -246,6 +250,7 @@ impl Fetcher {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
+        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -266,7 +271,9 @@ impl Fetcher {
                     source,
                 })?;
             size += n as u64;
+            bar.inc(n as u64);
         }
+        bar.finish();
         let digest = hex::encode(hasher.finalize());
         verify(what, url, sha256, &digest)?;
         let blob = blobs.join(&digest);
@@ -353,7 +360,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
 }
 
 /// GET with sane timeouts; the body as a reader, or the reason in one line.
-fn http_get(url: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, String> {
+/// A GET's body and its length when the server said it.
+type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
+
+fn http_get(url: &str) -> Result<Body, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_recv_body(Some(Duration::from_secs(300)))
@@ -361,7 +371,8 @@ fn http_get(url: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, String> 
         .build()
         .into();
     let resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    Ok(Box::new(resp.into_body().into_reader()))
+    let length = resp.body().content_length();
+    Ok((Box::new(resp.into_body().into_reader()), length))
 }
 
 /// Decodes `%XX` escapes in a `file://` path.
