@@ -7,11 +7,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::compress::Compression;
 use crate::pipeline::{self, Request};
-use crate::{inspect, Error};
+use crate::{inspect, preview, progress, scaffold};
+
+type Result<T> = anyhow::Result<T>;
 
 /// Build minimal, reproducible initramfs images for Volant microVM plugins.
 #[derive(Debug, Parser)]
@@ -35,6 +37,29 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check fledge.toml and manifest.toml without building anything.
     Validate(ValidateArgs),
+    /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
+    New(NewArgs),
+    /// Print a shell completion script to stdout (e.g. `fledge completions bash`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout (e.g. `fledge man | man -l -`).
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Init mode of the new project.
+    #[arg(long, value_enum, default_value = "default")]
+    pub mode: scaffold::Mode,
+    /// Directory to create the project in (created if missing; existing files are never
+    /// overwritten).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +80,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub level: Option<i32>,
     /// Compression threads; the output is identical for any number [default: all cores].
-    #[arg(short = 'j', long, default_value_t = 0, value_name = "N")]
+    #[arg(
+        short = 'j',
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        hide_default_value = true
+    )]
     pub threads: usize,
     /// URL where the image will be published, written as initramfs.url in the manifest
     /// [default: the image's absolute path].
@@ -70,15 +101,25 @@ pub struct BuildArgs {
     /// Store every file's content even when identical files could share it as hardlinks.
     #[arg(long)]
     pub no_dedup: bool,
+    /// Print the planned image (mode, owner, size, path, source) and write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The image to read.
     pub image: PathBuf,
-    /// Print JSON instead of a listing.
-    #[arg(long)]
+    /// Print JSON instead of a listing (with the boot check's problems).
+    #[arg(long, conflicts_with = "tree")]
     pub json: bool,
+    /// Print an indented tree with each directory's summed size.
+    #[arg(long)]
+    pub tree: bool,
+    /// Only run the boot check: exit 1 if anything would break a boot (no /init, /init not
+    /// executable, no /dev/console, dangling links into /bin, a missing custom init).
+    #[arg(long, conflicts_with_all = ["tree", "json"])]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -103,15 +144,27 @@ pub fn main() -> i32 {
     };
     log::set_logger(&StderrLogger).expect("the logger is set once");
     log::set_max_level(level);
+    progress::allow(!cli.quiet);
     let result = match cli.command {
         Command::Build(a) => build(a, cli.quiet),
-        Command::Inspect(a) => inspect_cmd(a),
+        Command::Inspect(a) => inspect_cmd(a, cli.quiet),
         Command::Validate(a) => validate(a, cli.quiet),
+        Command::New(a) => new(a, cli.quiet),
+        Command::Completions(a) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(a.shell, &mut cmd, "fledge", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| anyhow::anyhow!("cannot write the man page to stdout: {e}")),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
-            log::error!("{e}");
+            if !e.is::<Reported>() {
+                log::error!("{e}");
+            }
             1
         }
     }
@@ -123,7 +176,7 @@ fn request(config: PathBuf, manifest: Option<PathBuf>, output: PathBuf) -> Reque
     r
 }
 
-fn build(a: BuildArgs, quiet: bool) -> Result<(), Error> {
+fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     let mut req = request(a.config, a.manifest, a.output);
     req.compression = a.compression;
     req.level = a.level;
@@ -133,6 +186,20 @@ fn build(a: BuildArgs, quiet: bool) -> Result<(), Error> {
     req.dedup = !a.no_dedup;
     if let Some(d) = a.cache_dir {
         req.cache_dir = d;
+    }
+    if a.dry_run {
+        let prepared = pipeline::prepare(&req)?;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(preview::format_plan(&prepared.plan).as_bytes());
+        if !quiet {
+            let _ = writeln!(
+                out,
+                "dry run: {} entries planned, nothing written (would write {})",
+                prepared.entries.len(),
+                req.output.display()
+            );
+        }
+        return Ok(());
     }
     let r = pipeline::build(&req)?;
     if !quiet {
@@ -147,25 +214,74 @@ fn build(a: BuildArgs, quiet: bool) -> Result<(), Error> {
         );
         let _ = writeln!(out, "sha256 {}", r.sha256);
         if let Some(m) = &r.manifest {
-            let _ = writeln!(out, "manifest {}", m.display());
+            let note = if r.manifest_defaulted {
+                " (defaults: add a manifest.toml beside fledge.toml to set name, resources and workload)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "manifest {}{note}", m.display());
         }
     }
     Ok(())
 }
 
-fn inspect_cmd(a: InspectArgs) -> Result<(), Error> {
+fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
     let listing = inspect::read(&a.image)?;
+    let problems = inspect::boot_check(&listing.items);
     let mut out = std::io::stdout().lock();
+    if a.check {
+        if problems.is_empty() {
+            if !quiet {
+                let _ = writeln!(
+                    out,
+                    "{}: boot check passed ({} entries)",
+                    a.image.display(),
+                    listing.items.len()
+                );
+            }
+            return Ok(());
+        }
+        log::error!("{}: boot check failed: {}", a.image.display(), problems[0]);
+        for p in &problems[1..] {
+            log::error!("{p}");
+        }
+        return Err(Reported.into());
+    }
     let text = if a.json {
-        serde_json::to_string_pretty(&listing).expect("listings serialise") + "\n"
+        let mut v = serde_json::to_value(&listing).expect("listings serialise");
+        v["dir_sizes"] = serde_json::json!(inspect::dir_sizes(&listing.items));
+        v["boot_problems"] = serde_json::json!(problems);
+        serde_json::to_string_pretty(&v).expect("listings serialise") + "\n"
+    } else if a.tree {
+        inspect::format_tree(&listing.items)
     } else {
         inspect::format_listing(&listing.items)
     };
     let _ = out.write_all(text.as_bytes());
+    if !a.json {
+        for p in &problems {
+            log::warn!("boot check: {p}");
+        }
+    }
     Ok(())
 }
 
-fn validate(a: ValidateArgs, quiet: bool) -> Result<(), Error> {
+fn new(a: NewArgs, quiet: bool) -> Result<()> {
+    let written = scaffold::create(&a.dir, a.mode)?;
+    if !quiet {
+        for p in &written {
+            println!("created {}", p.display());
+        }
+        println!(
+            "next: edit {}, then `fledge build -c {}`",
+            a.dir.join("fledge.toml").display(),
+            a.dir.join("fledge.toml").display()
+        );
+    }
+    Ok(())
+}
+
+fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
     let req = request(a.config, a.manifest, PathBuf::from("plugin.cpio.gz"));
     let (config, manifest) = pipeline::load(&req)?;
     crate::layout::check_sources(&config)?;
@@ -178,6 +294,11 @@ fn validate(a: ValidateArgs, quiet: bool) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A failure whose messages are already on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("the failure was reported above")]
+struct Reported;
 
 /// `error: ...` / `warning: ...` on stderr; info lines plain.
 struct StderrLogger;

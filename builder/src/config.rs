@@ -430,7 +430,11 @@ impl Config {
             }
             Some(p) if p.get_ref().starts_with('/') => {
                 if p.get_ref().contains("..") {
-                    return Err(cx.invalid(Some(p.span()), "init.path", "must not contain `..`"));
+                    return Err(cx.invalid(
+                        Some(p.span()),
+                        "init.path",
+                        "must not contain `..`: write the absolute image path it means",
+                    ));
                 }
                 Some(CustomInit::InImage(p.get_ref().clone()))
             }
@@ -590,7 +594,7 @@ impl Config {
             if dest.contains("..") {
                 return Err(bad(
                     &name,
-                    format!("has destination \"{dest}\", which must not contain `..`"),
+                    format!("has destination \"{dest}\", which must not contain `..`: write the absolute image path it means"),
                 ));
             }
             mappings.push(Mapping {

@@ -5,6 +5,7 @@
 //! This module owns the newc *reader*; it shares nothing with the writer on purpose, so tests can
 //! check one against the other.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use crate::archive::TRAILER;
 use crate::compress::{self, Compression};
+use crate::layout::VOLANT_INIT_PATH;
 
 /// An image that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,9 @@ pub struct Item {
     /// Target of a symlink.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Body of a small file the boot check reads (`/.volant_init`); `None` for all others.
+    #[serde(skip)]
+    pub body: Option<Vec<u8>>,
 }
 
 impl Item {
@@ -53,6 +58,9 @@ impl Item {
     }
     pub fn is_symlink(&self) -> bool {
         self.mode & 0o170000 == 0o120000
+    }
+    pub fn is_char_device(&self) -> bool {
+        self.mode & 0o170000 == 0o020000
     }
 }
 
@@ -170,11 +178,21 @@ fn read_entries<R: BufRead>(
             continue;
         }
         let is_link = mode & 0o170000 == 0o120000;
+        let path = format!("/{}", name.trim_start_matches("./").trim_start_matches('/'));
+        let path = if path == "/." { "/".to_string() } else { path };
+        let keep_body = !is_link && path == VOLANT_INIT_PATH && size <= 4096;
+        let mut body = None;
         let target = if is_link {
             let mut t = vec![0u8; size as usize];
             r.read_exact(&mut t)
                 .map_err(|e| format!("truncated symlink {name}: {e}"))?;
             Some(String::from_utf8_lossy(&t).into_owned())
+        } else if keep_body {
+            let mut b = vec![0u8; size as usize];
+            r.read_exact(&mut b)
+                .map_err(|e| format!("truncated body of {name}: {e}"))?;
+            body = Some(b);
+            None
         } else {
             let n = io::copy(&mut r.by_ref().take(size), &mut io::sink()).map_err(io)?;
             if n != size {
@@ -185,8 +203,6 @@ fn read_entries<R: BufRead>(
         skip(r, pad4(size) - size).map_err(io)?;
         offset += pad4(size);
         let is_dev = matches!(mode & 0o170000, 0o020000 | 0o060000);
-        let path = format!("/{}", name.trim_start_matches("./").trim_start_matches('/'));
-        let path = if path == "/." { "/".to_string() } else { path };
         items.push(Item {
             path,
             mode,
@@ -198,6 +214,7 @@ fn read_entries<R: BufRead>(
             mtime,
             rdev: is_dev.then_some((rmaj, rmin)),
             target,
+            body,
         });
     }
 }
@@ -283,6 +300,189 @@ pub fn format_listing(items: &[Item]) -> String {
         ));
     }
     out
+}
+
+/// Sums the sizes of the regular files under each directory (recursively), keyed by path; `/`
+/// holds the total.
+pub fn dir_sizes(items: &[Item]) -> BTreeMap<String, u64> {
+    let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+    sums.insert("/".into(), 0);
+    for i in items.iter().filter(|i| i.is_dir()) {
+        sums.entry(i.path.clone()).or_insert(0);
+    }
+    for i in items.iter().filter(|i| i.is_file()) {
+        let mut p = i.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            let parent = if parent.is_empty() { "/" } else { parent };
+            *sums.entry(parent.to_string()).or_insert(0) += i.size;
+            if parent == "/" {
+                break;
+            }
+            p = parent;
+        }
+    }
+    sums
+}
+
+/// An indented tree, children under their directory, each line `size  name`; a directory's size
+/// is the sum of the files under it.
+pub fn format_tree(items: &[Item]) -> String {
+    let sums = dir_sizes(items);
+    let mut sorted: Vec<&Item> = items.iter().filter(|i| i.path != "/").collect();
+    sorted.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
+    sorted.dedup_by(|a, b| a.path == b.path);
+    let mut out = format!("{:>10}  /\n", sums["/"]);
+    for i in sorted {
+        let depth = i.path.matches('/').count();
+        let name = i.path.rsplit('/').next().unwrap_or_default();
+        let (size, suffix) = if i.is_dir() {
+            (
+                sums.get(&i.path).copied().unwrap_or(0).to_string(),
+                "/".to_string(),
+            )
+        } else if let Some((maj, min)) = i.rdev {
+            (format!("{maj},{min}"), String::new())
+        } else if let Some(t) = &i.target {
+            (i.size.to_string(), format!(" -> {t}"))
+        } else {
+            (i.size.to_string(), String::new())
+        };
+        out.push_str(&format!(
+            "{size:>10}  {}{name}{suffix}\n",
+            "  ".repeat(depth)
+        ));
+    }
+    out
+}
+
+/// Directories whose programs are linked to busybox applets or the agent: a dangling link here
+/// breaks commands the guest runs.
+const BIN_DIRS: &[&str] = &["/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/"];
+
+/// What would break a boot of this image, one sentence each; empty when it looks bootable.
+///
+/// Checks: `/init` exists, is a regular file (or a symlink to one) and is executable;
+/// `/dev/console` is a character device (the kernel opens it for PID 1's stdio); symlinks in or
+/// into `/bin`, `/sbin`, `/usr/bin`, `/usr/sbin` resolve inside the image; `/.volant_init`
+/// names a path that exists.
+pub fn boot_check(items: &[Item]) -> Vec<String> {
+    let by_path: BTreeMap<&str, &Item> = items.iter().map(|i| (i.path.as_str(), i)).collect();
+    let mut problems = Vec::new();
+    match by_path.get("/init") {
+        None => problems.push(
+            "/init is missing: the kernel has nothing to run as PID 1 (map your init program to /init, or use fledge's default or custom init mode)".to_string(),
+        ),
+        Some(init) => match resolve(&by_path, "/init") {
+            Err(why) => problems.push(format!("/init {why}")),
+            Ok(target) if !target.is_file() => problems.push(format!(
+                "/init is not a regular file (it is {}): the kernel can only execute a file",
+                kind_name(target)
+            )),
+            Ok(target) if target.mode & 0o111 == 0 => problems.push(format!(
+                "/init is not executable (mode {}{}): the kernel cannot run it as PID 1; give it mode 0755",
+                mode_string(target.mode),
+                if init.is_symlink() { format!(", via {}", target.path) } else { String::new() }
+            )),
+            Ok(_) => {}
+        },
+    }
+    match by_path.get("/dev/console") {
+        Some(c) if c.is_char_device() => {}
+        Some(c) => problems.push(format!(
+            "/dev/console is {}, not a character device: PID 1 would start without a console; it should be c 5,1",
+            kind_name(c)
+        )),
+        None => problems.push(
+            "/dev/console is missing: PID 1 would start without a console (the kernel opens it before running /init); add a character device 5,1".to_string(),
+        ),
+    }
+    for i in items.iter().filter(|i| i.is_symlink() && i.path != "/init") {
+        let target = i.target.as_deref().unwrap_or_default();
+        let absolute = absolute_target(&i.path, target);
+        let in_bin = |p: &str| BIN_DIRS.iter().any(|d| p.starts_with(d));
+        if !(in_bin(&i.path) || in_bin(&absolute)) {
+            continue;
+        }
+        if let Err(why) = resolve(&by_path, &i.path) {
+            problems.push(format!("{} -> {target} {why}", i.path));
+        }
+    }
+    if let Some(v) = by_path.get(VOLANT_INIT_PATH) {
+        let named = v
+            .body
+            .as_deref()
+            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .unwrap_or_default();
+        if named.is_empty() {
+            problems.push(format!(
+                "{VOLANT_INIT_PATH} is empty: fledge-init reads the custom init's path from it"
+            ));
+        } else {
+            match resolve(&by_path, &named) {
+                Err(_) => problems.push(format!(
+                    "{VOLANT_INIT_PATH} names {named}, which is not in the image: fledge-init would have no init to run; map your init program to {named}"
+                )),
+                Ok(t) if !t.is_file() || t.mode & 0o111 == 0 => problems.push(format!(
+                    "{VOLANT_INIT_PATH} names {named}, which is not an executable file ({})",
+                    mode_string(t.mode)
+                )),
+                Ok(_) => {}
+            }
+        }
+    }
+    problems
+}
+
+fn kind_name(i: &Item) -> &'static str {
+    match i.mode & 0o170000 {
+        0o040000 => "a directory",
+        0o120000 => "a symlink",
+        0o020000 => "a character device",
+        0o060000 => "a block device",
+        0o010000 => "a FIFO",
+        0o140000 => "a socket",
+        _ => "a regular file",
+    }
+}
+
+/// The absolute, `.`/`..`-free path a symlink at `link` with `target` points to.
+fn absolute_target(link: &str, target: &str) -> String {
+    let base = if target.starts_with('/') {
+        String::new()
+    } else {
+        link.rsplit_once('/')
+            .map(|(d, _)| d)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in base.split('/').chain(target.split('/')) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Follows symlinks inside the image (up to 40) to the item `path` ends at; the error says why
+/// it does not exist, as the end of a sentence starting with the path (`is missing`, ...).
+fn resolve<'a>(by_path: &BTreeMap<&str, &'a Item>, path: &str) -> Result<&'a Item, String> {
+    let mut cur = path.to_string();
+    for _ in 0..40 {
+        match by_path.get(cur.as_str()) {
+            None if cur == path => return Err("is missing".into()),
+            None => return Err(format!("points to {cur}, which is not in the image")),
+            Some(i) if i.is_symlink() => {
+                cur = absolute_target(&i.path, i.target.as_deref().unwrap_or_default());
+            }
+            Some(i) => return Ok(i),
+        }
+    }
+    Err("is a symlink loop".into())
 }
 
 #[cfg(test)]
@@ -384,5 +584,57 @@ mod tests {
         assert_eq!(mode_string(0o041777), "drwxrwxrwt");
         assert_eq!(mode_string(0o104755), "-rwsr-xr-x");
         assert_eq!(mode_string(0o100644), "-rw-r--r--");
+    }
+
+    fn item(path: &str, mode: u32, size: u64, target: Option<&str>) -> Item {
+        Item {
+            path: path.into(),
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            ino: 0,
+            nlink: 1,
+            mtime: 0,
+            rdev: None,
+            target: target.map(str::to_string),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn symlink_targets_resolve_like_the_kernel_would() {
+        assert_eq!(absolute_target("/bin/sh", "busybox"), "/bin/busybox");
+        assert_eq!(absolute_target("/etc/rc", "../bin/./rc"), "/bin/rc");
+        assert_eq!(absolute_target("/init", "/sbin/../init2"), "/init2");
+        assert_eq!(absolute_target("/a", "../../x"), "/x");
+    }
+
+    #[test]
+    fn boot_check_follows_init_links_and_catches_loops() {
+        let console = Item {
+            rdev: Some((5, 1)),
+            ..item("/dev/console", 0o020600, 0, None)
+        };
+        let good = vec![
+            item("/init", 0o120777, 9, Some("sbin/init")),
+            item("/sbin/init", 0o100755, 3, None),
+            console.clone(),
+        ];
+        assert_eq!(boot_check(&good), Vec::<String>::new());
+        let looped = vec![item("/init", 0o120777, 5, Some("/init")), console];
+        assert_eq!(boot_check(&looped), ["/init is a symlink loop"]);
+    }
+
+    #[test]
+    fn dir_sizes_sum_files_only() {
+        let items = vec![
+            item("/a", 0o040755, 0, None),
+            item("/a/f", 0o100644, 10, None),
+            item("/a/b/g", 0o100644, 5, None),
+            item("/a/l", 0o120777, 7, Some("f")),
+        ];
+        let s = dir_sizes(&items);
+        assert_eq!((s["/"], s["/a"], s["/a/b"]), (15, 15, 5));
     }
 }

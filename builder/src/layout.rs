@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,6 +93,12 @@ pub enum LayoutError {
     },
 }
 
+/// `path` for messages, without the `./` a relative config directory leaves inside it
+/// (`././app` -> `./app`).
+pub fn shown(path: &Path) -> String {
+    path.components().collect::<PathBuf>().display().to_string()
+}
+
 /// Where a path in the plan came from: decides what may replace it and what to tell the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -148,7 +153,7 @@ pub fn check_sources(cfg: &Config) -> Result<(), LayoutError> {
             p.invalid(
                 None,
                 "init.path",
-                format!("names {}, which cannot be read: {e}", host.display()),
+                format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create the file", shown(host)),
             )
         })?;
     }
@@ -158,7 +163,7 @@ pub fn check_sources(cfg: &Config) -> Result<(), LayoutError> {
             p.invalid(
                 m.line,
                 &key,
-                format!("names {}, which cannot be read: {e}", m.source.display()),
+                format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create it", shown(&m.source)),
             )
         })?;
     }
@@ -233,14 +238,14 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
                         p.invalid(
                             None,
                             "init.path",
-                            format!("names {}, which cannot be read: {e}", host.display()),
+                            format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create the file", shown(host)),
                         )
                     })?;
                     if !meta.is_file() {
                         return Err(p.invalid(
                             None,
                             "init.path",
-                            format!("names {}, which is not a regular file", host.display()),
+                            format!("names {}, which is not a regular file: point `init.path` at your init script or program", shown(host)),
                         ));
                     }
                     let kind = Kind::File(Content::Path {
@@ -411,7 +416,7 @@ impl Planner<'_> {
             self.invalid(
                 m.line,
                 &key,
-                format!("names {}, which cannot be read: {e}", m.source.display()),
+                format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create it", shown(&m.source)),
             )
         })?;
         // The seed's idiom: the custom init mapped to /init too. fledge-init stays /init.
@@ -616,27 +621,18 @@ fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
 }
 
 fn content_hash(c: &Content) -> Result<[u8; 32], LayoutError> {
-    let mut h = Sha256::new();
     match c {
-        Content::Empty => {}
-        Content::Bytes(b) => h.update(b),
+        Content::Empty => Ok(Sha256::digest(b"").into()),
+        Content::Bytes(b) => Ok(Sha256::digest(b).into()),
         Content::Path { path, .. } => {
             let err = |e| LayoutError::Read {
                 path: path.clone(),
                 source: e,
             };
             let mut f = fs::File::open(path).map_err(err)?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = f.read(&mut buf).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            Ok(crate::source::sha256_reader(&mut f).map_err(err)?.0)
         }
     }
-    Ok(h.finalize().into())
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub mod inspect;
 pub mod layout;
 pub mod manifest;
 pub mod pipeline;
+pub mod preview;
+pub mod progress;
+pub mod scaffold;
 pub mod source;
 
 pub use error::Error;

@@ -76,6 +76,8 @@ pub struct Report {
     /// sha256 of the artifact, hex.
     pub sha256: String,
     pub manifest: Option<PathBuf>,
+    /// The manifest was made from defaults: there was no `manifest.toml`.
+    pub manifest_defaulted: bool,
     pub entries: usize,
     pub compression: Compression,
 }
@@ -94,17 +96,15 @@ pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Templat
     for w in &config.warnings {
         log::warn!("{w}");
     }
-    let manifest_path = match &req.manifest {
-        Some(p) => Some(p.clone()),
-        None => Some(config.base_dir.join("manifest.toml")).filter(|p| p.exists()),
+    // An explicit -m must exist; without one, manifest.toml beside the config is used when
+    // present, else a default template named after the output file.
+    let (path, explicit) = match &req.manifest {
+        Some(p) => (p.clone(), true),
+        None => (config.base_dir.join("manifest.toml"), false),
     };
-    let manifest = match manifest_path {
-        Some(p) => {
-            let t = manifest::load_template(&p)?;
-            Some((p, t))
-        }
-        None => None,
-    };
+    let template =
+        manifest::load_or_default(&path, explicit, &manifest::default_name(&req.output))?;
+    let manifest = Some((path, template));
     Ok((config, manifest))
 }
 
@@ -122,7 +122,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     log_fetched("busybox", &busybox);
     let agent: Option<Fetched> = match &config.init {
         InitMode::Default { agent } => {
-            let a = fetcher.agent(agent, &config.base_dir)?;
+            let a = fetcher.agent(agent)?;
             log_fetched("kestrel agent", &a);
             Some(a)
         }
@@ -137,6 +137,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     for w in &plan.warnings {
         log::warn!("{w}");
     }
+    crate::preview::log_placed(&plan);
     let entries = layout::normalise(&plan, epoch(req)?, req.dedup)?;
     Ok(Prepared {
         config,
@@ -211,7 +212,26 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         hasher: Sha256::new(),
         len: 0,
     };
-    compress::write_image(&prepared.entries, &opts, &mut w)?;
+    let kind = clap::ValueEnum::to_possible_value(&compression)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
+    if !bar.is_drawn() {
+        log::info!(
+            "writing {} entries ({kind}) to {}",
+            prepared.entries.len(),
+            out.display()
+        );
+    }
+    compress::write_image(
+        &prepared.entries,
+        &opts,
+        &mut crate::progress::Counting {
+            inner: &mut w,
+            bar: &bar,
+        },
+    )?;
+    bar.finish();
     let sha256 = hex::encode(w.hasher.finalize());
     let size = w.len;
     let tmp = w.inner.into_inner().map_err(|e| out_err(e.into_error()))?;
@@ -220,48 +240,36 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(out_err)?;
 
+    // Render (and so validate) the manifest before the artifact takes its place.
     let artifact = std::path::absolute(out).map_err(out_err)?;
-    let mut manifest_out = None;
-    if let Some((_, template)) = &prepared.manifest {
-        let facts = manifest::BuildFacts {
-            artifact: &artifact,
-            sha256: &sha256,
-            url: req.url.as_deref(),
-        };
-        let json = manifest::render(template, &facts)?;
-        let name = json["name"].as_str().unwrap_or("plugin").to_string();
-        let path = dir.join(format!("{name}.manifest.json"));
-        let text =
-            serde_json::to_string_pretty(&json).expect("JSON values always serialise") + "\n";
-        let mut mtmp = temp_beside(&path).map_err(|source| Error::Output {
-            path: path.clone(),
-            source,
-        })?;
-        mtmp.write_all(text.as_bytes())
-            .map_err(|source| Error::Output {
-                path: path.clone(),
-                source,
-            })?;
-        manifest_out = Some((mtmp, path));
-    }
+    let rendered = match &prepared.manifest {
+        Some((_, template)) => {
+            let facts = manifest::BuildFacts {
+                artifact: &artifact,
+                sha256: &sha256,
+                url: req.url.as_deref(),
+                base_url: req.base_url.as_deref(),
+            };
+            let json = manifest::render(template, &facts)?;
+            let path = manifest::manifest_path(&artifact, template.name());
+            Some((json, path))
+        }
+        None => None,
+    };
     tmp.persist(out).map_err(|e| out_err(e.error))?;
-    let manifest = match manifest_out {
-        Some((mtmp, path)) => {
-            mtmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(|source| Error::Output {
-                    path: path.clone(),
-                    source,
-                })?;
-            mtmp.persist(&path).map_err(|e| Error::Output {
-                path: path.clone(),
-                source: e.error,
-            })?;
+    let manifest = match rendered {
+        Some((json, path)) => {
+            manifest::write(&json, &path)?;
             Some(path)
         }
         None => None,
     };
+    let manifest_defaulted = prepared
+        .manifest
+        .as_ref()
+        .is_some_and(|(_, t)| t.origin().is_none());
     Ok(Report {
+        manifest_defaulted,
         artifact,
         size,
         sha256,

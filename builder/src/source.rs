@@ -23,13 +23,16 @@ pub const AGENT_ASSET: &str = "kestrel";
 /// Errors while getting an input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{what}: cannot read {}: {source}", path.display())]
+    #[error("{what}: cannot read {}: {source}; check the path in the config (relative paths start at the config's directory)", crate::layout::shown(path))]
     Read {
         what: String,
         path: PathBuf,
         source: io::Error,
     },
-    #[error("{what}: {} is not a regular file", path.display())]
+    #[error(
+        "{what}: {} is not a regular file; point the config at the file itself",
+        crate::layout::shown(path)
+    )]
     NotAFile { what: String, path: PathBuf },
     #[error("{what} from {location}: sha256 mismatch: expected {expected}, got {actual}; check the digest in your config or the file it points to")]
     ChecksumMismatch {
@@ -124,11 +127,12 @@ impl Fetcher {
     }
 
     /// Gets the kestrel agent as `[agent]` says.
-    pub fn agent(&self, src: &AgentSource, base_dir: &Path) -> Result<Fetched, SourceError> {
+    pub fn agent(&self, src: &AgentSource) -> Result<Fetched, SourceError> {
         const WHAT: &str = "kestrel agent";
         match src {
+            // The config already resolved the path against its directory.
             AgentSource::Local { path } => {
-                self.fetch(WHAT, &path.to_string_lossy(), None, base_dir)
+                self.fetch(WHAT, &path.to_string_lossy(), None, Path::new(""))
             }
             AgentSource::Http { url, sha256 } => self.download(WHAT, url, sha256.as_deref()),
             AgentSource::Release { version } => {
@@ -149,16 +153,16 @@ impl Fetcher {
                 self.github_api
             )
         };
-        let memo = self
-            .cache
-            .join("releases")
-            .join(hex::encode(Sha256::digest(api.as_bytes())));
+        // Keyed by what was asked, not where: a mirror answers for the same release.
+        let memo = self.cache.join("releases").join(hex::encode(Sha256::digest(
+            format!("{AGENT_REPO}@{version}").as_bytes(),
+        )));
         let fail = |message: String| SourceError::Release {
             version: version.to_string(),
             repo: AGENT_REPO.to_string(),
             message,
         };
-        let answer = http_get(&api).and_then(|mut r| {
+        let answer = http_get(&api).and_then(|(mut r, _)| {
             let mut body = String::new();
             r.read_to_string(&mut body).map_err(|e| e.to_string())?;
             Ok(body)
@@ -233,7 +237,7 @@ impl Fetcher {
             path: blobs.clone(),
             source,
         })?;
-        let mut reader = http_get(url).map_err(|message| SourceError::Download {
+        let (mut reader, length) = http_get(url).map_err(|message| SourceError::Download {
             what: what.into(),
             url: url.into(),
             message,
@@ -246,6 +250,7 @@ impl Fetcher {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
+        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -266,7 +271,9 @@ impl Fetcher {
                     source,
                 })?;
             size += n as u64;
+            bar.inc(n as u64);
         }
+        bar.finish();
         let digest = hex::encode(hasher.finalize());
         verify(what, url, sha256, &digest)?;
         let blob = blobs.join(&digest);
@@ -316,21 +323,27 @@ pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> 
             path: path.to_path_buf(),
         });
     }
+    let (digest, size) = sha256_reader(&mut f).map_err(read_err)?;
+    Ok((hex::encode(digest), size))
+}
+
+/// sha256 and length of everything `r` yields.
+pub fn sha256_reader(r: &mut impl Read) -> io::Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        match f.read(&mut buf) {
+        match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 size += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(e),
         }
     }
-    Ok((hex::encode(hasher.finalize()), size))
+    Ok((hasher.finalize().into(), size))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
@@ -347,7 +360,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
 }
 
 /// GET with sane timeouts; the body as a reader, or the reason in one line.
-fn http_get(url: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, String> {
+/// A GET's body and its length when the server said it.
+type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
+
+fn http_get(url: &str) -> Result<Body, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_recv_body(Some(Duration::from_secs(300)))
@@ -355,7 +371,8 @@ fn http_get(url: &str) -> Result<Box<dyn Read + Send + Sync + 'static>, String> 
         .build()
         .into();
     let resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    Ok(Box::new(resp.into_body().into_reader()))
+    let length = resp.body().content_length();
+    Ok((Box::new(resp.into_body().into_reader()), length))
 }
 
 /// Decodes `%XX` escapes in a `file://` path.
@@ -405,6 +422,86 @@ mod tests {
             }
         });
         (format!("http://{addr}/busybox"), hits)
+    }
+
+    /// Serves routes (request path -> body, made from the server's own base URL) on loopback,
+    /// 404 for anything else; counts requests.
+    fn serve_routes(
+        routes: impl FnOnce(&str) -> Vec<(String, Vec<u8>)>,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes = routes(&base);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(16) {
+                let mut s = stream.unwrap();
+                let mut req = [0u8; 4096];
+                let n = s.read(&mut req).unwrap_or(0);
+                let text = String::from_utf8_lossy(&req[..n]).into_owned();
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                h.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                    Some((_, b)) => ("200 OK", b.clone()),
+                    None => ("404 Not Found", Vec::new()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        (base, hits)
+    }
+
+    #[test]
+    fn release_resolves_the_kestrel_asset_and_works_offline_afterwards() {
+        let cache = tempfile::tempdir().unwrap();
+        let (base, hits) = serve_routes(|base| {
+            let json = format!(
+                r#"{{"tag_name":"v1.2.3","assets":[{{"name":"kestrel.sha256","browser_download_url":"{base}/x"}},{{"name":"kestrel","browser_download_url":"{base}/dl/kestrel"}}]}}"#
+            );
+            vec![
+                (
+                    "/repos/volantvm/volant/releases/latest".into(),
+                    json.into_bytes(),
+                ),
+                ("/dl/kestrel".into(), b"the agent".to_vec()),
+            ]
+        });
+        let mut f = Fetcher::new(cache.path().into());
+        f.github_api = base;
+        let latest = AgentSource::Release {
+            version: "latest".into(),
+        };
+        let a = f.agent(&latest).unwrap();
+        assert_eq!(fs::read(&a.path).unwrap(), b"the agent");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // Offline: the API is gone, the last answer and the cached blob still serve.
+        f.github_api = "http://127.0.0.1:1".into();
+        let b = f.agent(&latest).unwrap();
+        assert!(b.cached);
+        assert_eq!(b.sha256, a.sha256);
+
+        // A tag without the asset is an error naming the release.
+        let (base, _) = serve_routes(|_| {
+            vec![(
+                "/repos/volantvm/volant/releases/tags/v9".into(),
+                br#"{"tag_name":"v9","assets":[]}"#.to_vec(),
+            )]
+        });
+        f.github_api = base;
+        let msg = f
+            .agent(&AgentSource::Release {
+                version: "v9".into(),
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("v9") && msg.contains("`kestrel`"), "{msg}");
     }
 
     fn digest(b: &[u8]) -> String {
@@ -481,12 +578,9 @@ mod tests {
         let mut f = Fetcher::new(cache.path().into());
         f.github_api = "http://127.0.0.1:1".into();
         let msg = f
-            .agent(
-                &AgentSource::Release {
-                    version: "latest".into(),
-                },
-                Path::new("/"),
-            )
+            .agent(&AgentSource::Release {
+                version: "latest".into(),
+            })
             .unwrap_err()
             .to_string();
         assert!(

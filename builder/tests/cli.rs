@@ -393,3 +393,63 @@ fn validate_checks_without_writing() {
     let o = p.fledge(&["bogus"], &[]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn manifest_is_written_beside_the_artifact_and_matches_it() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    p.file(
+        "manifest.toml",
+        b"name = \"web\"\nversion = \"1.2.3\"\n[resources]\ncpu_cores = 2\nmemory_mb = 256\n\
+          [workload]\nentrypoint = \"/usr/bin/web\"\nargs = [\"--port\", \"9000\"]\n\
+          [[network.expose]]\nport = 9000\n",
+        0o644,
+    );
+    let o = p.fledge(&["build", "-o", "dist/web.cpio.gz"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let artifact = p.path("dist/web.cpio.gz");
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.path("dist/web.manifest.json")).unwrap()).unwrap();
+    let digest = hex(&fs::read(&artifact).unwrap());
+    assert_eq!(json["initramfs"]["checksum"], format!("sha256:{digest}"));
+    assert_eq!(json["initramfs"]["url"], artifact.to_str().unwrap());
+    assert_eq!(
+        json["workload"]["entrypoint"],
+        serde_json::json!(["/usr/bin/web", "--port", "9000"])
+    );
+    assert_eq!(json["workload"]["base_url"], "http://127.0.0.1:9000");
+
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/schemas/plugin-manifest-v1.json");
+    match fs::read(&schema_path) {
+        Ok(bytes) => {
+            let schema: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let v = jsonschema::validator_for(&schema).unwrap();
+            let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "schema rejects the manifest: {errors:?}");
+        }
+        Err(e) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "{}: {e}",
+                schema_path.display()
+            );
+            eprintln!("schema check skipped: {}: {e}", schema_path.display());
+        }
+    }
+
+    // A broken template: the build fails naming the field and writes neither file.
+    p.file(
+        "manifest.toml",
+        b"name = \"web\"\nversion = \"1\"\n[resources]\ncpu_cores = 0\nmemory_mb = 1\n",
+        0o644,
+    );
+    let o = p.fledge(&["build", "-o", "bad/web.cpio.gz"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("resources.cpu_cores"), "{err}");
+    assert!(
+        !p.path("bad").exists() || fs::read_dir(p.path("bad")).unwrap().next().is_none(),
+        "nothing written"
+    );
+}

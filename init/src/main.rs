@@ -1,1 +1,196 @@
-fn main() {}
+//! `fledge-init`: the PID 1 of fledge images.
+//!
+//! Mounts the kernel file systems, makes sure stdio is the console, reads its options, then
+//! either hands off to the target with `exec` (the default: the target becomes PID 1) or
+//! supervises it as a child. It never returns: returning from PID 1 panics the kernel. It ends
+//! in `exec` or in the exit action (power-off or reboot); fatal errors are one line on the
+//! console and in the kernel log, then the exit action.
+//!
+//! Built with `panic = "abort"` (the `init` profile the images get) the binary is `no_std`,
+//! with `alloc`: see `sys` for the runtime pieces that replace `std`. A `no_std` binary cannot
+//! unwind, so builds that do (dev and release profiles, unit tests) link `std` - for its panic
+//! runtime only; the code uses `core` and `alloc` either way.
+#![deny(unsafe_code)]
+#![cfg_attr(all(not(test), panic = "abort"), no_std)]
+#![cfg_attr(not(test), no_main)]
+
+extern crate alloc;
+
+mod error;
+mod klog;
+mod mounts;
+mod options;
+mod status;
+mod supervise;
+mod sys;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use error::Error;
+use options::{ExitAction, Options};
+
+/// Where the image names a custom init (one line, the in-image path).
+const CUSTOM_INIT_FILE: &CStr = c"/.volant_init";
+/// The longest `/.volant_init` read (a path and a newline, with room to spare).
+const MAX_CUSTOM_INIT_FILE: usize = 64 * 1024;
+/// The Volant agent: the target when there is no custom init.
+const DEFAULT_TARGET: &str = "/bin/kestrel";
+
+/// The whole life of PID 1 (called from `sys::main`).
+pub fn run() -> ! {
+    klog::install();
+    let pid = sys::getpid();
+    if pid != 1 {
+        // Mounting tmpfs over /tmp and devtmpfs over /dev would hide the host's own.
+        log::error!("must run as PID 1 (this is pid {pid}); doing nothing");
+        sys::exit(2);
+    }
+    let status = match boot() {
+        Ok(status) => status,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    };
+    finish(status)
+}
+
+/// `fledge.exit=reboot` is in effect (read by [`finish`], also on the panic path).
+static REBOOT: AtomicBool = AtomicBool::new(false);
+
+/// The panic handler's body (a panic is a bug): one line, then the same end as a fatal error.
+/// A panic while reporting one skips the line.
+#[cfg(all(not(test), panic = "abort"))]
+pub fn panicked(info: &core::panic::PanicInfo<'_>) -> ! {
+    static PANICKING: AtomicBool = AtomicBool::new(false);
+    if !PANICKING.swap(true, Ordering::Relaxed) {
+        log::error!("internal error: {}", info.message());
+    }
+    finish(1)
+}
+
+/// The steps; returns the supervised target's status, or the error that ends the boot.
+fn boot() -> Result<i32, Error> {
+    mount_filesystems()?;
+    console()?;
+    let opts = options();
+    REBOOT.store(opts.exit == ExitAction::Reboot, Ordering::Relaxed);
+    let target = handoff_target(CUSTOM_INIT_FILE);
+    if opts.supervise {
+        let status = supervise::supervise(&target, opts.grace)?;
+        mounts::unmount_all(mounts::MOUNTS);
+        Ok(status)
+    } else {
+        Err(exec(target))
+    }
+}
+
+fn mount_filesystems() -> Result<(), Error> {
+    mounts::mount_all(&mut mounts::RealSys, mounts::MOUNTS)?;
+    klog::open_kmsg();
+    Ok(())
+}
+
+/// The kernel opens `/dev/console` as fds 0-2 when the archive has that node; only fill in
+/// what is missing (a test may also run the init with pipes as stdio).
+fn console() -> Result<(), Error> {
+    let missing: Vec<i32> = (0..3).filter(|&fd| !sys::fd_is_open(fd)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let fd = sys::open_rw(c"/dev/console", false).map_err(|cause| Error::Console { cause })?;
+    for &m in &missing {
+        if m != fd {
+            sys::dup2(fd, m).map_err(|cause| Error::Console { cause })?;
+        }
+    }
+    if fd > 2 {
+        sys::close(fd);
+    }
+    Ok(())
+}
+
+fn options() -> Options {
+    let (opts, warnings) = Options::load(options::CONF_PATH, options::CMDLINE_PATH);
+    klog::set_target(opts.log);
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    opts
+}
+
+/// The first line of `file` (trimmed) if it names something, else the agent.
+fn handoff_target(file: &CStr) -> String {
+    match sys::read_to_string(file, MAX_CUSTOM_INIT_FILE) {
+        Ok(text) => match text.lines().next().map(str::trim) {
+            Some(line) if !line.is_empty() => return line.to_string(),
+            _ => {}
+        },
+        Err(sys::Errno(libc::ENOENT)) => {}
+        Err(e) => log::warn!(
+            "cannot read {}: {e}; using {DEFAULT_TARGET}",
+            file.to_str().unwrap_or("?")
+        ),
+    }
+    DEFAULT_TARGET.to_string()
+}
+
+/// Replaces this process with `target` (argv[0] = target, the kernel's environment); returns
+/// only the error.
+fn exec(target: String) -> Error {
+    let cause = match alloc::ffi::CString::new(target.as_str()) {
+        Ok(t) => sys::exec(&t),
+        Err(_) => sys::Errno(libc::EINVAL),
+    };
+    Error::Exec { target, cause }
+}
+
+/// The end of PID 1: sync, then power off or reboot (`fledge.exit`). Only PID 1 may do that:
+/// the check is repeated here, next to the reboot call, so that no change elsewhere can make a
+/// run on a host power the host off; anywhere else it exits with `status`.
+fn finish(status: i32) -> ! {
+    sys::sync();
+    if sys::getpid() != 1 {
+        sys::exit(status);
+    }
+    let cmd = if REBOOT.load(Ordering::Relaxed) {
+        libc::RB_AUTOBOOT
+    } else {
+        libc::RB_POWER_OFF
+    };
+    let cause = sys::reboot(cmd);
+    // Still here: the reboot was refused. Exiting would panic the kernel; wait instead.
+    log::error!("reboot failed: {cause}");
+    loop {
+        sys::pause();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoff_target_reads_the_first_line_or_falls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".volant_init");
+        let cases = [
+            (Some("/sbin/custom-init\n"), "/sbin/custom-init"),
+            (Some("  /usr/bin/app  \n/ignored\n"), "/usr/bin/app"),
+            (Some("\n/second-line\n"), DEFAULT_TARGET),
+            (Some(""), DEFAULT_TARGET),
+            (None, DEFAULT_TARGET),
+        ];
+        for (i, (content, want)) in cases.into_iter().enumerate() {
+            let _ = std::fs::remove_file(&file);
+            if let Some(c) = content {
+                std::fs::write(&file, c).unwrap();
+            }
+            let path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+            assert_eq!(handoff_target(&path), want, "case {i}: {content:?}");
+        }
+    }
+}

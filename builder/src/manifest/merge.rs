@@ -1,0 +1,318 @@
+//! Template + build facts -> [`Manifest`]: every default of the template format and the checks
+//! the format adds (`[[network.expose]]`, `[env]` vs `[workload.env]`, `schema_version`, the
+//! build digest). Rules Volant itself states are left to [`Manifest::validate`].
+
+use serde::Deserialize as _;
+
+use super::template::{Entrypoint, Raw, RawDoc};
+use super::volant::{
+    self, Action, CloudInit, CloudInitDoc, Devices, Disk, HealthCheck, Initramfs, Manifest,
+    Network, Resources, Violation, Workload,
+};
+use super::{
+    BuildFacts, DEFAULT_CPU_CORES, DEFAULT_ENTRYPOINT, DEFAULT_HEALTH_TIMEOUT_MS,
+    DEFAULT_MEMORY_MB, DEFAULT_PORT,
+};
+
+fn violation(field: impl Into<String>, problem: impl Into<String>, fix: &str) -> Violation {
+    Violation {
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.to_string(),
+    }
+}
+
+fn trimmed(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Template + facts -> manifest, applying every default. Rules that only Volant states are left
+/// to [`Manifest::validate`]; this checks what the template format adds.
+pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation> {
+    let schema_version = match raw.schema_version.as_deref().map(str::trim) {
+        None | Some("v1") | Some("1") | Some("1.0") => "1.0".to_string(),
+        Some(other) => {
+            return Err(violation(
+                "schema_version",
+                format!("{other:?} is not a known manifest version"),
+                "use \"1.0\" (or the original's \"v1\"), or leave it out",
+            ));
+        }
+    };
+    let name = raw.name.as_deref().unwrap_or("").trim().to_string();
+    let version = raw.version.as_deref().unwrap_or("").trim().to_string();
+    let runtime = trimmed(&raw.runtime).unwrap_or_else(|| name.clone());
+
+    let mut labels = raw.labels.clone();
+    if !name.is_empty() {
+        labels.insert("volant.plugin".into(), name.clone());
+    }
+    if !runtime.is_empty() {
+        labels.insert("volant.runtime".into(), runtime.clone());
+    }
+
+    let resources = Resources {
+        cpu_cores: raw
+            .resources
+            .as_ref()
+            .and_then(|r| r.cpu_cores)
+            .unwrap_or(DEFAULT_CPU_CORES),
+        memory_mb: raw
+            .resources
+            .as_ref()
+            .and_then(|r| r.memory_mb)
+            .unwrap_or(DEFAULT_MEMORY_MB),
+    };
+
+    let first_port = check_expose(raw)?;
+    let workload = build_workload(raw, first_port)?;
+
+    let health_check = raw.health_check.as_ref().map(|h| HealthCheck {
+        endpoint: trimmed(&h.endpoint).unwrap_or_else(|| "/".to_string()),
+        timeout_ms: h.timeout_ms.unwrap_or(DEFAULT_HEALTH_TIMEOUT_MS),
+    });
+
+    let actions = raw
+        .actions
+        .iter()
+        .map(|(name, a)| {
+            let action = Action {
+                description: trimmed(&a.description),
+                method: a.method.as_deref().unwrap_or("").trim().to_string(),
+                path: a.path.as_deref().unwrap_or("").trim().to_string(),
+                timeout_ms: a.timeout_ms,
+            };
+            (name.trim().to_string(), action)
+        })
+        .collect();
+
+    let disks = raw
+        .disks
+        .iter()
+        .map(|d| Disk {
+            name: d.name.as_deref().unwrap_or("").trim().to_string(),
+            source: d.source.as_deref().unwrap_or("").trim().to_string(),
+            checksum: trimmed(&d.checksum),
+            format: trimmed(&d.format).map(|f| f.to_ascii_lowercase()),
+            readonly: d.readonly,
+            target: trimmed(&d.target),
+        })
+        .collect();
+
+    let cloud_init = match &raw.cloud_init {
+        None => None,
+        Some(c) => Some(CloudInit {
+            datasource: trimmed(&c.datasource).unwrap_or_else(|| "NoCloud".to_string()),
+            seed_mode: trimmed(&c.seed_mode)
+                .map(|s| s.to_ascii_lowercase())
+                .unwrap_or_else(|| "vfat".to_string()),
+            user_data: c.user_data.as_ref().map(doc),
+            meta_data: c.meta_data.as_ref().map(meta_data).transpose()?,
+            network_config: c.network_config.as_ref().map(doc),
+        }),
+    };
+
+    let network = raw.network.as_ref().map(|n| Network {
+        mode: trimmed(&n.mode)
+            .map(|m| m.to_ascii_lowercase())
+            .unwrap_or_else(|| "bridged".to_string()),
+        subnet: trimmed(&n.subnet),
+        gateway: trimmed(&n.gateway),
+        auto_assign: n.auto_assign,
+    });
+
+    let devices = raw
+        .devices
+        .as_ref()
+        .map(|d| Devices {
+            pci_passthrough: d.pci_passthrough.clone(),
+            allowlist: d.allowlist.clone(),
+        })
+        .filter(|d| !d.pci_passthrough.is_empty() || !d.allowlist.is_empty());
+
+    Ok(Manifest {
+        schema: match raw.schema.as_deref().map(str::trim) {
+            None => Some(volant::SCHEMA_URL.to_string()),
+            Some("") => None,
+            Some(s) => Some(s.to_string()),
+        },
+        schema_version,
+        name,
+        version,
+        runtime,
+        enabled: raw.enabled.unwrap_or(true),
+        labels,
+        initramfs: build_initramfs(facts)?,
+        resources,
+        workload,
+        health_check,
+        actions,
+        disks,
+        cloud_init,
+        network,
+        devices,
+        openapi: trimmed(&raw.openapi),
+    })
+}
+
+/// Checks `[[network.expose]]` and returns the first port.
+fn check_expose(raw: &Raw) -> Result<Option<u16>, Violation> {
+    let Some(network) = &raw.network else {
+        return Ok(None);
+    };
+    let mut first = None;
+    for (i, p) in network.expose.iter().enumerate() {
+        let port = p.port.unwrap_or(0);
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| {
+                violation(
+                    format!("network.expose[{i}].port"),
+                    format!("{port} is not a port number"),
+                    "give a port between 1 and 65535",
+                )
+            })?;
+        if let Some(proto) = trimmed(&p.protocol) {
+            if !matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp") {
+                return Err(violation(
+                    format!("network.expose[{i}].protocol"),
+                    format!("{proto:?} is not tcp or udp"),
+                    "use protocol = \"tcp\" or \"udp\"",
+                ));
+            }
+        }
+        if let Some(hp) = p.host_port {
+            if !(0..=65535).contains(&hp) {
+                return Err(violation(
+                    format!("network.expose[{i}].host_port"),
+                    format!("{hp} is not a port number"),
+                    "give a port between 1 and 65535",
+                ));
+            }
+        }
+        first.get_or_insert(port);
+    }
+    Ok(first)
+}
+
+fn build_workload(raw: &Raw, first_port: Option<u16>) -> Result<Workload, Violation> {
+    let w = raw.workload.clone().unwrap_or_default();
+    let mut entrypoint: Vec<String> = match &w.entrypoint {
+        Some(Entrypoint::One(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
+        Some(Entrypoint::Argv(v)) if !v.is_empty() => v.clone(),
+        _ if !w.args.is_empty() => {
+            return Err(violation(
+                "workload.args",
+                "is given without workload.entrypoint",
+                "set workload.entrypoint to the program the arguments are for",
+            ));
+        }
+        _ => vec![DEFAULT_ENTRYPOINT.to_string()],
+    };
+    entrypoint.extend(w.args.iter().cloned());
+
+    let mut env = raw.env.clone();
+    for (k, v) in &w.env {
+        match env.get(k) {
+            Some(existing) if existing != v => {
+                return Err(violation(
+                    format!("workload.env.{k}"),
+                    format!("is set to {v:?} here and to {existing:?} in [env]"),
+                    "set each variable once, in [env]",
+                ));
+            }
+            _ => {
+                env.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    let kind = match trimmed(&w.kind) {
+        None => "http".to_string(),
+        Some(k) if k.eq_ignore_ascii_case("http") => "http".to_string(),
+        Some(k) => k,
+    };
+    let base_url = trimmed(&w.base_url)
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}", first_port.unwrap_or(DEFAULT_PORT)));
+    Ok(Workload {
+        kind,
+        base_url,
+        entrypoint,
+        env,
+        workdir: trimmed(&w.workdir),
+    })
+}
+
+/// A flag's value, unless it is blank.
+fn given(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
+    let digest = facts.sha256.trim().to_ascii_lowercase();
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(violation(
+            "initramfs.checksum",
+            format!("digest {:?} is not a hex sha256", facts.sha256),
+            "pass the artifact's sha256 as 64 hex digits",
+        ));
+    }
+    let url = match (given(facts.url), given(facts.base_url)) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(base)) => {
+            let file = facts.artifact.file_name().ok_or_else(|| {
+                violation(
+                    "initramfs.url",
+                    format!("artifact {} has no file name", facts.artifact.display()),
+                    "write the artifact to a file",
+                )
+            })?;
+            format!("{}/{}", base.trim_end_matches('/'), file.to_string_lossy())
+        }
+        (None, None) => facts.artifact.to_string_lossy().into_owned(),
+    };
+    Ok(Initramfs {
+        url,
+        checksum: Some(format!("sha256:{digest}")),
+    })
+}
+
+fn doc(d: &RawDoc) -> CloudInitDoc {
+    let content = d.content.as_ref().filter(|c| !c.trim().is_empty()).cloned();
+    let path = trimmed(&d.path);
+    CloudInitDoc {
+        inline: d.inline.unwrap_or(content.is_some()),
+        content,
+        path,
+    }
+}
+
+/// `[cloud_init.meta_data]`: a document (`inline`/`content`/`path`), or the original's free
+/// table of meta-data keys, which becomes inline content as JSON (valid YAML).
+fn meta_data(table: &toml::Table) -> Result<CloudInitDoc, Violation> {
+    let is_doc = !table.is_empty()
+        && table
+            .keys()
+            .all(|k| matches!(k.as_str(), "inline" | "content" | "path"));
+    if is_doc {
+        if let Ok(d) = RawDoc::deserialize(toml::Value::Table(table.clone())) {
+            return Ok(doc(&d));
+        }
+    }
+    let content = serde_json::to_string_pretty(table).map_err(|e| {
+        violation(
+            "cloud_init.meta_data",
+            format!("cannot be written as JSON ({e})"),
+            "use strings, numbers, booleans, arrays and tables only",
+        )
+    })?;
+    Ok(CloudInitDoc {
+        inline: true,
+        content: Some(content),
+        path: None,
+    })
+}

@@ -1,0 +1,132 @@
+//! Human-readable views of a planned image, before anything is written: the `--dry-run` listing
+//! of `fledge build` and the per-file lines `-v` prints.
+//!
+//! This module owns the answer to "where does this path come from" ([`source_of`]); it only
+//! reads the [`Plan`] that `layout::plan` made.
+
+use crate::archive::{Content, Kind};
+use crate::inspect::mode_string;
+use crate::layout::{Node, Origin, Plan, VOLANT_INIT_PATH};
+
+/// Where a planned path comes from: a host path, or `busybox`, `fledge-init`, `agent` or
+/// `generated` (made by fledge itself: directories, device nodes, small config files).
+pub fn source_of(path: &str, node: &Node) -> String {
+    let host = match &node.kind {
+        Kind::File(Content::Path { path, .. }) => Some(path.display().to_string()),
+        _ => None,
+    };
+    match &node.origin {
+        Origin::Base => "generated".into(),
+        Origin::Applet | Origin::Builder("source.busybox_url") => "busybox".into(),
+        Origin::Builder("init") => "fledge-init".into(),
+        Origin::Builder("agent") => "agent".into(),
+        Origin::Builder(_) if path == VOLANT_INIT_PATH => "generated".into(),
+        Origin::Builder(_) => host.unwrap_or_else(|| "generated".into()),
+        Origin::Mapping { key, .. } => host.unwrap_or_else(|| key.clone()),
+    }
+}
+
+/// Full `st_mode` of a planned node (type bits plus permissions).
+pub fn st_mode(node: &Node) -> u32 {
+    let t = match node.kind {
+        Kind::Dir => 0o040000,
+        Kind::File(_) => 0o100000,
+        Kind::Symlink(_) => 0o120000,
+        Kind::CharDev { .. } => 0o020000,
+    };
+    t | node.perm
+}
+
+/// Bytes a planned node stores (file size, symlink target length), or its device numbers.
+fn size_field(node: &Node) -> String {
+    match &node.kind {
+        Kind::Dir => "0".into(),
+        Kind::File(Content::Empty) => "0".into(),
+        Kind::File(Content::Bytes(b)) => b.len().to_string(),
+        Kind::File(Content::Path { size, .. }) => size.to_string(),
+        Kind::Symlink(t) => t.len().to_string(),
+        Kind::CharDev { major, minor } => format!("{major},{minor}"),
+    }
+}
+
+/// One line per planned path, like `fledge inspect`, plus where each comes from:
+/// `mode owner size path [-> target]  <- source`.
+pub fn format_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    for (path, node) in &plan.nodes {
+        let target = match &node.kind {
+            Kind::Symlink(t) => format!(" -> {t}"),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{}   0/0   {:>10} {path}{target}  <- {}\n",
+            mode_string(st_mode(node)),
+            size_field(node),
+            source_of(path, node)
+        ));
+    }
+    out
+}
+
+/// Logs (at debug level, shown by `-v`) each path placed with its mode and source.
+pub fn log_placed(plan: &Plan) {
+    for (path, node) in &plan.nodes {
+        log::debug!(
+            "placed {path} {} from {}",
+            mode_string(st_mode(node)),
+            source_of(path, node)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    fn node(kind: Kind, perm: u32, origin: Origin) -> Node {
+        Node { kind, perm, origin }
+    }
+
+    #[test]
+    fn names_each_kind_of_source() {
+        let mut plan = Plan::default();
+        let host = Kind::File(Content::Path {
+            path: PathBuf::from("/src/app"),
+            size: 12,
+        });
+        plan.nodes
+            .insert("/bin".into(), node(Kind::Dir, 0o755, Origin::Base));
+        plan.nodes.insert(
+            "/bin/sh".into(),
+            node(Kind::Symlink("busybox".into()), 0o777, Origin::Applet),
+        );
+        plan.nodes.insert(
+            "/init".into(),
+            node(
+                Kind::File(Content::Bytes(Arc::from(&b"elf"[..]))),
+                0o755,
+                Origin::Builder("init"),
+            ),
+        );
+        plan.nodes.insert(
+            "/usr/bin/app".into(),
+            node(
+                host,
+                0o750,
+                Origin::Mapping {
+                    key: "app".into(),
+                    line: Some(3),
+                },
+            ),
+        );
+        assert_eq!(
+            format_plan(&plan),
+            "drwxr-xr-x   0/0            0 /bin  <- generated\n\
+             lrwxrwxrwx   0/0            7 /bin/sh -> busybox  <- busybox\n\
+             -rwxr-xr-x   0/0            3 /init  <- fledge-init\n\
+             -rwxr-x---   0/0           12 /usr/bin/app  <- /src/app\n"
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The init's options: `fledge.*` keys from the file the builder bakes into the image
+//! (`/etc/fledge-init.conf`) and from the kernel command line (`/proc/cmdline`), which wins.
+//!
+//! Both use the same syntax: whitespace-separated `key=value` tokens; in the file a line whose
+//! first non-blank character is `#` is a comment. Keys without the `fledge.` prefix and unknown
+//! `fledge.` keys are ignored (the kernel command line carries plenty of both); a bad value for
+//! a known key is reported and the earlier value kept.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::CStr;
+use core::time::Duration;
+
+use crate::sys;
+
+/// The baked options file.
+pub const CONF_PATH: &CStr = c"/etc/fledge-init.conf";
+/// The kernel command line.
+pub const CMDLINE_PATH: &CStr = c"/proc/cmdline";
+/// The longest options file read; the kernel command line is far shorter.
+const MAX_LEN: usize = 64 * 1024;
+
+/// What PID 1 does once there is nothing left to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExitAction {
+    /// `fledge.exit=poweroff` (default): QEMU and Cloud Hypervisor exit on it.
+    #[default]
+    PowerOff,
+    /// `fledge.exit=reboot`: for hypervisors that only exit on reboot (Firecracker, `reboot=k`).
+    Reboot,
+}
+
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogTarget {
+    /// `fledge.log=both` (default): `/dev/kmsg` and the console.
+    #[default]
+    Both,
+    /// `fledge.log=kmsg`: `/dev/kmsg` only (the console when kmsg cannot be opened).
+    Kmsg,
+    /// `fledge.log=console`: the console only.
+    Console,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `fledge.supervise=1|0`: stay PID 1 and run the target as a child. Default off.
+    pub supervise: bool,
+    /// `fledge.exit=poweroff|reboot`.
+    pub exit: ExitAction,
+    /// `fledge.grace_ms=N`: how long the remaining processes get between SIGTERM and SIGKILL at
+    /// shutdown. Default 3000.
+    pub grace: Duration,
+    /// `fledge.log=both|kmsg|console`.
+    pub log: LogTarget,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            supervise: false,
+            exit: ExitAction::PowerOff,
+            grace: Duration::from_millis(3000),
+            log: LogTarget::Both,
+        }
+    }
+}
+
+impl Options {
+    /// Reads the baked file, then the command line; a missing file is the same as an empty one.
+    /// Returns the options and one message per ignored bad value.
+    pub fn load(conf: &CStr, cmdline: &CStr) -> (Options, Vec<String>) {
+        let mut opts = Options::default();
+        let mut warnings = Vec::new();
+        for path in [conf, cmdline] {
+            if let Ok(text) = sys::read_to_string(path, MAX_LEN) {
+                opts.apply(&text, &mut warnings);
+            }
+        }
+        (opts, warnings)
+    }
+
+    /// Applies every `fledge.*` token in `text`, later tokens overriding earlier ones.
+    pub fn apply(&mut self, text: &str, warnings: &mut Vec<String>) {
+        let tokens = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace);
+        for token in tokens {
+            let Some((key, value)) = token.split_once('=') else {
+                continue;
+            };
+            let ok = match key {
+                "fledge.supervise" => parse_bool(value).map(|v| self.supervise = v),
+                "fledge.exit" => match value {
+                    "poweroff" => Some(ExitAction::PowerOff),
+                    "reboot" => Some(ExitAction::Reboot),
+                    _ => None,
+                }
+                .map(|v| self.exit = v),
+                "fledge.grace_ms" => value
+                    .parse()
+                    .ok()
+                    .map(|ms| self.grace = Duration::from_millis(ms)),
+                "fledge.log" => match value {
+                    "both" => Some(LogTarget::Both),
+                    "kmsg" => Some(LogTarget::Kmsg),
+                    "console" => Some(LogTarget::Console),
+                    _ => None,
+                }
+                .map(|v| self.log = v),
+                _ => Some(()),
+            };
+            if ok.is_none() {
+                warnings.push(format!("ignoring {key}={value}: not a valid value"));
+            }
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Options, Vec<String>) {
+        let mut o = Options::default();
+        let mut w = Vec::new();
+        o.apply(text, &mut w);
+        (o, w)
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_set() {
+        let (o, w) = parse("console=ttyS0 root=/dev/vda quiet STANDIN=report");
+        assert_eq!(o, Options::default());
+        assert!(w.is_empty(), "{w:?}");
+        assert!(!o.supervise);
+        assert_eq!(o.exit, ExitAction::PowerOff);
+        assert_eq!(o.grace, Duration::from_millis(3000));
+    }
+
+    #[test]
+    fn every_key_and_value() {
+        let cases: &[(&str, Options)] = &[
+            (
+                "fledge.supervise=1",
+                Options {
+                    supervise: true,
+                    ..Options::default()
+                },
+            ),
+            ("fledge.supervise=0", Options::default()),
+            (
+                "fledge.exit=reboot",
+                Options {
+                    exit: ExitAction::Reboot,
+                    ..Options::default()
+                },
+            ),
+            ("fledge.exit=poweroff", Options::default()),
+            (
+                "fledge.grace_ms=250",
+                Options {
+                    grace: Duration::from_millis(250),
+                    ..Options::default()
+                },
+            ),
+            (
+                "fledge.log=console",
+                Options {
+                    log: LogTarget::Console,
+                    ..Options::default()
+                },
+            ),
+            (
+                "fledge.log=kmsg",
+                Options {
+                    log: LogTarget::Kmsg,
+                    ..Options::default()
+                },
+            ),
+            ("fledge.unknown=1 fledge.supervise", Options::default()),
+        ];
+        for (text, want) in cases {
+            let (got, w) = parse(text);
+            assert_eq!(&got, want, "case {text:?}");
+            assert!(w.is_empty(), "case {text:?}: {w:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_reported_and_ignored() {
+        let (o, w) = parse("fledge.grace_ms=5 fledge.grace_ms=soon fledge.exit=halt");
+        assert_eq!(o.grace, Duration::from_millis(5));
+        assert_eq!(o.exit, ExitAction::PowerOff);
+        assert_eq!(
+            w,
+            vec![
+                "ignoring fledge.grace_ms=soon: not a valid value",
+                "ignoring fledge.exit=halt: not a valid value",
+            ]
+        );
+    }
+
+    #[test]
+    fn comment_lines_are_skipped() {
+        let (o, _) = parse("# fledge.supervise=1\n  # fledge.exit=reboot\nfledge.grace_ms=1\n");
+        assert!(!o.supervise);
+        assert_eq!(o.exit, ExitAction::PowerOff);
+        assert_eq!(o.grace, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn the_command_line_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("fledge-init.conf");
+        let cmdline = dir.path().join("cmdline");
+        std::fs::write(
+            &conf,
+            "# baked by fledge\nfledge.supervise=1\nfledge.grace_ms=100\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &cmdline,
+            "console=ttyS0 fledge.supervise=0 fledge.exit=reboot\n",
+        )
+        .unwrap();
+        let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        let (conf, cmdline) = (c(&conf), c(&cmdline));
+        let (o, w) = Options::load(&conf, &cmdline);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            o,
+            Options {
+                supervise: false,
+                exit: ExitAction::Reboot,
+                grace: Duration::from_millis(100),
+                log: LogTarget::Both,
+            }
+        );
+        let (o, _) = Options::load(&c(&dir.path().join("missing")), &cmdline);
+        assert!(!o.supervise);
+        let (o, _) = Options::load(&conf, &c(&dir.path().join("missing")));
+        assert!(o.supervise, "file alone applies");
+    }
+}

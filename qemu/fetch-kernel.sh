@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Fetch the pieces the QEMU smoke runs need, without installing a kernel:
+#   - Debian's stock x86_64 kernel: `apt-get download` the versioned package that the
+#     `linux-image-amd64` metapackage depends on and `dpkg -x` it into a cache directory
+#     (installing it would run slow initramfs hooks and is not needed);
+#   - `qemu-system-x86_64` (Debian package `qemu-system-x86`) when it is missing.
+#
+# Usage: bash qemu/fetch-kernel.sh [CACHE_DIR]
+#   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel.
+# Result: CACHE_DIR/vmlinuz (a symlink to the extracted kernel). The path is printed last.
+# Idempotent: a second run with the kernel already extracted does nothing and needs no network.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${1:-${FLEDGE_QEMU_KERNEL_DIR:-$repo/target/qemu-kernel}}
+mkdir -p "$cache"
+
+sudo_if_needed() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    echo "fetch-kernel: installing qemu-system-x86" >&2
+    sudo_if_needed apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86
+fi
+
+if [ -e "$cache/vmlinuz" ]; then
+    echo "$cache/vmlinuz"
+    exit 0
+fi
+
+# The metapackage depends on exactly one versioned image package, e.g. linux-image-6.1.0-56-amd64.
+resolve() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+}
+pkg=$(resolve || true)
+if [ -z "$pkg" ]; then
+    echo "fetch-kernel: linux-image-amd64 not in the apt cache; running apt-get update" >&2
+    sudo_if_needed apt-get update -qq
+    pkg=$(resolve || true)
+fi
+if [ -z "$pkg" ]; then
+    echo "fetch-kernel: cannot resolve the package linux-image-amd64 depends on (apt-cache depends linux-image-amd64)" >&2
+    exit 1
+fi
+
+work=$(mktemp -d "$cache/.fetch.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+chmod 0755 "$work" # lets apt's _apt user write the download when run as root
+echo "fetch-kernel: downloading $pkg" >&2
+# apt-get download writes into the current directory and needs no root.
+(cd "$work" && apt-get download -qq "$pkg")
+deb=$(ls "$work"/*.deb)
+dpkg -x "$deb" "$work/root"
+kernel=$(ls "$work"/root/boot/vmlinuz-* | head -n1)
+if [ ! -f "$kernel" ]; then
+    echo "fetch-kernel: no /boot/vmlinuz-* in $deb" >&2
+    exit 1
+fi
+# Keep only the kernel image (modules are not needed: the initramfs has none to load).
+name=$(basename "$kernel")
+cp "$kernel" "$cache/$name.tmp"
+mv "$cache/$name.tmp" "$cache/$name"
+ln -sfn "$name" "$cache/vmlinuz.tmp"
+mv -T "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+echo "$cache/vmlinuz"

@@ -1,0 +1,3 @@
+//! The end-to-end tests, in one binary.
+
+mod pid1;
