@@ -2,7 +2,9 @@
 //!
 //! [`write_image`] cuts the entry list into segments ([`plan`]), each a complete newc archive
 //! with its own trailer, and compresses each as one member of the output (the kernel unpacks
-//! concatenated members, each ending after a trailer). Three kinds of threads cooperate:
+//! concatenated members, each ending after a trailer). zstd is the exception: the whole image
+//! is one segment, one frame from zstd's own multi-threaded encoder. Three kinds of threads
+//! cooperate:
 //!
 //! - one producer renders segments with [`NewcWriter`] and cuts the bytes into pieces of at
 //!   most the chunk size, reading host files in small blocks, never whole;
