@@ -111,12 +111,20 @@ fn main() {
     fs::copy(&built, &dest).unwrap_or_else(|e| panic!("{}: {e}", built.display()));
 }
 
-/// The outer build's target directory (the ancestor of OUT_DIR holding `CACHEDIR.TAG`), so the
-/// nested build's output is shared by every profile of the outer build.
+/// The outer build's target directory, so the nested build's output is shared by every profile
+/// of the outer build: OUT_DIR is `<target>[/<triple>]/<profile>/build/<crate>-<hash>/out`.
 fn cargo_target_dir(out_dir: &Path) -> PathBuf {
-    out_dir
+    let triple = env::var("TARGET").unwrap_or_default();
+    let profile_dir = out_dir
         .ancestors()
-        .find(|p| p.join("CACHEDIR.TAG").is_file())
-        .unwrap_or(out_dir)
-        .to_path_buf()
+        .find(|p| p.file_name().is_some_and(|n| n == "build"))
+        .and_then(Path::parent);
+    match profile_dir.and_then(Path::parent) {
+        Some(d) if d.file_name().is_some_and(|n| n == triple.as_str()) => {
+            d.parent().unwrap_or(d).to_path_buf()
+        }
+        Some(d) => d.to_path_buf(),
+        // An unusual layout: keep the nested build beside this script's output.
+        None => out_dir.join("nested"),
+    }
 }

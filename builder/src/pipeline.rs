@@ -122,7 +122,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     log_fetched("busybox", &busybox);
     let agent: Option<Fetched> = match &config.init {
         InitMode::Default { agent } => {
-            let a = fetcher.agent(agent, &config.base_dir)?;
+            let a = fetcher.agent(agent)?;
             log_fetched("kestrel agent", &a);
             Some(a)
         }

@@ -127,7 +127,7 @@ impl Fetcher {
     }
 
     /// Gets the kestrel agent as `[agent]` says.
-    pub fn agent(&self, src: &AgentSource, _base_dir: &Path) -> Result<Fetched, SourceError> {
+    pub fn agent(&self, src: &AgentSource) -> Result<Fetched, SourceError> {
         const WHAT: &str = "kestrel agent";
         match src {
             // The config already resolved the path against its directory.
@@ -153,10 +153,10 @@ impl Fetcher {
                 self.github_api
             )
         };
-        let memo = self
-            .cache
-            .join("releases")
-            .join(hex::encode(Sha256::digest(api.as_bytes())));
+        // Keyed by what was asked, not where: a mirror answers for the same release.
+        let memo = self.cache.join("releases").join(hex::encode(Sha256::digest(
+            format!("{AGENT_REPO}@{version}").as_bytes(),
+        )));
         let fail = |message: String| SourceError::Release {
             version: version.to_string(),
             repo: AGENT_REPO.to_string(),
@@ -424,6 +424,86 @@ mod tests {
         (format!("http://{addr}/busybox"), hits)
     }
 
+    /// Serves routes (request path -> body, made from the server's own base URL) on loopback,
+    /// 404 for anything else; counts requests.
+    fn serve_routes(
+        routes: impl FnOnce(&str) -> Vec<(String, Vec<u8>)>,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes = routes(&base);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(16) {
+                let mut s = stream.unwrap();
+                let mut req = [0u8; 4096];
+                let n = s.read(&mut req).unwrap_or(0);
+                let text = String::from_utf8_lossy(&req[..n]).into_owned();
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                h.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                    Some((_, b)) => ("200 OK", b.clone()),
+                    None => ("404 Not Found", Vec::new()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        (base, hits)
+    }
+
+    #[test]
+    fn release_resolves_the_kestrel_asset_and_works_offline_afterwards() {
+        let cache = tempfile::tempdir().unwrap();
+        let (base, hits) = serve_routes(|base| {
+            let json = format!(
+                r#"{{"tag_name":"v1.2.3","assets":[{{"name":"kestrel.sha256","browser_download_url":"{base}/x"}},{{"name":"kestrel","browser_download_url":"{base}/dl/kestrel"}}]}}"#
+            );
+            vec![
+                (
+                    "/repos/volantvm/volant/releases/latest".into(),
+                    json.into_bytes(),
+                ),
+                ("/dl/kestrel".into(), b"the agent".to_vec()),
+            ]
+        });
+        let mut f = Fetcher::new(cache.path().into());
+        f.github_api = base;
+        let latest = AgentSource::Release {
+            version: "latest".into(),
+        };
+        let a = f.agent(&latest).unwrap();
+        assert_eq!(fs::read(&a.path).unwrap(), b"the agent");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // Offline: the API is gone, the last answer and the cached blob still serve.
+        f.github_api = "http://127.0.0.1:1".into();
+        let b = f.agent(&latest).unwrap();
+        assert!(b.cached);
+        assert_eq!(b.sha256, a.sha256);
+
+        // A tag without the asset is an error naming the release.
+        let (base, _) = serve_routes(|_| {
+            vec![(
+                "/repos/volantvm/volant/releases/tags/v9".into(),
+                br#"{"tag_name":"v9","assets":[]}"#.to_vec(),
+            )]
+        });
+        f.github_api = base;
+        let msg = f
+            .agent(&AgentSource::Release {
+                version: "v9".into(),
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("v9") && msg.contains("`kestrel`"), "{msg}");
+    }
+
     fn digest(b: &[u8]) -> String {
         hex::encode(Sha256::digest(b))
     }
@@ -498,12 +578,9 @@ mod tests {
         let mut f = Fetcher::new(cache.path().into());
         f.github_api = "http://127.0.0.1:1".into();
         let msg = f
-            .agent(
-                &AgentSource::Release {
-                    version: "latest".into(),
-                },
-                Path::new("/"),
-            )
+            .agent(&AgentSource::Release {
+                version: "latest".into(),
+            })
             .unwrap_err()
             .to_string();
         assert!(

@@ -1,8 +1,9 @@
 //! The one error type of the init: a variant per step that can fail, each naming what it
 //! touched and the errno it got. Printed as `fledge-init: <what>: <cause>` by the caller.
 
-use std::ffi::CStr;
-use std::fmt;
+use alloc::string::String;
+use core::ffi::CStr;
+use core::fmt;
 
 use crate::sys::Errno;
 
@@ -37,7 +38,7 @@ pub enum Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = |c: &CStr| c.to_string_lossy().into_owned();
+        let p = |c: &'static CStr| c.to_str().unwrap_or("?");
         match self {
             Error::Mkdir { path, cause } => write!(f, "failed to create {}: {cause}", p(path)),
             Error::Mount {

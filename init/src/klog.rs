@@ -8,8 +8,10 @@
 //! about ten lines, then a pause); the init logs a handful of lines, so that is only a concern for
 //! debug output.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use alloc::format;
+use alloc::string::String;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -56,7 +58,7 @@ fn kernel_level(level: Level) -> u8 {
 }
 
 /// The two renderings of one record: for `/dev/kmsg` and for the console.
-fn render(level: Level, args: &std::fmt::Arguments<'_>) -> (String, String) {
+fn render(level: Level, args: &core::fmt::Arguments<'_>) -> (String, String) {
     let mut console = String::with_capacity(96);
     let _ = writeln!(console, "fledge-init: {args}");
     let kmsg = format!("<{}>{console}", kernel_level(level));

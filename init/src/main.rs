@@ -5,8 +5,16 @@
 //! supervises it as a child. It never returns: returning from PID 1 panics the kernel. It ends
 //! in `exec` or in the exit action (power-off or reboot); fatal errors are one line on the
 //! console and in the kernel log, then the exit action.
+//!
+//! Built with `panic = "abort"` (the `init` profile the images get) the binary is `no_std`,
+//! with `alloc`: see `sys` for the runtime pieces that replace `std`. A `no_std` binary cannot
+//! unwind, so builds that do (dev and release profiles, unit tests) link `std` - for its panic
+//! runtime only; the code uses `core` and `alloc` either way.
 #![deny(unsafe_code)]
+#![cfg_attr(all(not(test), panic = "abort"), no_std)]
 #![cfg_attr(not(test), no_main)]
+
+extern crate alloc;
 
 mod error;
 mod klog;
@@ -16,13 +24,18 @@ mod status;
 mod supervise;
 mod sys;
 
-use std::path::Path;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use error::Error;
 use options::{ExitAction, Options};
 
 /// Where the image names a custom init (one line, the in-image path).
-const CUSTOM_INIT_FILE: &str = "/.volant_init";
+const CUSTOM_INIT_FILE: &CStr = c"/.volant_init";
+/// The longest `/.volant_init` read (a path and a newline, with room to spare).
+const MAX_CUSTOM_INIT_FILE: usize = 64 * 1024;
 /// The Volant agent: the target when there is no custom init.
 const DEFAULT_TARGET: &str = "/bin/kestrel";
 
@@ -33,26 +46,39 @@ pub fn run() -> ! {
     if pid != 1 {
         // Mounting tmpfs over /tmp and devtmpfs over /dev would hide the host's own.
         log::error!("must run as PID 1 (this is pid {pid}); doing nothing");
-        std::process::exit(2);
+        sys::exit(2);
     }
-    let mut exit = ExitAction::default();
-    let status = match boot(&mut exit) {
+    let status = match boot() {
         Ok(status) => status,
         Err(e) => {
             log::error!("{e}");
             1
         }
     };
-    finish(exit, status)
+    finish(status)
+}
+
+/// `fledge.exit=reboot` is in effect (read by [`finish`], also on the panic path).
+static REBOOT: AtomicBool = AtomicBool::new(false);
+
+/// The panic handler's body (a panic is a bug): one line, then the same end as a fatal error.
+/// A panic while reporting one skips the line.
+#[cfg(all(not(test), panic = "abort"))]
+pub fn panicked(info: &core::panic::PanicInfo<'_>) -> ! {
+    static PANICKING: AtomicBool = AtomicBool::new(false);
+    if !PANICKING.swap(true, Ordering::Relaxed) {
+        log::error!("internal error: {}", info.message());
+    }
+    finish(1)
 }
 
 /// The steps; returns the supervised target's status, or the error that ends the boot.
-fn boot(exit: &mut ExitAction) -> Result<i32, Error> {
+fn boot() -> Result<i32, Error> {
     mount_filesystems()?;
     console()?;
     let opts = options();
-    *exit = opts.exit;
-    let target = handoff_target(Path::new(CUSTOM_INIT_FILE));
+    REBOOT.store(opts.exit == ExitAction::Reboot, Ordering::Relaxed);
+    let target = handoff_target(CUSTOM_INIT_FILE);
     if opts.supervise {
         let status = supervise::supervise(&target, opts.grace)?;
         mounts::unmount_all(mounts::MOUNTS);
@@ -88,10 +114,7 @@ fn console() -> Result<(), Error> {
 }
 
 fn options() -> Options {
-    let (opts, warnings) = Options::load(
-        Path::new(options::CONF_PATH),
-        Path::new(options::CMDLINE_PATH),
-    );
+    let (opts, warnings) = Options::load(options::CONF_PATH, options::CMDLINE_PATH);
     klog::set_target(opts.log);
     for w in warnings {
         log::warn!("{w}");
@@ -100,16 +123,16 @@ fn options() -> Options {
 }
 
 /// The first line of `file` (trimmed) if it names something, else the agent.
-fn handoff_target(file: &Path) -> String {
-    match std::fs::read_to_string(file) {
+fn handoff_target(file: &CStr) -> String {
+    match sys::read_to_string(file, MAX_CUSTOM_INIT_FILE) {
         Ok(text) => match text.lines().next().map(str::trim) {
             Some(line) if !line.is_empty() => return line.to_string(),
             _ => {}
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(sys::Errno(libc::ENOENT)) => {}
         Err(e) => log::warn!(
             "cannot read {}: {e}; using {DEFAULT_TARGET}",
-            file.display()
+            file.to_str().unwrap_or("?")
         ),
     }
     DEFAULT_TARGET.to_string()
@@ -118,24 +141,25 @@ fn handoff_target(file: &Path) -> String {
 /// Replaces this process with `target` (argv[0] = target, the kernel's environment); returns
 /// only the error.
 fn exec(target: String) -> Error {
-    let cause = match std::ffi::CString::new(target.as_str()) {
+    let cause = match alloc::ffi::CString::new(target.as_str()) {
         Ok(t) => sys::exec(&t),
         Err(_) => sys::Errno(libc::EINVAL),
     };
     Error::Exec { target, cause }
 }
 
-/// The end of PID 1: sync, then power off or reboot. Only PID 1 may do that: the check is
-/// repeated here, next to the reboot call, so that no change elsewhere can make a run on a host
-/// power the host off; anywhere else it exits with `status`.
-fn finish(action: ExitAction, status: i32) -> ! {
+/// The end of PID 1: sync, then power off or reboot (`fledge.exit`). Only PID 1 may do that:
+/// the check is repeated here, next to the reboot call, so that no change elsewhere can make a
+/// run on a host power the host off; anywhere else it exits with `status`.
+fn finish(status: i32) -> ! {
     sys::sync();
     if sys::getpid() != 1 {
-        std::process::exit(status);
+        sys::exit(status);
     }
-    let cmd = match action {
-        ExitAction::PowerOff => libc::RB_POWER_OFF,
-        ExitAction::Reboot => libc::RB_AUTOBOOT,
+    let cmd = if REBOOT.load(Ordering::Relaxed) {
+        libc::RB_AUTOBOOT
+    } else {
+        libc::RB_POWER_OFF
     };
     let cause = sys::reboot(cmd);
     // Still here: the reboot was refused. Exiting would panic the kernel; wait instead.
@@ -165,7 +189,8 @@ mod tests {
             if let Some(c) = content {
                 std::fs::write(&file, c).unwrap();
             }
-            assert_eq!(handoff_target(&file), want, "case {i}: {content:?}");
+            let path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+            assert_eq!(handoff_target(&path), want, "case {i}: {content:?}");
         }
     }
 }

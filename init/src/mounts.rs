@@ -1,7 +1,7 @@
 //! The mount plan: which file systems PID 1 mounts, as a `const` table, and the one loop that
 //! executes it through the small [`Sys`] trait (so tests can record the calls without root).
 
-use std::ffi::CStr;
+use core::ffi::CStr;
 
 use crate::error::Error;
 use crate::sys::{self, Errno};

@@ -6,13 +6,20 @@
 //! `fledge.` keys are ignored (the kernel command line carries plenty of both); a bad value for
 //! a known key is reported and the earlier value kept.
 
-use std::path::Path;
-use std::time::Duration;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::CStr;
+use core::time::Duration;
+
+use crate::sys;
 
 /// The baked options file.
-pub const CONF_PATH: &str = "/etc/fledge-init.conf";
+pub const CONF_PATH: &CStr = c"/etc/fledge-init.conf";
 /// The kernel command line.
-pub const CMDLINE_PATH: &str = "/proc/cmdline";
+pub const CMDLINE_PATH: &CStr = c"/proc/cmdline";
+/// The longest options file read; the kernel command line is far shorter.
+const MAX_LEN: usize = 64 * 1024;
 
 /// What PID 1 does once there is nothing left to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,11 +70,11 @@ impl Default for Options {
 impl Options {
     /// Reads the baked file, then the command line; a missing file is the same as an empty one.
     /// Returns the options and one message per ignored bad value.
-    pub fn load(conf: &Path, cmdline: &Path) -> (Options, Vec<String>) {
+    pub fn load(conf: &CStr, cmdline: &CStr) -> (Options, Vec<String>) {
         let mut opts = Options::default();
         let mut warnings = Vec::new();
         for path in [conf, cmdline] {
-            if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(text) = sys::read_to_string(path, MAX_LEN) {
                 opts.apply(&text, &mut warnings);
             }
         }
@@ -227,6 +234,8 @@ mod tests {
             "console=ttyS0 fledge.supervise=0 fledge.exit=reboot\n",
         )
         .unwrap();
+        let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        let (conf, cmdline) = (c(&conf), c(&cmdline));
         let (o, w) = Options::load(&conf, &cmdline);
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(
@@ -238,9 +247,9 @@ mod tests {
                 log: LogTarget::Both,
             }
         );
-        let (o, _) = Options::load(&dir.path().join("missing"), &cmdline);
+        let (o, _) = Options::load(&c(&dir.path().join("missing")), &cmdline);
         assert!(!o.supervise);
-        let (o, _) = Options::load(&conf, &dir.path().join("missing"));
+        let (o, _) = Options::load(&conf, &c(&dir.path().join("missing")));
         assert!(o.supervise, "file alone applies");
     }
 }

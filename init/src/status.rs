@@ -2,6 +2,9 @@
 //! the signal number for a death by signal (127 and 126 come from the child itself when `exec`
 //! fails: not found, not executable).
 
+use alloc::format;
+use alloc::string::String;
+
 /// How a child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -8,8 +8,11 @@
 //! the shutdown: SIGTERM to what is left, a grace period, SIGKILL, and return once every child
 //! is reaped.
 
-use std::ffi::{c_int, CString};
-use std::time::{Duration, Instant};
+use alloc::ffi::CString;
+use alloc::format;
+use alloc::string::ToString;
+use core::ffi::c_int;
+use core::time::Duration;
 
 use crate::error::Error;
 use crate::status::Outcome;
@@ -44,7 +47,7 @@ pub fn supervise(target: &str, grace: Duration) -> Result<i32, Error> {
     log::debug!("started {target} as pid {main}");
 
     let mut outcome: Option<Outcome> = None;
-    let mut deadline: Option<Instant> = None;
+    let mut deadline: Option<Duration> = None;
     let mut killed = false;
     loop {
         let (ended, none_left) = reap(main);
@@ -53,14 +56,14 @@ pub fn supervise(target: &str, grace: Duration) -> Result<i32, Error> {
             log::info!("{}", o.describe(target));
             // Whatever the target left behind gets the same warning it would have had.
             let _ = sys::kill(-1, libc::SIGTERM);
-            deadline.get_or_insert_with(|| Instant::now() + grace);
+            deadline.get_or_insert_with(|| sys::now() + grace);
         }
         if none_left {
             break;
         }
         let timeout = match deadline {
             Some(d) if !killed => {
-                let left = d.saturating_duration_since(Instant::now());
+                let left = d.saturating_sub(sys::now());
                 if left.is_zero() {
                     log::warn!("grace period over, killing what is left");
                     let _ = sys::kill(-1, libc::SIGKILL);
@@ -77,7 +80,7 @@ pub fn supervise(target: &str, grace: Duration) -> Result<i32, Error> {
                     let _ = sys::kill(main, sig);
                 }
                 if sig == libc::SIGTERM || sig == libc::SIGINT {
-                    deadline.get_or_insert_with(|| Instant::now() + grace);
+                    deadline.get_or_insert_with(|| sys::now() + grace);
                 }
             }
             // SIGCHLD (reaped at the top), a timeout, or a signal not meant for the target.

@@ -1,24 +1,112 @@
-//! Every system call the init makes that needs `unsafe`, behind safe wrappers - and the C entry
-//! point itself. Nothing outside this module uses `unsafe`.
+//! Every system call the init makes that needs `unsafe`, behind safe wrappers - and the runtime
+//! pieces that `std` would otherwise provide: the C entry point, the global allocator (the C
+//! library's `malloc`) and the panic handler. Nothing outside this module uses `unsafe`.
 //!
 //! The code that runs in a forked child before `exec` (`spawn`) also lives here: between `fork`
 //! and `exec` only async-signal-safe calls are allowed, and keeping them in one function makes
 //! that easy to check.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_int, CStr};
-use std::fmt;
-use std::ptr;
-use std::time::Duration;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ffi::{c_int, CStr};
+use core::fmt;
+use core::ptr;
+use core::time::Duration;
 
-/// The C entry point. `std`'s own `main` wrapper is skipped on purpose: its runtime start-up
-/// opens `/dev/null` onto closed fds 0-2 and aborts when it cannot - at boot `/dev` may still be
-/// empty, and an abort in PID 1 panics the kernel. It also sets SIGPIPE to ignored, which the
-/// target would inherit.
+// Without `std` nothing else asks the linker for the C library (the `libc` crate leaves that to
+// `std` when its default `std` feature is on, as it is elsewhere in the workspace).
+#[link(name = "c")]
+extern "C" {}
+
+/// The C entry point. The binary has no `std`: its panic machinery alone (the default panic
+/// hook's backtrace symboliser) would be most of the binary. `std`'s `main` wrapper would also
+/// open `/dev/null` onto closed fds 0-2 and abort when it cannot - at boot `/dev` may still be
+/// empty, and an abort in PID 1 panics the kernel - and set SIGPIPE to ignored, which the target
+/// would inherit.
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const std::ffi::c_char) -> c_int {
+extern "C" fn main(_argc: c_int, _argv: *const *const core::ffi::c_char) -> c_int {
     crate::run()
+}
+
+/// The allocator: the C library's `malloc`, which is linked in anyway.
+#[cfg(not(test))]
+struct Malloc;
+
+#[cfg(not(test))]
+#[global_allocator]
+static ALLOCATOR: Malloc = Malloc;
+
+/// What `malloc` aligns to on every Linux C library the init is built for.
+#[cfg(not(test))]
+const MALLOC_ALIGN: usize = 16;
+
+// SAFETY: malloc/realloc/free and posix_memalign return memory of at least the requested size
+// and alignment (or null), and free accepts what they returned.
+#[cfg(not(test))]
+unsafe impl core::alloc::GlobalAlloc for Malloc {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN {
+            // SAFETY: malloc has no preconditions.
+            unsafe { libc::malloc(layout.size()).cast() }
+        } else {
+            let mut p = ptr::null_mut();
+            // SAFETY: the alignment is a power of two and a multiple of the pointer size.
+            let rc = unsafe { libc::posix_memalign(&mut p, layout.align(), layout.size()) };
+            if rc == 0 {
+                p.cast()
+            } else {
+                ptr::null_mut()
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _layout: core::alloc::Layout) {
+        // SAFETY: `p` came from malloc or posix_memalign (the GlobalAlloc contract).
+        unsafe { libc::free(p.cast()) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: core::alloc::Layout, size: usize) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN {
+            // SAFETY: `p` came from malloc (small alignment) and `size` is non-zero.
+            unsafe { libc::realloc(p.cast(), size).cast() }
+        } else {
+            // SAFETY: the GlobalAlloc contract holds for the default copy-and-free path.
+            unsafe {
+                let new_layout =
+                    core::alloc::Layout::from_size_align_unchecked(size, layout.align());
+                let q = self.alloc(new_layout);
+                if !q.is_null() {
+                    ptr::copy_nonoverlapping(p, q, layout.size().min(size));
+                    self.dealloc(p, layout);
+                }
+                q
+            }
+        }
+    }
+}
+
+// The precompiled `alloc` library is built for unwinding: its landing pads name the two symbols
+// below. Panics here never unwind (the handler never returns), so neither is ever called.
+/// Named by landing pads in precompiled library code; unreachable.
+#[cfg(all(not(test), panic = "abort"))]
+#[unsafe(no_mangle)]
+extern "C" fn rust_eh_personality() {}
+
+/// Named by landing pads in precompiled library code; unreachable.
+#[cfg(all(not(test), panic = "abort"))]
+#[unsafe(no_mangle)]
+#[allow(non_snake_case)]
+extern "C" fn _Unwind_Resume() -> ! {
+    panic!("unwinding is not supported")
+}
+
+/// A panic is a bug; it ends PID 1 the way any fatal error does (one line, sync, exit action).
+#[cfg(all(not(test), panic = "abort"))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    crate::panicked(info)
 }
 
 /// An `errno` value; prints as the C library's text for it.
@@ -27,7 +115,8 @@ pub struct Errno(pub i32);
 
 impl Errno {
     fn last() -> Errno {
-        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        // SAFETY: __errno_location returns this thread's errno, valid for the whole thread.
+        Errno(unsafe { *libc::__errno_location() })
     }
 }
 
@@ -124,6 +213,56 @@ pub fn close(fd: c_int) {
     unsafe { libc::close(fd) };
 }
 
+/// Reads the whole of the file at `path` (at most `limit` bytes) as UTF-8 text; `EILSEQ` when
+/// it is not UTF-8, `EFBIG` when it is longer.
+pub fn read_to_string(path: &CStr, limit: usize) -> Result<String, Errno> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    let mut buf: Vec<u8> = Vec::new();
+    let result = loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(256);
+        }
+        let spare = buf.capacity() - buf.len();
+        // SAFETY: the pointer is to `spare` bytes of `buf`'s allocation past its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().add(buf.len()).cast(), spare) };
+        match n {
+            0 => break Ok(()),
+            n if n > 0 => {
+                // SAFETY: `read` initialised `n` more bytes, within the capacity.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                if buf.len() > limit {
+                    break Err(Errno(libc::EFBIG));
+                }
+            }
+            _ => match Errno::last() {
+                Errno(libc::EINTR) => {}
+                e => break Err(e),
+            },
+        }
+    };
+    close(fd);
+    result?;
+    String::from_utf8(buf).map_err(|_| Errno(libc::EILSEQ))
+}
+
+/// The monotonic clock.
+pub fn now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Ends the process (not PID 1: see `crate::finish`).
+pub fn exit(status: i32) -> ! {
+    // SAFETY: _exit has no preconditions; nothing is buffered in user space.
+    unsafe { libc::_exit(status) }
+}
+
 /// Writes all of `bytes` to `fd` in one `write` call (one kmsg record); errors are ignored
 /// because there is nowhere left to report them.
 pub fn write(fd: c_int, bytes: &[u8]) -> bool {
@@ -182,7 +321,7 @@ impl SigSet {
     /// Every signal except the fault signals.
     pub fn all_but_faults() -> SigSet {
         // SAFETY: sigset_t is plain data; sigfillset initialises it fully.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut set: libc::sigset_t = unsafe { core::mem::zeroed() };
         // SAFETY: `set` is a valid sigset_t.
         unsafe { libc::sigfillset(&mut set) };
         for sig in FAULTS {
@@ -195,7 +334,7 @@ impl SigSet {
     /// Blocks the signals in `self`; returns the mask that was in effect before.
     pub fn block(&self) -> Result<SigSet, Errno> {
         // SAFETY: sigset_t is plain data; sigprocmask overwrites it.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
         // SAFETY: both pointers are valid sigset_t.
         let rc = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, &mut old) };
         if rc != 0 {
@@ -288,6 +427,33 @@ pub fn spawn(target: &CStr, original: &SigSet, exec_error: &[u8]) -> Result<i32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_to_string_reads_whole_files_and_refuses_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path =
+            |name: &str| std::ffi::CString::new(dir.path().join(name).to_str().unwrap()).unwrap();
+        let long = "x".repeat(1000);
+        std::fs::write(dir.path().join("long"), &long).unwrap();
+        std::fs::write(dir.path().join("bad"), b"\xff\xfe").unwrap();
+        assert_eq!(
+            read_to_string(&path("long"), 1000).as_deref(),
+            Ok(long.as_str())
+        );
+        assert_eq!(read_to_string(&path("long"), 999), Err(Errno(libc::EFBIG)));
+        assert_eq!(read_to_string(&path("bad"), 1000), Err(Errno(libc::EILSEQ)));
+        assert_eq!(
+            read_to_string(&path("missing"), 1000),
+            Err(Errno(libc::ENOENT))
+        );
+    }
+
+    #[test]
+    fn the_monotonic_clock_moves_forward() {
+        let a = now();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(now() >= a + Duration::from_millis(5));
+    }
 
     #[test]
     fn errno_prints_the_c_library_text() {

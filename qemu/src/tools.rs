@@ -3,7 +3,7 @@
 //! target and profile of `targets/x86_64.toml`), and the command runner they share.
 //!
 //! Both come from the end-to-end test support (`fledge_tests`): the `fledge` of this test build,
-//! and the stand-in built once for the guest in `target/e2e-musl`, shared with the PID 1 tests.
+//! and the stand-in built once for the guest in `target/fledge-init`, shared with the PID 1 tests.
 //! `FLEDGE_BIN` and `FLEDGE_STANDIN` name prebuilt binaries instead.
 
 use std::path::PathBuf;

@@ -60,13 +60,13 @@ const TRIPLE: &str = "x86_64-unknown-linux-musl";
 const PROFILE: &str = "init";
 
 /// Builds `fledge-init`, `fledge-standin` and the examples' programs once per test run, with a
-/// nested cargo in a target directory of its own (`target/e2e-musl`) so it never waits on the
-/// running test build's lock.
+/// nested cargo in a target directory of its own (`target/fledge-init`, shared with the build
+/// script that embeds the init) so it never waits on the running test build's lock.
 pub fn guest_bins() -> &'static GuestBins {
     static BINS: OnceLock<GuestBins> = OnceLock::new();
     BINS.get_or_init(|| {
         let root = workspace_root();
-        let target_dir = root.join("target/e2e-musl");
+        let target_dir = root.join("target/fledge-init");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--target", TRIPLE, "--profile", PROFILE])
