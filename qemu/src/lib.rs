@@ -6,7 +6,8 @@
 //!   whether a missing piece skips the test or, with `CI=true`, fails it;
 //! - [`tools`] builds (once per process) the `fledge` binary and the static stand-in program the
 //!   images carry;
-//! - [`project`] writes a `fledge.toml` for each init mode and runs `fledge build` on it;
+//! - [`project`] writes a `fledge.toml` for each init mode (or copies an example from
+//!   `examples/`) and runs `fledge build` on it;
 //! - [`newc`] writes and edits newc archives by hand, independently of the builder under test, for
 //!   the harness's own tests and for images the builder refuses to make (a missing agent);
 //! - [`vm`] boots one image with a hard timeout and returns the whole serial log, with checks that

@@ -1,6 +1,7 @@
 //! A `fledge build` project in a temporary directory: `fledge.toml`, the host files it maps, and
 //! the image built from it. The constructors write the configs the smoke runs and the boot
-//! benchmark share (every mode uses the stand-in as its program and the host's busybox).
+//! benchmark share (every mode uses the stand-in as its program and the host's busybox), or copy
+//! one of the examples under `examples/` with its built programs put in place.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,55 @@ impl Project {
         Ok(p)
     }
 
+    /// A copy of `examples/<name>` (without its `bin/` and `target/`), with each `(program,
+    /// dest)` of `programs` copied to `dest` (relative to the example, mode 0755) and
+    /// `[source] busybox_url` set to the host's busybox. `fledge.toml` keeps its meaning
+    /// otherwise (its comments are lost), and `manifest.toml` is used as it is.
+    pub fn example(host: &Host, name: &str, programs: &[(&Path, &str)]) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("fledge-example-{name}."))
+            .tempdir()
+            .map_err(|source| Error::Io {
+                what: "cannot create a temporary directory in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let p = Self { dir };
+        let src = crate::repo_root().join("examples").join(name);
+        copy_tree(&src, p.path(), &["bin", "target"])?;
+        for (program, dest) in programs {
+            if let Some(parent) = p.path().join(dest).parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    what: "cannot create",
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            p.copy_executable(program, dest)?;
+        }
+        let config = p.path().join("fledge.toml");
+        let text = String::from_utf8_lossy(&crate::read(&config)?).into_owned();
+        let mut table: toml::Table = text.parse().map_err(|e| Error::Target {
+            path: config.clone(),
+            message: format!("not TOML: {e}"),
+        })?;
+        let source = table
+            .entry("source")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(source) = source.as_table_mut() else {
+            return Err(Error::Target {
+                path: config,
+                message: "`source` is not a table".into(),
+            });
+        };
+        source.insert(
+            "busybox_url".into(),
+            toml::Value::String(host.busybox.display().to_string()),
+        );
+        crate::write(&config, table.to_string())?;
+        Ok(p)
+    }
+
     /// The project directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -127,6 +177,37 @@ impl Project {
     }
 }
 
+/// Copies the directory tree `from` into the existing directory `to`, keeping file modes and
+/// leaving out the top-level entries named in `skip`. Symlinks and special files are errors:
+/// the examples hold none.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<(), Error> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    };
+    for entry in std::fs::read_dir(from).map_err(io("cannot list", from))? {
+        let entry = entry.map_err(io("cannot list", from))?;
+        let name = entry.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let (src, dest) = (entry.path(), to.join(&name));
+        let kind = entry.file_type().map_err(io("cannot stat", &src))?;
+        if kind.is_dir() {
+            std::fs::create_dir(&dest).map_err(io("cannot create", &dest))?;
+            copy_tree(&src, &dest, &[])?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dest).map_err(io("cannot copy to", &dest))?;
+        } else {
+            return Err(Error::Build(format!(
+                "{}: only files and directories can be copied from an example",
+                src.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A path as a TOML basic string.
 fn toml_str(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
@@ -135,6 +216,35 @@ fn toml_str(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn example_copy_puts_programs_in_place_and_points_at_the_hosts_busybox() {
+        let host = Host {
+            target: crate::host::GuestTarget::load().unwrap(),
+            qemu: "q".into(),
+            kernel: "/k".into(),
+            busybox: "/opt/bb/busybox".into(),
+            kvm: false,
+        };
+        let exe = std::env::current_exe().unwrap();
+        let p = Project::example(&host, "http-service", &[(&exe, "bin/http-service")]).unwrap();
+        let t: toml::Table = std::fs::read_to_string(p.path().join("fledge.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(t["source"]["busybox_url"].as_str(), Some("/opt/bb/busybox"));
+        assert_eq!(t["init"]["path"].as_str(), Some("./init.sh"));
+        let mode = |rel: &str| {
+            std::fs::metadata(p.path().join(rel))
+                .unwrap_or_else(|e| panic!("{rel}: {e}"))
+                .permissions()
+                .mode()
+        };
+        assert_eq!(mode("bin/http-service") & 0o777, 0o755);
+        assert_ne!(mode("init.sh") & 0o111, 0, "init.sh stays executable");
+        assert!(p.path().join("manifest.toml").is_file());
+        assert!(!p.path().join("target").exists());
+    }
 
     #[test]
     fn configs_are_valid_toml_with_the_expected_keys() {

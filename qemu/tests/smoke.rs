@@ -299,3 +299,103 @@ fn fatal_missing_agent_prints_the_error_and_powers_off() {
         Check::PowerOff,
     ]);
 }
+
+// ----- the examples under examples/, built as `examples/build.sh` would -----
+
+/// Copies `examples/<name>` with `programs` put where its `fledge.toml` maps them from, builds
+/// it with gzip (the default) and boots it without extra kernel parameters.
+fn boot_example(host: &Host, tools: &Tools, name: &str, programs: &[(&Path, &str)]) -> BootLog {
+    let p = Project::example(host, name, programs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let image = p
+        .build(tools, "gzip", &[])
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    Boot::new(&format!("example {name}"), &image)
+        .run(host)
+        .unwrap()
+}
+
+#[test]
+fn example_custom_init_runs_its_script_as_pid1() {
+    let Some((host, tools)) = setup("example_custom_init_runs_its_script_as_pid1") else {
+        return;
+    };
+    let log = boot_example(&host, tools, "custom-init", &[]);
+    log.assert(&[
+        Check::contains("custom-init: pid 1, kernel "),
+        Check::contains("/dev /proc /sys /tmp /run"),
+        Check::contains("<h1>hello from a fledge image</h1>"),
+        Check::contains("custom-init: done, powering off"),
+        Check::NoPanic,
+        Check::PowerOff,
+    ]);
+}
+
+#[test]
+fn example_default_runs_its_agent_as_pid1_with_filesystems_mounted() {
+    let Some((host, tools)) =
+        setup("example_default_runs_its_agent_as_pid1_with_filesystems_mounted")
+    else {
+        return;
+    };
+    let agent = &fledge_tests::guest_bins().example_agent;
+    let log = boot_example(&host, tools, "default", &[(agent, "bin/example-agent")]);
+    log.assert(&[
+        Check::contains(
+            "example-agent: pid 1, argv0 /bin/kestrel, mounted /dev,/proc,/sys,/tmp,/run",
+        ),
+        Check::contains("example-agent: done, powering off"),
+        Check::NoPanic,
+        Check::PowerOff,
+    ]);
+}
+
+#[test]
+fn example_none_runs_its_own_pid1_without_fledge_init() {
+    let Some((host, tools)) = setup("example_none_runs_its_own_pid1_without_fledge_init") else {
+        return;
+    };
+    let init = &fledge_tests::guest_bins().none_init;
+    let log = boot_example(&host, tools, "none", &[(init, "bin/none-init")]);
+    log.assert(&[
+        Check::contains("none-init: pid 1, kernel "),
+        Check::contains("none-init: done, powering off"),
+        Check::absent("cannot mount /proc"),
+        Check::absent("fledge-init"),
+        Check::NoPanic,
+        Check::PowerOff,
+    ]);
+}
+
+#[test]
+fn example_http_service_answers_wget_inside_the_guest() {
+    let Some((host, tools)) = setup("example_http_service_answers_wget_inside_the_guest") else {
+        return;
+    };
+    let server = &fledge_tests::guest_bins().http_service;
+    let p = Project::example(&host, "http-service", &[(server, "bin/http-service")]).unwrap();
+    let image = p.build(tools, "gzip", &[]).unwrap();
+    // The manifest template's [[network.expose]] port becomes the default base_url.
+    let manifest = image.with_file_name("example-http-service.manifest.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("manifest written")).unwrap();
+    assert_eq!(
+        json["workload"]["base_url"], "http://127.0.0.1:8080",
+        "{json:#}"
+    );
+    assert_eq!(
+        json["workload"]["entrypoint"],
+        serde_json::json!(["/usr/bin/http-service", "0.0.0.0:8080"]),
+        "{json:#}"
+    );
+    let log = Boot::new("example http-service", &image)
+        .run(&host)
+        .unwrap();
+    log.assert(&[
+        Check::contains("http-service: listening on 0.0.0.0:8080"),
+        Check::contains(
+            "http-service example: GET / answered: hello from the fledge http-service example",
+        ),
+        Check::NoPanic,
+        Check::PowerOff,
+    ]);
+}

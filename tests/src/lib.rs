@@ -48,14 +48,20 @@ pub fn fledge_bin() -> PathBuf {
 pub struct GuestBins {
     pub init: PathBuf,
     pub standin: PathBuf,
+    /// The programs of the examples (`examples/`): the default example's agent,
+    pub example_agent: PathBuf,
+    /// the none example's PID 1,
+    pub none_init: PathBuf,
+    /// and the HTTP service example's server.
+    pub http_service: PathBuf,
 }
 
 const TRIPLE: &str = "x86_64-unknown-linux-musl";
 const PROFILE: &str = "init";
 
-/// Builds `fledge-init` and `fledge-standin` once per test run, with a nested cargo in a target
-/// directory of its own (`target/fledge-init`, shared with the build script that embeds the init)
-/// so it never waits on the running test build's lock.
+/// Builds `fledge-init`, `fledge-standin` and the examples' programs once per test run, with a
+/// nested cargo in a target directory of its own (`target/fledge-init`, shared with the build
+/// script that embeds the init) so it never waits on the running test build's lock.
 pub fn guest_bins() -> &'static GuestBins {
     static BINS: OnceLock<GuestBins> = OnceLock::new();
     BINS.get_or_init(|| {
@@ -65,6 +71,8 @@ pub fn guest_bins() -> &'static GuestBins {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--target", TRIPLE, "--profile", PROFILE])
             .args(["-p", "fledge-init", "-p", "fledge-standins"])
+            .args(["-p", "example-agent", "-p", "example-none-init"])
+            .args(["-p", "example-http-service"])
             .arg("--manifest-path")
             .arg(root.join("Cargo.toml"))
             .arg("--target-dir")
@@ -89,12 +97,16 @@ pub fn guest_bins() -> &'static GuestBins {
             .unwrap_or_else(|e| panic!("cannot run cargo to build the guest binaries: {e}"));
         assert!(
             status.success(),
-            "building fledge-init and fledge-standin for {TRIPLE} failed (see above)"
+            "building fledge-init, fledge-standin and the examples' programs for {TRIPLE} \
+             failed (see above)"
         );
         let out = target_dir.join(TRIPLE).join(PROFILE);
         GuestBins {
             init: out.join("fledge-init"),
             standin: out.join("fledge-standin"),
+            example_agent: out.join("example-agent"),
+            none_init: out.join("none-init"),
+            http_service: out.join("http-service"),
         }
     })
 }
