@@ -32,20 +32,19 @@ use codec::{Codec, Encoded, MemberWriter, Piece, PieceEncoder};
 
 pub use decode::{decoder, detect};
 
-/// How the archive is compressed; every choice is one the Linux kernel unpacks.
+/// How the archive is compressed; every choice is one the Linux kernel unpacks: gzip
+/// (libdeflate, the default; every kernel has it), zstd (kernel 5.9+, `CONFIG_RD_ZSTD`), xz with
+/// CRC-32 checks (`CONFIG_RD_XZ`), lz4 in the legacy format (`CONFIG_RD_LZ4`), or none (plain
+/// newc).
+// The variants carry no doc comments on purpose: clap would turn them into per-value help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// gzip (libdeflate), the default; every kernel has it.
     #[default]
     Gzip,
-    /// zstd frames (kernel 5.9+ with `CONFIG_RD_ZSTD`).
     Zstd,
-    /// xz with CRC-32 checks (`CONFIG_RD_XZ`).
     Xz,
-    /// lz4 legacy format (`CONFIG_RD_LZ4`).
     Lz4,
-    /// A plain newc archive.
     None,
 }
 
