@@ -560,7 +560,9 @@ pub fn fhs_mode(dest: &str, source_mode: u32) -> u32 {
 /// children; inode numbers count from 1 in that order. With `dedup`, regular files of equal
 /// content and permissions become one newc hardlink group: they share the inode of the first,
 /// and only the last of the group carries the body (the layout GNU cpio writes and the kernel
-/// reads).
+/// reads). The bodiless members move to just before that last one, so a group is contiguous
+/// and never holds a long stretch of the archive in one compression segment (moving a file
+/// later cannot put it before its parent).
 pub fn normalise(plan: &Plan, mtime: u32, dedup: bool) -> Result<Vec<Entry>, LayoutError> {
     let mut entries: Vec<Entry> = plan
         .nodes
@@ -584,7 +586,7 @@ pub fn normalise(plan: &Plan, mtime: u32, dedup: bool) -> Result<Vec<Entry>, Lay
 }
 
 /// Groups regular files of the same size, content and permissions into hardlinks.
-fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
+fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), LayoutError> {
     let mut by_size: HashMap<(u64, u32), Vec<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         if let Kind::File(c) = &e.kind {
@@ -604,6 +606,8 @@ fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
         }
         groups.extend(by_hash.into_values().filter(|v| v.len() > 1));
     }
+    // Index of each group's last member -> the members that go just before it.
+    let mut before: HashMap<usize, Vec<usize>> = HashMap::new();
     for mut g in groups {
         g.sort_unstable();
         let ino = entries[g[0]].ino;
@@ -616,7 +620,24 @@ fn link_duplicates(entries: &mut [Entry]) -> Result<(), LayoutError> {
             entries[i].ino = ino;
             entries[i].nlink = n;
         }
+        before.insert(*last, rest.to_vec());
     }
+    if before.is_empty() {
+        return Ok(());
+    }
+    let moved: std::collections::HashSet<usize> = before.values().flatten().copied().collect();
+    let mut slots: Vec<Option<Entry>> = std::mem::take(entries).into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(slots.len());
+    for i in 0..slots.len() {
+        if moved.contains(&i) {
+            continue;
+        }
+        for &j in before.get(&i).map(Vec::as_slice).unwrap_or_default() {
+            ordered.push(slots[j].take().expect("each member moves once"));
+        }
+        ordered.push(slots[i].take().expect("each entry is placed once"));
+    }
+    *entries = ordered;
     Ok(())
 }
 
@@ -909,6 +930,7 @@ mod tests {
         write(&fx, "t/b", b"same", 0o644);
         write(&fx, "t/c", b"diff", 0o644);
         write(&fx, "t/d-x", b"same", 0o755);
+        write(&fx, "t/z", b"same", 0o644);
         let p = plan_of(&fx, "[mappings]\n\"t\" = \"/srv/t\"\n").unwrap();
         let entries = normalise(&p, 42, true).unwrap();
         let pos = |name: &str| entries.iter().position(|e| e.path == name).unwrap();
@@ -923,13 +945,19 @@ mod tests {
             &entries[pos("srv/t/b")],
             &entries[pos("srv/t/c")],
         );
-        assert_eq!((a.ino, a.nlink), (b.ino, 2));
+        let z = &entries[pos("srv/t/z")];
+        assert_eq!((a.ino, a.nlink), (b.ino, 3));
+        assert_eq!((z.ino, z.nlink), (a.ino, 3));
+        assert_eq!(a.kind, Kind::File(Content::Empty), "first has no body");
+        assert_eq!(b.kind, Kind::File(Content::Empty), "middle has no body");
+        assert_eq!(z.body_len(), 4, "last of a group has the body");
+        let (pa, pb, pz) = (pos("srv/t/a"), pos("srv/t/b"), pos("srv/t/z"));
         assert_eq!(
-            a.kind,
-            Kind::File(Content::Empty),
-            "first of a group has no body"
+            (pa + 1, pb + 1),
+            (pb, pz),
+            "a group is contiguous, body last"
         );
-        assert_eq!(b.body_len(), 4, "last of a group has the body");
+        assert!(pos("srv/t/c") < pa, "members move later, next to the body");
         assert_eq!(c.nlink, 1);
         assert_eq!(
             entries[pos("srv/t/d-x")].nlink,
@@ -937,8 +965,9 @@ mod tests {
             "other permissions: not linked"
         );
         let inos: std::collections::HashSet<u32> = entries.iter().map(|e| e.ino).collect();
-        assert_eq!(inos.len(), entries.len() - 1);
+        assert_eq!(inos.len(), entries.len() - 2, "three paths, one inode");
         let plain = normalise(&p, 42, false).unwrap();
-        assert_eq!(plain[pos("srv/t/a")].nlink, 1);
+        let a = plain.iter().find(|e| e.path == "srv/t/a").unwrap();
+        assert_eq!((a.nlink, a.body_len()), (1, 4), "no dedup: every body stored");
     }
 }
