@@ -119,17 +119,13 @@ measure "xz -6 -T0 --check=crc32 of the same cpio" same.xz bash -c 'xz -6 -T0 --
 measure "lz4 -l of the same cpio" same.lz4 bash -c 'lz4 -q -l < out.none > same.lz4'
 
 if command -v 3cpio >/dev/null; then
-    # 3cpio reads a manifest: one "source destination" line per file.
-    {
-        echo "input/init /init"
-        echo "$busybox /bin/busybox"
-        echo "input/big-elf /usr/bin/big-elf"
-        (cd input/tree && find . -type f | sort | sed 's|^\./||') | while IFS= read -r f; do
-            echo "input/tree/$f /usr/lib/tree/$f"
-        done
-    } > 3cpio.manifest
-    measure "3cpio gzip -9" 3cpio.gz bash -c '3cpio --create --compression gzip --level 9 3cpio.gz < 3cpio.manifest'
-    measure "3cpio zstd -3" 3cpio.zst bash -c '3cpio --create --compression zstd --level 3 3cpio.zst < 3cpio.manifest'
+    # 3cpio reads a manifest on stdin: a "#cpio: COMPRESSOR -LEVEL" section line, then one path
+    # per line (tab-separated location and name; the name defaults to the location). It is
+    # given the pipeline's staged root (left by the pipeline run above) with -C.
+    (cd root && find . -mindepth 1 | LC_ALL=C sort | sed 's|^\./||') > 3cpio.paths
+    measure "3cpio gzip -9" 3cpio.gz bash -c '{ echo "#cpio: gzip -9"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio.gz'
+    measure "3cpio gzip -6" 3cpio6.gz bash -c '{ echo "#cpio: gzip -6"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio6.gz'
+    measure "3cpio zstd -3" 3cpio.zst bash -c '{ echo "#cpio: zstd -3"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio.zst'
 fi
 
 # ---- table ----

@@ -968,6 +968,10 @@ mod tests {
         assert_eq!(inos.len(), entries.len() - 2, "three paths, one inode");
         let plain = normalise(&p, 42, false).unwrap();
         let a = plain.iter().find(|e| e.path == "srv/t/a").unwrap();
-        assert_eq!((a.nlink, a.body_len()), (1, 4), "no dedup: every body stored");
+        assert_eq!(
+            (a.nlink, a.body_len()),
+            (1, 4),
+            "no dedup: every body stored"
+        );
     }
 }

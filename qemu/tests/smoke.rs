@@ -399,3 +399,99 @@ fn example_http_service_answers_wget_inside_the_guest() {
         Check::PowerOff,
     ]);
 }
+
+// ----- what the compressor does at scale, read back by the kernel -----
+
+/// Deterministic pseudo-random bytes (incompressible enough to make real compressed pieces).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+fn md5(path: &Path) -> String {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .expect("md5sum runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// An image several compression segments long, with a file bigger than a segment and a
+/// deduplicated (hardlinked) pair, booted once per compression: the kernel must unpack every
+/// member (no "junk at the end of compressed archive"), every byte, and the link.
+#[test]
+fn multi_segment_images_with_hardlinks_unpack_whole_in_the_kernel() {
+    let Some((host, tools)) =
+        setup("multi_segment_images_with_hardlinks_unpack_whole_in_the_kernel")
+    else {
+        return;
+    };
+    let init = "#!/bin/sh\nfor f in /data/big /data/a/dup /data/m/mid /data/z/dup; do\n  \
+                echo \"SUM $f $(md5sum < $f | cut -d' ' -f1) links=$(stat -c %h $f)\"\ndone\n\
+                echo SUMS-DONE\npoweroff -f\n";
+    let p = Project::new(
+        &host,
+        "[init]\npath = \"./init.sh\"\n[mappings]\n\"./data\" = \"/data\"\n",
+    )
+    .unwrap();
+    let files = [
+        ("data/big", noise(9 << 20, 1)),
+        ("data/a/dup", noise(1 << 20, 2)),
+        ("data/m/mid", noise(5 << 20, 3)),
+        ("data/z/dup", noise(1 << 20, 2)),
+    ];
+    for (rel, body) in &files {
+        let path = p.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, body).unwrap();
+    }
+    let script = p.path().join("init.sh");
+    std::fs::write(&script, init).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let expected: Vec<String> = files
+        .iter()
+        .map(|(rel, _)| {
+            let links = if rel.ends_with("dup") { 2 } else { 1 };
+            format!("SUM /{rel} {} links={links}", md5(&p.path().join(rel)))
+        })
+        .collect();
+
+    let handles: Vec<_> = ["gzip", "zstd", "xz", "lz4", "none"]
+        .into_iter()
+        .map(|c| {
+            let image = p
+                .build(tools, c, &[])
+                .unwrap_or_else(|e| panic!("{c}: {e}"));
+            let host = host.clone();
+            let expected = expected.clone();
+            std::thread::spawn(move || {
+                let log = Boot::new(&format!("multi-segment/{c}"), &image)
+                    .run(&host)
+                    .unwrap();
+                let mut checks: Vec<Check> = expected.iter().map(|e| Check::contains(e)).collect();
+                checks.extend([
+                    Check::contains("SUMS-DONE"),
+                    Check::absent("junk"),
+                    Check::absent("Initramfs unpacking failed"),
+                    Check::NoPanic,
+                    Check::PowerOff,
+                ]);
+                log.assert(&checks);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("boot check");
+    }
+}
