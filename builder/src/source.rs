@@ -401,27 +401,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    /// Serves `body` for every request on loopback; counts requests.
+    /// Serves `body` at `/busybox` on loopback; counts requests.
     fn serve(body: &'static [u8]) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(16) {
-                let mut s = stream.unwrap();
-                let mut req = [0u8; 4096];
-                let _ = s.read(&mut req);
-                h.fetch_add(1, Ordering::SeqCst);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(body);
-            }
-        });
-        (format!("http://{addr}/busybox"), hits)
+        let (base, hits) = serve_routes(|_| vec![("/busybox".into(), body.to_vec())]);
+        (format!("{base}/busybox"), hits)
     }
 
     /// Serves routes (request path -> body, made from the server's own base URL) on loopback,

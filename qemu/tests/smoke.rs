@@ -153,6 +153,32 @@ fn check_report(log: &BootLog, pid: &str, argv0: &str, mounts: &[&str]) {
 
 const MOUNTS: [&str; 5] = ["/dev", "/proc", "/sys", "/tmp", "/run"];
 
+/// Builds `p` with `compression`, boots it with `STANDIN=report`, and checks that the stand-in
+/// ran as PID 1 under `argv0` seeing `mounts`, that `extra` holds, and a clean power-off.
+fn boot_and_report(
+    host: &Host,
+    tools: &Tools,
+    p: &Project,
+    compression: &str,
+    argv0: &str,
+    mounts: &[&str],
+    extra: &[Check],
+) {
+    let image = p.build(tools, compression, &[]).unwrap();
+    let log = Boot::new(&format!("{argv0}/{compression}"), &image)
+        .param("STANDIN=report")
+        .run(host)
+        .unwrap();
+    let mut checks = vec![
+        Check::absent("STANDIN-ERROR"),
+        Check::NoPanic,
+        Check::PowerOff,
+    ];
+    checks.extend_from_slice(extra);
+    log.assert(&checks);
+    check_report(&log, "1", argv0, mounts);
+}
+
 #[test]
 fn default_mode_agent_is_pid1_with_filesystems_mounted_gzip() {
     let Some((host, tools)) = setup("default_mode_agent_is_pid1_with_filesystems_mounted_gzip")
@@ -160,17 +186,7 @@ fn default_mode_agent_is_pid1_with_filesystems_mounted_gzip() {
         return;
     };
     let p = Project::default_mode(&host, tools, "").unwrap();
-    let image = p.build(tools, "gzip", &[]).unwrap();
-    let log = Boot::new("default/gzip", &image)
-        .param("STANDIN=report")
-        .run(&host)
-        .unwrap();
-    log.assert(&[
-        Check::absent("STANDIN-ERROR"),
-        Check::NoPanic,
-        Check::PowerOff,
-    ]);
-    check_report(&log, "1", "/bin/kestrel", &MOUNTS);
+    boot_and_report(&host, tools, &p, "gzip", "/bin/kestrel", &MOUNTS, &[]);
 }
 
 #[test]
@@ -181,17 +197,15 @@ fn custom_mode_in_image_path_is_pid1_with_filesystems_mounted_zstd() {
         return;
     };
     let p = Project::custom_in_image(&host, tools, "/usr/local/bin/my-init").unwrap();
-    let image = p.build(tools, "zstd", &[]).unwrap();
-    let log = Boot::new("custom-in-image/zstd", &image)
-        .param("STANDIN=report")
-        .run(&host)
-        .unwrap();
-    log.assert(&[
-        Check::absent("STANDIN-ERROR"),
-        Check::NoPanic,
-        Check::PowerOff,
-    ]);
-    check_report(&log, "1", "/usr/local/bin/my-init", &MOUNTS);
+    boot_and_report(
+        &host,
+        tools,
+        &p,
+        "zstd",
+        "/usr/local/bin/my-init",
+        &MOUNTS,
+        &[],
+    );
 }
 
 #[test]
@@ -201,17 +215,7 @@ fn custom_mode_host_file_is_pid1_with_filesystems_mounted_xz() {
         return;
     };
     let p = Project::custom_host_file(&host, tools).unwrap();
-    let image = p.build(tools, "xz", &[]).unwrap();
-    let log = Boot::new("custom-host-file/xz", &image)
-        .param("STANDIN=report")
-        .run(&host)
-        .unwrap();
-    log.assert(&[
-        Check::absent("STANDIN-ERROR"),
-        Check::NoPanic,
-        Check::PowerOff,
-    ]);
-    check_report(&log, "1", "/sbin/custom-init", &MOUNTS);
+    boot_and_report(&host, tools, &p, "xz", "/sbin/custom-init", &MOUNTS, &[]);
 }
 
 #[test]
@@ -220,20 +224,17 @@ fn none_mode_user_binary_is_init_lz4() {
         return;
     };
     let p = Project::none_mode(&host, tools).unwrap();
-    let image = p.build(tools, "lz4", &[]).unwrap();
-    let log = Boot::new("none/lz4", &image)
-        .param("STANDIN=report")
-        .run(&host)
-        .unwrap();
     // Nothing of fledge runs: no fledge-init line; the kernel mounts only devtmpfs (when
     // CONFIG_DEVTMPFS_MOUNT) or nothing, so no mounts are required.
-    log.assert(&[
-        Check::absent("STANDIN-ERROR"),
-        Check::absent("fledge-init"),
-        Check::NoPanic,
-        Check::PowerOff,
-    ]);
-    check_report(&log, "1", "/init", &[]);
+    boot_and_report(
+        &host,
+        tools,
+        &p,
+        "lz4",
+        "/init",
+        &[],
+        &[Check::absent("fledge-init")],
+    );
 }
 
 #[test]
