@@ -21,6 +21,15 @@ fn supervise_root() -> Root {
     root
 }
 
+/// Fails with the whole output unless the run printed `needle`.
+fn assert_printed(run: &fledge_tests::Finished, needle: &str) {
+    assert!(
+        run.output.contains(needle),
+        "expected {needle:?} in:\n{}",
+        run.output
+    );
+}
+
 fn report_field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
@@ -68,11 +77,9 @@ fn missing_agent_prints_the_fatal_line_and_ends_the_namespace() {
     root.remove("bin/kestrel");
     let run = run_standin(&root, "report", TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    assert!(
-        run.output
-            .contains("fledge-init: failed to execute /bin/kestrel: No such file or directory"),
-        "no fatal line:\n{}",
-        run.output
+    assert_printed(
+        &run,
+        "fledge-init: failed to execute /bin/kestrel: No such file or directory",
     );
     assert!(
         !run.status.success(),
@@ -138,22 +145,9 @@ fn supervise_reaps_a_thousand_orphans() {
     require_pid1!();
     let run = run_standin(&supervise_root(), "orphans:1000,sleep:200,zombies", TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    assert!(
-        run.output.contains("STANDIN-ORPHANS spawned=1000"),
-        "{}",
-        run.output
-    );
-    assert!(
-        run.output.contains("STANDIN-ZOMBIES count=0"),
-        "zombies left:\n{}",
-        run.output
-    );
-    assert!(
-        run.output
-            .contains("fledge-init: /bin/kestrel exited with status 0"),
-        "{}",
-        run.output
-    );
+    assert_printed(&run, "STANDIN-ORPHANS spawned=1000");
+    assert_printed(&run, "STANDIN-ZOMBIES count=0");
+    assert_printed(&run, "fledge-init: /bin/kestrel exited with status 0");
 }
 
 #[test]
@@ -203,12 +197,7 @@ fn supervise_forwards_every_signal() {
     }
     let run = pid1.finish(TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    assert!(
-        run.output
-            .contains("fledge-init: /bin/kestrel exited with status 0"),
-        "{}",
-        run.output
-    );
+    assert_printed(&run, "fledge-init: /bin/kestrel exited with status 0");
 }
 
 #[test]
@@ -244,11 +233,9 @@ fn sigterm_to_pid_1_kills_a_child_that_ignores_it_after_the_grace_period() {
     pid1.signal(libc::SIGTERM);
     let run = pid1.finish(TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    assert!(
-        run.output
-            .contains("fledge-init: /bin/kestrel killed by signal 9 (status 137)"),
-        "{}",
-        run.output
+    assert_printed(
+        &run,
+        "fledge-init: /bin/kestrel killed by signal 9 (status 137)",
     );
 }
 
@@ -275,11 +262,9 @@ fn supervised_child_starts_clean() {
     )
     .finish(TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    assert!(
-        run.output
-            .contains("STANDIN-HYGIENE mask=none sigpipe=default fds=none session_leader=true"),
-        "{}",
-        run.output
+    assert_printed(
+        &run,
+        "STANDIN-HYGIENE mask=none sigpipe=default fds=none session_leader=true",
     );
 }
 
@@ -348,9 +333,5 @@ fn fledge_built_image_boots_and_supervises_the_agent() {
         "1",
         "supervised agent is a child: {line}"
     );
-    assert!(
-        run.output.contains("/bin/kestrel exited with status 7"),
-        "status not reported:\n{}",
-        run.output
-    );
+    assert_printed(&run, "/bin/kestrel exited with status 7");
 }
