@@ -283,13 +283,12 @@ fn new(a: NewArgs, quiet: bool) -> Result<()> {
 
 fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
     let req = request(a.config, a.manifest, PathBuf::from("plugin.cpio.gz"));
-    let (config, manifest) = pipeline::load(&req)?;
-    crate::layout::check_sources(&config)?;
-    pipeline::epoch(&req)?;
+    let (config, manifest) = pipeline::validate(&req)?;
     if !quiet {
         println!("{}: valid", config.path.display());
-        if let Some((p, _)) = manifest {
-            println!("{}: valid", p.display());
+        match manifest {
+            Some((p, t)) if t.origin().is_some() => println!("{}: valid", p.display()),
+            _ => println!("no manifest.toml: a build writes a default manifest"),
         }
     }
     Ok(())

@@ -236,6 +236,54 @@ impl Ctx<'_> {
         }
     }
 
+    /// A value of the wrong type: names the key on the error's line and says how to fix it.
+    fn wrong_type(&self, e: &toml::de::Error) -> ConfigError {
+        let line = e.span().map(|s| self.line(s));
+        let message = e.message().trim_end().to_string();
+        let Some(key) = line.and_then(|l| self.key_on_line(l)) else {
+            return ConfigError::Syntax {
+                at: self.at(e.span()),
+                message,
+            };
+        };
+        let hint = if key.starts_with("mappings.") {
+            "; quote host paths that contain dots: \"app.bin\" = \"/usr/bin/app\"".to_string()
+        } else if message.contains("expected a string") {
+            format!(
+                "; quote the value: {} = \"...\"",
+                key.rsplit('.').next().unwrap_or(&key)
+            )
+        } else if message.contains("expected a boolean") {
+            "; write true or false, without quotes".to_string()
+        } else {
+            String::new()
+        };
+        ConfigError::Invalid {
+            at: Location {
+                file: self.file.to_path_buf(),
+                line,
+            },
+            key,
+            problem: format!("has the wrong type: {message}{hint}"),
+        }
+    }
+
+    /// The dotted key whose `key = value` is on `line`: the table header above it plus the key.
+    fn key_on_line(&self, line: usize) -> Option<String> {
+        let lines: Vec<&str> = self.text.lines().collect();
+        let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        let table = lines[..line - 1].iter().rev().find_map(|l| {
+            let t = l.trim();
+            t.starts_with('[')
+                .then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        });
+        Some(match table {
+            Some(t) => format!("{t}.{key}"),
+            None => key.to_string(),
+        })
+    }
+
     /// Line of the first `key = ...` in the file (for keys whose span serde could not keep).
     fn key_line(&self, key: &str) -> Option<usize> {
         self.text
@@ -268,10 +316,14 @@ impl Config {
     /// Parses and validates config text; `file` is used for messages and relative paths.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let cx = Ctx { file, text };
-        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            at: cx.at(e.span()),
-            message: e.message().trim_end().to_string(),
-        })?;
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::Syntax {
+                at: cx.at(e.span()),
+                message: e.message().trim_end().to_string(),
+            });
+        }
+        // Valid TOML that does not fit: a value of the wrong type. Name its key.
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| cx.wrong_type(&e))?;
         let base_dir = match file.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -412,6 +464,13 @@ impl Config {
             }
         }
         let custom = match &path {
+            Some(p) if p.get_ref().chars().any(char::is_control) => {
+                return Err(cx.invalid(
+                    Some(p.span()),
+                    "init.path",
+                    format!("is {:?}, which contains a control character", p.get_ref()),
+                ));
+            }
             Some(p) if p.get_ref().trim().is_empty() => {
                 return Err(cx.invalid(
                     Some(p.span()),
@@ -499,13 +558,12 @@ impl Config {
                 .filter(|(k, _)| !known_elsewhere.contains(&k.as_str()))
                 .collect();
             cx.unknown_keys("source", &extra, &mut warnings);
-            let sha = match src.busybox_sha256 {
-                Some(s) if s.get_ref().trim().is_empty() => None,
-                Some(s) => Some(parse_sha256(s.get_ref()).ok_or_else(|| {
-                    cx.invalid(Some(s.span()), "source.busybox_sha256", SHA_HELP)
-                })?),
-                None => None,
-            };
+            let sha = digest(
+                &cx,
+                src.busybox_sha256,
+                "source.busybox_sha256",
+                &mut warnings,
+            )?;
             match src.busybox_url {
                 Some(u) if u.get_ref().trim().is_empty() => {
                     return Err(cx.invalid(
@@ -561,6 +619,17 @@ impl Config {
                     })?;
                 compression = Some(parsed);
             }
+            // Checked here when the config names both; a --compression given on the command
+            // line is checked with this level before the build starts.
+            if let (Some(c), Some(l)) = (compression, &b.compression_level) {
+                crate::compress::check_level(c, Some(*l.get_ref())).map_err(|e| {
+                    cx.invalid(
+                        Some(l.span()),
+                        "build.compression_level",
+                        format!("does not fit: {e}"),
+                    )
+                })?;
+            }
             compression_level = b.compression_level.map(Spanned::into_inner);
         }
 
@@ -591,6 +660,12 @@ impl Config {
                     ),
                 ));
             }
+            if dest.chars().any(char::is_control) {
+                return Err(bad(
+                    &name,
+                    format!("has destination {dest:?}, which contains a control character"),
+                ));
+            }
             if dest.contains("..") {
                 return Err(bad(
                     &name,
@@ -619,6 +694,31 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// An optional digest: empty means none; a `<placeholder>` (as the documentation's examples
+/// have) means none with a warning; anything else must be a sha256.
+fn digest(
+    cx: &Ctx,
+    v: Option<Spanned<String>>,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let text = v.get_ref().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.starts_with('<') && text.ends_with('>') {
+        warnings.push(format!(
+            "{}: `{key}` is the placeholder {text}, so the download is not verified: put the real digest there",
+            cx.at(Some(v.span()))
+        ));
+        return Ok(None);
+    }
+    parse_sha256(text)
+        .map(Some)
+        .ok_or_else(|| cx.invalid(Some(v.span()), key, SHA_HELP))
 }
 
 const SHA_HELP: &str = "must be a sha256 digest: 64 hex digits, optionally prefixed `sha256:`";
@@ -698,14 +798,7 @@ fn agent_source(
                     "must start with http:// or https:// (for a file here use source_strategy = \"local\")",
                 ));
             }
-            let sha256 = match a.checksum {
-                Some(c) if c.get_ref().trim().is_empty() => None,
-                Some(c) => Some(
-                    parse_sha256(c.get_ref())
-                        .ok_or_else(|| cx.invalid(Some(c.span()), "agent.checksum", SHA_HELP))?,
-                ),
-                None => None,
-            };
+            let sha256 = digest(cx, a.checksum, "agent.checksum", warnings)?;
             Ok(AgentSource::Http {
                 url: u.into_inner(),
                 sha256,
@@ -887,6 +980,11 @@ mod tests {
             ("bad compression", format!("{HEAD}[build]\ncompression = \"brotli\"\n"), &["`build.compression`", "\"brotli\""]),
             ("bad applet", format!("{HEAD}[source]\nbusybox_applets = [\"a/b\"]\n"), &["`source.busybox_applets`"]),
             ("syntax", format!("{HEAD}[mappings\n"), &["fledge.toml:3", "invalid TOML"]),
+            ("wrong type", "version = 1\nstrategy = \"initramfs\"\n".into(), &["fledge.toml:1", "`version`", "wrong type", "quote the value"]),
+            ("wrong bool", format!("{HEAD}[init]\nnone = \"yes\"\n"), &["fledge.toml:4", "`init.none`", "true or false"]),
+            ("dotted host path", format!("{HEAD}[mappings]\napp.bin = \"/init\"\n"), &["`mappings.app.bin`", "quote host paths"]),
+            ("control char", format!("{HEAD}[mappings]\n\"a\" = \"/init\\u0000\"\n"), &["mappings.\"a\"", "control character"]),
+            ("level", format!("{HEAD}[build]\ncompression = \"lz4\"\ncompression_level = 3\n"), &["fledge.toml:5", "`build.compression_level`", "lz4"]),
         ];
         for (name, text, needles) in cases {
             let msg = err(&text);
@@ -898,6 +996,20 @@ mod tests {
                 assert!(msg.contains(n), "case {name}: {msg:?} should contain {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn placeholder_digests_from_the_docs_warn_and_verify_nothing() {
+        let text = format!("{HEAD}[source]\nbusybox_url = \"https://b/bb\"\nbusybox_sha256 = \"<optional sha256>\"\n");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.busybox.sha256, None);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("placeholder") && w.contains("source.busybox_sha256")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

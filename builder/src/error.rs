@@ -20,6 +20,8 @@ pub enum Error {
     Manifest(#[from] crate::manifest::ManifestError),
     #[error(transparent)]
     Inspect(#[from] crate::inspect::InspectError),
+    #[error("{what} {problem}")]
+    Request { what: &'static str, problem: String },
     #[error("cannot write {path}: {source}")]
     Output {
         path: PathBuf,

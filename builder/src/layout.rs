@@ -283,16 +283,18 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, LayoutError> {
     }
 
     match &cfg.init {
-        InitMode::Custom { init: CustomInit::InImage(path) } => {
-            let found = p.plan.nodes.get(path).is_some_and(|n| !matches!(n.kind, Kind::Dir));
-            if !found {
+        // The program PID 1 execs must be executable wherever its mapping put it.
+        InitMode::Custom { init: CustomInit::InImage(path) } => match p.plan.nodes.get_mut(path) {
+            Some(Node { kind: Kind::File(_), perm, .. }) => *perm = 0o755,
+            Some(Node { kind: Kind::Symlink(_), .. }) => {}
+            _ => {
                 return Err(p.invalid(
                     None,
                     "init.path",
                     format!("is {path}, but nothing in the image provides it: add a [mappings] entry whose destination is \"{path}\""),
                 ));
             }
-        }
+        },
         InitMode::None => match p.plan.nodes.get_mut("/init") {
             Some(Node { kind: Kind::File(_), perm, .. }) => *perm = 0o755,
             Some(Node { kind: Kind::Symlink(_), .. }) => {}
@@ -440,6 +442,12 @@ impl Planner<'_> {
                 self.put(&dest, Kind::Dir, 0o755, origin.clone())?;
             }
             self.tree(&m.source, &dest, &origin)
+        } else if meta.is_file() && dest == "/" {
+            Err(self.invalid(
+                m.line,
+                &key,
+                "maps a file to /, which is the image's root directory: give the file's full destination, e.g. \"/usr/bin/app\"",
+            ))
         } else if meta.is_file() {
             let perm = fhs_mode(&dest, meta.permissions().mode());
             let kind = Kind::File(Content::Path {
@@ -771,6 +779,17 @@ mod tests {
         let fx = fixture();
         write(&fx, "my-init.sh", b"#!/bin/sh\n", 0o755);
         let ok = "[init]\npath = \"/usr/local/bin/my-init.sh\"\n[mappings]\n\"my-init.sh\" = \"/usr/local/bin/my-init.sh\"\n";
+        write(&fx, "plain.sh", b"#!/bin/sh\n", 0o644);
+        let p = plan_of(
+            &fx,
+            "[init]\npath = \"/etc/plain.sh\"\n[mappings]\n\"plain.sh\" = \"/etc/plain.sh\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            node(&p, "/etc/plain.sh").perm,
+            0o755,
+            "the custom init is made executable"
+        );
         let p = plan_of(&fx, ok).unwrap();
         assert_eq!(
             node(&p, VOLANT_INIT_PATH).kind,
@@ -848,6 +867,11 @@ mod tests {
                 "under a file",
                 "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x/y\"\n",
                 &["mappings.\"b\"", "/x"],
+            ),
+            (
+                "file onto /",
+                "[mappings]\n\"a\" = \"/\"\n",
+                &["mappings.\"a\"", "root directory"],
             ),
         ];
         for (name, body, needles) in cases {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::Entry;
 use crate::compress::{self, Compression};
-use crate::config::{self, Config, InitMode};
+use crate::config::{self, AgentSource, Config, InitMode};
 use crate::layout::{self, Plan};
 use crate::manifest;
 use crate::source::{Fetched, Fetcher};
@@ -85,6 +85,8 @@ pub struct Report {
 /// Everything decided before bytes are written: used by `build`, `--dry-run` and `validate`.
 pub struct Prepared {
     pub config: Config,
+    /// Compression settings, checked.
+    pub options: compress::Options,
     pub manifest: Option<(PathBuf, manifest::Template)>,
     pub plan: Plan,
     pub entries: Vec<Entry>,
@@ -112,6 +114,7 @@ pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Templat
 pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     let (config, manifest) = load(req)?;
     layout::check_sources(&config)?;
+    let options = settings(req, &config, manifest.as_ref().map(|(_, t)| t))?;
     let fetcher = Fetcher::new(req.cache_dir.clone());
     let busybox = fetcher.fetch(
         "busybox",
@@ -141,9 +144,101 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     let entries = layout::normalise(&plan, epoch(req)?, req.dedup)?;
     Ok(Prepared {
         config,
+        options,
         manifest,
         plan,
         entries,
+    })
+}
+
+/// Everything a build checks before writing, without downloading anything: the config and
+/// manifest template, every host file (local busybox and agent are hashed against their
+/// digests), the compression settings and the layout itself.
+pub fn validate(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Template)>), Error> {
+    let (config, manifest) = load(req)?;
+    layout::check_sources(&config)?;
+    settings(req, &config, manifest.as_ref().map(|(_, t)| t))?;
+    epoch(req)?;
+    let fetcher = Fetcher::new(req.cache_dir.clone());
+    // A download stands in as an empty file: its bytes do not change the layout.
+    let remote = |what: &str, location: &str| Fetched {
+        path: PathBuf::from(location),
+        sha256: String::new(),
+        size: 0,
+        origin: what.to_string(),
+        cached: false,
+    };
+    let is_remote = |l: &str| l.starts_with("http://") || l.starts_with("https://");
+    let busybox = if is_remote(&config.busybox.location) {
+        remote("busybox", &config.busybox.location)
+    } else {
+        fetcher.fetch(
+            "busybox",
+            &config.busybox.location,
+            config.busybox.sha256.as_deref(),
+            &config.base_dir,
+        )?
+    };
+    let agent = match &config.init {
+        InitMode::Default {
+            agent: a @ AgentSource::Local { .. },
+        } => Some(fetcher.agent(a)?),
+        InitMode::Default { .. } => Some(remote("kestrel agent", "agent")),
+        _ => None,
+    };
+    layout::plan(&layout::Inputs {
+        config: &config,
+        busybox: &busybox,
+        agent: agent.as_ref(),
+        init: crate::embedded::INIT_X86_64,
+    })?;
+    Ok((config, manifest))
+}
+
+/// The compression settings of this build, checked, and the command-line values that only
+/// the manifest uses, so a mistake fails before any work.
+fn settings(
+    req: &Request,
+    config: &Config,
+    template: Option<&manifest::Template>,
+) -> Result<compress::Options, Error> {
+    let compression = req.compression.or(config.compression).unwrap_or_default();
+    let level = req.level.or(config.compression_level);
+    compress::check_level(compression, level)?;
+    for (flag, url) in [("--url", &req.url), ("--base-url", &req.base_url)] {
+        if let Some(u) = url.as_deref().filter(|u| !u.trim().is_empty()) {
+            if !manifest::volant::is_volant_url(u) {
+                return Err(Error::Request {
+                    what: flag,
+                    problem: format!(
+                        "is \"{u}\": use an http://, https:// or file:// URL, or an absolute path"
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(t) = template {
+        let artifact = std::path::absolute(&req.output).unwrap_or_else(|_| req.output.clone());
+        if manifest::manifest_path(&artifact, t.name()) == artifact {
+            return Err(Error::Request {
+                what: "-o/--output",
+                problem: format!(
+                    "is {}, where the manifest of \"{}\" goes: give the image another name, e.g. {}.cpio.gz",
+                    req.output.display(),
+                    t.name(),
+                    t.name()
+                ),
+            });
+        }
+    }
+    Ok(compress::Options {
+        compression,
+        level,
+        threads: if req.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            req.threads
+        },
     })
 }
 
@@ -182,19 +277,8 @@ pub fn epoch(req: &Request) -> Result<u32, Error> {
 /// Builds the image (and its manifest) as `req` says.
 pub fn build(req: &Request) -> Result<Report, Error> {
     let prepared = prepare(req)?;
-    let compression = req
-        .compression
-        .or(prepared.config.compression)
-        .unwrap_or_default();
-    let opts = compress::Options {
-        compression,
-        level: req.level.or(prepared.config.compression_level),
-        threads: if req.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            req.threads
-        },
-    };
+    let opts = &prepared.options;
+    let compression = opts.compression;
 
     let out = &req.output;
     let out_err = |source| Error::Output {
@@ -225,7 +309,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     }
     compress::write_image(
         &prepared.entries,
-        &opts,
+        opts,
         &mut crate::progress::Counting {
             inner: &mut w,
             bar: &bar,
@@ -240,9 +324,10 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(out_err)?;
 
-    // Render (and so validate) the manifest before the artifact takes its place.
+    // The manifest is rendered (so validated) and written to its own temporary file before
+    // the artifact takes its place; then both are renamed, artifact first.
     let artifact = std::path::absolute(out).map_err(out_err)?;
-    let rendered = match &prepared.manifest {
+    let pending = match &prepared.manifest {
         Some((_, template)) => {
             let facts = manifest::BuildFacts {
                 artifact: &artifact,
@@ -252,14 +337,28 @@ pub fn build(req: &Request) -> Result<Report, Error> {
             };
             let json = manifest::render(template, &facts)?;
             let path = manifest::manifest_path(&artifact, template.name());
-            Some((json, path))
+            let m_err = |source| Error::Output {
+                path: path.clone(),
+                source,
+            };
+            let text = serde_json::to_string_pretty(&json).expect("JSON values serialise") + "\n";
+            let mut mtmp = temp_beside(&path).map_err(m_err)?;
+            mtmp.write_all(text.as_bytes()).map_err(m_err)?;
+            mtmp.as_file().sync_all().map_err(m_err)?;
+            mtmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(m_err)?;
+            Some((mtmp, path))
         }
         None => None,
     };
     tmp.persist(out).map_err(|e| out_err(e.error))?;
-    let manifest = match rendered {
-        Some((json, path)) => {
-            manifest::write(&json, &path)?;
+    let manifest = match pending {
+        Some((mtmp, path)) => {
+            mtmp.persist(&path).map_err(|e| Error::Output {
+                path: path.clone(),
+                source: e.error,
+            })?;
             Some(path)
         }
         None => None,

@@ -8,6 +8,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -112,7 +113,8 @@ impl Fetcher {
             return self.download(what, location, sha256);
         }
         let path = match location.strip_prefix("file://") {
-            Some(p) => PathBuf::from(percent_decode(p)),
+            // A relative file:// path starts at the config's directory, like a plain path.
+            Some(p) => base_dir.join(percent_decode(p)),
             None => base_dir.join(location),
         };
         let (digest, size) = hash_file(what, &path)?;
@@ -376,22 +378,23 @@ fn http_get(url: &str) -> Result<Body, String> {
 }
 
 /// Decodes `%XX` escapes in a `file://` path.
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        let escape = b
+            .get(i + 1..i + 3)
+            .filter(|h| b[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
+        if let Some(h) = escape {
+            out.push(hex::decode(h).expect("two hex digits")[0]);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 #[cfg(test)]
@@ -574,7 +577,13 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("/a%20b/c%2"), "/a b/c%2");
-        assert_eq!(percent_decode("/plain"), "/plain");
+        assert_eq!(percent_decode("/a%20b/c%2"), Path::new("/a b/c%2"));
+        assert_eq!(percent_decode("/plain"), Path::new("/plain"));
+        assert_eq!(
+            percent_decode("/%aé%zz%"),
+            Path::new("/%aé%zz%"),
+            "no panic on odd escapes"
+        );
+        assert_eq!(percent_decode("/%C3%A9"), Path::new("/é"));
     }
 }

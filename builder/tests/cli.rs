@@ -453,3 +453,69 @@ fn manifest_is_written_beside_the_artifact_and_matches_it() {
         "nothing written"
     );
 }
+
+#[test]
+fn validate_checks_the_layout_offline_like_build_would() {
+    let p = Project::new();
+    // No /init in none mode: only the layout knows.
+    p.config("[init]\nnone = true\n");
+    let o = p.fledge(&["validate"], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`init.none`"));
+    // A release agent is not downloaded by validate; the rest is checked.
+    p.config("[agent]\nsource_strategy = \"release\"\nversion = \"latest\"\n[mappings]\n\"tools/kestrel\" = \"/bin/kestrel\"\n");
+    let o = p.fledge(&["validate"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("where fledge puts the kestrel agent"), "{err}");
+    p.config(DEFAULT_MODE);
+    let o = p.fledge(&["validate"], &[]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no manifest.toml"),
+        "defaults are not a file"
+    );
+}
+
+#[test]
+fn output_flags_are_checked_before_any_work() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    p.file(
+        "manifest.toml",
+        b"name = \"app\"\nversion = \"1.0.0\"\n",
+        0o644,
+    );
+    let o = p.fledge(&["build", "-o", "app.manifest.json"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("-o/--output") && err.contains("app.cpio.gz"),
+        "{err}"
+    );
+    assert!(!p.path("app.manifest.json").exists());
+    let o = p.fledge(
+        &[
+            "build",
+            "--url",
+            "ftp://x/y",
+            "--compression",
+            "lz4",
+            "--level",
+            "1",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("lz4"), "the level is checked first: {err}");
+    let o = p.fledge(&["build", "--url", "ftp://x/y"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--url") && err.contains("ftp://x/y"), "{err}");
+    assert!(!p.path("plugin.cpio.gz").exists());
+}

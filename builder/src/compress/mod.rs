@@ -136,6 +136,12 @@ impl Default for Tuning {
 /// two cores share even a small image and memory stays low.
 const DEFAULT_SEGMENT: usize = 4 << 20;
 
+/// Checks that `level` suits `compression` (every level of every format is one the kernel can
+/// unpack), without compressing anything.
+pub fn check_level(compression: Compression, level: Option<i32>) -> Result<(), CompressError> {
+    codec::resolve_level(compression, level).map(|_| ())
+}
+
 /// Writes `entries` (normalised, in order) as a newc archive compressed per `opts` into `out`.
 pub fn write_image(
     entries: &[Entry],
