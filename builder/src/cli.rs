@@ -206,11 +206,11 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "built {} ({} bytes, {} entries, {:?})",
+            "built {} ({} bytes, {} entries, {})",
             r.artifact.display(),
             r.size,
             r.entries,
-            r.compression
+            r.compression.name()
         );
         let _ = writeln!(out, "sha256 {}", r.sha256);
         if let Some(m) = &r.manifest {

@@ -107,11 +107,12 @@ pub fn read(path: &Path) -> Result<Listing, InspectError> {
         compression = c;
         let mut d = BufReader::with_capacity(1 << 16, compress::decoder(c, Box::new(r)));
         read_entries(&mut d, &mut items, false)
-            .map_err(|p| fmt(format!("in the {c:?} data: {p}")))?;
+            .map_err(|p| fmt(format!("in the {} data: {p}", c.name())))?;
     }
     if items.is_empty() {
         return Err(fmt("holds no entries".into()));
     }
+    link_sizes(&mut items);
     Ok(Listing { compression, items })
 }
 
@@ -166,6 +167,13 @@ fn read_entries<R: BufRead>(
             field(6)? as u64,
         );
         let (rmaj, rmin, namesize) = (field(9)?, field(10)?, field(11)? as usize);
+        // Names and link targets are paths: a header claiming more is damage, not data.
+        if namesize > PATH_MAX || (mode & 0o170000 == 0o120000 && size > PATH_MAX as u64) {
+            return Err(format!(
+                "entry at offset {offset} claims a {}-byte name or link target (at most {PATH_MAX})",
+                namesize.max(size as usize)
+            ));
+        }
         let mut name = vec![0u8; namesize];
         r.read_exact(&mut name)
             .map_err(|e| format!("truncated name at offset {offset}: {e}"))?;
@@ -223,6 +231,22 @@ fn compression_name<S: serde::Serializer>(c: &Compression, s: S) -> Result<S::Ok
     let v = clap::ValueEnum::to_possible_value(c).expect("every compression has a name");
     s.serialize_str(v.get_name())
 }
+
+/// Hardlinked files carry their body once (on the last member); every member is that file, so
+/// each shows the body's size.
+fn link_sizes(items: &mut [Item]) {
+    let mut sizes: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for i in items.iter().filter(|i| i.is_file() && i.nlink > 1) {
+        let s = sizes.entry(i.ino).or_default();
+        *s = (*s).max(i.size);
+    }
+    for i in items.iter_mut().filter(|i| i.is_file() && i.nlink > 1) {
+        i.size = sizes[&i.ino];
+    }
+}
+
+/// Longest path Linux accepts, NUL included.
+const PATH_MAX: usize = 4096;
 
 fn pad4(n: u64) -> u64 {
     (n + 3) & !3
@@ -526,6 +550,36 @@ mod tests {
             w.append(&e).unwrap();
         }
         w.finish().unwrap()
+    }
+
+    #[test]
+    fn hardlinks_show_their_size_and_absurd_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = NewcWriter::new(Vec::new());
+        let mut a = entry("a", Kind::File(Content::Empty), 0o644, 9);
+        let mut b = entry(
+            "b",
+            Kind::File(Content::Bytes(Arc::from(&b"abc"[..]))),
+            0o644,
+            9,
+        );
+        a.nlink = 2;
+        b.nlink = 2;
+        w.append(&a).unwrap();
+        w.append(&b).unwrap();
+        let p = dir.path().join("links");
+        std::fs::write(&p, w.finish().unwrap()).unwrap();
+        let sizes: Vec<u64> = read(&p).unwrap().items.iter().map(|i| i.size).collect();
+        assert_eq!(sizes, [3, 3]);
+
+        let mut bad = b"070701".to_vec();
+        for v in [1u32, 0o100644, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x10000, 0] {
+            bad.extend(format!("{v:08X}").bytes());
+        }
+        bad.resize(1024, b'x');
+        std::fs::write(&p, &bad).unwrap();
+        let msg = read(&p).unwrap_err().to_string();
+        assert!(msg.contains("claims a 65536-byte name"), "{msg}");
     }
 
     #[test]
