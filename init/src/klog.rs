@@ -1,7 +1,9 @@
 //! Logging: a tiny `log::Log` that writes `<level>fledge-init: message` records to `/dev/kmsg`
 //! (so they land in the kernel log with the right priority) and `fledge-init: message` lines to
 //! the console (fd 2), as `fledge.log` says. Until `/dev/kmsg` is open, the console is the only
-//! place.
+//! place. With `both` (the default) a record goes to the console directly only when the kernel
+//! will not echo it there itself - its level is not below the console log level
+//! (`/proc/sys/kernel/printk`, lowered by `quiet`) - so every line shows once.
 //!
 //! Each record is one `write` call, because `/dev/kmsg` turns each write into one record. The
 //! kernel rate-limits writes to `/dev/kmsg` (`printk.devkmsg=ratelimit`, the default: a burst of
@@ -21,11 +23,14 @@ use crate::sys;
 struct Klog {
     kmsg: AtomicI32,
     target: AtomicU8,
+    /// The kernel's console log level; 0 while unknown (then nothing counts as echoed).
+    console_level: AtomicU8,
 }
 
 static LOGGER: Klog = Klog {
     kmsg: AtomicI32::new(-1),
     target: AtomicU8::new(0),
+    console_level: AtomicU8::new(0),
 };
 
 /// Installs the logger (console only until [`open_kmsg`]).
@@ -39,6 +44,29 @@ pub fn install() {
 pub fn open_kmsg() {
     if let Ok(fd) = sys::open_wo(c"/dev/kmsg") {
         LOGGER.kmsg.store(fd, Ordering::Relaxed);
+    }
+    if let Ok(text) = sys::read_to_string(c"/proc/sys/kernel/printk", 64) {
+        LOGGER
+            .console_level
+            .store(console_level(&text), Ordering::Relaxed);
+    }
+}
+
+/// The first field of `/proc/sys/kernel/printk`: records below it reach the console.
+fn console_level(printk: &str) -> u8 {
+    printk
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the console still needs the line after a successful `/dev/kmsg` write.
+fn console_needs(target: LogTarget, level: u8, console_level: u8) -> bool {
+    match target {
+        LogTarget::Console => true,
+        LogTarget::Kmsg => false,
+        LogTarget::Both => level >= console_level,
     }
 }
 
@@ -82,7 +110,9 @@ impl Log for Klog {
         if kmsg >= 0 && target != LogTarget::Console {
             written = sys::write(kmsg, kmsg_line.as_bytes());
         }
-        if target != LogTarget::Kmsg || !written {
+        let level = kernel_level(record.level());
+        let console_level = self.console_level.load(Ordering::Relaxed);
+        if !written || console_needs(target, level, console_level) {
             sys::write(2, console_line.as_bytes());
         }
     }
@@ -93,6 +123,25 @@ impl Log for Klog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_line_reaches_the_console_once() {
+        assert_eq!(console_level("7\t4\t1\t7\n"), 7);
+        assert_eq!(console_level("4 4 1 7"), 4);
+        assert_eq!(console_level("junk"), 0);
+        // (target, record level, console level) -> write to the console ourselves?
+        let cases = [
+            (LogTarget::Both, 3, 7, false), // the kernel echoes an error at the default level
+            (LogTarget::Both, 6, 4, true),  // `quiet`: info is not echoed
+            (LogTarget::Both, 3, 4, false), // `quiet`: errors still are
+            (LogTarget::Both, 6, 0, true),  // level unknown
+            (LogTarget::Kmsg, 6, 4, false),
+            (LogTarget::Console, 3, 7, true),
+        ];
+        for (i, (target, level, console, want)) in cases.into_iter().enumerate() {
+            assert_eq!(console_needs(target, level, console), want, "case {i}");
+        }
+    }
 
     #[test]
     fn records_carry_the_kernel_level_and_prefix() {

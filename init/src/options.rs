@@ -34,7 +34,8 @@ pub enum ExitAction {
 /// Where log lines go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogTarget {
-    /// `fledge.log=both` (default): `/dev/kmsg` and the console.
+    /// `fledge.log=both` (default): `/dev/kmsg`, and the console when the kernel will not echo
+    /// the record there itself, so each line shows once.
     #[default]
     Both,
     /// `fledge.log=kmsg`: `/dev/kmsg` only (the console when kmsg cannot be opened).
