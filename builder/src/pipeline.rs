@@ -296,9 +296,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         hasher: Sha256::new(),
         len: 0,
     };
-    let kind = clap::ValueEnum::to_possible_value(&compression)
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default();
+    let kind = compression.name();
     let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
     if !bar.is_drawn() {
         log::info!(
