@@ -124,9 +124,10 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// The build configuration.
-    #[arg(short, long, default_value = "fledge.toml", value_name = "FILE")]
-    pub config: PathBuf,
+    /// The build configuration [default: fledge.toml; with -m and no fledge.toml here, only the
+    /// manifest template is checked].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The manifest template [default: manifest.toml beside the config, if present].
     #[arg(short, long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
@@ -282,7 +283,18 @@ fn new(a: NewArgs, quiet: bool) -> Result<()> {
 }
 
 fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
-    let req = request(a.config, a.manifest, PathBuf::from("plugin.cpio.gz"));
+    let default_config = PathBuf::from("fledge.toml");
+    if let (None, Some(m)) = (&a.config, &a.manifest) {
+        if !default_config.exists() {
+            crate::manifest::load_template(m)?;
+            if !quiet {
+                println!("{}: valid", m.display());
+            }
+            return Ok(());
+        }
+    }
+    let config = a.config.unwrap_or(default_config);
+    let req = request(config, a.manifest, PathBuf::from("plugin.cpio.gz"));
     let (config, manifest) = pipeline::validate(&req)?;
     if !quiet {
         println!("{}: valid", config.path.display());

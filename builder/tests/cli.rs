@@ -519,3 +519,20 @@ fn output_flags_are_checked_before_any_work() {
     assert!(err.contains("--url") && err.contains("ftp://x/y"), "{err}");
     assert!(!p.path("plugin.cpio.gz").exists());
 }
+
+#[test]
+fn validate_checks_a_manifest_template_alone() {
+    let p = Project::new();
+    p.file("m.toml", b"name = \"web\"\nversion = \"1.0.0\"\n", 0o644);
+    let o = p.fledge(&["validate", "-m", "m.toml"], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "m.toml: valid\n");
+    p.file(
+        "m.toml",
+        b"name = \"web\"\nversion = \"1.0.0\"\n[resources]\nmemory_mb = 0\n",
+        0o644,
+    );
+    let o = p.fledge(&["validate", "-m", "m.toml"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resources.memory_mb"));
+}
