@@ -67,7 +67,8 @@ pub struct BuildArgs {
     /// The build configuration.
     #[arg(short, long, default_value = "fledge.toml", value_name = "FILE")]
     pub config: PathBuf,
-    /// The manifest template [default: manifest.toml beside the config, if present].
+    /// The manifest template [default: manifest.toml beside the config; built-in defaults when
+    /// there is none].
     #[arg(short, long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
     /// Where to write the image.
@@ -128,7 +129,8 @@ pub struct ValidateArgs {
     /// manifest template is checked].
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The manifest template [default: manifest.toml beside the config, if present].
+    /// The manifest template [default: manifest.toml beside the config; built-in defaults when
+    /// there is none].
     #[arg(short, long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 }
