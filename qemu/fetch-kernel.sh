@@ -51,7 +51,13 @@ trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work" # lets apt's _apt user write the download when run as root
 echo "fetch-kernel: downloading $pkg" >&2
 # apt-get download writes into the current directory and needs no root.
-(cd "$work" && apt-get download -qq "$pkg")
+if ! (cd "$work" && apt-get download -qq "$pkg"); then
+    # A stale package list names a version the mirror no longer has: refresh and retry once.
+    echo "fetch-kernel: download failed; running apt-get update and trying again" >&2
+    sudo_if_needed apt-get update -qq
+    pkg=$(resolve || true)
+    (cd "$work" && apt-get download -qq "$pkg")
+fi
 deb=$(ls "$work"/*.deb)
 dpkg -x "$deb" "$work/root"
 kernel=$(ls "$work"/root/boot/vmlinuz-* | head -n1)
