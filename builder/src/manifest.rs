@@ -160,6 +160,9 @@ pub struct BuildFacts<'a> {
     /// Where the artifact will be published (`--base-url`): `initramfs.url` becomes this joined
     /// with the artifact's file name.
     pub base_url: Option<&'a str>,
+    /// The program the image starts, for a template that names no `workload.entrypoint`: the
+    /// custom init, or the user's `/init`; `None` means the agent, [`DEFAULT_ENTRYPOINT`].
+    pub program: Option<&'a str>,
 }
 
 /// Facts used to check a template before the build: they always pass.
@@ -169,6 +172,7 @@ fn placeholder() -> BuildFacts<'static> {
         sha256: "0000000000000000000000000000000000000000000000000000000000000000",
         url: None,
         base_url: None,
+        program: None,
     }
 }
 
@@ -222,7 +226,7 @@ pub fn parse_template(text: &str, origin: &Path) -> Result<Template, ManifestErr
     if !entrypoint_given {
         log::warn!(
             "{}: workload.entrypoint is not set; Volant requires one, so the manifest names the \
-             agent, {DEFAULT_ENTRYPOINT}",
+             program the image starts (the agent, {DEFAULT_ENTRYPOINT}, in default mode)",
             t.locate("workload.entrypoint").1
         );
     }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::Entry;
 use crate::compress::{self, Compression};
-use crate::config::{self, AgentSource, Config, InitMode};
+use crate::config::{self, AgentSource, Config, CustomInit, InitMode};
 use crate::layout::{self, Plan};
 use crate::manifest;
 use crate::source::{Fetched, Fetcher};
@@ -327,11 +327,22 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     let artifact = std::path::absolute(out).map_err(out_err)?;
     let pending = match &prepared.manifest {
         Some((_, template)) => {
+            let program = match &prepared.config.init {
+                InitMode::Default { .. } => None,
+                InitMode::Custom {
+                    init: CustomInit::InImage(path),
+                } => Some(path.as_str()),
+                InitMode::Custom {
+                    init: CustomInit::Host(_),
+                } => Some(config::CUSTOM_INIT_PATH),
+                InitMode::None => Some("/init"),
+            };
             let facts = manifest::BuildFacts {
                 artifact: &artifact,
                 sha256: &sha256,
                 url: req.url.as_deref(),
                 base_url: req.base_url.as_deref(),
+                program,
             };
             let json = manifest::render(template, &facts)?;
             let path = manifest::manifest_path(&artifact, template.name());

@@ -536,3 +536,40 @@ fn validate_checks_a_manifest_template_alone() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resources.memory_mb"));
 }
+
+#[test]
+fn default_manifest_names_the_program_the_image_starts() {
+    let p = Project::new();
+    p.file("my-init", b"#!/bin/sh\n", 0o755);
+    let cases = [
+        ("default", DEFAULT_MODE.to_string(), "/bin/kestrel"),
+        (
+            "custom",
+            "[init]\npath = \"./my-init\"\n".to_string(),
+            "/sbin/custom-init",
+        ),
+        (
+            "none",
+            "[init]\nnone = true\n[mappings]\n\"my-init\" = \"/init\"\n".to_string(),
+            "/init",
+        ),
+    ];
+    for (name, body, want) in cases {
+        p.config(&body);
+        let out = format!("{name}.cpio.gz");
+        let o = p.fledge(&["build", "-o", &out], &[]);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&fs::read(p.path(&format!("{name}.manifest.json"))).unwrap())
+                .unwrap();
+        assert_eq!(
+            json["workload"]["entrypoint"],
+            serde_json::json!([want]),
+            "case {name}"
+        );
+    }
+}

@@ -68,7 +68,7 @@ pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation
     };
 
     let first_port = check_expose(raw)?;
-    let workload = build_workload(raw, first_port)?;
+    let workload = build_workload(raw, first_port, facts.program)?;
 
     let health_check = raw.health_check.as_ref().map(|h| HealthCheck {
         endpoint: trimmed(&h.endpoint).unwrap_or_else(|| "/".to_string()),
@@ -199,7 +199,11 @@ fn check_expose(raw: &Raw) -> Result<Option<u16>, Violation> {
     Ok(first)
 }
 
-fn build_workload(raw: &Raw, first_port: Option<u16>) -> Result<Workload, Violation> {
+fn build_workload(
+    raw: &Raw,
+    first_port: Option<u16>,
+    program: Option<&str>,
+) -> Result<Workload, Violation> {
     let w = raw.workload.clone().unwrap_or_default();
     let mut entrypoint: Vec<String> = match &w.entrypoint {
         Some(Entrypoint::One(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
@@ -211,7 +215,7 @@ fn build_workload(raw: &Raw, first_port: Option<u16>) -> Result<Workload, Violat
                 "set workload.entrypoint to the program the arguments are for",
             ));
         }
-        _ => vec![DEFAULT_ENTRYPOINT.to_string()],
+        _ => vec![program.unwrap_or(DEFAULT_ENTRYPOINT).to_string()],
     };
     entrypoint.extend(w.args.iter().cloned());
 

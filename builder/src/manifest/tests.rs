@@ -23,6 +23,7 @@ fn facts(artifact: &Path) -> BuildFacts<'_> {
         sha256: DIGEST,
         url: None,
         base_url: None,
+        program: None,
     }
 }
 
@@ -545,6 +546,7 @@ fn rule_initramfs_url_kind() {
             sha256: DIGEST,
             url,
             base_url: base,
+            program: None,
         };
         let err = render(&t, &f).unwrap_err();
         assert_eq!(
