@@ -260,6 +260,7 @@ fn url_and_base_url_set_initramfs_url() {
                 sha256: DIGEST,
                 url,
                 base_url,
+                program: None,
             },
         )
         .unwrap()
