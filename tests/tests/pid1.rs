@@ -30,6 +30,14 @@ fn assert_printed(run: &fledge_tests::Finished, needle: &str) {
     );
 }
 
+/// The first line of the run's output starting with `prefix`; fails with the whole output.
+fn line_starting<'a>(run: &'a fledge_tests::Finished, prefix: &str) -> &'a str {
+    run.output
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{}", run.output))
+}
+
 fn report_field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
@@ -41,11 +49,7 @@ fn exec_path_mounts_and_hands_off_keeping_pid_1() {
     require_pid1!();
     let run = run_standin(&exec_root(), "report", TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    let line = run
-        .output
-        .lines()
-        .find(|l| l.starts_with("STANDIN-REPORT"))
-        .unwrap_or_else(|| panic!("no report:\n{}", run.output));
+    let line = line_starting(&run, "STANDIN-REPORT");
     assert_eq!(report_field(line, "pid"), "1", "{line}");
     assert_eq!(report_field(line, "argv0"), "/bin/kestrel", "{line}");
     let mounts: Vec<&str> = report_field(line, "mounts").split(',').collect();
@@ -323,11 +327,7 @@ fn fledge_built_image_boots_and_supervises_the_agent() {
     root.conf(&format!("{conf}fledge.log=console\n"));
     let run = run_standin(&root, "report,exit:7", TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
-    let line = run
-        .output
-        .lines()
-        .find(|l| l.starts_with("STANDIN-REPORT"))
-        .unwrap_or_else(|| panic!("no report:\n{}", run.output));
+    let line = line_starting(&run, "STANDIN-REPORT");
     assert_ne!(
         report_field(line, "pid"),
         "1",
