@@ -217,15 +217,20 @@ fn toml_str(p: &Path) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn example_copy_puts_programs_in_place_and_points_at_the_hosts_busybox() {
-        let host = Host {
+    /// A host description for config tests: nothing here is run.
+    fn fake_host(busybox: &str) -> Host {
+        Host {
             target: crate::host::GuestTarget::load().unwrap(),
             qemu: "q".into(),
             kernel: "/k".into(),
-            busybox: "/opt/bb/busybox".into(),
+            busybox: busybox.into(),
             kvm: false,
-        };
+        }
+    }
+
+    #[test]
+    fn example_copy_puts_programs_in_place_and_points_at_the_hosts_busybox() {
+        let host = fake_host("/opt/bb/busybox");
         let exe = std::env::current_exe().unwrap();
         let p = Project::example(&host, "http-service", &[(&exe, "bin/http-service")]).unwrap();
         let t: toml::Table = std::fs::read_to_string(p.path().join("fledge.toml"))
@@ -248,13 +253,7 @@ mod tests {
 
     #[test]
     fn configs_are_valid_toml_with_the_expected_keys() {
-        let host = Host {
-            target: crate::host::GuestTarget::load().unwrap(),
-            qemu: "q".into(),
-            kernel: "/k".into(),
-            busybox: "/opt/bb \"x\"/busybox".into(),
-            kvm: false,
-        };
+        let host = fake_host("/opt/bb \"x\"/busybox");
         let tools = Tools {
             fledge: "/f".into(),
             standin: std::env::current_exe().unwrap(),
