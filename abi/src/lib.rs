@@ -1,0 +1,36 @@
+//! What the fledge builder writes into an image and `fledge-init` reads back: in-image paths,
+//! the `fledge.*` option names and the formats of the files the builder bakes.
+//!
+//! Both sides depend on this crate, so a rename here changes both at once. It is `no_std` and
+//! has no dependencies so the PID 1 can use it in its smallest build.
+#![no_std]
+
+/// In-image paths both sides agree on.
+pub mod paths {
+    /// `fledge-init` itself (the kernel runs `/init`).
+    pub const INIT: &str = "/init";
+    /// One line: the in-image path of the custom init (custom mode).
+    pub const VOLANT_INIT: &str = "/.volant_init";
+    /// The Volant agent: the hand-off target when there is no custom init.
+    pub const AGENT: &str = "/bin/kestrel";
+    /// busybox.
+    pub const BUSYBOX: &str = "/bin/busybox";
+    /// Where a host-file custom init (`init.path = "./my-init"`) is installed.
+    pub const CUSTOM_INIT: &str = "/sbin/custom-init";
+    /// `fledge.*` options baked by the builder (kernel command-line syntax, `#` comments).
+    pub const INIT_CONF: &str = "/etc/fledge-init.conf";
+}
+
+/// Names of the `fledge.*` options (in [`paths::INIT_CONF`] and on the kernel command line).
+pub mod options {
+    /// Prefix every option of ours carries on the kernel command line.
+    pub const PREFIX: &str = "fledge.";
+    /// `1|0`: stay PID 1 and supervise the target.
+    pub const SUPERVISE: &str = "fledge.supervise";
+    /// `poweroff|reboot`: what PID 1 does at the end.
+    pub const EXIT: &str = "fledge.exit";
+    /// Milliseconds between SIGTERM and SIGKILL at shutdown.
+    pub const GRACE_MS: &str = "fledge.grace_ms";
+    /// `both|kmsg|console`: where log lines go.
+    pub const LOG: &str = "fledge.log";
+}
