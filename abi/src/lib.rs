@@ -19,6 +19,12 @@ pub mod paths {
     pub const CUSTOM_INIT: &str = "/sbin/custom-init";
     /// `fledge.*` options baked by the builder (kernel command-line syntax, `#` comments).
     pub const INIT_CONF: &str = "/etc/fledge-init.conf";
+    /// The workload spec (argv, env, working directory, user, limits, hostname) `fledge-init`
+    /// starts the target with.
+    pub const WORKLOAD: &str = "/etc/fledge/workload";
+    /// The kernel modules `fledge-init` loads, in order: one line per module, the in-image
+    /// absolute path of an uncompressed `.ko`, then optionally a space and its parameters.
+    pub const MODULES_LOAD: &str = "/etc/fledge/modules.load";
 }
 
 /// Names of the `fledge.*` options (in [`paths::INIT_CONF`] and on the kernel command line).
