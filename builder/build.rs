@@ -35,6 +35,8 @@ fn main() {
     for p in [
         "init/src",
         "init/Cargo.toml",
+        "abi/src",
+        "abi/Cargo.toml",
         "Cargo.lock",
         "Cargo.toml",
         "targets/x86_64.toml",

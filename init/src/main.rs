@@ -30,14 +30,13 @@ use core::ffi::CStr;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use error::Error;
+use fledge_abi::paths;
 use options::{ExitAction, Options};
 
-/// Where the image names a custom init (one line, the in-image path).
-const CUSTOM_INIT_FILE: &CStr = c"/.volant_init";
 /// The longest `/.volant_init` read (a path and a newline, with room to spare).
 const MAX_CUSTOM_INIT_FILE: usize = 64 * 1024;
 /// The Volant agent: the target when there is no custom init.
-const DEFAULT_TARGET: &str = "/bin/kestrel";
+const DEFAULT_TARGET: &str = paths::AGENT;
 
 /// The whole life of PID 1 (called from `sys::main`).
 pub fn run() -> ! {
@@ -78,7 +77,7 @@ fn boot() -> Result<i32, Error> {
     console()?;
     let opts = options();
     REBOOT.store(opts.exit == ExitAction::Reboot, Ordering::Relaxed);
-    let target = handoff_target(CUSTOM_INIT_FILE);
+    let target = handoff_target(&sys::cstring(paths::VOLANT_INIT));
     if opts.supervise {
         let status = supervise::supervise(&target, opts.grace)?;
         mounts::unmount_all(mounts::MOUNTS);
@@ -114,7 +113,7 @@ fn console() -> Result<(), Error> {
 }
 
 fn options() -> Options {
-    let (opts, warnings) = Options::load(options::CONF_PATH, options::CMDLINE_PATH);
+    let (opts, warnings) = Options::load(&sys::cstring(paths::INIT_CONF), options::CMDLINE_PATH);
     klog::set_target(opts.log);
     for w in warnings {
         log::warn!("{w}");

@@ -1,5 +1,5 @@
 //! The init's options: `fledge.*` keys from the file the builder bakes into the image
-//! (`/etc/fledge-init.conf`) and from the kernel command line (`/proc/cmdline`), which wins.
+//! ([`fledge_abi::paths::INIT_CONF`]) and from the kernel command line (`/proc/cmdline`), which wins.
 //!
 //! Both use the same syntax: whitespace-separated `key=value` tokens; in the file a line whose
 //! first non-blank character is `#` is a comment. Keys without the `fledge.` prefix and unknown
@@ -12,10 +12,10 @@ use alloc::vec::Vec;
 use core::ffi::CStr;
 use core::time::Duration;
 
+use fledge_abi::options;
+
 use crate::sys;
 
-/// The baked options file.
-pub const CONF_PATH: &CStr = c"/etc/fledge-init.conf";
 /// The kernel command line.
 pub const CMDLINE_PATH: &CStr = c"/proc/cmdline";
 /// The longest options file read; the kernel command line is far shorter.
@@ -93,18 +93,18 @@ impl Options {
                 continue;
             };
             let ok = match key {
-                "fledge.supervise" => parse_bool(value).map(|v| self.supervise = v),
-                "fledge.exit" => match value {
+                options::SUPERVISE => parse_bool(value).map(|v| self.supervise = v),
+                options::EXIT => match value {
                     "poweroff" => Some(ExitAction::PowerOff),
                     "reboot" => Some(ExitAction::Reboot),
                     _ => None,
                 }
                 .map(|v| self.exit = v),
-                "fledge.grace_ms" => value
+                options::GRACE_MS => value
                     .parse()
                     .ok()
                     .map(|ms| self.grace = Duration::from_millis(ms)),
-                "fledge.log" => match value {
+                options::LOG => match value {
                     "both" => Some(LogTarget::Both),
                     "kmsg" => Some(LogTarget::Kmsg),
                     "console" => Some(LogTarget::Console),

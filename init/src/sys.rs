@@ -137,6 +137,11 @@ impl fmt::Display for Errno {
     }
 }
 
+/// `s` as a C string; one with a NUL inside becomes the empty string, which no call accepts.
+pub fn cstring(s: &str) -> alloc::ffi::CString {
+    alloc::ffi::CString::new(s).unwrap_or_default()
+}
+
 fn check(rc: c_int) -> Result<c_int, Errno> {
     if rc == -1 {
         Err(Errno::last())
