@@ -5,6 +5,11 @@
 //! has no dependencies so the PID 1 can use it in its smallest build.
 #![no_std]
 
+extern crate alloc;
+
+pub mod modules;
+pub mod workload;
+
 /// In-image paths both sides agree on.
 pub mod paths {
     /// `fledge-init` itself (the kernel runs `/init`).
@@ -23,7 +28,8 @@ pub mod paths {
     /// starts the target with.
     pub const WORKLOAD: &str = "/etc/fledge/workload";
     /// The kernel modules `fledge-init` loads, in order: one line per module, the in-image
-    /// absolute path of an uncompressed `.ko`, then optionally a space and its parameters.
+    /// absolute path of an uncompressed `.ko`, then optionally a space and its parameters; a
+    /// leading `!` marks a module the boot needs (see [`crate::modules`]).
     pub const MODULES_LOAD: &str = "/etc/fledge/modules.load";
 }
 
@@ -39,4 +45,16 @@ pub mod options {
     pub const GRACE_MS: &str = "fledge.grace_ms";
     /// `both|kmsg|console`: where log lines go.
     pub const LOG: &str = "fledge.log";
+    /// Working directory of the workload (overrides the spec's `cwd`).
+    pub const CWD: &str = "fledge.cwd";
+    /// `UID:GID` (numeric) the workload runs as (overrides the spec's `user`).
+    pub const USER: &str = "fledge.user";
+    /// `RLIMIT_NOFILE` of the workload (overrides the spec's `nofile`).
+    pub const NOFILE: &str = "fledge.nofile";
+    /// The hostname (overrides the spec's and the `ip=` field).
+    pub const HOSTNAME: &str = "fledge.hostname";
+    /// `NAME=VALUE` added to the workload's environment (repeatable, after the spec's).
+    pub const ENV: &str = "fledge.env";
+    /// Milliseconds to wait for the device `ip=` names to appear.
+    pub const NET_WAIT_MS: &str = "fledge.net_wait_ms";
 }
