@@ -2,7 +2,7 @@
 //! Linux kernel's initramfs unpacker reads.
 //!
 //! This module owns the on-disk format and nothing else: it never decides owners, times, inode
-//! numbers or order (that is [`crate::layout`]'s normaliser), so the bytes it writes are a pure
+//! numbers or order (that is [`crate::normalise`]), so the bytes it writes are a pure
 //! function of the entries it is given.
 //!
 //! Format (see the kernel's `Documentation/driver-api/early-userspace/buffer-format.rst`): each

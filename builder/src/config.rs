@@ -73,12 +73,10 @@ pub enum InitMode {
 pub enum CustomInit {
     /// `init.path` is absolute: an in-image path that a mapping (or busybox) provides.
     InImage(String),
-    /// `init.path` is relative: a host file the builder installs at [`CUSTOM_INIT_PATH`].
+    /// `init.path` is relative: a host file the builder installs at
+    /// [`fledge_abi::paths::CUSTOM_INIT`].
     Host(PathBuf),
 }
-
-/// Where a host custom init is installed in the image.
-pub const CUSTOM_INIT_PATH: &str = "/sbin/custom-init";
 
 /// Where the kestrel agent comes from (`[agent]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +122,7 @@ pub struct Config {
     /// Bake `fledge.supervise=1` into the image (`[init] supervise`).
     pub supervise: bool,
     pub busybox: Fetch,
-    /// Applet symlinks in `/bin` beyond [`crate::layout::BASE_APPLETS`] (`[source] busybox_applets`).
+    /// Applet symlinks in `/bin` beyond [`crate::plan::BASE_APPLETS`] (`[source] busybox_applets`).
     pub extra_applets: Vec<String>,
     pub mappings: Vec<Mapping>,
     /// `[build] compression`, when set.

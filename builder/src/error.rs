@@ -11,7 +11,7 @@ pub enum Error {
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
     #[error(transparent)]
-    Layout(#[from] crate::layout::LayoutError),
+    Plan(#[from] crate::plan::PlanError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::archive::TRAILER;
 use crate::compress::{self, Compression};
-use crate::layout::VOLANT_INIT_PATH;
+use fledge_abi::paths::VOLANT_INIT as VOLANT_INIT_PATH;
 
 /// An image that cannot be read.
 #[derive(Debug, thiserror::Error)]

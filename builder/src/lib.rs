@@ -3,7 +3,7 @@
 //! One build flows through one module per stage, each taking the previous stage's value:
 //!
 //! ```text
-//! config::load ─> source (busybox, agent) ─> layout::plan ─> layout::normalise
+//! config::load ─> source (busybox, agent) ─> plan::plan (the layer stack) ─> normalise
 //!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
 //! ```
 //!
@@ -17,12 +17,14 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod inspect;
-pub mod layout;
 pub mod manifest;
+pub mod normalise;
 pub mod pipeline;
+pub mod plan;
 pub mod preview;
 pub mod progress;
 pub mod scaffold;
 pub mod source;
+pub mod util;
 
 pub use error::Error;

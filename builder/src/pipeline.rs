@@ -1,4 +1,4 @@
-//! One build, start to finish: config -> sources -> layout -> archive -> manifest, and the atomic
+//! One build, start to finish: config -> sources -> plan -> normalise -> archive -> manifest, and the atomic
 //! output.
 //!
 //! This module owns the order of the stages and the rule that a failed build leaves nothing
@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::archive::Entry;
 use crate::compress::{self, Compression};
 use crate::config::{self, AgentSource, Config, CustomInit, InitMode};
-use crate::layout::{self, Plan};
 use crate::manifest;
+use crate::plan::{self, Plan};
 use crate::source::{Fetched, Fetcher};
 use crate::Error;
 
@@ -113,7 +113,7 @@ pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Templat
 /// Loads everything, fetches the inputs and lays out the image, writing nothing.
 pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     let (config, manifest) = load(req)?;
-    layout::check_sources(&config)?;
+    plan::check_sources(&config)?;
     let options = settings(req, &config, manifest.as_ref().map(|(_, t)| t))?;
     let fetcher = Fetcher::new(req.cache_dir.clone());
     let busybox = fetcher.fetch(
@@ -131,7 +131,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
         }
         _ => None,
     };
-    let plan = layout::plan(&layout::Inputs {
+    let plan = plan::plan(&plan::Inputs {
         config: &config,
         busybox: &busybox,
         agent: agent.as_ref(),
@@ -140,8 +140,11 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     for w in &plan.warnings {
         log::warn!("{w}");
     }
+    for n in &plan.notes {
+        log::debug!("{n}");
+    }
     crate::preview::log_placed(&plan);
-    let entries = layout::normalise(&plan, epoch(req)?, req.dedup)?;
+    let entries = crate::normalise::normalise(&plan, epoch(req)?, req.dedup)?;
     Ok(Prepared {
         config,
         options,
@@ -156,7 +159,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
 /// digests), the compression settings and the layout itself.
 pub fn validate(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Template)>), Error> {
     let (config, manifest) = load(req)?;
-    layout::check_sources(&config)?;
+    plan::check_sources(&config)?;
     settings(req, &config, manifest.as_ref().map(|(_, t)| t))?;
     epoch(req)?;
     let fetcher = Fetcher::new(req.cache_dir.clone());
@@ -186,7 +189,7 @@ pub fn validate(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Tem
         InitMode::Default { .. } => Some(remote("kestrel agent", "agent")),
         _ => None,
     };
-    layout::plan(&layout::Inputs {
+    plan::plan(&plan::Inputs {
         config: &config,
         busybox: &busybox,
         agent: agent.as_ref(),
@@ -334,8 +337,8 @@ pub fn build(req: &Request) -> Result<Report, Error> {
                 } => Some(path.as_str()),
                 InitMode::Custom {
                     init: CustomInit::Host(_),
-                } => Some(config::CUSTOM_INIT_PATH),
-                InitMode::None => Some("/init"),
+                } => Some(fledge_abi::paths::CUSTOM_INIT),
+                InitMode::None => Some(fledge_abi::paths::INIT),
             };
             let facts = manifest::BuildFacts {
                 artifact: &artifact,

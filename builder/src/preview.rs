@@ -2,26 +2,25 @@
 //! of `fledge build` and the per-file lines `-v` prints.
 //!
 //! This module owns the answer to "where does this path come from" ([`source_of`]); it only
-//! reads the [`Plan`] that `layout::plan` made.
+//! reads the [`Plan`] that [`crate::plan::plan`] made.
 
 use crate::archive::{Content, Kind};
 use crate::inspect::mode_string;
-use crate::layout::{Node, Origin, Plan, VOLANT_INIT_PATH};
+use crate::plan::{Node, Origin, Plan};
 
 /// Where a planned path comes from: a host path, or `busybox`, `fledge-init`, `agent` or
 /// `generated` (made by fledge itself: directories, device nodes, small config files).
-pub fn source_of(path: &str, node: &Node) -> String {
+pub fn source_of(node: &Node) -> String {
     let host = match &node.kind {
         Kind::File(Content::Path { path, .. }) => Some(path.display().to_string()),
         _ => None,
     };
     match &node.origin {
-        Origin::Base => "generated".into(),
-        Origin::Applet | Origin::Builder("source.busybox_url") => "busybox".into(),
-        Origin::Builder("init") => "fledge-init".into(),
-        Origin::Builder("agent") => "agent".into(),
-        Origin::Builder(_) if path == VOLANT_INIT_PATH => "generated".into(),
-        Origin::Builder(_) => host.unwrap_or_else(|| "generated".into()),
+        Origin::Base | Origin::VolantInit | Origin::InitConf => "generated".into(),
+        Origin::Applet | Origin::Busybox => "busybox".into(),
+        Origin::FledgeInit => "fledge-init".into(),
+        Origin::Agent => "agent".into(),
+        Origin::CustomInit => host.unwrap_or_else(|| "generated".into()),
         Origin::Mapping { key, .. } => host.unwrap_or_else(|| key.clone()),
     }
 }
@@ -59,10 +58,12 @@ pub fn format_plan(plan: &Plan) -> String {
             _ => String::new(),
         };
         out.push_str(&format!(
-            "{}   0/0   {:>10} {path}{target}  <- {}\n",
+            "{}   {}/{}   {:>10} {path}{target}  <- {}\n",
             mode_string(st_mode(node)),
+            node.uid,
+            node.gid,
             size_field(node),
-            source_of(path, node)
+            source_of(node)
         ));
     }
     out
@@ -74,7 +75,7 @@ pub fn log_placed(plan: &Plan) {
         log::debug!(
             "placed {path} {} from {}",
             mode_string(st_mode(node)),
-            source_of(path, node)
+            source_of(node)
         );
     }
 }
@@ -86,7 +87,7 @@ mod tests {
     use std::sync::Arc;
 
     fn node(kind: Kind, perm: u32, origin: Origin) -> Node {
-        Node { kind, perm, origin }
+        Node::new(kind, perm, origin)
     }
 
     #[test]
@@ -107,7 +108,7 @@ mod tests {
             node(
                 Kind::File(Content::Bytes(Arc::from(&b"elf"[..]))),
                 0o755,
-                Origin::Builder("init"),
+                Origin::FledgeInit,
             ),
         );
         plan.nodes.insert(

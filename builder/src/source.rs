@@ -24,7 +24,7 @@ pub const AGENT_ASSET: &str = "kestrel";
 /// Errors while getting an input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{what}: cannot read {}: {source}; check the path in the config (relative paths start at the config's directory)", crate::layout::shown(path))]
+    #[error("{what}: cannot read {}: {source}; check the path in the config (relative paths start at the config's directory)", crate::util::shown(path))]
     Read {
         what: String,
         path: PathBuf,
@@ -32,7 +32,7 @@ pub enum SourceError {
     },
     #[error(
         "{what}: {} is not a regular file; point the config at the file itself",
-        crate::layout::shown(path)
+        crate::util::shown(path)
     )]
     NotAFile { what: String, path: PathBuf },
     #[error("{what} from {location}: sha256 mismatch: expected {expected}, got {actual}; check the digest in your config or the file it points to")]

@@ -1,0 +1,116 @@
+//! The normaliser: turns a [`Plan`] into archive entries, the one place that fixes everything
+//! the byte-for-byte reproducibility of an image depends on (owner, mtime, inode numbers,
+//! hardlinks, order). See [`normalise`] for the guarantee.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+
+use sha2::{Digest, Sha256};
+
+use crate::archive::{Content, Entry, Kind};
+use crate::plan::{Plan, PlanError};
+
+/// Turns a plan into archive entries, the one place that fixes everything reproducibility
+/// depends on.
+///
+/// Guarantee: the result, and so the archive bytes, is a function of the plan's paths, kinds,
+/// permission bits and file contents, and of `mtime` only. Owners are the planned ones (0:0 unless a source set another); every mtime is
+/// `mtime`; entries are in byte order of their paths, which puts every directory before its
+/// children; inode numbers count from 1 in that order. With `dedup`, regular files of equal
+/// content and permissions become one newc hardlink group: they share the inode of the first,
+/// and only the last of the group carries the body (the layout GNU cpio writes and the kernel
+/// reads). The bodiless members move to just before that last one, so a group is contiguous
+/// and never holds a long stretch of the archive in one compression segment (moving a file
+/// later cannot put it before its parent).
+pub fn normalise(plan: &Plan, mtime: u32, dedup: bool) -> Result<Vec<Entry>, PlanError> {
+    let mut entries: Vec<Entry> = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (path, node))| Entry {
+            path: path.trim_start_matches('/').to_string(),
+            kind: node.kind.clone(),
+            perm: node.perm,
+            uid: node.uid,
+            gid: node.gid,
+            ino: i as u32 + 1,
+            nlink: if matches!(node.kind, Kind::Dir) { 2 } else { 1 },
+            mtime,
+        })
+        .collect();
+    if dedup {
+        link_duplicates(&mut entries)?;
+    }
+    Ok(entries)
+}
+
+/// Groups regular files of the same size, content and permissions into hardlinks.
+fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
+    let mut by_size: HashMap<(u64, u32), Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Kind::File(c) = &e.kind {
+            if !c.is_empty() {
+                by_size.entry((c.len(), e.perm)).or_default().push(i);
+            }
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (_, idxs) in by_size.into_iter().filter(|(_, v)| v.len() > 1) {
+        let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+        for i in idxs {
+            let Kind::File(c) = &entries[i].kind else {
+                unreachable!()
+            };
+            by_hash.entry(content_hash(c)?).or_default().push(i);
+        }
+        groups.extend(by_hash.into_values().filter(|v| v.len() > 1));
+    }
+    // Index of each group's last member -> the members that go just before it.
+    let mut before: HashMap<usize, Vec<usize>> = HashMap::new();
+    for mut g in groups {
+        g.sort_unstable();
+        let ino = entries[g[0]].ino;
+        let n = g.len() as u32;
+        let (last, rest) = g.split_last().expect("groups have two members or more");
+        for &i in rest {
+            entries[i].kind = Kind::File(Content::Empty);
+        }
+        for &i in rest.iter().chain([last]) {
+            entries[i].ino = ino;
+            entries[i].nlink = n;
+        }
+        before.insert(*last, rest.to_vec());
+    }
+    if before.is_empty() {
+        return Ok(());
+    }
+    let moved: std::collections::HashSet<usize> = before.values().flatten().copied().collect();
+    let mut slots: Vec<Option<Entry>> = std::mem::take(entries).into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(slots.len());
+    for i in 0..slots.len() {
+        if moved.contains(&i) {
+            continue;
+        }
+        for &j in before.get(&i).map(Vec::as_slice).unwrap_or_default() {
+            ordered.push(slots[j].take().expect("each member moves once"));
+        }
+        ordered.push(slots[i].take().expect("each entry is placed once"));
+    }
+    *entries = ordered;
+    Ok(())
+}
+
+fn content_hash(c: &Content) -> Result<[u8; 32], PlanError> {
+    match c {
+        Content::Empty => Ok(Sha256::digest(b"").into()),
+        Content::Bytes(b) => Ok(Sha256::digest(b).into()),
+        Content::Path { path, .. } => {
+            let err = |e| PlanError::Read {
+                path: path.clone(),
+                source: e,
+            };
+            let mut f = fs::File::open(path).map_err(err)?;
+            Ok(crate::source::sha256_reader(&mut f).map_err(err)?.0)
+        }
+    }
+}

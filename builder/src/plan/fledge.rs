@@ -1,0 +1,130 @@
+//! The top layer: fledge's own files (`/init`, the agent, the custom init and `/.volant_init`,
+//! the baked init options), and the checks that the program PID 1 starts is in the image.
+//!
+//! It comes last so it sees everything the other sources placed.
+
+use std::fs;
+use std::sync::Arc;
+
+use fledge_abi::{options, paths};
+
+use super::{invalid, Inputs, Layer, Node, Origin, PlanError, Stack};
+use crate::archive::{Content, Kind};
+use crate::config::{Config, CustomInit, InitMode};
+use crate::util::shown;
+
+pub(super) const LAYER: Layer = Layer {
+    name: "fledge's own files",
+    check,
+    add,
+};
+
+/// A host custom init exists.
+fn check(cfg: &Config) -> Result<(), PlanError> {
+    if let InitMode::Custom {
+        init: CustomInit::Host(host),
+    } = &cfg.init
+    {
+        host_init(cfg, host)?;
+    }
+    Ok(())
+}
+
+/// The host custom init's metadata, or the error naming `init.path`.
+fn host_init(cfg: &Config, host: &std::path::Path) -> Result<fs::Metadata, PlanError> {
+    fs::metadata(host).map_err(|e| {
+        invalid(
+            cfg,
+            None,
+            "init.path",
+            format!("names {}, which cannot be read ({e}): fix the path (relative to the config's directory) or create the file", shown(host)),
+        )
+    })
+}
+
+fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
+    let cfg = inputs.config;
+    let init_bin = || {
+        let kind = Kind::File(Content::Bytes(Arc::from(inputs.init)));
+        Node::new(kind, 0o755, Origin::FledgeInit)
+    };
+    match &cfg.init {
+        InitMode::Default { .. } => {
+            stack.put(paths::INIT, init_bin())?;
+            let agent = inputs.agent.expect("default mode is planned with an agent");
+            let kind = Kind::File(Content::Path {
+                path: agent.path.clone(),
+                size: agent.size,
+            });
+            stack.put(paths::AGENT, Node::new(kind, 0o755, Origin::Agent))?;
+        }
+        InitMode::Custom { init } => {
+            stack.put(paths::INIT, init_bin())?;
+            let target = custom_init(cfg, stack, init)?;
+            let line = Content::Bytes(Arc::from(format!("{target}\n").into_bytes()));
+            let node = Node::new(Kind::File(line), 0o644, Origin::VolantInit);
+            stack.put(paths::VOLANT_INIT, node)?;
+        }
+        InitMode::None => {}
+    }
+    if cfg.supervise {
+        let text = format!(
+            "# written by fledge from [init] supervise = true\n{}=1\n",
+            options::SUPERVISE
+        );
+        let conf = Kind::File(Content::Bytes(Arc::from(text.into_bytes())));
+        stack.put(paths::INIT_CONF, Node::new(conf, 0o644, Origin::InitConf))?;
+    }
+    started_program(cfg, stack)
+}
+
+/// Installs a host custom init; returns the in-image path `/.volant_init` names.
+fn custom_init(cfg: &Config, stack: &mut Stack, init: &CustomInit) -> Result<String, PlanError> {
+    let host = match init {
+        CustomInit::InImage(path) => return Ok(path.clone()),
+        CustomInit::Host(host) => host,
+    };
+    let meta = host_init(cfg, host)?;
+    if !meta.is_file() {
+        return Err(stack.invalid(
+            None,
+            "init.path",
+            format!("names {}, which is not a regular file: point `init.path` at your init script or program", shown(host)),
+        ));
+    }
+    let kind = Kind::File(Content::Path {
+        path: host.clone(),
+        size: meta.len(),
+    });
+    stack.put(
+        paths::CUSTOM_INIT,
+        Node::new(kind, 0o755, Origin::CustomInit),
+    )?;
+    Ok(paths::CUSTOM_INIT.to_string())
+}
+
+/// The program PID 1 execs (the in-image custom init, or `/init` in none mode) is in the image
+/// and executable wherever its source put it.
+fn started_program(cfg: &Config, stack: &mut Stack) -> Result<(), PlanError> {
+    let (path, key, missing) = match &cfg.init {
+        InitMode::Custom {
+            init: CustomInit::InImage(path),
+        } => (
+            path.as_str(),
+            "init.path",
+            format!("is {path}, but nothing in the image provides it: add a [mappings] entry whose destination is \"{path}\""),
+        ),
+        InitMode::None => (
+            paths::INIT,
+            "init.none",
+            "is true, but no mapping provides /init: add `\"./your-init\" = \"/init\"` under [mappings]".to_string(),
+        ),
+        _ => return Ok(()),
+    };
+    match stack.plan().nodes.get(path).map(|n| &n.kind) {
+        Some(Kind::File(_)) => stack.set_perm(path, 0o755),
+        Some(Kind::Symlink(_)) => {}
+        _ => return Err(stack.invalid(None, key, missing)),
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The image plan: every path of the image, composed from an ordered stack of sources.
+//!
+//! [`plan`] runs the layers of [`LAYERS`] bottom to top. Each layer is one module that adds the
+//! entries of one source (base directories and nodes, busybox and its links, the user's
+//! mappings, fledge's own files) to a [`Stack`], and may read what the layers below it placed
+//! ([`Stack::plan`]), e.g. to find the ELF files placed so far. Every entry carries its
+//! [`Origin`], which decides what may replace it and what messages say.
+//!
+//! # Precedence
+//!
+//! When a layer gives a path an earlier layer already placed, one rule decides
+//! ([`Stack::put`]):
+//!
+//! 1. a directory onto a directory merges: the first keeps its permissions, owner and origin;
+//! 2. a non-directory onto an entry whose origin is [`Origin::replaceable`] (a busybox applet
+//!    link) replaces it: the later wins, noted in [`Plan::notes`] (shown by `-v`);
+//! 3. anything else is an error that names both origins.
+//!
+//! Missing parent directories are created 0755, owned 0:0, with the origin of the entry that
+//! needed them; a non-directory in the way is an error by rule 3.
+//!
+//! # Adding a source
+//!
+//! Write a module with an `add(inputs, stack)` function (and a `check` for what can be checked
+//! before any download), give its entries a new [`Origin`] variant, and add one line to
+//! [`LAYERS`] where it belongs. Its inputs go in a new field of [`Inputs`].
+
+mod base;
+mod busybox;
+mod fledge;
+mod mappings;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::archive::Kind;
+use crate::config::{Config, Location};
+use crate::source::Fetched;
+
+pub use base::BASE_DIRS;
+pub use busybox::BASE_APPLETS;
+pub use mappings::fhs_mode;
+
+/// A layout that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{at}: `{key}` {problem}")]
+    Invalid {
+        at: Location,
+        key: String,
+        problem: String,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where a path in the plan came from: decides what may replace it and what to tell the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Part of every image (directories, device nodes).
+    Base,
+    /// busybox itself (`[source] busybox_url`).
+    Busybox,
+    /// A busybox applet link: a later source may replace it.
+    Applet,
+    /// From a `[mappings]` entry.
+    Mapping { key: String, line: Option<usize> },
+    /// `fledge-init` as `/init`.
+    FledgeInit,
+    /// The kestrel agent (`[agent]`).
+    Agent,
+    /// The custom init installed from a host file (`init.path`).
+    CustomInit,
+    /// `/.volant_init`, naming the custom init (`init.path`).
+    VolantInit,
+    /// `fledge-init`'s baked options (`init.supervise`).
+    InitConf,
+}
+
+impl Origin {
+    /// A later source may replace an entry of this origin (rule 2 of the module doc).
+    pub fn replaceable(&self) -> bool {
+        matches!(self, Origin::Applet)
+    }
+
+    /// The config key behind this origin and its line, for the location of a message.
+    fn key(&self) -> (Option<usize>, String) {
+        let key = match self {
+            Origin::Mapping { key, line } => return (*line, format!("mappings.\"{key}\"")),
+            Origin::Base | Origin::Applet => "mappings",
+            Origin::Busybox => "source.busybox_url",
+            Origin::FledgeInit => "init",
+            Origin::Agent => "agent",
+            Origin::CustomInit | Origin::VolantInit => "init.path",
+            Origin::InitConf => "init.supervise",
+        };
+        (None, key.to_string())
+    }
+
+    /// "writes PATH, which ...": what `path` already is, and what to do instead.
+    fn clash(&self, path: &str) -> String {
+        match self {
+            Origin::Mapping { key, line } => {
+                let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                format!("writes {path}, which mappings.\"{key}\"{at} also writes: each path may come from one mapping only")
+            }
+            Origin::Agent => format!(
+                "writes {path}, where fledge puts the kestrel agent: set [agent] source_strategy = \"local\" and path = \"...\" instead"
+            ),
+            Origin::Busybox => format!(
+                "writes {path}, where fledge puts busybox: set [source] busybox_url = \"...\" instead"
+            ),
+            Origin::FledgeInit => format!(
+                "writes {path}, which is fledge-init in this mode: to run your own program as /init set [init] none = true"
+            ),
+            Origin::CustomInit | Origin::VolantInit | Origin::InitConf => {
+                let (_, k) = self.key();
+                format!("writes {path}, which fledge creates from `{k}`: choose another destination")
+            }
+            Origin::Base => format!(
+                "writes {path}, which every image needs as it is (fledge's base layout): choose another destination"
+            ),
+            Origin::Applet => format!(
+                "writes {path}, which every image needs as it is (a busybox applet link): choose another destination"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Mapping { key, line: Some(l) } => write!(f, "mappings.\"{key}\" (line {l})"),
+            Origin::Mapping { key, line: None } => write!(f, "mappings.\"{key}\""),
+            Origin::Base => f.write_str("fledge's base layout"),
+            Origin::Busybox => f.write_str("busybox (source.busybox_url)"),
+            Origin::Applet => f.write_str("a busybox applet link"),
+            Origin::FledgeInit => f.write_str("fledge-init"),
+            Origin::Agent => f.write_str("the kestrel agent ([agent])"),
+            Origin::CustomInit => f.write_str("the custom init (init.path)"),
+            Origin::VolantInit => f.write_str("the custom init's name (init.path)"),
+            Origin::InitConf => f.write_str("fledge-init's options (init.supervise)"),
+        }
+    }
+}
+
+/// One planned path of the image, before normalisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: Kind,
+    /// Permission bits (with setuid/setgid/sticky), no file-type bits.
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub origin: Origin,
+}
+
+impl Node {
+    /// A node owned by 0:0.
+    pub fn new(kind: Kind, perm: u32, origin: Origin) -> Node {
+        Node {
+            kind,
+            perm,
+            uid: 0,
+            gid: 0,
+            origin,
+        }
+    }
+
+    /// The same node with another owner.
+    pub fn owned_by(self, uid: u32, gid: u32) -> Node {
+        Node { uid, gid, ..self }
+    }
+}
+
+/// Every path of the image (absolute, normalised), with what it is.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub nodes: BTreeMap<String, Node>,
+    /// Things worth telling the user (skipped sockets, ...).
+    pub warnings: Vec<String>,
+    /// What `-v` shows: entries a later source replaced.
+    pub notes: Vec<String>,
+}
+
+/// What the layers lay out besides the config's mappings.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub busybox: &'a Fetched,
+    /// The agent; present in default mode.
+    pub agent: Option<&'a Fetched>,
+    /// The `fledge-init` binary for the guest.
+    pub init: &'a [u8],
+}
+
+/// One source of image entries.
+pub struct Layer {
+    /// What the source is, for messages.
+    pub name: &'static str,
+    /// Checks what can be checked before anything is fetched (host files exist, ...).
+    pub check: fn(&Config) -> Result<(), PlanError>,
+    /// Adds the source's entries on top of what the layers below placed.
+    pub add: fn(&Inputs, &mut Stack) -> Result<(), PlanError>,
+}
+
+/// The image's sources, bottom to top.
+pub const LAYERS: &[Layer] = &[
+    base::LAYER,
+    // (coming) a container image's root file system
+    busybox::LAYER,
+    mappings::LAYER,
+    // (coming) the shared libraries the ELF files placed so far need
+    // (coming) kernel modules
+    fledge::LAYER,
+];
+
+/// Checks, for every layer, what can be checked before anything is fetched, so a typo fails at
+/// once rather than after a download.
+pub fn check_sources(cfg: &Config) -> Result<(), PlanError> {
+    LAYERS.iter().try_for_each(|l| (l.check)(cfg))
+}
+
+/// Lays out the image: every layer of [`LAYERS`] in order.
+pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
+    let mut stack = Stack {
+        cfg: inputs.config,
+        plan: Plan::default(),
+    };
+    for layer in LAYERS {
+        log::trace!("planning {}", layer.name);
+        (layer.add)(inputs, &mut stack)?;
+    }
+    Ok(stack.plan)
+}
+
+/// The plan being built: what the layers so far placed, and the one way to add to it.
+pub struct Stack<'a> {
+    cfg: &'a Config,
+    plan: Plan,
+}
+
+impl Stack<'_> {
+    /// What the layers so far placed.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// A warning for the user.
+    pub fn warn(&mut self, message: String) {
+        self.plan.warnings.push(message);
+    }
+
+    /// Sets the permission bits of a planned path (the source that needs it says why).
+    pub fn set_perm(&mut self, path: &str, perm: u32) {
+        if let Some(n) = self.plan.nodes.get_mut(path) {
+            n.perm = perm;
+        }
+    }
+
+    /// An error about `key` of the config, at `line`.
+    pub fn invalid(&self, line: Option<usize>, key: &str, problem: impl Into<String>) -> PlanError {
+        invalid(self.cfg, line, key, problem)
+    }
+
+    /// Adds `node` at `path` by the precedence rule of the module doc.
+    pub fn put(&mut self, path: &str, node: Node) -> Result<(), PlanError> {
+        self.parents(path, &node.origin)?;
+        if let Some(old) = self.plan.nodes.get(path) {
+            match (&old.kind, &node.kind) {
+                (Kind::Dir, Kind::Dir) => return Ok(()),
+                (_, k) if old.origin.replaceable() && !matches!(k, Kind::Dir) => {
+                    let note = format!("{path}: {} replaces {}", node.origin, old.origin);
+                    self.plan.notes.push(note);
+                }
+                _ => return Err(self.conflict(path, &old.origin, &node.origin)),
+            }
+        }
+        self.plan.nodes.insert(path.to_string(), node);
+        Ok(())
+    }
+
+    fn parents(&mut self, path: &str, origin: &Origin) -> Result<(), PlanError> {
+        let mut end = 0;
+        while let Some(i) = path[end + 1..].find('/') {
+            end += 1 + i;
+            let dir = &path[..end];
+            match self.plan.nodes.get(dir) {
+                None => {
+                    let node = Node::new(Kind::Dir, 0o755, origin.clone());
+                    self.plan.nodes.insert(dir.to_string(), node);
+                }
+                Some(n) if n.kind == Kind::Dir => {}
+                Some(old) => return Err(self.conflict(dir, &old.origin, origin)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Two sources give one path: the message is about the user's entry (a mapping, when one of
+    /// the two is) and names the other.
+    fn conflict(&self, path: &str, old: &Origin, new: &Origin) -> PlanError {
+        let is_mapping = |o: &Origin| matches!(o, Origin::Mapping { .. });
+        let (subject, other) = if is_mapping(new) || !is_mapping(old) {
+            (new, old)
+        } else {
+            (old, new)
+        };
+        let (line, key) = subject.key();
+        self.invalid(line, &key, other.clash(path))
+    }
+}
+
+fn invalid(cfg: &Config, line: Option<usize>, key: &str, problem: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        at: Location {
+            file: cfg.path.clone(),
+            line,
+        },
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// A layer with nothing to check before fetching.
+fn nothing_to_check(_: &Config) -> Result<(), PlanError> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,395 @@
+//! The layer stack: each mode's layout, the precedence rule and its messages.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fledge_abi::paths::{CUSTOM_INIT as CUSTOM_INIT_PATH, VOLANT_INIT as VOLANT_INIT_PATH};
+
+use super::*;
+use crate::archive::Content;
+use crate::config::{Config, InitMode};
+use crate::normalise::normalise;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    busybox: Fetched,
+    agent: Fetched,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let bb = dir.path().join("busybox");
+    fs::write(&bb, b"bb").unwrap();
+    let ag = dir.path().join("kestrel");
+    fs::write(&ag, b"agent").unwrap();
+    let f = |p: PathBuf| Fetched {
+        path: p,
+        sha256: String::new(),
+        size: 2,
+        origin: String::new(),
+        cached: false,
+    };
+    let mut agent = f(ag);
+    agent.size = 5;
+    Fixture {
+        busybox: f(bb),
+        agent,
+        dir,
+    }
+}
+
+fn write(fx: &Fixture, rel: &str, body: &[u8], mode: u32) {
+    let p = fx.dir.path().join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, body).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn plan_of(fx: &Fixture, body: &str) -> Result<Plan, PlanError> {
+    let text = format!("version = \"1\"\nstrategy = \"initramfs\"\n{body}");
+    let cfg = Config::from_str(&text, &fx.dir.path().join("fledge.toml")).unwrap();
+    let agent = matches!(cfg.init, InitMode::Default { .. }).then_some(&fx.agent);
+    plan(&Inputs {
+        config: &cfg,
+        busybox: &fx.busybox,
+        agent,
+        init: b"INIT",
+    })
+}
+
+fn node<'a>(p: &'a Plan, path: &str) -> &'a Node {
+    p.nodes
+        .get(path)
+        .unwrap_or_else(|| panic!("{path} missing from plan"))
+}
+
+#[test]
+fn default_mode_layout() {
+    let fx = fixture();
+    let p = plan_of(
+        &fx,
+        "[agent]\nsource_strategy = \"local\"\npath = \"kestrel\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        node(&p, "/init").kind,
+        Kind::File(Content::Bytes(Arc::from(&b"INIT"[..])))
+    );
+    assert_eq!(node(&p, "/bin/kestrel").perm, 0o755);
+    assert_eq!(node(&p, "/tmp").perm, 0o1777);
+    assert_eq!(
+        node(&p, "/dev/console").kind,
+        Kind::CharDev { major: 5, minor: 1 }
+    );
+    assert_eq!(node(&p, "/dev/console").perm, 0o600);
+    assert_eq!(
+        node(&p, "/dev/null").kind,
+        Kind::CharDev { major: 1, minor: 3 }
+    );
+    assert_eq!(node(&p, "/bin/sh").kind, Kind::Symlink("busybox".into()));
+    for d in BASE_DIRS {
+        assert_eq!(node(&p, d).kind, Kind::Dir, "{d}");
+    }
+    assert!(!p.nodes.contains_key(VOLANT_INIT_PATH));
+}
+
+#[test]
+fn custom_mode_host_file_and_seed_idiom() {
+    let fx = fixture();
+    write(&fx, "my-init", b"#!/bin/sh\n", 0o644);
+    let p = plan_of(
+        &fx,
+        "[init]\npath = \"./my-init\"\n[mappings]\n\"./my-init\" = \"/init\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        node(&p, "/init").kind,
+        Kind::File(Content::Bytes(Arc::from(&b"INIT"[..]))),
+        "fledge-init stays /init"
+    );
+    assert_eq!(node(&p, CUSTOM_INIT_PATH).perm, 0o755);
+    assert_eq!(
+        node(&p, VOLANT_INIT_PATH).kind,
+        Kind::File(Content::Bytes(Arc::from(&b"/sbin/custom-init\n"[..])))
+    );
+    assert!(!p.nodes.contains_key("/bin/kestrel"));
+}
+
+#[test]
+fn custom_mode_in_image_path() {
+    let fx = fixture();
+    write(&fx, "my-init.sh", b"#!/bin/sh\n", 0o755);
+    let ok = "[init]\npath = \"/usr/local/bin/my-init.sh\"\n[mappings]\n\"my-init.sh\" = \"/usr/local/bin/my-init.sh\"\n";
+    write(&fx, "plain.sh", b"#!/bin/sh\n", 0o644);
+    let p = plan_of(
+        &fx,
+        "[init]\npath = \"/etc/plain.sh\"\n[mappings]\n\"plain.sh\" = \"/etc/plain.sh\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        node(&p, "/etc/plain.sh").perm,
+        0o755,
+        "the custom init is made executable"
+    );
+    let p = plan_of(&fx, ok).unwrap();
+    assert_eq!(
+        node(&p, VOLANT_INIT_PATH).kind,
+        Kind::File(Content::Bytes(Arc::from(
+            &b"/usr/local/bin/my-init.sh\n"[..]
+        )))
+    );
+    assert_eq!(node(&p, "/usr/local").kind, Kind::Dir);
+    let err = plan_of(&fx, "[init]\npath = \"/usr/local/bin/nothing\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`init.path`") && err.contains("nothing in the image provides it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn none_mode_requires_init_mapping_and_makes_it_executable() {
+    let fx = fixture();
+    write(&fx, "sup", b"\x7fELF", 0o644);
+    let p = plan_of(
+        &fx,
+        "[init]\nnone = true\n[mappings]\n\"sup\" = \"/init\"\n",
+    )
+    .unwrap();
+    assert_eq!(node(&p, "/init").perm, 0o755);
+    assert!(!p.nodes.contains_key("/bin/kestrel"));
+    let err = plan_of(&fx, "[init]\nnone = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`init.none`") && err.contains("/init"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mapping_errors_name_the_key() {
+    let fx = fixture();
+    write(&fx, "a", b"a", 0o644);
+    write(&fx, "b", b"b", 0o644);
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "missing source",
+            "[mappings]\n\"./nope\" = \"/x\"\n",
+            &["fledge.toml:4", "mappings.\"./nope\"", "cannot be read"],
+        ),
+        (
+            "two writers",
+            "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x\"\n",
+            &["mappings.\"b\"", "mappings.\"a\" (line 4)"],
+        ),
+        (
+            "onto kestrel",
+            "[mappings]\n\"a\" = \"/bin/kestrel\"\n",
+            &["mappings.\"a\"", "source_strategy = \"local\""],
+        ),
+        (
+            "onto busybox",
+            "[mappings]\n\"a\" = \"/bin/busybox\"\n",
+            &["busybox_url"],
+        ),
+        (
+            "onto /init",
+            "[mappings]\n\"a\" = \"/init\"\n",
+            &["mappings.\"a\"", "none = true"],
+        ),
+        (
+            "file over dir",
+            "[mappings]\n\"a\" = \"/usr/bin\"\n",
+            &["mappings.\"a\"", "/usr/bin"],
+        ),
+        (
+            "under a file",
+            "[mappings]\n\"a\" = \"/x\"\n\"b\" = \"/x/y\"\n",
+            &["mappings.\"b\"", "/x"],
+        ),
+        (
+            "file onto /",
+            "[mappings]\n\"a\" = \"/\"\n",
+            &["mappings.\"a\"", "root directory"],
+        ),
+    ];
+    for (name, body, needles) in cases {
+        let err = plan_of(&fx, body).expect_err(name).to_string();
+        for n in *needles {
+            assert!(err.contains(n), "case {name}: {err:?} should contain {n:?}");
+        }
+    }
+}
+
+#[test]
+fn directory_mapping_keeps_symlinks_and_skips_fifos() {
+    let fx = fixture();
+    write(&fx, "tree/lib/libx.so.1", b"so", 0o644);
+    write(&fx, "tree/share/data.txt", b"d", 0o600);
+    write(&fx, "tree/bin/tool", b"t", 0o700);
+    std::os::unix::fs::symlink("../../etc/passwd", fx.dir.path().join("tree/share/link")).unwrap();
+    let fifo = fx.dir.path().join("tree/fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    write(&fx, "a", b"a", 0o755);
+    let p = plan_of(
+        &fx,
+        "[init]\nnone = true\n[mappings]\n\"tree\" = \"/usr\"\n\"a\" = \"/init\"\n",
+    )
+    .unwrap();
+    assert_eq!(node(&p, "/usr/lib/libx.so.1").perm, 0o755);
+    assert_eq!(node(&p, "/usr/share/data.txt").perm, 0o644);
+    assert_eq!(node(&p, "/usr/bin/tool").perm, 0o700 & 0o666 | 0o100);
+    assert_eq!(
+        node(&p, "/usr/share/link").kind,
+        Kind::Symlink("../../etc/passwd".into())
+    );
+    assert!(!p.nodes.contains_key("/usr/fifo"));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("fifo") && w.contains("FIFO")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn applet_links_may_be_replaced_by_a_mapping() {
+    let fx = fixture();
+    write(&fx, "ls", b"my ls", 0o755);
+    let p = plan_of(&fx, "[mappings]\n\"ls\" = \"/bin/ls\"\n").unwrap();
+    assert!(matches!(node(&p, "/bin/ls").kind, Kind::File(_)));
+}
+
+#[test]
+fn fhs_modes() {
+    let cases = [
+        ("/usr/bin/x", 0o644, 0o755),
+        ("/opt/bin/x", 0o600, 0o755),
+        ("/etc/x", 0o755, 0o755),
+        ("/etc/x", 0o700, 0o700),
+        ("/etc/x", 0o750, 0o750),
+        ("/etc/x", 0o640, 0o644),
+        ("/usr/lib/libc.so", 0o644, 0o755),
+        ("/lib/libz.so.1.2", 0o644, 0o755),
+        ("/usr/lib/readme.txt", 0o644, 0o644),
+        ("/srv/app.so", 0o644, 0o644),
+        ("/etc/suid", 0o4755, 0o755),
+    ];
+    for (dest, src, want) in cases {
+        assert_eq!(fhs_mode(dest, src), want, "{dest} from {src:o}");
+    }
+}
+
+#[test]
+fn normaliser_orders_parents_first_and_links_duplicates() {
+    let fx = fixture();
+    write(&fx, "t/a", b"same", 0o644);
+    write(&fx, "t/b", b"same", 0o644);
+    write(&fx, "t/c", b"diff", 0o644);
+    write(&fx, "t/d-x", b"same", 0o755);
+    write(&fx, "t/z", b"same", 0o644);
+    let p = plan_of(&fx, "[mappings]\n\"t\" = \"/srv/t\"\n").unwrap();
+    let entries = normalise(&p, 42, true).unwrap();
+    let pos = |name: &str| entries.iter().position(|e| e.path == name).unwrap();
+    for (i, e) in entries.iter().enumerate() {
+        if let Some((parent, _)) = e.path.rsplit_once('/') {
+            assert!(pos(parent) < i, "{} before its parent", e.path);
+        }
+        assert_eq!((e.uid, e.gid, e.mtime), (0, 0, 42));
+    }
+    let (a, b, c) = (
+        &entries[pos("srv/t/a")],
+        &entries[pos("srv/t/b")],
+        &entries[pos("srv/t/c")],
+    );
+    let z = &entries[pos("srv/t/z")];
+    assert_eq!((a.ino, a.nlink), (b.ino, 3));
+    assert_eq!((z.ino, z.nlink), (a.ino, 3));
+    assert_eq!(a.kind, Kind::File(Content::Empty), "first has no body");
+    assert_eq!(b.kind, Kind::File(Content::Empty), "middle has no body");
+    assert_eq!(z.body_len(), 4, "last of a group has the body");
+    let (pa, pb, pz) = (pos("srv/t/a"), pos("srv/t/b"), pos("srv/t/z"));
+    assert_eq!(
+        (pa + 1, pb + 1),
+        (pb, pz),
+        "a group is contiguous, body last"
+    );
+    assert!(pos("srv/t/c") < pa, "members move later, next to the body");
+    assert_eq!(c.nlink, 1);
+    assert_eq!(
+        entries[pos("srv/t/d-x")].nlink,
+        1,
+        "other permissions: not linked"
+    );
+    let inos: std::collections::HashSet<u32> = entries.iter().map(|e| e.ino).collect();
+    assert_eq!(inos.len(), entries.len() - 2, "three paths, one inode");
+    let plain = normalise(&p, 42, false).unwrap();
+    let a = plain.iter().find(|e| e.path == "srv/t/a").unwrap();
+    assert_eq!(
+        (a.nlink, a.body_len()),
+        (1, 4),
+        "no dedup: every body stored"
+    );
+}
+
+#[test]
+fn a_later_source_replaces_an_applet_link_with_a_note() {
+    let fx = fixture();
+    write(&fx, "ls", b"my ls", 0o755);
+    let p = plan_of(&fx, "[mappings]\n\"ls\" = \"/bin/ls\"\n").unwrap();
+    assert!(
+        p.notes.iter().any(|n| n.contains("/bin/ls")
+            && n.contains("mappings.\"ls\"")
+            && n.contains("applet")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn a_conflict_names_both_origins_whichever_comes_first() {
+    let fx = fixture();
+    write(&fx, "a", b"a", 0o644);
+    // The mapping is planned before fledge's own files, the applet link before the mapping:
+    // either way the message is about the mapping and names the other source.
+    for (body, other) in [
+        ("[mappings]\n\"a\" = \"/init\"\n", "fledge-init"),
+        (
+            "[init]\nsupervise = true\n[mappings]\n\"a\" = \"/etc/fledge-init.conf\"\n",
+            "init.supervise",
+        ),
+        ("[mappings]\n\"a\" = \"/bin/sh/x\"\n", "busybox applet link"),
+        ("[mappings]\n\"a\" = \"/dev/null\"\n", "base layout"),
+    ] {
+        let err = plan_of(&fx, body).expect_err(body).to_string();
+        assert!(
+            err.contains("fledge.toml:") && err.contains("`mappings.\"a\"`") && err.contains(other),
+            "{body}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_normaliser_keeps_a_planned_owner() {
+    let fx = fixture();
+    write(&fx, "a", b"a", 0o644);
+    let mut p = plan_of(&fx, "[mappings]\n\"a\" = \"/srv/a\"\n").unwrap();
+    let node = p.nodes.remove("/srv/a").unwrap().owned_by(1000, 100);
+    p.nodes.insert("/srv/a".into(), node);
+    let entries = normalise(&p, 1, false).unwrap();
+    let owner = |path: &str| {
+        let e = entries.iter().find(|e| e.path == path).unwrap();
+        (e.uid, e.gid)
+    };
+    assert_eq!(owner("srv/a"), (1000, 100));
+    assert_eq!(owner("srv"), (0, 0));
+}
