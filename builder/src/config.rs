@@ -83,9 +83,13 @@ pub enum CustomInit {
 pub enum AgentSource {
     /// A GitHub release of volantvm/volant: `latest` or a tag.
     Release { version: String },
-    /// A file on this machine (resolved against the config's directory).
-    Local { path: PathBuf },
-    /// A download, optionally checked against a sha256 (hex).
+    /// A file on this machine (resolved against the config's directory), optionally checked
+    /// against a sha256 (hex).
+    Local {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+    /// A download (`http(s)://` or `file://`), optionally checked against a sha256 (hex).
     Http { url: String, sha256: Option<String> },
 }
 
@@ -785,15 +789,19 @@ fn agent_source(
             let p = need(a.path, "agent.path", "add `path = \"./kestrel\"`")?;
             Ok(AgentSource::Local {
                 path: base_dir.join(p.get_ref()),
+                sha256: digest(cx, a.checksum, "agent.checksum", warnings)?,
             })
         }
         "http" => {
             let u = need(a.url, "agent.url", "add `url = \"https://.../kestrel\"`")?;
-            if !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://")) {
+            if !["http://", "https://", "file://"]
+                .iter()
+                .any(|s| u.get_ref().starts_with(s))
+            {
                 return Err(cx.invalid(
                     Some(u.span()),
                     "agent.url",
-                    "must start with http:// or https:// (for a file here use source_strategy = \"local\")",
+                    "must start with http://, https:// or file:// (or use source_strategy = \"local\")",
                 ));
             }
             let sha256 = digest(cx, a.checksum, "agent.checksum", warnings)?;
@@ -911,10 +919,27 @@ mod tests {
             parse(&local).unwrap().init,
             InitMode::Default {
                 agent: AgentSource::Local {
-                    path: "/p/bin/kestrel".into()
+                    path: "/p/bin/kestrel".into(),
+                    sha256: None
                 }
             }
         );
+        // A checksum applies to a local agent, and an http strategy may name a file:// URL.
+        let checked = format!("{local}checksum = \"{}\"\n", "cd".repeat(32));
+        assert_eq!(
+            parse(&checked).unwrap().init,
+            InitMode::Default {
+                agent: AgentSource::Local {
+                    path: "/p/bin/kestrel".into(),
+                    sha256: Some("cd".repeat(32))
+                }
+            }
+        );
+        let file = format!("{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"file:///srv/k\"\n");
+        assert!(matches!(
+            parse(&file).unwrap().init,
+            InitMode::Default { agent: AgentSource::Http { url, .. } } if url == "file:///srv/k"
+        ));
         let http = format!(
             "{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"https://x/k\"\nchecksum = \"sha256:{}\"\n",
             "AB".repeat(32)

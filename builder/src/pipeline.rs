@@ -125,7 +125,7 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     log_fetched("busybox", &busybox);
     let agent: Option<Fetched> = match &config.init {
         InitMode::Default { agent } => {
-            let a = fetcher.agent(agent)?;
+            let a = fetcher.agent(agent, &config.base_dir)?;
             log_fetched("kestrel agent", &a);
             Some(a)
         }
@@ -185,7 +185,7 @@ pub fn validate(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Tem
     let agent = match &config.init {
         InitMode::Default {
             agent: a @ AgentSource::Local { .. },
-        } => Some(fetcher.agent(a)?),
+        } => Some(fetcher.agent(a, &config.base_dir)?),
         InitMode::Default { .. } => Some(remote("kestrel agent", "agent")),
         _ => None,
     };

@@ -1,25 +1,33 @@
 //! Sourcing: gets busybox and the kestrel agent onto this machine, verified.
 //!
 //! This module owns every byte that comes from outside the config's directory. A location is
-//! `http(s)://`, `file://` or a local path. Downloads go through a content-addressed cache
+//! `http(s)://`, `file://` (RFC 8089: `file:///abs`, `file://localhost/abs`; `file://rel` is
+//! relative to the config) or a local path. Downloads go through a content-addressed cache
 //! (`blobs/<sha256>`, plus `urls/<sha256 of the URL>` naming the blob a URL gave last time), so a
 //! second build of the same config needs no network. Every file is hashed; when a digest is
-//! expected, a mismatch fails the build naming both digests.
+//! expected, a mismatch fails the build naming both digests. A download is bounded in time and
+//! size ([`net`]), tried twice when the failure may pass, and written to a temporary file of our
+//! own naming that is removed on failure; one left by a killed build is removed by the next.
+
+pub mod net;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::AgentSource;
+use net::{NetError, NetLimits};
 
 /// Repository whose GitHub releases carry the `kestrel` agent.
 pub const AGENT_REPO: &str = "volantvm/volant";
 /// Asset name of the agent in a release.
 pub const AGENT_ASSET: &str = "kestrel";
+
+/// How to build without the network, for download errors.
+const OFFLINE_HINT: &str = "to build offline, use a local copy: a path or file:// URL for busybox, [agent] source_strategy = \"local\" (or a file:// url) for the agent";
 
 /// Errors while getting an input.
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +50,16 @@ pub enum SourceError {
         expected: String,
         actual: String,
     },
-    #[error("{what}: cannot download {url}: {message}; check the URL and the network, or point the config at a local file")]
+    #[error(
+        "{what}: cannot download {url}: {message}; check the URL and the network; {OFFLINE_HINT}"
+    )]
     Download {
+        what: String,
+        url: String,
+        message: String,
+    },
+    #[error("{what}: cannot download {url}: {message}")]
+    Settings {
         what: String,
         url: String,
         message: String,
@@ -78,13 +94,20 @@ pub struct Fetcher {
     cache: PathBuf,
     /// Base of the GitHub API (`FLEDGE_GITHUB_API` overrides it, for mirrors and tests).
     github_api: String,
+    /// Bounds of downloads, or why the environment's are wrong (reported on first use, so a
+    /// build that needs no network is not stopped by them).
+    limits: Result<NetLimits, String>,
 }
 
 impl Fetcher {
     pub fn new(cache: PathBuf) -> Self {
         let github_api = std::env::var("FLEDGE_GITHUB_API")
             .unwrap_or_else(|_| "https://api.github.com".to_string());
-        Fetcher { cache, github_api }
+        Fetcher {
+            cache,
+            github_api,
+            limits: NetLimits::from_env(),
+        }
     }
 
     /// `$FLEDGE_CACHE_DIR`, else `$XDG_CACHE_HOME/fledge`, else `~/.cache/fledge`.
@@ -109,14 +132,10 @@ impl Fetcher {
         sha256: Option<&str>,
         base_dir: &Path,
     ) -> Result<Fetched, SourceError> {
-        if location.starts_with("http://") || location.starts_with("https://") {
+        if is_remote(location) {
             return self.download(what, location, sha256);
         }
-        let path = match location.strip_prefix("file://") {
-            // A relative file:// path starts at the config's directory, like a plain path.
-            Some(p) => base_dir.join(percent_decode(p)),
-            None => base_dir.join(location),
-        };
+        let path = base_dir.join(local_path(location));
         let (digest, size) = hash_file(what, &path)?;
         verify(what, location, sha256, &digest)?;
         Ok(Fetched {
@@ -128,15 +147,19 @@ impl Fetcher {
         })
     }
 
-    /// Gets the kestrel agent as `[agent]` says.
-    pub fn agent(&self, src: &AgentSource) -> Result<Fetched, SourceError> {
+    /// Gets the kestrel agent as `[agent]` says; a relative `file://` URL starts at
+    /// `base_dir`.
+    pub fn agent(&self, src: &AgentSource, base_dir: &Path) -> Result<Fetched, SourceError> {
         const WHAT: &str = "kestrel agent";
         match src {
             // The config already resolved the path against its directory.
-            AgentSource::Local { path } => {
-                self.fetch(WHAT, &path.to_string_lossy(), None, Path::new(""))
-            }
-            AgentSource::Http { url, sha256 } => self.download(WHAT, url, sha256.as_deref()),
+            AgentSource::Local { path, sha256 } => self.fetch(
+                WHAT,
+                &path.to_string_lossy(),
+                sha256.as_deref(),
+                Path::new(""),
+            ),
+            AgentSource::Http { url, sha256 } => self.fetch(WHAT, url, sha256.as_deref(), base_dir),
             AgentSource::Release { version } => {
                 let url = self.resolve_release(version)?;
                 self.download(WHAT, &url, None)
@@ -164,27 +187,19 @@ impl Fetcher {
             repo: AGENT_REPO.to_string(),
             message,
         };
-        let answer = http_get(&api).and_then(|(mut r, _)| {
+        let answer = self.limits.clone().and_then(|limits| {
+            let (r, _) = net::get(&api, &limits).map_err(|e| e.message)?;
+            // A release description is a few KiB; more is not an answer to read.
             let mut body = String::new();
-            r.read_to_string(&mut body).map_err(|e| e.to_string())?;
+            r.take(RELEASE_JSON_MAX)
+                .read_to_string(&mut body)
+                .map_err(|e| net::body_error(e, &limits).message)?;
             Ok(body)
         });
         match answer {
             Ok(body) => {
-                let json: serde_json::Value = serde_json::from_str(&body)
-                    .map_err(|e| fail(format!("bad answer from {api}: {e}")))?;
-                let tag = json["tag_name"].as_str().unwrap_or(version).to_string();
-                let url = json["assets"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|a| a["name"].as_str() == Some(AGENT_ASSET))
-                    .and_then(|a| a["browser_download_url"].as_str())
-                    .ok_or_else(|| {
-                        fail(format!("release {tag} has no asset named `{AGENT_ASSET}`"))
-                    })?
-                    .to_string();
-                log::info!("kestrel agent: release {tag} is {url}");
+                let url =
+                    release_asset(&body, version).map_err(|m| fail(format!("{m} ({api})")))?;
                 write_atomic(&memo, url.as_bytes())?;
                 Ok(url)
             }
@@ -200,90 +215,95 @@ impl Fetcher {
         }
     }
 
+    /// The blob a known digest, or the digest this URL gave last time, names, when it is in
+    /// the cache intact.
+    fn cached(&self, what: &str, url: &str, sha256: Option<&str>) -> Option<Fetched> {
+        let remembered = fs::read_to_string(self.url_index(url))
+            .ok()
+            .map(|s| s.trim().to_string());
+        let digest = match sha256 {
+            Some(want) => want.to_string(),
+            None => remembered?,
+        };
+        let blob = self.cache.join("blobs").join(&digest);
+        let (actual, size) = hash_file(what, &blob).ok()?;
+        (actual == digest).then(|| {
+            log::debug!("{what}: {url} found in the cache");
+            Fetched {
+                path: blob,
+                sha256: digest,
+                size,
+                origin: url.into(),
+                cached: true,
+            }
+        })
+    }
+
+    fn url_index(&self, url: &str) -> PathBuf {
+        self.cache
+            .join("urls")
+            .join(hex::encode(Sha256::digest(url.as_bytes())))
+    }
+
     fn download(
         &self,
         what: &str,
         url: &str,
         sha256: Option<&str>,
     ) -> Result<Fetched, SourceError> {
-        let blobs = self.cache.join("blobs");
-        let index = self
-            .cache
-            .join("urls")
-            .join(hex::encode(Sha256::digest(url.as_bytes())));
-        // A known digest, or the one this URL gave last time, may already be in the cache.
-        let remembered = fs::read_to_string(&index)
-            .ok()
-            .map(|s| s.trim().to_string());
-        for digest in sha256.map(str::to_string).into_iter().chain(remembered) {
-            if sha256.is_some_and(|want| want != digest) {
-                continue;
-            }
-            let blob = blobs.join(&digest);
-            if let Ok((actual, size)) = hash_file(what, &blob) {
-                if actual == digest {
-                    log::debug!("{what}: {url} found in the cache");
-                    return Ok(Fetched {
-                        path: blob,
-                        sha256: digest,
-                        size,
-                        origin: url.into(),
-                        cached: true,
-                    });
-                }
-            }
+        if let Some(hit) = self.cached(what, url, sha256) {
+            return Ok(hit);
         }
-
-        log::info!("{what}: downloading {url}");
+        let limits = self
+            .limits
+            .clone()
+            .map_err(|message| SourceError::Settings {
+                what: what.into(),
+                url: url.into(),
+                message,
+            })?;
+        let blobs = self.cache.join("blobs");
         fs::create_dir_all(&blobs).map_err(|source| SourceError::Cache {
             path: blobs.clone(),
             source,
         })?;
-        let (mut reader, length) = http_get(url).map_err(|message| SourceError::Download {
-            what: what.into(),
-            url: url.into(),
-            message,
-        })?;
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&blobs).map_err(|source| SourceError::Cache {
-                path: blobs.clone(),
-                source,
-            })?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(SourceError::Download {
-                        what: what.into(),
-                        url: url.into(),
-                        message: e.to_string(),
-                    })
-                }
-            };
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n])
-                .map_err(|source| SourceError::Cache {
-                    path: blobs.clone(),
-                    source,
-                })?;
-            size += n as u64;
-            bar.inc(n as u64);
+        remove_stale_temps(&blobs);
+        log::info!("{what}: downloading {url}");
+        let mut result = self.download_once(what, url, &blobs, &limits);
+        if let Err(Fail::Net(e)) = &result {
+            if e.transient {
+                log::warn!(
+                    "{what}: {url}: {}; trying again in {} s",
+                    e.message,
+                    limits.retry_delay.as_secs_f64()
+                );
+                std::thread::sleep(limits.retry_delay);
+                result = self
+                    .download_once(what, url, &blobs, &limits)
+                    .map_err(|f| match f {
+                        Fail::Net(e) => Fail::Net(NetError {
+                            message: format!("{} (tried twice)", e.message),
+                            ..e
+                        }),
+                        other => other,
+                    });
+            }
         }
-        bar.finish();
-        let digest = hex::encode(hasher.finalize());
+        let (tmp, digest, size) = result.map_err(|f| match f {
+            Fail::Net(e) => SourceError::Download {
+                what: what.into(),
+                url: url.into(),
+                message: e.message,
+            },
+            Fail::Cache(e) => e,
+        })?;
         verify(what, url, sha256, &digest)?;
         let blob = blobs.join(&digest);
         tmp.persist(&blob).map_err(|e| SourceError::Cache {
             path: blob.clone(),
             source: e.error,
         })?;
-        write_atomic(&index, digest.as_bytes())?;
+        write_atomic(&self.url_index(url), digest.as_bytes())?;
         Ok(Fetched {
             path: blob,
             sha256: digest,
@@ -291,6 +311,84 @@ impl Fetcher {
             origin: url.into(),
             cached: false,
         })
+    }
+
+    /// One GET into a temporary file in `blobs` (removed when the result is dropped unused).
+    fn download_once(
+        &self,
+        what: &str,
+        url: &str,
+        blobs: &Path,
+        limits: &NetLimits,
+    ) -> Result<(tempfile::TempPath, String, u64), Fail> {
+        let (mut reader, length) = net::get(url, limits).map_err(Fail::Net)?;
+        let cache_err = |source| {
+            Fail::Cache(SourceError::Cache {
+                path: blobs.to_path_buf(),
+                source,
+            })
+        };
+        let mut tmp = temp_in(blobs).map_err(cache_err)?;
+        let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
+        let copied = copy_hashed(&mut reader, tmp.as_file_mut(), limits.max_bytes, |n| {
+            bar.inc(n)
+        });
+        bar.finish();
+        let (digest, size) = copied.map_err(|e| match e {
+            CopyError::Read(e) => Fail::Net(net::body_error(e, limits)),
+            CopyError::Write(e) => cache_err(e),
+            CopyError::TooBig => Fail::Net(NetError::permanent(format!(
+                "the body is larger than the download cap of {}",
+                limits.cap_text()
+            ))),
+        })?;
+        tmp.as_file().sync_all().map_err(cache_err)?;
+        Ok((tmp.into_temp_path(), hex::encode(digest), size))
+    }
+}
+
+/// Largest release description read from the GitHub API.
+const RELEASE_JSON_MAX: u64 = 4 << 20;
+
+/// The download URL of the `kestrel` asset in a GitHub release description.
+fn release_asset(body: &str, version: &str) -> Result<String, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("bad answer: {e}"))?;
+    let tag = json["tag_name"].as_str().unwrap_or(version).to_string();
+    let url = json["assets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"].as_str() == Some(AGENT_ASSET))
+        .and_then(|a| a["browser_download_url"].as_str())
+        .ok_or_else(|| format!("release {tag} has no asset named `{AGENT_ASSET}`"))?
+        .to_string();
+    log::info!("kestrel agent: release {tag} is {url}");
+    Ok(url)
+}
+
+/// Why one download attempt failed.
+enum Fail {
+    Net(NetError),
+    Cache(SourceError),
+}
+
+fn is_remote(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// The path a non-HTTP location names: `file:///abs` and `file://localhost/abs` (RFC 8089) are
+/// absolute, `file://rel` and a plain path are relative (to the config's directory).
+fn local_path(location: &str) -> PathBuf {
+    match location.strip_prefix("file://") {
+        Some(rest) => {
+            let rest = match rest.strip_prefix("localhost") {
+                Some(abs) if abs.starts_with('/') => abs,
+                _ => rest,
+            };
+            percent_decode(rest)
+        }
+        None => PathBuf::from(location),
     }
 }
 
@@ -331,21 +429,82 @@ pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> 
 
 /// sha256 and length of everything `r` yields.
 pub fn sha256_reader(r: &mut impl Read) -> io::Result<([u8; 32], u64)> {
+    copy_hashed(r, &mut io::sink(), u64::MAX, |_| {}).map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => e,
+        CopyError::TooBig => unreachable!("no length exceeds u64::MAX"),
+    })
+}
+
+/// Why [`copy_hashed`] stopped.
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+    /// More than the cap was offered.
+    TooBig,
+}
+
+/// Copies `r` to `w`, hashing what passes and telling `progress` each chunk's length; stops
+/// when more than `cap` bytes come.
+fn copy_hashed(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    cap: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<([u8; 32], u64), CopyError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        match r.read(&mut buf) {
+        let n = match r.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                size += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        size += n as u64;
+        if size > cap {
+            return Err(CopyError::TooBig);
         }
+        hasher.update(&buf[..n]);
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        progress(n as u64);
     }
     Ok((hasher.finalize().into(), size))
+}
+
+/// Prefix of our temporary files in the cache: `.dl-<pid>-<random>.tmp`.
+const TEMP_PREFIX: &str = ".dl-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A temporary file in `dir` named after this process, removed when dropped.
+fn temp_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+}
+
+/// Removes temporary files of ours in `dir` whose process is gone (a build killed while
+/// downloading). Others' files and those of running builds are left alone.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(list) = fs::read_dir(dir) else { return };
+    for e in list.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX))
+            .and_then(|rest| rest.split_once('-')?.0.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            log::debug!(
+                "cache: removing {}, left by a build that stopped",
+                name.to_string_lossy()
+            );
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
@@ -355,26 +514,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(cache_err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cache_err)?;
+    let mut tmp = temp_in(dir).map_err(cache_err)?;
     tmp.write_all(bytes).map_err(cache_err)?;
     tmp.persist(path).map_err(|e| cache_err(e.error))?;
     Ok(())
-}
-
-/// GET with sane timeouts; the body as a reader, or the reason in one line.
-/// A GET's body and its length when the server said it.
-type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
-
-fn http_get(url: &str) -> Result<Body, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_recv_body(Some(Duration::from_secs(300)))
-        .user_agent(concat!("fledge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let length = resp.body().content_length();
-    Ok((Box::new(resp.into_body().into_reader()), length))
 }
 
 /// Decodes `%XX` escapes in a `file://` path.
@@ -403,6 +546,7 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
 
     /// Serves `body` at `/busybox` on loopback; counts requests.
     fn serve(body: &'static [u8]) -> (String, Arc<AtomicUsize>) {
@@ -463,13 +607,13 @@ mod tests {
         let latest = AgentSource::Release {
             version: "latest".into(),
         };
-        let a = f.agent(&latest).unwrap();
+        let a = f.agent(&latest, Path::new("/")).unwrap();
         assert_eq!(fs::read(&a.path).unwrap(), b"the agent");
         assert_eq!(hits.load(Ordering::SeqCst), 2);
 
         // Offline: the API is gone, the last answer and the cached blob still serve.
         f.github_api = "http://127.0.0.1:1".into();
-        let b = f.agent(&latest).unwrap();
+        let b = f.agent(&latest, Path::new("/")).unwrap();
         assert!(b.cached);
         assert_eq!(b.sha256, a.sha256);
 
@@ -482,9 +626,12 @@ mod tests {
         });
         f.github_api = base;
         let msg = f
-            .agent(&AgentSource::Release {
-                version: "v9".into(),
-            })
+            .agent(
+                &AgentSource::Release {
+                    version: "v9".into(),
+                },
+                Path::new("/"),
+            )
             .unwrap_err()
             .to_string();
         assert!(msg.contains("v9") && msg.contains("`kestrel`"), "{msg}");
@@ -564,15 +711,282 @@ mod tests {
         let mut f = Fetcher::new(cache.path().into());
         f.github_api = "http://127.0.0.1:1".into();
         let msg = f
-            .agent(&AgentSource::Release {
-                version: "latest".into(),
-            })
+            .agent(
+                &AgentSource::Release {
+                    version: "latest".into(),
+                },
+                Path::new("/"),
+            )
             .unwrap_err()
             .to_string();
         assert!(
             msg.contains("\"local\"") && msg.contains("\"http\""),
             "{msg}"
         );
+    }
+
+    /// A fetcher with short limits, so the slow servers below fail fast.
+    fn quick(cache: &Path) -> Fetcher {
+        let mut f = Fetcher::new(cache.into());
+        f.limits = Ok(NetLimits {
+            connect: Duration::from_millis(500),
+            header: Duration::from_millis(400),
+            idle: Duration::from_millis(300),
+            total: Duration::from_secs(5),
+            max_bytes: 1 << 20,
+            retry_delay: Duration::from_millis(50),
+        });
+        f
+    }
+
+    /// Accepts connections and hands each to `serve` on its own thread; returns the URL.
+    fn server(serve: fn(std::net::TcpStream)) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/busybox", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                h.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || serve(s));
+            }
+        });
+        (url, hits)
+    }
+
+    fn read_request(s: &mut std::net::TcpStream) {
+        let _ = s.read(&mut [0u8; 4096]);
+    }
+
+    fn temps_left(cache: &Path) -> Vec<String> {
+        fs::read_dir(cache.join("blobs"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Each hostile server: the error names what timed out or the cap, says how to go offline,
+    /// comes fast, and leaves nothing in the cache.
+    #[test]
+    fn hostile_servers_fail_fast_with_the_limit_named() {
+        fn silent(mut s: std::net::TcpStream) {
+            read_request(&mut s);
+            std::thread::sleep(Duration::from_secs(30));
+        }
+        fn stalls(mut s: std::net::TcpStream) {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial");
+            std::thread::sleep(Duration::from_secs(30));
+        }
+        fn endless(mut s: std::net::TcpStream) {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = [b'x'; 65536];
+            while s.write_all(&chunk).is_ok() {}
+        }
+        fn trickles(mut s: std::net::TcpStream) {
+            read_request(&mut s);
+            for b in b"HTTP/1.1 200 OK\r\nX-Slow: 1111111111111111111111" {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        fn huge(mut s: std::net::TcpStream) {
+            read_request(&mut s);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\nxx");
+            std::thread::sleep(Duration::from_secs(30));
+        }
+        type Serve = fn(std::net::TcpStream);
+        let cases: [(&str, Serve, &[&str], usize); 5] = [
+            (
+                "never answers",
+                silent,
+                &[
+                    "timed out",
+                    "FLEDGE_HTTP_",
+                    "waiting for the response",
+                    "tried twice",
+                ],
+                2,
+            ),
+            (
+                "stalls mid-body",
+                stalls,
+                &[
+                    "timed out",
+                    "0.3 s",
+                    "reading the body",
+                    "FLEDGE_HTTP_IDLE_TIMEOUT",
+                    "tried twice",
+                ],
+                2,
+            ),
+            (
+                "trickles headers",
+                trickles,
+                &[
+                    "no complete response headers within 0.4 s (FLEDGE_HTTP_HEADER_TIMEOUT)",
+                    "tried twice",
+                ],
+                2,
+            ),
+            (
+                "endless body",
+                endless,
+                &["larger than the download cap of 1 MiB (FLEDGE_HTTP_MAX_MIB)"],
+                1,
+            ),
+            (
+                "announces 10 GB",
+                huge,
+                &["announces 10000000000 bytes", "cap of 1 MiB"],
+                1,
+            ),
+        ];
+        for (name, serve, want, tries) in cases {
+            let cache = tempfile::tempdir().unwrap();
+            let (url, hits) = server(serve);
+            let t = std::time::Instant::now();
+            let msg = quick(cache.path())
+                .fetch("busybox", &url, None, Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                t.elapsed() < Duration::from_secs(4),
+                "{name}: took {:?}",
+                t.elapsed()
+            );
+            for w in want
+                .iter()
+                .chain(&["file://", "source_strategy = \"local\""])
+            {
+                assert!(msg.contains(w), "{name}: no {w:?} in: {msg}");
+            }
+            assert_eq!(hits.load(Ordering::SeqCst), tries, "{name}: attempts");
+            assert_eq!(temps_left(cache.path()), Vec::<String>::new(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_is_tried_once_more() {
+        fn flaky(mut s: std::net::TcpStream) {
+            static CALLS: AtomicUsize = AtomicUsize::new(0);
+            read_request(&mut s);
+            let answer: &[u8] = if CALLS.fetch_add(1, Ordering::SeqCst) == 0 {
+                b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            };
+            let _ = s.write_all(answer);
+        }
+        let cache = tempfile::tempdir().unwrap();
+        let (url, hits) = server(flaky);
+        let got = quick(cache.path())
+            .fetch("busybox", &url, None, Path::new("/"))
+            .unwrap();
+        assert_eq!(fs::read(&got.path).unwrap(), b"ok");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // A 404 is not worth a second try.
+        let (base, hits) = serve_routes(|_| Vec::new());
+        let msg = quick(cache.path())
+            .fetch("busybox", &format!("{base}/nope"), None, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("HTTP 404") && !msg.contains("tried twice"),
+            "{msg}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn temp_files_of_stopped_builds_are_removed_and_live_ones_kept() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = cache.path().join("blobs");
+        fs::create_dir_all(&blobs).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = format!("{TEMP_PREFIX}{dead}-abc{TEMP_SUFFIX}");
+        let live = format!("{TEMP_PREFIX}{}-def{TEMP_SUFFIX}", std::process::id());
+        for n in [&stale, &live, &"unrelated".to_string()] {
+            fs::write(blobs.join(n), b"partial").unwrap();
+        }
+        let (url, _) = serve(b"bytes");
+        quick(cache.path())
+            .fetch("busybox", &url, None, Path::new("/"))
+            .unwrap();
+        let left = temps_left(cache.path());
+        assert!(!left.contains(&stale), "{left:?}");
+        assert!(
+            left.contains(&live) && left.contains(&"unrelated".to_string()),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_limit_variable_fails_only_a_download() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("bb"), b"abc").unwrap();
+        let mut f = Fetcher::new(dir.path().join("cache"));
+        f.limits = Err("FLEDGE_HTTP_IDLE_TIMEOUT=\"x\" is not a positive number".into());
+        assert!(f.fetch("busybox", "bb", None, dir.path()).is_ok());
+        let msg = f
+            .fetch("busybox", "http://127.0.0.1:1/bb", None, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("FLEDGE_HTTP_IDLE_TIMEOUT=\"x\""), "{msg}");
+    }
+
+    #[test]
+    fn file_urls_follow_rfc_8089() {
+        let dir = tempfile::tempdir().unwrap();
+        let abs = dir.path().join("bb");
+        fs::write(&abs, b"abc").unwrap();
+        let f = Fetcher::new(dir.path().join("cache"));
+        for url in [
+            format!("file://localhost{}", abs.display()),
+            format!("file://{}", abs.display()),
+        ] {
+            let got = f.fetch("busybox", &url, None, Path::new("/elsewhere"));
+            assert_eq!(got.map(|g| g.path).ok(), Some(abs.clone()), "{url}");
+        }
+        assert_eq!(local_path("file://localhost/a"), Path::new("/a"));
+        assert_eq!(
+            local_path("file://localhostfile"),
+            Path::new("localhostfile")
+        );
+        assert_eq!(local_path("file://rel/x"), Path::new("rel/x"));
+    }
+
+    #[test]
+    fn agent_checksums_apply_to_local_files_and_file_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("kestrel"), b"agent").unwrap();
+        let f = Fetcher::new(dir.path().join("cache"));
+        let wrong = Some("0".repeat(64));
+        let local = AgentSource::Local {
+            path: dir.path().join("kestrel"),
+            sha256: wrong.clone(),
+        };
+        let msg = f.agent(&local, dir.path()).unwrap_err().to_string();
+        assert!(
+            msg.contains("sha256 mismatch") && msg.contains(&digest(b"agent")),
+            "{msg}"
+        );
+        let http = |sha256| AgentSource::Http {
+            url: "file://kestrel".into(),
+            sha256,
+        };
+        assert!(f.agent(&http(wrong), dir.path()).is_err());
+        let ok = f.agent(&http(Some(digest(b"agent"))), dir.path()).unwrap();
+        assert_eq!(ok.path, dir.path().join("kestrel"));
     }
 
     #[test]

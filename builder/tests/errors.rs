@@ -47,7 +47,7 @@ const CASES: &[(&str, &str, &str)] = &[
     (
         "unreachable URL",
         "version = \"1\"\nstrategy = \"initramfs\"\n[source]\nbusybox_url = \"http://127.0.0.1:1/x\"\nAGENT",
-        "busybox: cannot download http://127.0.0.1:1/x: io: Connection refused (os error 111); check the URL and the network, or point the config at a local file",
+        "busybox: cannot download http://127.0.0.1:1/x: Connection refused (os error 111) (tried twice); check the URL and the network; to build offline, use a local copy: a path or file:// URL for busybox, [agent] source_strategy = \"local\" (or a file:// url) for the agent",
     ),
     (
         "unreadable busybox (a directory)",

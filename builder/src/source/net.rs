@@ -1,0 +1,223 @@
+//! HTTP GETs with bounds: how long connecting, the response headers, each read and the whole
+//! body may take, and how many bytes a body may have. Every limit has a default and an
+//! environment variable; a failure names the limit that was hit and its variable, and says
+//! whether trying again may help.
+
+use std::io::Read;
+use std::time::Duration;
+
+/// Bounds of one download; [`NetLimits::from_env`] reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetLimits {
+    /// Connecting, TLS included (`FLEDGE_HTTP_CONNECT_TIMEOUT`, seconds, default 15).
+    pub connect: Duration,
+    /// From the request to the complete response headers (`FLEDGE_HTTP_HEADER_TIMEOUT`,
+    /// default 30).
+    pub header: Duration,
+    /// Longest wait for any next bytes (`FLEDGE_HTTP_IDLE_TIMEOUT`, default 30).
+    pub idle: Duration,
+    /// The whole body (`FLEDGE_HTTP_TOTAL_TIMEOUT`, default 1800).
+    pub total: Duration,
+    /// Largest body accepted, bytes (`FLEDGE_HTTP_MAX_MIB`, MiB, default 512).
+    pub max_bytes: u64,
+    /// Pause before the one retry of a transient failure.
+    pub retry_delay: Duration,
+}
+
+pub const CONNECT_VAR: &str = "FLEDGE_HTTP_CONNECT_TIMEOUT";
+pub const HEADER_VAR: &str = "FLEDGE_HTTP_HEADER_TIMEOUT";
+pub const IDLE_VAR: &str = "FLEDGE_HTTP_IDLE_TIMEOUT";
+pub const TOTAL_VAR: &str = "FLEDGE_HTTP_TOTAL_TIMEOUT";
+pub const MAX_VAR: &str = "FLEDGE_HTTP_MAX_MIB";
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        NetLimits {
+            connect: Duration::from_secs(15),
+            header: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(1800),
+            max_bytes: 512 << 20,
+            retry_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl NetLimits {
+    /// The defaults, with each variable that is set taking its place; a value that is not a
+    /// positive number is an error naming the variable.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut l = NetLimits::default();
+        let number = |var: &str| -> Result<Option<f64>, String> {
+            let Some(v) = get(var) else { return Ok(None) };
+            match v.trim().parse::<f64>() {
+                Ok(n) if n > 0.0 && n.is_finite() && n < 1e9 => Ok(Some(n)),
+                _ => Err(format!(
+                    "{var}={v:?} is not a positive number; unset it for the default"
+                )),
+            }
+        };
+        for (var, slot) in [
+            (CONNECT_VAR, &mut l.connect),
+            (HEADER_VAR, &mut l.header),
+            (IDLE_VAR, &mut l.idle),
+            (TOTAL_VAR, &mut l.total),
+        ] {
+            if let Some(s) = number(var)? {
+                *slot = Duration::from_secs_f64(s);
+            }
+        }
+        if let Some(mib) = number(MAX_VAR)? {
+            l.max_bytes = (mib * (1u64 << 20) as f64) as u64;
+        }
+        Ok(l)
+    }
+
+    /// The size cap for messages: `512 MiB (FLEDGE_HTTP_MAX_MIB)`.
+    pub fn cap_text(&self) -> String {
+        format!("{} ({MAX_VAR})", mib(self.max_bytes))
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    let m = bytes as f64 / (1u64 << 20) as f64;
+    if m >= 1.0 && m.fract() == 0.0 {
+        format!("{m} MiB")
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Why a GET failed, in words that end a sentence, and whether one more try may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl NetError {
+    pub fn permanent(message: String) -> Self {
+        NetError {
+            message,
+            transient: false,
+        }
+    }
+}
+
+/// A GET's body and its length when the server said it.
+pub type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
+
+/// Sends a GET and waits for the response headers; a body announced as larger than the cap
+/// is refused before any of it is read.
+pub fn get(url: &str, limits: &NetLimits) -> Result<Body, NetError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(limits.connect))
+        .timeout_send_request(Some(limits.header))
+        .timeout_recv_response(Some(limits.header))
+        .timeout_per_read(Some(limits.idle))
+        .timeout_recv_body(Some(limits.total))
+        .user_agent(concat!("fledge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| describe(e, limits, "waiting for the response"))?;
+    let length = resp.body().content_length();
+    if let Some(n) = length.filter(|n| *n > limits.max_bytes) {
+        return Err(NetError::permanent(format!(
+            "the server announces {n} bytes, over the download cap of {}",
+            limits.cap_text()
+        )));
+    }
+    Ok((Box::new(resp.into_body().into_reader()), length))
+}
+
+/// Describes an error of reading the body (`e` from the body reader).
+pub fn body_error(e: std::io::Error, limits: &NetLimits) -> NetError {
+    describe(ureq::Error::from(e), limits, "reading the body")
+}
+
+/// Says what went wrong, naming the limit and its variable for a timeout.
+fn describe(e: ureq::Error, l: &NetLimits, phase: &str) -> NetError {
+    use ureq::Timeout as T;
+    let secs = |d: Duration| format!("{} s", d.as_secs_f64());
+    let (message, transient) = match e {
+        ureq::Error::Timeout(t) => {
+            let what = match t {
+                T::Connect | T::Resolve => format!(
+                    "connecting took longer than {} ({CONNECT_VAR})",
+                    secs(l.connect)
+                ),
+                T::PerRead => format!(
+                    "the server sent nothing for {} while {phase} (idle timeout, {IDLE_VAR})",
+                    secs(l.idle)
+                ),
+                T::SendRequest | T::RecvResponse => format!(
+                    "no complete response headers within {} ({HEADER_VAR})",
+                    secs(l.header)
+                ),
+                T::RecvBody | T::Global | T::PerCall => format!(
+                    "the body took longer than {} in all ({TOTAL_VAR})",
+                    secs(l.total)
+                ),
+                other => format!("timed out ({other})"),
+            };
+            (format!("timed out: {what}"), true)
+        }
+        ureq::Error::StatusCode(code) => (
+            format!("the server answered HTTP {code}"),
+            code >= 500 || code == 408 || code == 429,
+        ),
+        ureq::Error::ConnectionFailed => ("cannot connect".to_string(), true),
+        ureq::Error::Io(io) => {
+            use std::io::ErrorKind as K;
+            let transient = matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::UnexpectedEof
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::Interrupted
+            );
+            let message = if io.kind() == K::ConnectionRefused {
+                io.to_string()
+            } else {
+                format!("{io} while {phase}")
+            };
+            (message, transient)
+        }
+        other => (other.to_string(), false),
+    };
+    NetError { message, transient }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_come_from_the_environment_and_bad_values_name_the_variable() {
+        let l = NetLimits::from_lookup(|k| match k {
+            IDLE_VAR => Some("0.5".into()),
+            MAX_VAR => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(l.idle, Duration::from_millis(500));
+        assert_eq!(l.max_bytes, 2 << 20);
+        assert_eq!(l.connect, NetLimits::default().connect);
+        assert_eq!(l.cap_text(), "2 MiB (FLEDGE_HTTP_MAX_MIB)");
+        for bad in ["0", "-1", "soon", "inf"] {
+            let e = NetLimits::from_lookup(|k| (k == CONNECT_VAR).then(|| bad.to_string()))
+                .unwrap_err();
+            assert!(e.contains(CONNECT_VAR) && e.contains(bad), "{bad}: {e}");
+        }
+    }
+}
