@@ -49,10 +49,54 @@ pub enum Command {
 pub struct NewArgs {
     /// Init mode of the new project.
     #[arg(long, value_enum, default_value = "default")]
-    pub mode: scaffold::Mode,
+    pub mode: ModeArg,
     /// Directory to create the project in (created if missing; existing files are never
     /// overwritten).
     pub dir: PathBuf,
+}
+
+/// `--mode` of `fledge new` ([`scaffold::Mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// fledge-init as PID 1 starting the kestrel agent (downloaded from Volant's latest release).
+    Default,
+    /// fledge-init as PID 1 handing over to your own init script.
+    Custom,
+    /// Your own program is /init; fledge adds only busybox.
+    None,
+}
+
+impl From<ModeArg> for scaffold::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Default => scaffold::Mode::Default,
+            ModeArg::Custom => scaffold::Mode::Custom,
+            ModeArg::None => scaffold::Mode::None,
+        }
+    }
+}
+
+/// `--compression` ([`Compression`]).
+// The variants carry no doc comments on purpose: clap would turn them into per-value help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    Xz,
+    Lz4,
+    None,
+}
+
+impl From<CompressionArg> for Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Xz => Compression::Xz,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::None => Compression::None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -76,7 +120,7 @@ pub struct BuildArgs {
     pub output: PathBuf,
     /// Compression [default: [build] compression in the config, else gzip].
     #[arg(long, value_enum, value_name = "KIND")]
-    pub compression: Option<Compression>,
+    pub compression: Option<CompressionArg>,
     /// Compression level [default: the format's best fit for initramfs].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub level: Option<i32>,
@@ -148,6 +192,9 @@ pub fn main() -> i32 {
     log::set_logger(&StderrLogger).expect("the logger is set once");
     log::set_max_level(level);
     progress::allow(!cli.quiet);
+    if let Err(e) = crate::output::clean_up_on_signals() {
+        log::debug!("cannot watch for signals: {e}");
+    }
     let result = match cli.command {
         Command::Build(a) => build(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a, cli.quiet),
@@ -181,7 +228,7 @@ fn request(config: PathBuf, manifest: Option<PathBuf>, output: PathBuf) -> Reque
 
 fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     let mut req = request(a.config, a.manifest, a.output);
-    req.compression = a.compression;
+    req.compression = a.compression.map(Compression::from);
     req.level = a.level;
     req.threads = a.threads;
     req.url = a.url;
@@ -191,7 +238,7 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         req.cache_dir = d;
     }
     if a.dry_run {
-        let prepared = pipeline::prepare(&req)?;
+        let prepared = pipeline::prepare(&req, pipeline::Fetching::Download)?;
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(preview::format_plan(&prepared.plan).as_bytes());
         if !quiet {
@@ -216,14 +263,12 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
             r.compression.name()
         );
         let _ = writeln!(out, "sha256 {}", r.sha256);
-        if let Some(m) = &r.manifest {
-            let note = if r.manifest_defaulted {
-                " (defaults: add a manifest.toml beside fledge.toml to set name, resources and workload)"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "manifest {}{note}", m.display());
-        }
+        let note = if r.manifest_defaulted {
+            " (defaults: add a manifest.toml beside fledge.toml to set name, resources and workload)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "manifest {}{note}", r.manifest.display());
     }
     Ok(())
 }
@@ -270,7 +315,7 @@ fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
 }
 
 fn new(a: NewArgs, quiet: bool) -> Result<()> {
-    let written = scaffold::create(&a.dir, a.mode)?;
+    let written = scaffold::create(&a.dir, a.mode.into())?;
     if !quiet {
         for p in &written {
             println!("created {}", p.display());
@@ -297,11 +342,11 @@ fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
     }
     let config = a.config.unwrap_or(default_config);
     let req = request(config, a.manifest, PathBuf::from("plugin.cpio.gz"));
-    let (config, manifest) = pipeline::validate(&req)?;
+    let prepared = pipeline::prepare(&req, pipeline::Fetching::Offline)?;
     if !quiet {
-        println!("{}: valid", config.path.display());
-        match manifest {
-            Some((p, t)) if t.origin().is_some() => println!("{}: valid", p.display()),
+        println!("{}: valid", prepared.config.path.display());
+        match &prepared.manifest {
+            (p, t) if t.origin().is_some() => println!("{}: valid", p.display()),
             _ => println!("no manifest.toml: a build writes a default manifest"),
         }
     }

@@ -228,8 +228,7 @@ fn read_entries<R: BufRead>(
 }
 
 fn compression_name<S: serde::Serializer>(c: &Compression, s: S) -> Result<S::Ok, S::Error> {
-    let v = clap::ValueEnum::to_possible_value(c).expect("every compression has a name");
-    s.serialize_str(v.get_name())
+    s.serialize_str(c.name())
 }
 
 /// Hardlinked files carry their body once (on the last member); every member is that file, so

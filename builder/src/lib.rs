@@ -19,6 +19,7 @@ pub mod error;
 pub mod inspect;
 pub mod manifest;
 pub mod normalise;
+pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod preview;

@@ -6,7 +6,6 @@
 //! and renamed into place only when both are complete and valid.
 
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -15,6 +14,7 @@ use crate::archive::Entry;
 use crate::compress::{self, Compression};
 use crate::config::{self, AgentSource, Config, CustomInit, InitMode};
 use crate::manifest;
+use crate::output::Pending;
 use crate::plan::{self, Plan};
 use crate::source::{Fetched, Fetcher};
 use crate::Error;
@@ -75,11 +75,21 @@ pub struct Report {
     pub size: u64,
     /// sha256 of the artifact, hex.
     pub sha256: String,
-    pub manifest: Option<PathBuf>,
+    pub manifest: PathBuf,
     /// The manifest was made from defaults: there was no `manifest.toml`.
     pub manifest_defaulted: bool,
     pub entries: usize,
     pub compression: Compression,
+}
+
+/// Whether [`prepare`] downloads what the config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetching {
+    /// Fetch every input (`build`, `--dry-run`).
+    Download,
+    /// Read local inputs only; a download stands in as an empty file (`validate`). Identical
+    /// files are not looked for, so no file is read twice.
+    Offline,
 }
 
 /// Everything decided before bytes are written: used by `build`, `--dry-run` and `validate`.
@@ -87,13 +97,14 @@ pub struct Prepared {
     pub config: Config,
     /// Compression settings, checked.
     pub options: compress::Options,
-    pub manifest: Option<(PathBuf, manifest::Template)>,
+    /// The manifest template and where it was looked for.
+    pub manifest: (PathBuf, manifest::Template),
     pub plan: Plan,
     pub entries: Vec<Entry>,
 }
 
 /// Reads the config and manifest template; reports their warnings.
-pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Template)>), Error> {
+fn load(req: &Request) -> Result<(Config, (PathBuf, manifest::Template)), Error> {
     let config = config::load(&req.config)?;
     for w in &config.warnings {
         log::warn!("{w}");
@@ -106,31 +117,19 @@ pub fn load(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Templat
     };
     let template =
         manifest::load_or_default(&path, explicit, &manifest::default_name(&req.output))?;
-    let manifest = Some((path, template));
-    Ok((config, manifest))
+    Ok((config, (path, template)))
 }
 
-/// Loads everything, fetches the inputs and lays out the image, writing nothing.
-pub fn prepare(req: &Request) -> Result<Prepared, Error> {
+/// Everything a build checks and decides before writing: the config and manifest template,
+/// every host file (local busybox and agent are hashed against their digests), the
+/// compression settings and the layout. `validate`, `--dry-run` and `build` all start here;
+/// `fetching` says whether downloads happen.
+pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     let (config, manifest) = load(req)?;
     plan::check_sources(&config)?;
-    let options = settings(req, &config, manifest.as_ref().map(|(_, t)| t))?;
-    let fetcher = Fetcher::new(req.cache_dir.clone());
-    let busybox = fetcher.fetch(
-        "busybox",
-        &config.busybox.location,
-        config.busybox.sha256.as_deref(),
-        &config.base_dir,
-    )?;
-    log_fetched("busybox", &busybox);
-    let agent: Option<Fetched> = match &config.init {
-        InitMode::Default { agent } => {
-            let a = fetcher.agent(agent, &config.base_dir)?;
-            log_fetched("kestrel agent", &a);
-            Some(a)
-        }
-        _ => None,
-    };
+    let options = settings(req, &config, &manifest.1)?;
+    let mtime = epoch(req)?;
+    let (busybox, agent) = fetch_inputs(req, &config, fetching)?;
     let plan = plan::plan(&plan::Inputs {
         config: &config,
         busybox: &busybox,
@@ -144,7 +143,8 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
         log::debug!("{n}");
     }
     crate::preview::log_placed(&plan);
-    let entries = crate::normalise::normalise(&plan, epoch(req)?, req.dedup)?;
+    let dedup = req.dedup && fetching == Fetching::Download;
+    let entries = crate::normalise::normalise(&plan, mtime, dedup)?;
     Ok(Prepared {
         config,
         options,
@@ -154,48 +154,48 @@ pub fn prepare(req: &Request) -> Result<Prepared, Error> {
     })
 }
 
-/// Everything a build checks before writing, without downloading anything: the config and
-/// manifest template, every host file (local busybox and agent are hashed against their
-/// digests), the compression settings and the layout itself.
-pub fn validate(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Template)>), Error> {
-    let (config, manifest) = load(req)?;
-    plan::check_sources(&config)?;
-    settings(req, &config, manifest.as_ref().map(|(_, t)| t))?;
-    epoch(req)?;
+/// busybox and (in default mode) the agent, fetched or, offline, read when local.
+fn fetch_inputs(
+    req: &Request,
+    config: &Config,
+    fetching: Fetching,
+) -> Result<(Fetched, Option<Fetched>), Error> {
     let fetcher = Fetcher::new(req.cache_dir.clone());
-    // A download stands in as an empty file: its bytes do not change the layout.
-    let remote = |what: &str, location: &str| Fetched {
+    // Offline, a download stands in as an empty file: its bytes do not change the layout.
+    let stand_in = |what: &str, location: &str| Fetched {
         path: PathBuf::from(location),
         sha256: String::new(),
         size: 0,
         origin: what.to_string(),
         cached: false,
     };
+    let offline = fetching == Fetching::Offline;
     let is_remote = |l: &str| l.starts_with("http://") || l.starts_with("https://");
-    let busybox = if is_remote(&config.busybox.location) {
-        remote("busybox", &config.busybox.location)
+    let busybox = if offline && is_remote(&config.busybox.location) {
+        stand_in("busybox", &config.busybox.location)
     } else {
-        fetcher.fetch(
+        let b = fetcher.fetch(
             "busybox",
             &config.busybox.location,
             config.busybox.sha256.as_deref(),
             &config.base_dir,
-        )?
+        )?;
+        log_fetched("busybox", &b);
+        b
     };
     let agent = match &config.init {
         InitMode::Default {
             agent: a @ AgentSource::Local { .. },
-        } => Some(fetcher.agent(a, &config.base_dir)?),
-        InitMode::Default { .. } => Some(remote("kestrel agent", "agent")),
+        } if offline => Some(fetcher.agent(a, &config.base_dir)?),
+        InitMode::Default { .. } if offline => Some(stand_in("kestrel agent", "agent")),
+        InitMode::Default { agent } => {
+            let a = fetcher.agent(agent, &config.base_dir)?;
+            log_fetched("kestrel agent", &a);
+            Some(a)
+        }
         _ => None,
     };
-    plan::plan(&plan::Inputs {
-        config: &config,
-        busybox: &busybox,
-        agent: agent.as_ref(),
-        init: crate::embedded::INIT_X86_64,
-    })?;
-    Ok((config, manifest))
+    Ok((busybox, agent))
 }
 
 /// The compression settings of this build, checked, and the command-line values that only
@@ -203,7 +203,7 @@ pub fn validate(req: &Request) -> Result<(Config, Option<(PathBuf, manifest::Tem
 fn settings(
     req: &Request,
     config: &Config,
-    template: Option<&manifest::Template>,
+    template: &manifest::Template,
 ) -> Result<compress::Options, Error> {
     let compression = req.compression.or(config.compression).unwrap_or_default();
     let level = req.level.or(config.compression_level);
@@ -220,19 +220,17 @@ fn settings(
             }
         }
     }
-    if let Some(t) = template {
-        let artifact = std::path::absolute(&req.output).unwrap_or_else(|_| req.output.clone());
-        if manifest::manifest_path(&artifact, t.name()) == artifact {
-            return Err(Error::Request {
-                what: "-o/--output",
-                problem: format!(
-                    "is {}, where the manifest of \"{}\" goes: give the image another name, e.g. {}.cpio.gz",
-                    req.output.display(),
-                    t.name(),
-                    t.name()
-                ),
-            });
-        }
+    let artifact = std::path::absolute(&req.output).unwrap_or_else(|_| req.output.clone());
+    if manifest::manifest_path(&artifact, template.name()) == artifact {
+        return Err(Error::Request {
+            what: "-o/--output",
+            problem: format!(
+                "is {}, where the manifest of \"{}\" goes: give the image another name, e.g. {}.cpio.gz",
+                req.output.display(),
+                template.name(),
+                template.name()
+            ),
+        });
     }
     Ok(compress::Options {
         compression,
@@ -279,27 +277,39 @@ pub fn epoch(req: &Request) -> Result<u32, Error> {
 
 /// Builds the image (and its manifest) as `req` says.
 pub fn build(req: &Request) -> Result<Report, Error> {
-    let prepared = prepare(req)?;
-    let opts = &prepared.options;
-    let compression = opts.compression;
-
+    let prepared = prepare(req, Fetching::Download)?;
     let out = &req.output;
     let out_err = |source| Error::Output {
         path: out.clone(),
         source,
     };
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    let artifact = std::path::absolute(out).map_err(out_err)?;
+    let (image, sha256, size) = write_image(&prepared, out)?;
+    // The manifest is rendered (so validated) and written before either file takes its place;
+    // then both are renamed together.
+    let manifest = render_manifest(req, &prepared, &artifact, &sha256)?;
+    let manifest_path = manifest.path().to_path_buf();
+    crate::output::commit(vec![image, manifest])
+        .map_err(|(path, source)| Error::Output { path, source })?;
+    Ok(Report {
+        manifest_defaulted: prepared.manifest.1.origin().is_none(),
+        artifact,
+        size,
+        sha256,
+        manifest: manifest_path,
+        entries: prepared.entries.len(),
+        compression: prepared.options.compression,
+    })
+}
+
+/// Compresses the entries into a pending file at `out`; returns it, its sha256 and size.
+fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64), Error> {
+    let out_err = |source| Error::Output {
+        path: out.to_path_buf(),
+        source,
     };
-    std::fs::create_dir_all(&dir).map_err(out_err)?;
-    let tmp = temp_beside(out).map_err(out_err)?;
-    let mut w = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, tmp),
-        hasher: Sha256::new(),
-        len: 0,
-    };
-    let kind = compression.name();
+    let mut pending = Pending::create(out).map_err(out_err)?;
+    let kind = prepared.options.compression.name();
     let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
     if !bar.is_drawn() {
         log::info!(
@@ -308,102 +318,59 @@ pub fn build(req: &Request) -> Result<Report, Error> {
             out.display()
         );
     }
-    compress::write_image(
-        &prepared.entries,
-        opts,
-        &mut crate::progress::Counting {
+    let (sha256, len) = {
+        let mut w = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, pending.file()),
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        let mut counting = crate::progress::Counting {
             inner: &mut w,
             bar: &bar,
-        },
-    )?;
+        };
+        compress::write_image(&prepared.entries, &prepared.options, &mut counting)?;
+        w.inner.flush().map_err(out_err)?;
+        (hex::encode(w.hasher.finalize_reset()), w.len)
+    };
     bar.finish();
-    let sha256 = hex::encode(w.hasher.finalize());
-    let size = w.len;
-    let tmp = w.inner.into_inner().map_err(|e| out_err(e.into_error()))?;
-    tmp.as_file().sync_all().map_err(out_err)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(out_err)?;
-
-    // The manifest is rendered (so validated) and written to its own temporary file before
-    // the artifact takes its place; then both are renamed, artifact first.
-    let artifact = std::path::absolute(out).map_err(out_err)?;
-    let pending = match &prepared.manifest {
-        Some((_, template)) => {
-            let program = match &prepared.config.init {
-                InitMode::Default { .. } => None,
-                InitMode::Custom {
-                    init: CustomInit::InImage(path),
-                } => Some(path.as_str()),
-                InitMode::Custom {
-                    init: CustomInit::Host(_),
-                } => Some(fledge_abi::paths::CUSTOM_INIT),
-                InitMode::None => Some(fledge_abi::paths::INIT),
-            };
-            let facts = manifest::BuildFacts {
-                artifact: &artifact,
-                sha256: &sha256,
-                url: req.url.as_deref(),
-                base_url: req.base_url.as_deref(),
-                program,
-            };
-            let json = manifest::render(template, &facts)?;
-            let path = manifest::manifest_path(&artifact, template.name());
-            let m_err = |source| Error::Output {
-                path: path.clone(),
-                source,
-            };
-            let text = serde_json::to_string_pretty(&json).expect("JSON values serialise") + "\n";
-            let mut mtmp = temp_beside(&path).map_err(m_err)?;
-            mtmp.write_all(text.as_bytes()).map_err(m_err)?;
-            mtmp.as_file().sync_all().map_err(m_err)?;
-            mtmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(m_err)?;
-            Some((mtmp, path))
-        }
-        None => None,
-    };
-    tmp.persist(out).map_err(|e| out_err(e.error))?;
-    let manifest = match pending {
-        Some((mtmp, path)) => {
-            mtmp.persist(&path).map_err(|e| Error::Output {
-                path: path.clone(),
-                source: e.error,
-            })?;
-            Some(path)
-        }
-        None => None,
-    };
-    let manifest_defaulted = prepared
-        .manifest
-        .as_ref()
-        .is_some_and(|(_, t)| t.origin().is_none());
-    Ok(Report {
-        manifest_defaulted,
-        artifact,
-        size,
-        sha256,
-        manifest,
-        entries: prepared.entries.len(),
-        compression,
-    })
+    Ok((pending, sha256, len))
 }
 
-/// A temporary file in the directory of `path`, removed unless persisted.
-fn temp_beside(path: &Path) -> io::Result<tempfile::NamedTempFile> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+/// Renders the manifest for the artifact into a pending file beside it.
+fn render_manifest(
+    req: &Request,
+    prepared: &Prepared,
+    artifact: &Path,
+    sha256: &str,
+) -> Result<Pending, Error> {
+    let template = &prepared.manifest.1;
+    let program = match &prepared.config.init {
+        InitMode::Default { .. } => None,
+        InitMode::Custom {
+            init: CustomInit::InImage(path),
+        } => Some(path.as_str()),
+        InitMode::Custom {
+            init: CustomInit::Host(_),
+        } => Some(fledge_abi::paths::CUSTOM_INIT),
+        InitMode::None => Some(fledge_abi::paths::INIT),
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
+    let facts = manifest::BuildFacts {
+        artifact,
+        sha256,
+        url: req.url.as_deref(),
+        base_url: req.base_url.as_deref(),
+        program,
+    };
+    let json = manifest::render(template, &facts)?;
+    let path = manifest::manifest_path(artifact, template.name());
+    let m_err = |source| Error::Output {
+        path: path.clone(),
+        source,
+    };
+    let text = serde_json::to_string_pretty(&json).expect("JSON values serialise") + "\n";
+    let mut pending = Pending::create(&path).map_err(m_err)?;
+    pending.file().write_all(text.as_bytes()).map_err(m_err)?;
+    Ok(pending)
 }
 
 /// Hashes and counts what passes through.

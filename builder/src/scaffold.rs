@@ -5,8 +5,9 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::output::{self, Pending};
 
 /// First line of every generated fledge.toml: points editors (taplo, Even Better TOML) to the
 /// schema.
@@ -14,7 +15,7 @@ pub const SCHEMA_LINE: &str =
     "#:schema https://raw.githubusercontent.com/volantvm/volant/main/docs/schemas/fledge-toml-v1.json";
 
 /// Which init the new project uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// fledge-init as PID 1 starting the kestrel agent (downloaded from Volant's latest release).
     Default,
@@ -147,22 +148,22 @@ pub fn create(dir: &Path, mode: Mode) -> Result<Vec<PathBuf>, ScaffoldError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let mut written = Vec::new();
+    let mut pending = Vec::new();
     for (f, text, bits) in files {
         let path = dir.join(f);
         let w = |source| ScaffoldError::Write {
             path: path.clone(),
             source,
         };
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .and_then(|mut file| io::Write::write_all(&mut file, text.as_bytes()))
-            .map_err(w)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(bits)).map_err(w)?;
-        written.push(path);
+        let mut p = Pending::create(&path).map_err(w)?;
+        io::Write::write_all(p.file(), text.as_bytes()).map_err(w)?;
+        pending.push(p.with_mode(bits).without_replacing());
     }
+    let written = pending.iter().map(|p| p.path().to_path_buf()).collect();
+    output::commit(pending).map_err(|(path, source)| match source.kind() {
+        io::ErrorKind::AlreadyExists => ScaffoldError::Exists { path },
+        _ => ScaffoldError::Write { path, source },
+    })?;
     Ok(written)
 }
 

@@ -36,8 +36,7 @@ pub use decode::{decoder, detect};
 /// (libdeflate, the default; every kernel has it), zstd (kernel 5.9+, `CONFIG_RD_ZSTD`), xz with
 /// CRC-32 checks (`CONFIG_RD_XZ`), lz4 in the legacy format (`CONFIG_RD_LZ4`), or none (plain
 /// newc).
-// The variants carry no doc comments on purpose: clap would turn them into per-value help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
@@ -49,6 +48,22 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every compression, in the order the command line lists them.
+    pub const ALL: [Compression; 5] = [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Xz,
+        Compression::Lz4,
+        Compression::None,
+    ];
+
+    /// The compression called `name` (any case), as the command line and the config spell it.
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
     /// Lowercase name, as on the command line.
     pub fn name(self) -> &'static str {
         match self {

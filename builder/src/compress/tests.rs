@@ -388,14 +388,13 @@ fn a_bad_level_is_rejected_before_any_output() {
 
 #[test]
 fn names_match_the_command_line_and_config_spelling() {
-    use clap::ValueEnum;
     #[derive(serde::Deserialize)]
     struct Cfg {
         c: Compression,
     }
     for c in ALL {
-        let parsed = Compression::from_str(c.name(), false).expect("clap knows the name");
-        assert_eq!(parsed, c, "clap: {}", c.name());
+        let parsed = Compression::from_name(c.name()).expect("the name is known");
+        assert_eq!(parsed, c, "from_name: {}", c.name());
         let cfg: Cfg = toml::from_str(&format!("c = \"{}\"", c.name())).expect("serde knows it");
         assert_eq!(cfg.c, c, "serde: {}", c.name());
     }

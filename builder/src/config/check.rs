@@ -1,0 +1,524 @@
+//! The meaning of each table of `fledge.toml`: one short check per table, each taking the raw
+//! shape and returning decided values or a [`ConfigError`] naming the file, line and key.
+
+use std::path::Path;
+
+use toml::Spanned;
+
+use super::raw::{Ctx, Extra, RawAgent, RawBuild, RawConfig, RawInit, RawSource};
+use super::{
+    parse_sha256, AgentSource, ConfigError, CustomInit, Fetch, InitMode, Location, Mapping,
+    DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
+};
+use crate::compress::Compression;
+
+/// A `[mappings]` entry as written: key, destination, line.
+pub(super) struct RawMapping {
+    key: String,
+    dest: String,
+    line: Option<usize>,
+}
+
+/// The top level: `version`, `strategy` and the ignored `[filesystem]`.
+pub(super) fn header(
+    cx: &Ctx,
+    raw: &RawConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    match &raw.version {
+        None => return Err(cx.invalid(None, "version", "is missing: add `version = \"1\"`")),
+        Some(v) if v.get_ref() != "1" => {
+            return Err(cx.invalid(
+                Some(v.span()),
+                "version",
+                format!("is \"{}\" but only \"1\" is supported", v.get_ref()),
+            ));
+        }
+        Some(_) => {}
+    }
+    match &raw.strategy {
+        None => {
+            return Err(cx.invalid(
+                None,
+                "strategy",
+                "is missing: add `strategy = \"initramfs\"`",
+            ));
+        }
+        Some(s) if s.get_ref() == "oci_rootfs" => {
+            return Err(cx.invalid(
+                Some(s.span()),
+                "strategy",
+                "is \"oci_rootfs\", which this fledge does not build: it builds \
+                 `strategy = \"initramfs\"` images only",
+            ));
+        }
+        Some(s) if s.get_ref() != "initramfs" => {
+            return Err(cx.invalid(
+                Some(s.span()),
+                "strategy",
+                format!("is \"{}\": use \"initramfs\"", s.get_ref()),
+            ));
+        }
+        Some(_) => {}
+    }
+    if raw.filesystem.is_some() {
+        warnings.push(format!(
+            "{}: `[filesystem]` applies to oci_rootfs builds and is ignored",
+            cx.at(None)
+        ));
+    }
+    Ok(())
+}
+
+/// The `[mappings]` entries, including ones TOML scoped into another table by mistake.
+pub(super) fn gather_mappings(
+    cx: &Ctx,
+    raw: &mut RawConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<RawMapping>, ConfigError> {
+    let mut found: Vec<RawMapping> = raw
+        .mappings
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, v)| RawMapping {
+            key,
+            line: Some(cx.line(v.span())),
+            dest: v.into_inner(),
+        })
+        .collect();
+    if let Some(init) = raw.init.as_mut() {
+        adopt(cx, "init", &mut init.get_mut().extra, warnings, &mut found)?;
+    }
+    if let Some(agent) = raw.agent.as_mut() {
+        adopt(
+            cx,
+            "agent",
+            &mut agent.get_mut().extra,
+            warnings,
+            &mut found,
+        )?;
+    }
+    if let Some(source) = raw.source.as_mut() {
+        adopt(cx, "source", &mut source.extra, warnings, &mut found)?;
+    }
+    if let Some(build) = raw.build.as_mut() {
+        adopt(cx, "build", &mut build.extra, warnings, &mut found)?;
+    }
+    Ok(found)
+}
+
+/// `mappings = { ... }` written after `[table]`: used as [mappings], with a warning.
+fn adopt(
+    cx: &Ctx,
+    table: &str,
+    extra: &mut Extra,
+    warnings: &mut Vec<String>,
+    found: &mut Vec<RawMapping>,
+) -> Result<(), ConfigError> {
+    let Some(v) = extra.remove("mappings") else {
+        return Ok(());
+    };
+    let line = cx.key_line("mappings");
+    let at = Location {
+        file: cx.file.to_path_buf(),
+        line,
+    };
+    let toml::Value::Table(t) = v else {
+        return Err(ConfigError::Invalid {
+            at,
+            key: format!("{table}.mappings"),
+            problem: "must be a table of \"host source\" = \"/image/destination\"".into(),
+        });
+    };
+    warnings.push(format!(
+        "{at}: `mappings = {{ ... }}` written after `[{table}]` belongs to [{table}] in \
+         TOML; it is used as [mappings], but move it above the first [table] header or \
+         write a [mappings] table"
+    ));
+    for (key, v) in t {
+        let toml::Value::String(dest) = v else {
+            return Err(ConfigError::Invalid {
+                at,
+                key: format!("mappings.\"{key}\""),
+                problem: "must be a string destination path".into(),
+            });
+        };
+        found.push(RawMapping { key, dest, line });
+    }
+    Ok(())
+}
+
+/// `[init]` and `[agent]`: the init mode and whether to supervise.
+pub(super) fn init(
+    cx: &Ctx,
+    init: Option<Spanned<RawInit>>,
+    agent: Option<Spanned<RawAgent>>,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(InitMode, bool), ConfigError> {
+    let (init_span, init) = match init {
+        Some(i) => (Some(i.span()), Some(i.into_inner())),
+        None => (None, None),
+    };
+    let none = init.as_ref().and_then(|i| i.none.clone());
+    let path = init.as_ref().and_then(|i| i.path.clone());
+    let supervise = init.as_ref().and_then(|i| i.supervise.clone());
+    if let Some(i) = &init {
+        cx.unknown_keys("init", &i.extra, warnings);
+    }
+    let mode_none = none.as_ref().is_some_and(|n| *n.get_ref());
+    if mode_none && path.is_some() {
+        return Err(cx.invalid(
+            init_span,
+            "init",
+            "sets both `path` and `none = true`: keep `path` for a custom init that \
+             fledge-init starts, or `none = true` for your own /init",
+        ));
+    }
+    if let Some(s) = &supervise {
+        if mode_none && *s.get_ref() {
+            return Err(cx.invalid(
+                Some(s.span()),
+                "init.supervise",
+                "needs fledge-init, which `none = true` leaves out: remove one of them",
+            ));
+        }
+    }
+    let custom = path.map(|p| custom_init(cx, p, base_dir)).transpose()?;
+    let mode = match (agent, mode_none, custom) {
+        (Some(a), true, _) | (Some(a), false, Some(_)) => {
+            let which = if mode_none {
+                "`none = true`"
+            } else {
+                "`init.path` (custom init)"
+            };
+            return Err(cx.invalid(
+                Some(a.span()),
+                "agent",
+                format!(
+                    "is not allowed with {which}: the kestrel agent runs only in default \
+                     mode; remove [agent], or remove [init] to use the agent"
+                ),
+            ));
+        }
+        (_, true, _) => InitMode::None,
+        (None, false, Some(init)) => InitMode::Custom { init },
+        (Some(a), false, None) => InitMode::Default {
+            agent: agent_source(cx, a, base_dir, warnings)?,
+        },
+        (None, false, None) => InitMode::Default {
+            agent: AgentSource::Release {
+                version: "latest".into(),
+            },
+        },
+    };
+    Ok((mode, supervise.is_some_and(|s| s.into_inner())))
+}
+
+/// `init.path`: an in-image path (absolute) or a host file (relative to the config).
+fn custom_init(cx: &Ctx, p: Spanned<String>, base_dir: &Path) -> Result<CustomInit, ConfigError> {
+    let bad = |problem: String| Err(cx.invalid(Some(p.span()), "init.path", problem));
+    let path = p.get_ref();
+    if path.chars().any(char::is_control) {
+        return bad(format!("is {path:?}, which contains a control character"));
+    }
+    if path.trim().is_empty() {
+        return bad(
+            "is empty: name your init (\"./my-init\" on this machine, or an absolute \
+             path inside the image)"
+                .into(),
+        );
+    }
+    if path == "/init" {
+        return bad(
+            "is /init, where fledge-init goes: to run your own program as /init use \
+             `none = true` and a mapping to /init"
+                .into(),
+        );
+    }
+    if !path.starts_with('/') {
+        return Ok(CustomInit::Host(base_dir.join(path)));
+    }
+    if path.contains("..") {
+        return bad("must not contain `..`: write the absolute image path it means".into());
+    }
+    Ok(CustomInit::InImage(path.clone()))
+}
+
+/// `[source]`: busybox and extra applets; the container keys are refused.
+pub(super) fn source(
+    cx: &Ctx,
+    src: Option<RawSource>,
+    warnings: &mut Vec<String>,
+) -> Result<(Fetch, Vec<String>), ConfigError> {
+    let default = Fetch {
+        location: DEFAULT_BUSYBOX_URL.to_string(),
+        sha256: Some(DEFAULT_BUSYBOX_SHA256.to_string()),
+    };
+    let Some(src) = src else {
+        return Ok((default, Vec::new()));
+    };
+    for (key, v) in [
+        ("source.dockerfile", &src.dockerfile),
+        ("source.image", &src.image),
+    ] {
+        if let Some(v) = v {
+            return Err(cx.invalid(
+                Some(v.span()),
+                key,
+                "needs a container engine, which this fledge does not use: build your \
+                 files on the host and add them with [mappings]",
+            ));
+        }
+    }
+    let known_elsewhere = ["context", "target", "build_args"];
+    let extra: Extra = src
+        .extra
+        .into_iter()
+        .filter(|(k, _)| !known_elsewhere.contains(&k.as_str()))
+        .collect();
+    cx.unknown_keys("source", &extra, warnings);
+    let sha = digest(cx, src.busybox_sha256, "source.busybox_sha256", warnings)?;
+    let busybox = match src.busybox_url {
+        Some(u) if u.get_ref().trim().is_empty() => {
+            return Err(cx.invalid(
+                Some(u.span()),
+                "source.busybox_url",
+                "is empty: remove it to use the default busybox, or give a URL or path",
+            ));
+        }
+        Some(u) => {
+            check_location(cx, &u, "source.busybox_url")?;
+            let default_sha =
+                (u.get_ref() == DEFAULT_BUSYBOX_URL).then(|| DEFAULT_BUSYBOX_SHA256.to_string());
+            Fetch {
+                location: u.into_inner(),
+                sha256: sha.or(default_sha),
+            }
+        }
+        None => Fetch {
+            sha256: sha.or(default.sha256),
+            ..default
+        },
+    };
+    Ok((busybox, applets(cx, src.busybox_applets)?))
+}
+
+/// `source.busybox_applets`: plain applet names.
+fn applets(cx: &Ctx, a: Option<Spanned<Vec<String>>>) -> Result<Vec<String>, ConfigError> {
+    let Some(a) = a else { return Ok(Vec::new()) };
+    for name in a.get_ref() {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(cx.invalid(
+                Some(a.span()),
+                "source.busybox_applets",
+                format!("has \"{name}\", which is not an applet name"),
+            ));
+        }
+    }
+    Ok(a.into_inner())
+}
+
+/// `[build]`: compression and level.
+pub(super) fn build(
+    cx: &Ctx,
+    b: Option<RawBuild>,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<Compression>, Option<i32>), ConfigError> {
+    let Some(b) = b else { return Ok((None, None)) };
+    cx.unknown_keys("build", &b.extra, warnings);
+    let compression = match &b.compression {
+        Some(c) => Some(Compression::from_name(c.get_ref()).ok_or_else(|| {
+            cx.invalid(
+                Some(c.span()),
+                "build.compression",
+                format!(
+                    "is \"{}\": use one of gzip, zstd, xz, lz4, none",
+                    c.get_ref()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    // Checked here when the config names both; a --compression given on the command line is
+    // checked with this level before the build starts.
+    if let (Some(c), Some(l)) = (compression, &b.compression_level) {
+        crate::compress::check_level(c, Some(*l.get_ref())).map_err(|e| {
+            cx.invalid(
+                Some(l.span()),
+                "build.compression_level",
+                format!("does not fit: {e}"),
+            )
+        })?;
+    }
+    Ok((compression, b.compression_level.map(Spanned::into_inner)))
+}
+
+/// Every mapping: a source key and an absolute, clean destination.
+pub(super) fn mappings(
+    cx: &Ctx,
+    found: Vec<RawMapping>,
+    base_dir: &Path,
+) -> Result<Vec<Mapping>, ConfigError> {
+    found
+        .into_iter()
+        .map(|m| mapping(cx, m, base_dir))
+        .collect()
+}
+
+fn mapping(cx: &Ctx, m: RawMapping, base_dir: &Path) -> Result<Mapping, ConfigError> {
+    let RawMapping { key, dest, line } = m;
+    let name = format!("mappings.\"{key}\"");
+    let bad = |key: &str, problem: String| ConfigError::Invalid {
+        at: Location {
+            file: cx.file.to_path_buf(),
+            line,
+        },
+        key: key.to_string(),
+        problem,
+    };
+    if key.trim().is_empty() {
+        return Err(bad("mappings", "has an empty source path".into()));
+    }
+    if dest.trim().is_empty() {
+        return Err(bad(&name, "has an empty destination".into()));
+    }
+    if !dest.starts_with('/') {
+        return Err(bad(
+            &name,
+            format!("has destination \"{dest}\", which must be absolute: write \"/{dest}\""),
+        ));
+    }
+    if dest.chars().any(char::is_control) {
+        return Err(bad(
+            &name,
+            format!("has destination {dest:?}, which contains a control character"),
+        ));
+    }
+    if dest.contains("..") {
+        return Err(bad(
+            &name,
+            format!("has destination \"{dest}\", which must not contain `..`: write the absolute image path it means"),
+        ));
+    }
+    Ok(Mapping {
+        source: base_dir.join(&key),
+        key,
+        dest,
+        line,
+    })
+}
+
+/// An optional digest: empty means none; a `<placeholder>` (as the documentation's examples
+/// have) means none with a warning; anything else must be a sha256.
+fn digest(
+    cx: &Ctx,
+    v: Option<Spanned<String>>,
+    key: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    let text = v.get_ref().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.starts_with('<') && text.ends_with('>') {
+        warnings.push(format!(
+            "{}: `{key}` is the placeholder {text}, so the download is not verified: put the real digest there",
+            cx.at(Some(v.span()))
+        ));
+        return Ok(None);
+    }
+    parse_sha256(text)
+        .map(Some)
+        .ok_or_else(|| cx.invalid(Some(v.span()), key, SHA_HELP))
+}
+
+const SHA_HELP: &str = "must be a sha256 digest: 64 hex digits, optionally prefixed `sha256:`";
+
+fn check_location(cx: &Ctx, v: &Spanned<String>, key: &str) -> Result<(), ConfigError> {
+    let s = v.get_ref();
+    if let Some((scheme, _)) = s.split_once("://") {
+        if !matches!(scheme, "http" | "https" | "file") {
+            return Err(cx.invalid(
+                Some(v.span()),
+                key,
+                format!("uses `{scheme}://`: use http://, https://, file:// or a local path"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn agent_source(
+    cx: &Ctx,
+    a: Spanned<RawAgent>,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<AgentSource, ConfigError> {
+    let span = a.span();
+    let a = a.into_inner();
+    cx.unknown_keys("agent", &a.extra, warnings);
+    let Some(strategy) = a.source_strategy else {
+        return Err(cx.invalid(
+            Some(span),
+            "agent.source_strategy",
+            "is missing: use \"release\", \"local\" or \"http\"",
+        ));
+    };
+    let need = |v: Option<Spanned<String>>, key: &str, example: &str| match v {
+        Some(v) if !v.get_ref().trim().is_empty() => Ok(v),
+        Some(v) => Err(cx.invalid(Some(v.span()), key, format!("is empty: {example}"))),
+        None => Err(cx.invalid(
+            Some(strategy.span()),
+            key,
+            format!(
+                "is required with source_strategy = \"{}\": {example}",
+                strategy.get_ref()
+            ),
+        )),
+    };
+    match strategy.get_ref().as_str() {
+        "release" => {
+            let v = need(
+                a.version,
+                "agent.version",
+                "add `version = \"latest\"` or a tag",
+            )?;
+            Ok(AgentSource::Release {
+                version: v.into_inner(),
+            })
+        }
+        "local" => {
+            let p = need(a.path, "agent.path", "add `path = \"./kestrel\"`")?;
+            Ok(AgentSource::Local {
+                path: base_dir.join(p.get_ref()),
+                sha256: digest(cx, a.checksum, "agent.checksum", warnings)?,
+            })
+        }
+        "http" => {
+            let u = need(a.url, "agent.url", "add `url = \"https://.../kestrel\"`")?;
+            if !["http://", "https://", "file://"]
+                .iter()
+                .any(|s| u.get_ref().starts_with(s))
+            {
+                return Err(cx.invalid(
+                    Some(u.span()),
+                    "agent.url",
+                    "must start with http://, https:// or file:// (or use source_strategy = \"local\")",
+                ));
+            }
+            let sha256 = digest(cx, a.checksum, "agent.checksum", warnings)?;
+            Ok(AgentSource::Http {
+                url: u.into_inner(),
+                sha256,
+            })
+        }
+        other => Err(cx.invalid(
+            Some(strategy.span()),
+            "agent.source_strategy",
+            format!("is \"{other}\": use \"release\", \"local\" or \"http\""),
+        )),
+    }
+}

@@ -1,0 +1,195 @@
+//! `fledge.toml`: parsing, defaults and validation.
+//!
+//! This module owns the meaning of a config file. [`load`] reads it, [`Config::from_str`] turns it
+//! into a [`Config`] whose fields are all decided (defaults applied, paths resolved against the
+//! directory holding the file), or fails with a [`ConfigError`] naming the file, the line and the
+//! key. Every file written for the original Go fledge means the same thing here; keys this
+//! version does not know are reported as warnings, never as errors.
+
+mod check;
+mod raw;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::compress::Compression;
+use raw::{Ctx, RawConfig};
+
+/// busybox used when `[source] busybox_url` is not given: the musl 1.35.0 x86_64 build.
+pub const DEFAULT_BUSYBOX_URL: &str =
+    "https://busybox.net/downloads/binaries/1.35.0-x86_64-linux-musl/busybox";
+/// sha256 of [`DEFAULT_BUSYBOX_URL`].
+pub const DEFAULT_BUSYBOX_SHA256: &str =
+    "6e123e7f3202a8c1e9b1f94d8941580a25135382b99e8d3e34fb858bba311348";
+
+/// Where in a config file something is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}", self.file.display()),
+            None => write!(f, "{}", self.file.display()),
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{at}: invalid TOML: {message}")]
+    Syntax { at: Location, message: String },
+    #[error("{at}: `{key}` {problem}")]
+    Invalid {
+        at: Location,
+        key: String,
+        problem: String,
+    },
+}
+
+/// How `/init` is provided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitMode {
+    /// `fledge-init` mounts the basics and hands off to the kestrel agent.
+    Default { agent: AgentSource },
+    /// `fledge-init` mounts the basics and hands off to the user's init.
+    Custom { init: CustomInit },
+    /// The user's own `/init` (from a mapping) is PID 1; no `fledge-init`.
+    None,
+}
+
+/// The user's init in custom mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomInit {
+    /// `init.path` is absolute: an in-image path that a mapping (or busybox) provides.
+    InImage(String),
+    /// `init.path` is relative: a host file the builder installs at
+    /// [`fledge_abi::paths::CUSTOM_INIT`].
+    Host(PathBuf),
+}
+
+/// Where the kestrel agent comes from (`[agent]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSource {
+    /// A GitHub release of volantvm/volant: `latest` or a tag.
+    Release { version: String },
+    /// A file on this machine (resolved against the config's directory), optionally checked
+    /// against a sha256 (hex).
+    Local {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+    /// A download (`http(s)://` or `file://`), optionally checked against a sha256 (hex).
+    Http { url: String, sha256: Option<String> },
+}
+
+/// A file to fetch: URL or path, and its expected digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// `http(s)://`, `file://` or a local path (relative to the config's directory).
+    pub location: String,
+    /// Expected sha256, lowercase hex.
+    pub sha256: Option<String>,
+}
+
+/// One `[mappings]` entry: host source -> absolute image destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The key as written (for messages).
+    pub key: String,
+    /// The source resolved against the config's directory.
+    pub source: PathBuf,
+    /// Absolute destination in the image.
+    pub dest: String,
+    /// Line of the entry in the config, when known.
+    pub line: Option<usize>,
+}
+
+/// A validated `fledge.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from.
+    pub path: PathBuf,
+    /// Directory relative paths are resolved against.
+    pub base_dir: PathBuf,
+    pub init: InitMode,
+    /// Bake `fledge.supervise=1` into the image (`[init] supervise`).
+    pub supervise: bool,
+    pub busybox: Fetch,
+    /// Applet symlinks in `/bin` beyond [`crate::plan::BASE_APPLETS`] (`[source] busybox_applets`).
+    pub extra_applets: Vec<String>,
+    pub mappings: Vec<Mapping>,
+    /// `[build] compression`, when set.
+    pub compression: Option<Compression>,
+    /// `[build] compression_level`, when set.
+    pub compression_level: Option<i32>,
+    /// Things worth telling the user that do not stop the build.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates the config at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Config::from_str(&text, path)
+}
+
+impl Config {
+    /// Parses and validates config text; `file` is used for messages and relative paths.
+    pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let cx = Ctx { file, text };
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(ConfigError::Syntax {
+                at: cx.at(e.span()),
+                message: e.message().trim_end().to_string(),
+            });
+        }
+        // Valid TOML that does not fit: a value of the wrong type. Name its key.
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| cx.wrong_type(&e))?;
+        let base_dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut warnings = Vec::new();
+        check::header(&cx, &raw, &mut warnings)?;
+        let found = check::gather_mappings(&cx, &mut raw, &mut warnings)?;
+        let (init, supervise) = check::init(&cx, raw.init, raw.agent, &base_dir, &mut warnings)?;
+        let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
+        let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
+        let mappings = check::mappings(&cx, found, &base_dir)?;
+        cx.unknown_keys("", &raw.extra, &mut warnings);
+        Ok(Config {
+            path: file.to_path_buf(),
+            base_dir,
+            init,
+            supervise,
+            busybox,
+            extra_applets,
+            mappings,
+            compression,
+            compression_level,
+            warnings,
+        })
+    }
+}
+/// Accepts `sha256:<hex>` or bare hex; returns lowercase hex.
+pub fn parse_sha256(s: &str) -> Option<String> {
+    let hex = s.trim().strip_prefix("sha256:").unwrap_or(s.trim());
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests;

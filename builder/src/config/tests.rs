@@ -1,0 +1,232 @@
+//! `fledge.toml`: defaults, every rule and its message.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str(text, Path::new("/p/fledge.toml"))
+}
+
+fn err(text: &str) -> String {
+    parse(text)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+const HEAD: &str = "version = \"1\"\nstrategy = \"initramfs\"\n";
+
+#[test]
+fn defaults_for_minimal_file() {
+    let c = parse(HEAD).unwrap();
+    assert_eq!(
+        c.init,
+        InitMode::Default {
+            agent: AgentSource::Release {
+                version: "latest".into()
+            }
+        }
+    );
+    assert_eq!(c.busybox.location, DEFAULT_BUSYBOX_URL);
+    assert_eq!(c.busybox.sha256.as_deref(), Some(DEFAULT_BUSYBOX_SHA256));
+    assert!(!c.supervise);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn seed_examples_are_accepted() {
+    let default = format!(
+        "{HEAD}[agent]\nsource_strategy = \"release\"\nversion = \"latest\"\n[source]\n\
+         busybox_url = \"https://busybox.net/x/busybox\"\nbusybox_sha256 = \"\"\n\
+         [mappings]\n\"./myapp\" = \"/usr/bin/myapp\"\n"
+    );
+    let c = parse(&default).unwrap();
+    assert_eq!(c.mappings.len(), 1);
+    assert_eq!(c.mappings[0].source, Path::new("/p/./myapp"));
+    assert_eq!(c.busybox.sha256, None);
+
+    let custom = format!(
+        "{HEAD}[init]\npath = \"./my-init\"\n[source]\nbusybox_url = \"https://b/busybox\"\n\
+         [mappings]\n\"./my-init\" = \"/init\"\n\"./myapp\" = \"/usr/bin/myapp\"\n"
+    );
+    let c = parse(&custom).unwrap();
+    assert_eq!(
+        c.init,
+        InitMode::Custom {
+            init: CustomInit::Host("/p/./my-init".into())
+        }
+    );
+
+    let none = format!(
+        "{HEAD}[init]\nnone = true\n[source]\nbusybox_url = \"https://b/busybox\"\n\
+         [mappings]\n\"./my-supervisor\" = \"/init\"\n"
+    );
+    assert_eq!(parse(&none).unwrap().init, InitMode::None);
+}
+
+#[test]
+fn mappings_scoped_into_init_are_honoured_with_a_warning() {
+    let text = format!(
+        "{HEAD}[source]\nbusybox_url = \"https://b/busybox\"\n[init]\npath = \"./init.sh\"\n\n\
+         mappings = {{ \"./init.sh\" = \"/init\" }}\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.mappings.len(), 1);
+    assert_eq!(c.mappings[0].dest, "/init");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("belongs to [init]") && w.contains(":8")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn unknown_keys_warn_but_do_not_fail() {
+    let text = format!("{HEAD}colour = \"blue\"\n[source]\nmirror = \"x\"\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("`colour`") && w.contains(":3")));
+    assert!(c.warnings.iter().any(|w| w.contains("`source.mirror`")));
+}
+
+#[test]
+fn agent_strategies() {
+    let local = format!("{HEAD}[agent]\nsource_strategy = \"local\"\npath = \"bin/kestrel\"\n");
+    assert_eq!(
+        parse(&local).unwrap().init,
+        InitMode::Default {
+            agent: AgentSource::Local {
+                path: "/p/bin/kestrel".into(),
+                sha256: None
+            }
+        }
+    );
+    // A checksum applies to a local agent, and an http strategy may name a file:// URL.
+    let checked = format!("{local}checksum = \"{}\"\n", "cd".repeat(32));
+    assert_eq!(
+        parse(&checked).unwrap().init,
+        InitMode::Default {
+            agent: AgentSource::Local {
+                path: "/p/bin/kestrel".into(),
+                sha256: Some("cd".repeat(32))
+            }
+        }
+    );
+    let file = format!("{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"file:///srv/k\"\n");
+    assert!(matches!(
+        parse(&file).unwrap().init,
+        InitMode::Default { agent: AgentSource::Http { url, .. } } if url == "file:///srv/k"
+    ));
+    let http = format!(
+        "{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"https://x/k\"\nchecksum = \"sha256:{}\"\n",
+        "AB".repeat(32)
+    );
+    assert_eq!(
+        parse(&http).unwrap().init,
+        InitMode::Default {
+            agent: AgentSource::Http {
+                url: "https://x/k".into(),
+                sha256: Some("ab".repeat(32))
+            }
+        }
+    );
+}
+
+#[test]
+fn supervise_and_build_extensions() {
+    let text = format!(
+        "{HEAD}[init]\nsupervise = true\n[build]\ncompression = \"zstd\"\ncompression_level = 5\n"
+    );
+    let c = parse(&text).unwrap();
+    assert!(c.supervise);
+    assert!(
+        matches!(c.init, InitMode::Default { .. }),
+        "supervise alone keeps default mode"
+    );
+    assert_eq!(c.compression, Some(Compression::Zstd));
+    assert_eq!(c.compression_level, Some(5));
+}
+
+/// Each rule: (name, config text, what the message must contain).
+#[test]
+fn every_rule_names_its_key() {
+    let sha = "0".repeat(64);
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("no version", "strategy = \"initramfs\"\n".into(), &["`version`", "missing"]),
+        ("bad version", "version = \"2\"\nstrategy = \"initramfs\"\n".into(), &["fledge.toml:1", "`version`", "\"2\""]),
+        ("no strategy", "version = \"1\"\n".into(), &["`strategy`", "missing"]),
+        ("oci", "version = \"1\"\nstrategy = \"oci_rootfs\"\n".into(), &["fledge.toml:2", "oci_rootfs", "images only"]),
+        ("bad strategy", "version = \"1\"\nstrategy = \"disk\"\n".into(), &["`strategy`", "\"disk\""]),
+        ("none+path", format!("{HEAD}[init]\npath = \"/x\"\nnone = true\n"), &["`init`", "none = true"]),
+        ("empty init path", format!("{HEAD}[init]\npath = \"\"\n"), &["`init.path`", "empty"]),
+        ("init path /init", format!("{HEAD}[init]\npath = \"/init\"\n"), &["`init.path`", "none = true"]),
+        ("agent in custom", format!("{HEAD}[init]\npath = \"./i\"\n[agent]\nsource_strategy = \"local\"\npath = \"k\"\n"), &["`agent`", "custom init"]),
+        ("agent in none", format!("{HEAD}[init]\nnone = true\n[agent]\nsource_strategy = \"local\"\npath = \"k\"\n"), &["`agent`", "none = true"]),
+        ("supervise in none", format!("{HEAD}[init]\nnone = true\nsupervise = true\n"), &["`init.supervise`"]),
+        ("no strategy in agent", format!("{HEAD}[agent]\nversion = \"latest\"\n"), &["`agent.source_strategy`", "missing"]),
+        ("bad agent strategy", format!("{HEAD}[agent]\nsource_strategy = \"git\"\n"), &["`agent.source_strategy`", "\"git\""]),
+        ("release no version", format!("{HEAD}[agent]\nsource_strategy = \"release\"\n"), &["`agent.version`", "required"]),
+        ("local no path", format!("{HEAD}[agent]\nsource_strategy = \"local\"\n"), &["`agent.path`", "required"]),
+        ("http no url", format!("{HEAD}[agent]\nsource_strategy = \"http\"\n"), &["`agent.url`", "required"]),
+        ("http bad url", format!("{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"ftp://x\"\n"), &["`agent.url`", "http://"]),
+        ("bad checksum", format!("{HEAD}[agent]\nsource_strategy = \"http\"\nurl = \"http://x\"\nchecksum = \"md5:1\"\n"), &["`agent.checksum`", "64 hex"]),
+        ("bad busybox sha", format!("{HEAD}[source]\nbusybox_sha256 = \"xyz\"\n"), &["`source.busybox_sha256`"]),
+        ("empty busybox url", format!("{HEAD}[source]\nbusybox_url = \"\"\n"), &["`source.busybox_url`", "empty"]),
+        ("busybox scheme", format!("{HEAD}[source]\nbusybox_url = \"ftp://x/bb\"\nbusybox_sha256 = \"{sha}\"\n"), &["`source.busybox_url`", "ftp://"]),
+        ("dockerfile", format!("{HEAD}[source]\ndockerfile = \"Dockerfile\"\n"), &["`source.dockerfile`", "container engine"]),
+        ("image", format!("{HEAD}[source]\nimage = \"nginx\"\n"), &["`source.image`", "container engine"]),
+        ("relative dest", format!("{HEAD}[mappings]\n\"a\" = \"usr/bin/a\"\n"), &["fledge.toml:4", "mappings.\"a\"", "absolute"]),
+        ("dotdot dest", format!("{HEAD}[mappings]\n\"a\" = \"/usr/../etc/a\"\n"), &["mappings.\"a\"", "`..`"]),
+        ("empty dest", format!("{HEAD}[mappings]\n\"a\" = \"\"\n"), &["mappings.\"a\"", "empty destination"]),
+        ("empty source", format!("{HEAD}[mappings]\n\"\" = \"/a\"\n"), &["`mappings`", "empty source"]),
+        ("bad compression", format!("{HEAD}[build]\ncompression = \"brotli\"\n"), &["`build.compression`", "\"brotli\""]),
+        ("bad applet", format!("{HEAD}[source]\nbusybox_applets = [\"a/b\"]\n"), &["`source.busybox_applets`"]),
+        ("syntax", format!("{HEAD}[mappings\n"), &["fledge.toml:3", "invalid TOML"]),
+        ("wrong type", "version = 1\nstrategy = \"initramfs\"\n".into(), &["fledge.toml:1", "`version`", "wrong type", "quote the value"]),
+        ("wrong bool", format!("{HEAD}[init]\nnone = \"yes\"\n"), &["fledge.toml:4", "`init.none`", "true or false"]),
+        ("dotted host path", format!("{HEAD}[mappings]\napp.bin = \"/init\"\n"), &["`mappings.app.bin`", "quote host paths"]),
+        ("control char", format!("{HEAD}[mappings]\n\"a\" = \"/init\\u0000\"\n"), &["mappings.\"a\"", "control character"]),
+        ("level", format!("{HEAD}[build]\ncompression = \"lz4\"\ncompression_level = 3\n"), &["fledge.toml:5", "`build.compression_level`", "lz4"]),
+    ];
+    for (name, text, needles) in cases {
+        let msg = err(&text);
+        assert!(
+            msg.starts_with("/p/fledge.toml"),
+            "case {name}: message should name the file: {msg}"
+        );
+        for n in needles {
+            assert!(msg.contains(n), "case {name}: {msg:?} should contain {n:?}");
+        }
+    }
+}
+
+#[test]
+fn placeholder_digests_from_the_docs_warn_and_verify_nothing() {
+    let text = format!(
+        "{HEAD}[source]\nbusybox_url = \"https://b/bb\"\nbusybox_sha256 = \"<optional sha256>\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.busybox.sha256, None);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("placeholder") && w.contains("source.busybox_sha256")),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn sha256_forms() {
+    let hex = "a".repeat(64);
+    assert_eq!(parse_sha256(&hex).as_deref(), Some(hex.as_str()));
+    assert_eq!(
+        parse_sha256(&format!("sha256:{}", hex.to_uppercase())).as_deref(),
+        Some(hex.as_str())
+    );
+    assert_eq!(parse_sha256("sha256:abc"), None);
+    assert_eq!(parse_sha256(&"g".repeat(64)), None);
+}

@@ -1,0 +1,271 @@
+//! Every file fledge writes: written to a temporary file beside its final name, synced, and
+//! renamed into place only when complete, so no reader ever sees half a file.
+//!
+//! This module owns the temporary names (`.NAME.XXXXXX.tmp`), their cleanup (on drop, on
+//! SIGINT/SIGTERM/SIGHUP once [`clean_up_on_signals`] runs, and stale ones a killed build left),
+//! and the commit of a group of files (image + manifest) as one step under a lock on their
+//! directory, with the directory synced before success is reported.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rustix::fs::{flock, FlockOperation};
+
+/// Temporary files being written now: removed if a signal ends the process.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Length of the random part tempfile puts in our names.
+const RANDOM_LEN: usize = 6;
+
+/// A file being written; nothing appears at its final name until [`commit`].
+pub struct Pending {
+    tmp: Option<tempfile::NamedTempFile>,
+    path: PathBuf,
+    mode: u32,
+    replace: bool,
+}
+
+impl Pending {
+    /// Starts writing `path` (mode 0644 once committed).
+    pub fn create(path: &Path) -> io::Result<Pending> {
+        let dir = parent(path);
+        fs::create_dir_all(dir)?;
+        remove_stale(path);
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", file_name(path)))
+            .suffix(".tmp")
+            .rand_bytes(RANDOM_LEN)
+            .tempfile_in(dir)?;
+        // Held while the file is written: tells a later build this temporary file is live.
+        flock(tmp.as_file(), FlockOperation::NonBlockingLockExclusive)?;
+        track(tmp.path(), true);
+        Ok(Pending {
+            tmp: Some(tmp),
+            path: path.to_path_buf(),
+            mode: 0o644,
+            replace: true,
+        })
+    }
+
+    /// Permission bits of the committed file (0644 unless set).
+    pub fn with_mode(mut self, mode: u32) -> Pending {
+        self.mode = mode;
+        self
+    }
+
+    /// The commit fails rather than replace a file at the final name.
+    pub fn without_replacing(mut self) -> Pending {
+        self.replace = false;
+        self
+    }
+
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file to write to.
+    pub fn file(&mut self) -> &mut File {
+        self.tmp
+            .as_mut()
+            .expect("present until committed")
+            .as_file_mut()
+    }
+
+    /// Syncs the data and sets the final mode: done before any rename.
+    fn finish(&self) -> io::Result<()> {
+        let f = self
+            .tmp
+            .as_ref()
+            .expect("present until committed")
+            .as_file();
+        f.set_permissions(fs::Permissions::from_mode(self.mode))?;
+        f.sync_all()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tmp {
+            track(t.path(), false);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (one file of a group of one).
+pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut p = Pending::create(path)?;
+    io::Write::write_all(p.file(), bytes)?;
+    commit(vec![p]).map_err(|(_, e)| e)
+}
+
+/// Renames every file into place, in order, under an exclusive lock on the directory of the
+/// first, then syncs the directories: another build committing the same names waits, so a
+/// group (image and manifest) is always one build's. On failure returns the path that failed.
+pub fn commit(files: Vec<Pending>) -> Result<(), (PathBuf, io::Error)> {
+    let Some(first) = files.first() else {
+        return Ok(());
+    };
+    let at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    };
+    for f in &files {
+        f.finish().map_err(at(f.path()))?;
+    }
+    let dir = File::open(parent(first.path())).map_err(at(first.path()))?;
+    flock(&dir, FlockOperation::LockExclusive).map_err(|e| at(first.path())(e.into()))?;
+    let mut dirs = vec![parent(first.path()).to_path_buf()];
+    for mut f in files {
+        let tmp = f.tmp.take().expect("present until committed");
+        track(tmp.path(), false);
+        let done = if f.replace {
+            tmp.persist(&f.path)
+        } else {
+            tmp.persist_noclobber(&f.path)
+        };
+        done.map_err(|e| (f.path.clone(), e.error))?;
+        let d = parent(&f.path).to_path_buf();
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    for d in &dirs {
+        File::open(d).and_then(|f| f.sync_all()).map_err(at(d))?;
+    }
+    Ok(())
+}
+
+/// Removes the temporary files of `path` a killed build left: ours by name, and not locked by
+/// a build still writing them.
+fn remove_stale(path: &Path) {
+    let prefix = format!(".{}.", file_name(path));
+    let Ok(entries) = fs::read_dir(parent(path)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .is_some_and(is_random_part);
+        if !ours || !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(f) = File::open(e.path()) else {
+            continue;
+        };
+        if flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            log::debug!(
+                "removing {}, left by an interrupted build",
+                e.path().display()
+            );
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn is_random_part(s: &str) -> bool {
+    s.len() == RANDOM_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Whether `name` is one of our temporary file names (`.NAME.XXXXXX.tmp`).
+pub fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .and_then(|r| r.rsplit_once('.'))
+        .is_some_and(|(n, random)| !n.is_empty() && is_random_part(random))
+}
+
+fn track(path: &Path, live: bool) {
+    let mut l = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    if live {
+        l.push(path.to_path_buf());
+    } else {
+        l.retain(|p| p != path);
+    }
+}
+
+/// Removes the temporary files being written and exits 128+signal on SIGINT, SIGTERM or
+/// SIGHUP (130, 143, 129). The CLI calls this once.
+pub fn clean_up_on_signals() -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            for p in live.iter() {
+                let _ = fs::remove_file(p);
+            }
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_at_the_name_until_commit_and_no_temp_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.img"), dir.path().join("a.json"));
+        let mut pa = Pending::create(&a).unwrap();
+        let mut pb = Pending::create(&b).unwrap();
+        io::Write::write_all(pa.file(), b"image").unwrap();
+        io::Write::write_all(pb.file(), b"manifest").unwrap();
+        assert!(!a.exists() && !b.exists());
+        commit(vec![pa, pb]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"image");
+        assert_eq!(fs::read(&b).unwrap(), b"manifest");
+        let mode = fs::metadata(&a).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let dropped = Pending::create(&dir.path().join("c")).unwrap();
+        drop(dropped);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn stale_temp_files_go_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x.img");
+        let stale = dir.path().join(".x.img.AbC123.tmp");
+        let foreign = dir.path().join(".x.img.notours.tmp");
+        fs::write(&stale, b"old").unwrap();
+        fs::write(&foreign, b"keep").unwrap();
+        let live = Pending::create(&out).unwrap();
+        assert!(!stale.exists(), "a stale temporary file is removed");
+        assert!(foreign.exists(), "a name not of our pattern is kept");
+        let live_path = live.tmp.as_ref().unwrap().path().to_path_buf();
+        let _second = Pending::create(&out).unwrap();
+        assert!(live_path.exists(), "a locked, live temporary file is kept");
+    }
+
+    #[test]
+    fn temp_names() {
+        assert!(is_temp_name(".plugin.cpio.gz.Ab12Cd.tmp"));
+        assert!(!is_temp_name(".plugin.cpio.gz.tmp"));
+        assert!(!is_temp_name("plugin.Ab12Cd.tmp"));
+        assert!(!is_temp_name(".Ab12Cd.tmp"));
+    }
+}
