@@ -15,11 +15,15 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// File type bits of `st_mode`.
-const S_IFDIR: u32 = 0o040000;
-const S_IFREG: u32 = 0o100000;
-const S_IFLNK: u32 = 0o120000;
-const S_IFCHR: u32 = 0o020000;
+/// File type bits of `st_mode`: the mask and each type newc images hold.
+pub mod file_type {
+    pub const MASK: u32 = 0o170000;
+    pub const DIR: u32 = 0o040000;
+    pub const REG: u32 = 0o100000;
+    pub const LNK: u32 = 0o120000;
+    pub const CHR: u32 = 0o020000;
+    pub const BLK: u32 = 0o060000;
+}
 
 /// Name of the entry that ends an archive.
 pub const TRAILER: &str = "TRAILER!!!";
@@ -75,16 +79,22 @@ pub struct Entry {
     pub mtime: u32,
 }
 
+impl Kind {
+    /// The `st_mode` file type bits of this kind.
+    pub fn type_bits(&self) -> u32 {
+        match self {
+            Kind::Dir => file_type::DIR,
+            Kind::File(_) => file_type::REG,
+            Kind::Symlink(_) => file_type::LNK,
+            Kind::CharDev { .. } => file_type::CHR,
+        }
+    }
+}
+
 impl Entry {
     /// Full `st_mode`: type bits plus permission bits.
     pub fn mode(&self) -> u32 {
-        let ty = match self.kind {
-            Kind::Dir => S_IFDIR,
-            Kind::File(_) => S_IFREG,
-            Kind::Symlink(_) => S_IFLNK,
-            Kind::CharDev { .. } => S_IFCHR,
-        };
-        ty | (self.perm & 0o7777)
+        self.kind.type_bits() | (self.perm & 0o7777)
     }
 
     /// Size of the body as written in the header.
@@ -119,16 +129,18 @@ pub enum ArchiveError {
     Write(#[from] io::Error),
 }
 
+/// Bytes the trailer entry occupies (header, name, padding).
+pub const TRAILER_LEN: u64 = pad4(110 + TRAILER.len() as u64 + 1);
+
 /// Exact size in bytes of the archive [`NewcWriter`] writes for `entries`: every entry, the
 /// trailer and the padding to 512 bytes.
 pub fn archive_len(entries: &[Entry]) -> u64 {
     let body: u64 = entries.iter().map(Entry::encoded_len).sum();
-    let trailer = pad4(110 + TRAILER.len() as u64 + 1);
-    (body + trailer).div_ceil(512) * 512
+    (body + TRAILER_LEN).div_ceil(512) * 512
 }
 
 /// Rounds `n` up to a multiple of 4.
-fn pad4(n: u64) -> u64 {
+const fn pad4(n: u64) -> u64 {
     (n + 3) & !3
 }
 
@@ -143,11 +155,6 @@ pub struct NewcWriter<W: Write> {
 impl<W: Write> NewcWriter<W> {
     pub fn new(out: W) -> Self {
         NewcWriter { out, offset: 0 }
-    }
-
-    /// Bytes written so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// Appends one entry: header, name, body, padding.
@@ -262,5 +269,130 @@ fn write_hex8(dst: &mut [u8], v: u32) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for (i, d) in dst.iter_mut().enumerate() {
         *d = HEX[((v >> (28 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden bytes: every header spelled out field by field (magic, ino, mode, uid, gid, nlink,
+    //! mtime, filesize, devmajor, devminor, rdevmajor, rdevminor, namesize, check).
+    use super::*;
+
+    const MTIME: u32 = 0x6592_0080;
+
+    fn entry(path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            perm,
+            uid: 0,
+            gid: 0,
+            ino,
+            nlink,
+            mtime: MTIME,
+        }
+    }
+
+    fn bytes(kind: &str) -> Kind {
+        Kind::File(Content::Bytes(Arc::from(kind.as_bytes())))
+    }
+
+    fn written(entries: &[Entry]) -> Vec<u8> {
+        let mut w = NewcWriter::new(Vec::new());
+        for e in entries {
+            w.append(e).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[rustfmt::skip]
+    const GOLDEN: &[&[u8]] = &[
+        // directory "bin", 040755, nlink 2: name padded 114 -> 116
+        b"070701", b"00000001", b"000041ED", b"00000000", b"00000000", b"00000002", b"65920080",
+        b"00000000", b"00000000", b"00000000", b"00000000", b"00000000", b"00000004", b"00000000",
+        b"bin\0", b"\0\0",
+        // file "bin/a", 0100644, owner 1000:100, body "hello" padded to 8
+        b"070701", b"00000002", b"000081A4", b"000003E8", b"00000064", b"00000001", b"65920080",
+        b"00000005", b"00000000", b"00000000", b"00000000", b"00000000", b"00000006", b"00000000",
+        b"bin/a\0", b"hello", b"\0\0\0",
+        // symlink "bin/sh" -> "busybox", 0120777: name padded 117 -> 120, target 7 -> 8
+        b"070701", b"00000003", b"0000A1FF", b"00000000", b"00000000", b"00000001", b"65920080",
+        b"00000007", b"00000000", b"00000000", b"00000000", b"00000000", b"00000007", b"00000000",
+        b"bin/sh\0", b"\0\0\0", b"busybox", b"\0",
+        // character device "dev/console" 5,1, 020600: rdev in fields 10 and 11
+        b"070701", b"00000004", b"00002180", b"00000000", b"00000000", b"00000001", b"65920080",
+        b"00000000", b"00000000", b"00000000", b"00000005", b"00000001", b"0000000C", b"00000000",
+        b"dev/console\0", b"\0\0",
+        // hardlink pair "x", "y": one inode, nlink 2, the body on the last only
+        b"070701", b"00000005", b"000081A4", b"00000000", b"00000000", b"00000002", b"65920080",
+        b"00000000", b"00000000", b"00000000", b"00000000", b"00000000", b"00000002", b"00000000",
+        b"x\0",
+        b"070701", b"00000005", b"000081A4", b"00000000", b"00000000", b"00000002", b"65920080",
+        b"00000002", b"00000000", b"00000000", b"00000000", b"00000000", b"00000002", b"00000000",
+        b"y\0", b"ab", b"\0\0",
+        // trailer: all zero but nlink 1 and namesize 11; name padded 121 -> 124
+        b"070701", b"00000000", b"00000000", b"00000000", b"00000000", b"00000001", b"00000000",
+        b"00000000", b"00000000", b"00000000", b"00000000", b"00000000", b"0000000B", b"00000000",
+        b"TRAILER!!!\0", b"\0\0\0",
+    ];
+
+    #[test]
+    fn newc_bytes_of_each_kind_hardlinks_trailer_and_padding() {
+        let mut file = entry("bin/a", bytes("hello"), 0o644, 2, 1);
+        (file.uid, file.gid) = (1000, 100);
+        let entries = [
+            entry("bin", Kind::Dir, 0o755, 1, 2),
+            file,
+            entry("bin/sh", Kind::Symlink("busybox".into()), 0o777, 3, 1),
+            entry(
+                "dev/console",
+                Kind::CharDev { major: 5, minor: 1 },
+                0o600,
+                4,
+                1,
+            ),
+            entry("x", Kind::File(Content::Empty), 0o644, 5, 2),
+            entry("y", bytes("ab"), 0o644, 5, 2),
+        ];
+        let mut want: Vec<u8> = GOLDEN.concat();
+        assert_eq!(want.len(), 844, "the golden entries themselves");
+        want.resize(1024, 0);
+        let got = written(&entries);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "newc bytes"
+        );
+        assert_eq!(got, want);
+        assert_eq!(archive_len(&entries), 1024);
+    }
+
+    #[test]
+    fn an_empty_archive_is_the_trailer_padded_to_512() {
+        let got = written(&[]);
+        let trailer = &GOLDEN[GOLDEN.len() - 16..].concat();
+        assert_eq!(&got[..trailer.len()], &trailer[..]);
+        assert_eq!(got.len(), 512);
+        assert!(got[trailer.len()..].iter().all(|&b| b == 0));
+        assert_eq!(TRAILER_LEN, 124);
+    }
+
+    #[test]
+    fn a_host_file_that_changed_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"longer than promised").unwrap();
+        let e = entry(
+            "f",
+            Kind::File(Content::Path { path, size: 4 }),
+            0o644,
+            1,
+            1,
+        );
+        let err = NewcWriter::new(Vec::new()).append(&e).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::SizeChanged { expected: 4, .. }),
+            "{err}"
+        );
     }
 }

@@ -27,13 +27,7 @@ pub fn source_of(node: &Node) -> String {
 
 /// Full `st_mode` of a planned node (type bits plus permissions).
 pub fn st_mode(node: &Node) -> u32 {
-    let t = match node.kind {
-        Kind::Dir => 0o040000,
-        Kind::File(_) => 0o100000,
-        Kind::Symlink(_) => 0o120000,
-        Kind::CharDev { .. } => 0o020000,
-    };
-    t | node.perm
+    node.kind.type_bits() | node.perm
 }
 
 /// Bytes a planned node stores (file size, symlink target length), or its device numbers.

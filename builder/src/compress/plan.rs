@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use crate::archive::{archive_len, Entry, Kind};
+use crate::archive::{archive_len, Entry, Kind, TRAILER_LEN};
 
 /// One planned archive: a run of entries and the exact size of the newc bytes it encodes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +63,8 @@ fn segment(entries: &[Entry], range: Range<usize>) -> Segment {
 
 /// Archive size for entries whose encoded lengths sum to `body`.
 fn member_len(body: u64) -> u64 {
-    // Same arithmetic as `archive_len`: trailer entry (124 bytes) then padding to 512.
-    (body + 124).div_ceil(512) * 512
+    // Same arithmetic as `archive_len`: trailer entry then padding to 512.
+    (body + TRAILER_LEN).div_ceil(512) * 512
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
 //! The error text of the most likely mistakes, end to end: for each, `fledge build` exits 1,
 //! prints exactly this one line (what, where, how to fix) and writes nothing.
 
-mod common;
-
-use common::{hex, Project, BUSYBOX, DEFAULT_MODE};
+use crate::common::{hex, Project, BUSYBOX, DEFAULT_MODE};
 
 /// (case, fledge.toml body after the common head, the whole expected stderr without `error: `).
 /// `HEAD` in a body is replaced by the common head (version, strategy, local busybox); bodies

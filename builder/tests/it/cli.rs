@@ -7,74 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
-
-const BUSYBOX: &[u8] = b"not really busybox, but bytes to carry\n";
-const AGENT: &[u8] = b"agent stand-in bytes\n";
-
-/// A project directory with a fake busybox and agent, and helpers to run fledge in it.
-struct Project {
-    dir: tempfile::TempDir,
-}
-
-impl Project {
-    fn new() -> Project {
-        let p = Project {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        p.file("tools/busybox", BUSYBOX, 0o755);
-        p.file("tools/kestrel", AGENT, 0o755);
-        p
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn file(&self, rel: &str, body: &[u8], mode: u32) {
-        let p = self.path(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, body).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    /// Writes fledge.toml: the common head plus `body`.
-    fn config(&self, body: &str) {
-        let text = format!(
-            "version = \"1\"\nstrategy = \"initramfs\"\n[source]\nbusybox_url = \"tools/busybox\"\nbusybox_sha256 = \"{}\"\n{body}",
-            hex(BUSYBOX)
-        );
-        self.file("fledge.toml", text.as_bytes(), 0o644);
-    }
-
-    fn fledge(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fledge"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("FLEDGE_CACHE_DIR", self.path("cache"))
-            .env_remove("SOURCE_DATE_EPOCH");
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn build(&self, out: &str, envs: &[(&str, &str)]) -> Vec<u8> {
-        let o = self.fledge(&["build", "-o", out, "--compression", "none"], envs);
-        assert!(
-            o.status.success(),
-            "build failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        fs::read(self.path(out)).unwrap()
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-const DEFAULT_MODE: &str = "[agent]\nsource_strategy = \"local\"\npath = \"tools/kestrel\"\n";
+use crate::common::{hex, Project, AGENT, BUSYBOX, DEFAULT_MODE};
 
 fn have(tool: &str) -> bool {
     let ok = Command::new(tool)
@@ -244,13 +177,13 @@ fn builds_are_byte_identical_anywhere_and_follow_source_date_epoch() {
     a.config(&format!(
         "{DEFAULT_MODE}[mappings]\n\"data\" = \"/srv/data\"\n"
     ));
-    let first = a.fledge(&["build", "-o", "one.cpio.gz"], &[]);
+    let first = a.fledge_env(&["build", "-o", "one.cpio.gz"], &[]);
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let again = a.fledge(&["build", "-o", "two.cpio.gz", "-j", "1"], &[]);
+    let again = a.fledge_env(&["build", "-o", "two.cpio.gz", "-j", "1"], &[]);
     assert!(again.status.success());
     let one = fs::read(a.path("one.cpio.gz")).unwrap();
     assert_eq!(
@@ -267,7 +200,7 @@ fn builds_are_byte_identical_anywhere_and_follow_source_date_epoch() {
     ));
     std::thread::sleep(std::time::Duration::from_millis(1100));
     fs::write(b.path("data/x.txt"), b"x").unwrap();
-    let o = b.fledge(&["build", "-o", "one.cpio.gz"], &[]);
+    let o = b.fledge_env(&["build", "-o", "one.cpio.gz"], &[]);
     assert!(o.status.success());
     assert_eq!(
         one,
@@ -291,7 +224,7 @@ fn checksum_mismatch_fails_and_leaves_no_artifact() {
         .unwrap()
         .replace(&hex(BUSYBOX), &"0".repeat(64));
     fs::write(p.path("fledge.toml"), text).unwrap();
-    let o = p.fledge(&["build", "-o", "out/plugin.cpio.gz"], &[]);
+    let o = p.fledge_env(&["build", "-o", "out/plugin.cpio.gz"], &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -331,7 +264,7 @@ fn bad_inputs_fail_with_one_sentence_naming_them() {
     ];
     for (name, body, needles) in cases {
         p.config(body);
-        let o = p.fledge(&["build", "-o", "bad.cpio.gz"], &[]);
+        let o = p.fledge_env(&["build", "-o", "bad.cpio.gz"], &[]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "case {name}: {err}");
         assert!(err.starts_with("error: "), "case {name}: {err}");
@@ -350,7 +283,7 @@ fn bad_inputs_fail_with_one_sentence_naming_them() {
 fn inspect_lists_what_build_wrote() {
     let p = Project::new();
     p.config(DEFAULT_MODE);
-    let o = p.fledge(&["build", "-o", "img.cpio.gz"], &[]);
+    let o = p.fledge_env(&["build", "-o", "img.cpio.gz"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let digest = hex(&fs::read(p.path("img.cpio.gz")).unwrap());
@@ -358,7 +291,7 @@ fn inspect_lists_what_build_wrote() {
         stdout.contains(&digest),
         "build prints the sha256: {stdout}"
     );
-    let o = p.fledge(&["inspect", "img.cpio.gz"], &[]);
+    let o = p.fledge_env(&["inspect", "img.cpio.gz"], &[]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -366,7 +299,7 @@ fn inspect_lists_what_build_wrote() {
         "{text}"
     );
     assert!(text.contains("/bin/sh -> busybox"), "{text}");
-    let o = p.fledge(&["inspect", "--json", "img.cpio.gz"], &[]);
+    let o = p.fledge_env(&["inspect", "--json", "img.cpio.gz"], &[]);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["compression"], "gzip");
     assert!(json["items"]
@@ -380,17 +313,17 @@ fn inspect_lists_what_build_wrote() {
 fn validate_checks_without_writing() {
     let p = Project::new();
     p.config(DEFAULT_MODE);
-    let o = p.fledge(&["validate"], &[]);
+    let o = p.fledge_env(&["validate"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     p.file(
         "fledge.toml",
         b"version = \"1\"\nstrategy = \"oci_rootfs\"\n",
         0o644,
     );
-    let o = p.fledge(&["validate"], &[]);
+    let o = p.fledge_env(&["validate"], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("oci_rootfs"));
-    let o = p.fledge(&["bogus"], &[]);
+    let o = p.fledge_env(&["bogus"], &[]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
 }
 
@@ -405,7 +338,7 @@ fn manifest_is_written_beside_the_artifact_and_matches_it() {
           [[network.expose]]\nport = 9000\n",
         0o644,
     );
-    let o = p.fledge(&["build", "-o", "dist/web.cpio.gz"], &[]);
+    let o = p.fledge_env(&["build", "-o", "dist/web.cpio.gz"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let artifact = p.path("dist/web.cpio.gz");
     let json: serde_json::Value =
@@ -444,7 +377,7 @@ fn manifest_is_written_beside_the_artifact_and_matches_it() {
         b"name = \"web\"\nversion = \"1\"\n[resources]\ncpu_cores = 0\nmemory_mb = 1\n",
         0o644,
     );
-    let o = p.fledge(&["build", "-o", "bad/web.cpio.gz"], &[]);
+    let o = p.fledge_env(&["build", "-o", "bad/web.cpio.gz"], &[]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("resources.cpu_cores"), "{err}");
@@ -459,7 +392,7 @@ fn validate_checks_the_layout_offline_like_build_would() {
     let p = Project::new();
     // No /init in none mode: only the layout knows.
     p.config("[init]\nnone = true\n");
-    let o = p.fledge(&["validate"], &[]);
+    let o = p.fledge_env(&["validate"], &[]);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -469,12 +402,12 @@ fn validate_checks_the_layout_offline_like_build_would() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("`init.none`"));
     // A release agent is not downloaded by validate; the rest is checked.
     p.config("[agent]\nsource_strategy = \"release\"\nversion = \"latest\"\n[mappings]\n\"tools/kestrel\" = \"/bin/kestrel\"\n");
-    let o = p.fledge(&["validate"], &[]);
+    let o = p.fledge_env(&["validate"], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("where fledge puts the kestrel agent"), "{err}");
     p.config(DEFAULT_MODE);
-    let o = p.fledge(&["validate"], &[]);
+    let o = p.fledge_env(&["validate"], &[]);
     assert!(o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("no manifest.toml"),
@@ -491,7 +424,7 @@ fn output_flags_are_checked_before_any_work() {
         b"name = \"app\"\nversion = \"1.0.0\"\n",
         0o644,
     );
-    let o = p.fledge(&["build", "-o", "app.manifest.json"], &[]);
+    let o = p.fledge_env(&["build", "-o", "app.manifest.json"], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -499,7 +432,7 @@ fn output_flags_are_checked_before_any_work() {
         "{err}"
     );
     assert!(!p.path("app.manifest.json").exists());
-    let o = p.fledge(
+    let o = p.fledge_env(
         &[
             "build",
             "--url",
@@ -514,7 +447,7 @@ fn output_flags_are_checked_before_any_work() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("lz4"), "the level is checked first: {err}");
-    let o = p.fledge(&["build", "--url", "ftp://x/y"], &[]);
+    let o = p.fledge_env(&["build", "--url", "ftp://x/y"], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("--url") && err.contains("ftp://x/y"), "{err}");
     assert!(!p.path("plugin.cpio.gz").exists());
@@ -524,7 +457,7 @@ fn output_flags_are_checked_before_any_work() {
 fn validate_checks_a_manifest_template_alone() {
     let p = Project::new();
     p.file("m.toml", b"name = \"web\"\nversion = \"1.0.0\"\n", 0o644);
-    let o = p.fledge(&["validate", "-m", "m.toml"], &[]);
+    let o = p.fledge_env(&["validate", "-m", "m.toml"], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "m.toml: valid\n");
     p.file(
@@ -532,7 +465,7 @@ fn validate_checks_a_manifest_template_alone() {
         b"name = \"web\"\nversion = \"1.0.0\"\n[resources]\nmemory_mb = 0\n",
         0o644,
     );
-    let o = p.fledge(&["validate", "-m", "m.toml"], &[]);
+    let o = p.fledge_env(&["validate", "-m", "m.toml"], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resources.memory_mb"));
 }
@@ -557,7 +490,7 @@ fn default_manifest_names_the_program_the_image_starts() {
     for (name, body, want) in cases {
         p.config(&body);
         let out = format!("{name}.cpio.gz");
-        let o = p.fledge(&["build", "-o", &out], &[]);
+        let o = p.fledge_env(&["build", "-o", &out], &[]);
         assert!(
             o.status.success(),
             "{name}: {}",

@@ -1,14 +1,12 @@
 //! End-to-end tests of the commands for people: `build --dry-run`, `inspect --tree/--check`,
 //! `new`, completions and the man page, and the progress output with and without a terminal.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{hex, Project, AGENT, BUSYBOX, DEFAULT_MODE};
+use crate::common::{hex, Project, AGENT, BUSYBOX, DEFAULT_MODE};
 use fledge::archive::{Content, Entry, Kind, NewcWriter};
 
 #[test]

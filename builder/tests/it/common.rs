@@ -1,5 +1,4 @@
 //! The temp-project helper shared by the end-to-end tests of the user-facing commands.
-#![allow(dead_code)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -58,6 +57,24 @@ impl Project {
 
     pub fn fledge(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
+    }
+
+    /// Runs fledge with extra environment variables.
+    pub fn fledge_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(envs.iter().copied());
+        cmd.output().unwrap()
+    }
+
+    /// Builds `out` uncompressed and returns its bytes.
+    pub fn build(&self, out: &str, envs: &[(&str, &str)]) -> Vec<u8> {
+        let o = self.fledge_env(&["build", "-o", out, "--compression", "none"], envs);
+        assert!(
+            o.status.success(),
+            "build failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        fs::read(self.path(out)).unwrap()
     }
 
     /// Runs fledge and asserts success; returns stdout.

@@ -1,5 +1,5 @@
 //! Snapshot tests of `fledge --help` and `fledge build --help`: the text users read first.
-//! Rewrite the snapshots with `UPDATE_SNAPSHOTS=1 cargo test -p fledge --test help` after a
+//! Rewrite the snapshots with `UPDATE_SNAPSHOTS=1 cargo test -p fledge --test it help` after a
 //! deliberate change, and review the diff.
 
 use std::path::PathBuf;

@@ -1,0 +1,10 @@
+//! The builder's integration tests, one binary: the `fledge` command end to end and the
+//! library's public stages against pinned bytes.
+
+mod cli;
+mod common;
+mod errors;
+mod examples;
+mod help;
+mod pinned;
+mod ux;
