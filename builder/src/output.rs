@@ -181,6 +181,22 @@ pub fn is_temp_name(name: &str) -> bool {
         .is_some_and(|(n, random)| !n.is_empty() && is_random_part(random))
 }
 
+/// Registers a temporary file another stage writes (e.g. a download into the cache) so a
+/// signal removes it too; dropping the guard unregisters it.
+pub fn remove_on_signal(path: &Path) -> SignalGuard {
+    track(path, true);
+    SignalGuard(path.to_path_buf())
+}
+
+/// See [`remove_on_signal`].
+pub struct SignalGuard(PathBuf);
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        track(&self.0, false);
+    }
+}
+
 fn track(path: &Path, live: bool) {
     let mut l = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if live {

@@ -3,9 +3,8 @@
 //! and the error messages of bad inputs.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use crate::common::{hex, Project, AGENT, BUSYBOX, DEFAULT_MODE};
 
