@@ -211,6 +211,8 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        // The reader of our output went away (`fledge inspect img | head`): nothing to say.
+        Err(e) if broken_pipe(&e) => 0,
         Err(e) => {
             if !e.is::<Reported>() {
                 log::error!("{e}");
@@ -274,18 +276,25 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
 }
 
 fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
-    let listing = inspect::read(&a.image)?;
-    let problems = inspect::boot_check(&listing.items);
+    let view = match (a.check, a.json, a.tree) {
+        (true, _, _) => inspect::View::Check,
+        (_, true, _) => inspect::View::Json,
+        (_, _, true) => inspect::View::Tree,
+        _ => inspect::View::List,
+    };
     let mut out = std::io::stdout().lock();
+    let report = inspect::run(&a.image, view, &mut out)?;
+    let problems = &report.problems;
     if a.check {
         if problems.is_empty() {
             if !quiet {
-                let _ = writeln!(
+                writeln!(
                     out,
                     "{}: boot check passed ({} entries)",
                     a.image.display(),
-                    listing.items.len()
-                );
+                    report.summary.entries
+                )
+                .map_err(Stdout)?;
             }
             return Ok(());
         }
@@ -295,19 +304,8 @@ fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
         }
         return Err(Reported.into());
     }
-    let text = if a.json {
-        let mut v = serde_json::to_value(&listing).expect("listings serialise");
-        v["dir_sizes"] = serde_json::json!(inspect::dir_sizes(&listing.items));
-        v["boot_problems"] = serde_json::json!(problems);
-        serde_json::to_string_pretty(&v).expect("listings serialise") + "\n"
-    } else if a.tree {
-        inspect::format_tree(&listing.items)
-    } else {
-        inspect::format_listing(&listing.items)
-    };
-    let _ = out.write_all(text.as_bytes());
     if !a.json {
-        for p in &problems {
+        for p in problems {
             log::warn!("boot check: {p}");
         }
     }
@@ -351,6 +349,19 @@ fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// stdout could not be written (a full disk, a closed pipe).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout: {0}")]
+struct Stdout(#[source] std::io::Error);
+
+/// Whether `e` comes from writing to a pipe whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A failure whose messages are already on stderr.

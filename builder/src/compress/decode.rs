@@ -59,6 +59,7 @@ struct Lz4Legacy<R> {
     out: Vec<u8>,
     pos: usize,
     started: bool,
+    ended: bool,
 }
 
 impl<R: Read> Lz4Legacy<R> {
@@ -69,6 +70,7 @@ impl<R: Read> Lz4Legacy<R> {
             out: Vec::new(),
             pos: 0,
             started: false,
+            ended: false,
         }
     }
 
@@ -103,6 +105,12 @@ impl<R: Read> Lz4Legacy<R> {
                     "lz4 data does not start with the legacy magic 0x184C2102",
                 ));
             }
+            // A zero size ends the stream, as in the kernel's unlz4: it is the NUL padding
+            // before the next segment of an initramfs, which is not ours to read.
+            if w == 0 {
+                self.ended = true;
+                return Ok(false);
+            }
             let size = w as usize;
             if size > lz4_flex::block::get_maximum_output_size(LZ4_MAX_BLOCK) {
                 return Err(invalid("lz4 block is larger than an 8 MiB input allows"));
@@ -122,7 +130,7 @@ impl<R: Read> Lz4Legacy<R> {
 impl<R: Read> Read for Lz4Legacy<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.out.len() {
-            if !self.next_block()? {
+            if self.ended || !self.next_block()? {
                 return Ok(0);
             }
         }

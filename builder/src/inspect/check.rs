@@ -1,0 +1,243 @@
+//! The boot check: what would stop this image from booting, one sentence each.
+//!
+//! It works from an [`Index`] filled while the image is read: the type of every path (keyed by
+//! a 64-bit hash with a per-run random key, so the index stays small), every symlink's target
+//! and the small files it reads. Paths are resolved the way the kernel walks them: every
+//! component, symlinks included (a merged-`/usr` image has `/bin -> usr/bin`), with at most
+//! [`MAX_LINKS`] symlinks followed, as Linux allows.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use super::format::{escape, mode_string};
+use super::reader::Entry;
+use super::{file_type, FileType};
+use fledge_abi::paths::{INIT, VOLANT_INIT};
+
+/// Symlinks followed in one resolution before it counts as a loop (Linux's `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
+/// Directories whose programs are linked to busybox applets or the agent: a dangling link here
+/// breaks commands the guest runs.
+const BIN_DIRS: &[&str] = &["/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/"];
+
+/// What the boot check knows of an image.
+#[derive(Debug, Default)]
+pub struct Index {
+    keys: RandomState,
+    /// Path hash -> `st_mode`.
+    modes: HashMap<u64, u32>,
+    /// Path -> target of each symlink (the last entry of a path wins, as when unpacking).
+    links: HashMap<Box<str>, Box<str>>,
+    /// The body of `/.volant_init`, when present.
+    volant_init: Option<Vec<u8>>,
+}
+
+impl Index {
+    pub fn add(&mut self, e: &Entry<'_>) {
+        let path = String::from_utf8_lossy(e.path);
+        if path == VOLANT_INIT {
+            self.volant_init = e.body.map(<[u8]>::to_vec);
+        }
+        self.modes.insert(self.keys.hash_one(path.as_ref()), e.mode);
+        match e.target {
+            Some(t) => {
+                self.links
+                    .insert(path.into(), String::from_utf8_lossy(t).into());
+            }
+            None => {
+                self.links.remove(path.as_ref());
+            }
+        }
+    }
+
+    fn mode(&self, path: &str) -> Option<u32> {
+        if path == "/" {
+            return Some(0o040755);
+        }
+        self.modes.get(&self.keys.hash_one(path)).copied()
+    }
+
+    /// Follows `path` component by component to what it names; the error ends a sentence that
+    /// starts with the path (`is missing`, `points to /x, which is not in the image`, ...).
+    fn resolve(&self, path: &str) -> Result<(String, u32), String> {
+        // Components still to walk, last first.
+        let mut todo: Vec<String> = components(path).rev().map(str::to_string).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut followed = 0;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            let here = join(done.iter().map(String::as_str).chain([c.as_str()]));
+            let whole = || {
+                join(
+                    done.iter()
+                        .chain([&c])
+                        .chain(todo.iter().rev())
+                        .map(String::as_str),
+                )
+            };
+            let Some(mode) = self.mode(&here) else {
+                return Err(if followed == 0 {
+                    "is missing".into()
+                } else {
+                    format!(
+                        "points to {}, which is not in the image",
+                        escape(whole().as_bytes())
+                    )
+                });
+            };
+            if let Some(target) = self.links.get(here.as_str()) {
+                followed += 1;
+                if followed > MAX_LINKS {
+                    return Err("is a symlink loop".into());
+                }
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(components(target).rev().map(str::to_string));
+                continue;
+            }
+            if !todo.is_empty() && file_type(mode) != FileType::Dir {
+                return Err(format!(
+                    "goes through {}, which is {}, not a directory",
+                    escape(here.as_bytes()),
+                    file_type(mode).name()
+                ));
+            }
+            done.push(c);
+        }
+        let at = join(done.iter().map(String::as_str));
+        let mode = self.mode(&at).unwrap_or(0o040755);
+        Ok((at, mode))
+    }
+
+    /// What would break a boot of this image, one sentence each; empty when it looks bootable.
+    ///
+    /// Checks: `/init` exists, is a regular file (or a symlink to one) and is executable;
+    /// `/dev/console` is a character device (the kernel opens it for PID 1's stdio); symlinks in
+    /// or into `/bin`, `/sbin`, `/usr/bin`, `/usr/sbin` resolve inside the image;
+    /// `/.volant_init` names a path that exists.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        problems.extend(self.init_problem());
+        problems.extend(self.console_problem());
+        let mut links: Vec<(&str, &str)> = self
+            .links
+            .iter()
+            .map(|(p, t)| (p.as_ref(), t.as_ref()))
+            .filter(|(p, t)| *p != INIT && (in_bin(p) || in_bin(&lexical(p, t))))
+            .collect();
+        links.sort_unstable();
+        for (path, target) in links {
+            if let Err(why) = self.resolve(path) {
+                problems.push(format!(
+                    "{} -> {} {why}",
+                    escape(path.as_bytes()),
+                    escape(target.as_bytes())
+                ));
+            }
+        }
+        problems.extend(self.volant_init_problem());
+        problems
+    }
+
+    fn init_problem(&self) -> Option<String> {
+        if self.mode(INIT).is_none() {
+            return Some("/init is missing: the kernel has nothing to run as PID 1 (map your init program to /init, or use fledge's default or custom init mode)".into());
+        }
+        match self.resolve(INIT) {
+            Err(why) => Some(format!("/init {why}")),
+            Ok((_, mode)) if file_type(mode) != FileType::File => Some(format!(
+                "/init is not a regular file (it is {}): the kernel can only execute a file",
+                file_type(mode).name()
+            )),
+            Ok((at, mode)) if mode & 0o111 == 0 => Some(format!(
+                "/init is not executable (mode {}{}): the kernel cannot run it as PID 1; give it mode 0755",
+                mode_string(mode),
+                if at != INIT { format!(", via {}", escape(at.as_bytes())) } else { String::new() }
+            )),
+            Ok(_) => None,
+        }
+    }
+
+    fn console_problem(&self) -> Option<String> {
+        match self.resolve("/dev/console") {
+            Ok((_, mode)) if file_type(mode) == FileType::CharDev => None,
+            Ok((_, mode)) => Some(format!(
+                "/dev/console is {}, not a character device: PID 1 would start without a console; it should be c 5,1",
+                file_type(mode).name()
+            )),
+            Err(_) => Some("/dev/console is missing: PID 1 would start without a console (the kernel opens it before running /init); add a character device 5,1".into()),
+        }
+    }
+
+    fn volant_init_problem(&self) -> Option<String> {
+        self.mode(VOLANT_INIT)?;
+        let named = self
+            .volant_init
+            .as_deref()
+            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .unwrap_or_default();
+        let shown = escape(named.as_bytes());
+        if named.is_empty() {
+            return Some(format!(
+                "{VOLANT_INIT} is empty: fledge-init reads the custom init's path from it"
+            ));
+        }
+        match self.resolve(&named) {
+            Err(_) => Some(format!(
+                "{VOLANT_INIT} names {shown}, which is not in the image: fledge-init would have no init to run; map your init program to {shown}"
+            )),
+            Ok((_, mode)) if file_type(mode) != FileType::File || mode & 0o111 == 0 => {
+                Some(format!(
+                    "{VOLANT_INIT} names {shown}, which is not an executable file ({})",
+                    mode_string(mode)
+                ))
+            }
+            Ok(_) => None,
+        }
+    }
+}
+
+fn in_bin(p: &str) -> bool {
+    BIN_DIRS.iter().any(|d| p.starts_with(d))
+}
+
+fn components(p: &str) -> impl DoubleEndedIterator<Item = &str> {
+    p.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push('/');
+        s.push_str(p);
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// The absolute, `.`/`..`-free path a symlink at `link` with `target` names, read as text (no
+/// symlinks followed): decides whether a link points into a bin directory.
+pub fn lexical(link: &str, target: &str) -> String {
+    let base = if target.starts_with('/') {
+        ""
+    } else {
+        link.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in components(base).chain(components(target)) {
+        if c == ".." {
+            parts.pop();
+        } else {
+            parts.push(c);
+        }
+    }
+    join(parts.into_iter())
+}
