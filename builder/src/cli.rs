@@ -202,8 +202,11 @@ pub fn main() -> i32 {
         Command::New(a) => new(a, cli.quiet),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
-            clap_complete::generate(a.shell, &mut cmd, "fledge", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "fledge", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| Stdout(e).into())
         }
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
@@ -241,11 +244,12 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     }
     if a.dry_run {
         let prepared = pipeline::prepare(&req, pipeline::Fetching::Download)?;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(preview::format_plan(&prepared.plan).as_bytes());
+        std::io::stdout()
+            .lock()
+            .write_all(preview::format_plan(&prepared.plan).as_bytes())
+            .map_err(Stdout)?;
         if !quiet {
-            let _ = writeln!(
-                out,
+            say!(
                 "dry run: {} entries planned, nothing written (would write {})",
                 prepared.entries.len(),
                 req.output.display()
@@ -255,22 +259,20 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     }
     let r = pipeline::build(&req)?;
     if !quiet {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
+        say!(
             "built {} ({} bytes, {} entries, {})",
             r.artifact.display(),
             r.size,
             r.entries,
             r.compression.name()
         );
-        let _ = writeln!(out, "sha256 {}", r.sha256);
+        say!("sha256 {}", r.sha256);
         let note = if r.manifest_defaulted {
             " (defaults: add a manifest.toml beside fledge.toml to set name, resources and workload)"
         } else {
             ""
         };
-        let _ = writeln!(out, "manifest {}{note}", r.manifest.display());
+        say!("manifest {}{note}", r.manifest.display());
     }
     Ok(())
 }
@@ -316,9 +318,9 @@ fn new(a: NewArgs, quiet: bool) -> Result<()> {
     let written = scaffold::create(&a.dir, a.mode.into())?;
     if !quiet {
         for p in &written {
-            println!("created {}", p.display());
+            say!("created {}", p.display());
         }
-        println!(
+        say!(
             "next: edit {}, then `fledge build -c {}`",
             a.dir.join("fledge.toml").display(),
             a.dir.join("fledge.toml").display()
@@ -333,7 +335,7 @@ fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
         if !default_config.exists() {
             crate::manifest::load_template(m)?;
             if !quiet {
-                println!("{}: valid", m.display());
+                say!("{}: valid", m.display());
             }
             return Ok(());
         }
@@ -342,14 +344,22 @@ fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
     let req = request(config, a.manifest, PathBuf::from("plugin.cpio.gz"));
     let prepared = pipeline::prepare(&req, pipeline::Fetching::Offline)?;
     if !quiet {
-        println!("{}: valid", prepared.config.path.display());
+        say!("{}: valid", prepared.config.path.display());
         match &prepared.manifest {
-            (p, t) if t.origin().is_some() => println!("{}: valid", p.display()),
-            _ => println!("no manifest.toml: a build writes a default manifest"),
+            (p, t) if t.origin().is_some() => say!("{}: valid", p.display()),
+            _ => say!("no manifest.toml: a build writes a default manifest"),
         }
     }
     Ok(())
 }
+
+/// `println!` that returns [`Stdout`] from the function instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(Stdout)?
+    };
+}
+use say;
 
 /// stdout could not be written (a full disk, a closed pipe).
 #[derive(Debug, thiserror::Error)]

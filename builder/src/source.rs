@@ -289,7 +289,7 @@ impl Fetcher {
                     });
             }
         }
-        let (tmp, digest, size) = result.map_err(|f| match f {
+        let got = result.map_err(|f| match f {
             Fail::Net(e) => SourceError::Download {
                 what: what.into(),
                 url: url.into(),
@@ -297,17 +297,17 @@ impl Fetcher {
             },
             Fail::Cache(e) => e,
         })?;
-        verify(what, url, sha256, &digest)?;
-        let blob = blobs.join(&digest);
-        tmp.persist(&blob).map_err(|e| SourceError::Cache {
+        verify(what, url, sha256, &got.digest)?;
+        let blob = blobs.join(&got.digest);
+        got.tmp.persist(&blob).map_err(|e| SourceError::Cache {
             path: blob.clone(),
             source: e.error,
         })?;
-        write_atomic(&self.url_index(url), digest.as_bytes())?;
+        write_atomic(&self.url_index(url), got.digest.as_bytes())?;
         Ok(Fetched {
             path: blob,
-            sha256: digest,
-            size,
+            sha256: got.digest,
+            size: got.size,
             origin: url.into(),
             cached: false,
         })
@@ -320,7 +320,7 @@ impl Fetcher {
         url: &str,
         blobs: &Path,
         limits: &NetLimits,
-    ) -> Result<(tempfile::TempPath, String, u64), Fail> {
+    ) -> Result<Downloaded, Fail> {
         let (mut reader, length) = net::get(url, limits).map_err(Fail::Net)?;
         let cache_err = |source| {
             Fail::Cache(SourceError::Cache {
@@ -329,6 +329,8 @@ impl Fetcher {
             })
         };
         let mut tmp = temp_in(blobs).map_err(cache_err)?;
+        // A signal ends the build without unwinding: the handler removes the file then.
+        let on_signal = crate::output::remove_on_signal(tmp.path());
         let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
         let copied = copy_hashed(&mut reader, tmp.as_file_mut(), limits.max_bytes, |n| {
             bar.inc(n)
@@ -343,8 +345,22 @@ impl Fetcher {
             ))),
         })?;
         tmp.as_file().sync_all().map_err(cache_err)?;
-        Ok((tmp.into_temp_path(), hex::encode(digest), size))
+        Ok(Downloaded {
+            tmp: tmp.into_temp_path(),
+            _on_signal: on_signal,
+            digest: hex::encode(digest),
+            size,
+        })
     }
+}
+
+/// A complete download in its temporary file, removed when dropped (or on a signal) unless
+/// persisted.
+struct Downloaded {
+    tmp: tempfile::TempPath,
+    _on_signal: crate::output::SignalGuard,
+    digest: String,
+    size: u64,
 }
 
 /// Largest release description read from the GitHub API.
@@ -508,16 +524,10 @@ fn remove_stale_temps(dir: &Path) {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
-    let cache_err = |source| SourceError::Cache {
+    crate::output::write(path, bytes).map_err(|source| SourceError::Cache {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(cache_err)?;
-    let mut tmp = temp_in(dir).map_err(cache_err)?;
-    tmp.write_all(bytes).map_err(cache_err)?;
-    tmp.persist(path).map_err(|e| cache_err(e.error))?;
-    Ok(())
+    })
 }
 
 /// Decodes `%XX` escapes in a `file://` path.

@@ -7,4 +7,5 @@ mod errors;
 mod examples;
 mod help;
 mod pinned;
+mod streams;
 mod ux;
