@@ -3,11 +3,14 @@
 #   - Debian's stock x86_64 kernel: `apt-get download` the versioned package that the
 #     `linux-image-amd64` metapackage depends on and `dpkg -x` it into a cache directory
 #     (installing it would run slow initramfs hooks and is not needed);
-#   - `qemu-system-x86_64` (Debian package `qemu-system-x86`) when it is missing.
+#   - the package's module tree, indexed with `depmod` (Debian's package ships no modules.dep:
+#     its postinst makes it), for the kernel-module tests;
+#   - `qemu-system-x86_64` (Debian package `qemu-system-x86`) and `depmod` (`kmod`) when missing.
 #
 # Usage: bash qemu/fetch-kernel.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel.
-# Result: CACHE_DIR/vmlinuz (a symlink to the extracted kernel). The path is printed last.
+# Result: CACHE_DIR/vmlinuz (a symlink to the extracted kernel) and CACHE_DIR/modules (a symlink
+# to CACHE_DIR/lib/modules/<release>, with modules.dep). The kernel's path is printed last.
 # Idempotent: a second run with the kernel already extracted does nothing and needs no network.
 set -euo pipefail
 
@@ -19,13 +22,17 @@ sudo_if_needed() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
-    echo "fetch-kernel: installing qemu-system-x86" >&2
+need=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || need+=(kmod)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "fetch-kernel: installing ${need[*]}" >&2
     sudo_if_needed apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+depmod=$(command -v depmod || ls /usr/sbin/depmod /sbin/depmod 2>/dev/null | head -n1)
 
-if [ -e "$cache/vmlinuz" ]; then
+if [ -e "$cache/vmlinuz" ] && [ -e "$cache/modules/modules.dep" ]; then
     echo "$cache/vmlinuz"
     exit 0
 fi
@@ -65,8 +72,20 @@ if [ ! -f "$kernel" ]; then
     echo "fetch-kernel: no /boot/vmlinuz-* in $deb" >&2
     exit 1
 fi
-# Keep only the kernel image (modules are not needed: the initramfs has none to load).
 name=$(basename "$kernel")
+release=${name#vmlinuz-}
+tree="$work/root/lib/modules/$release"
+if [ ! -d "$tree" ]; then
+    echo "fetch-kernel: no lib/modules/$release in $deb" >&2
+    exit 1
+fi
+# The module tree, indexed as the package's postinst would (`depmod -b` reads only the tree).
+"$depmod" -b "$work/root" -F "$work/root/boot/System.map-$release" "$release"
+mkdir -p "$cache/lib/modules"
+rm -rf "$cache/lib/modules/$release"
+mv "$tree" "$cache/lib/modules/$release"
+ln -sfn "lib/modules/$release" "$cache/modules.tmp"
+mv -T "$cache/modules.tmp" "$cache/modules"
 cp "$kernel" "$cache/$name.tmp"
 mv "$cache/$name.tmp" "$cache/$name"
 ln -sfn "$name" "$cache/vmlinuz.tmp"

@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
     #[error(transparent)]
+    Kmod(#[from] crate::kmod::KmodError),
+    #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     Compress(#[from] crate::compress::CompressError),

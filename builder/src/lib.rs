@@ -17,6 +17,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod inspect;
+pub mod kmod;
 pub mod manifest;
 pub mod normalise;
 pub mod output;

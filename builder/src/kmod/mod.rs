@@ -1,0 +1,450 @@
+//! Kernel modules for the guest's kernel: `[kernel]` in `fledge.toml`.
+//!
+//! This module owns turning `modules = [...]` into files of the image. [`Settings`] says which
+//! tree (`version` and/or `modules_dir`, never the build host's running kernel by default);
+//! [`tree`] reads its depmod index files, [`resolve`] computes the closure in load order, and
+//! [`prepare`] reads each module (decompressing `.ko.xz`/`.ko.zst`/`.ko.gz` at build time, so
+//! fledge-init's `finit_module` needs no decompressor), checks its vermagic against the release,
+//! finds the firmware its `.modinfo` names, and writes the load list
+//! ([`fledge_abi::paths::MODULES_LOAD`]) fledge-init reads.
+
+pub mod modinfo;
+pub mod resolve;
+pub mod tree;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{ConfigError, Location};
+use resolve::Resolution;
+use tree::Tree;
+
+/// The largest index file (`modules.dep`, `modules.alias`, ...) read.
+pub const INDEX_LIMIT: u64 = 64 << 20;
+
+/// Where module trees are on this machine when only `kernel.version` is given.
+pub const HOST_MODULES: &str = "/lib/modules";
+
+/// One entry of `[kernel] modules`: a module name or alias, and parameters for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub name: String,
+    /// Everything after the first space: `"loop max_loop=8"` -> `max_loop=8`.
+    pub params: Option<String>,
+}
+
+/// `[kernel]`, checked: what to load and from which tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub modules: Vec<Request>,
+    /// The kernel release: `version`, else the last component of `modules_dir`.
+    pub release: String,
+    /// The module tree: `modules_dir`, else `/lib/modules/<version>`.
+    pub dir: PathBuf,
+}
+
+/// `[kernel]` as written.
+#[derive(Debug, Deserialize)]
+pub struct RawKernel {
+    /// Module names or aliases, each optionally followed by a space and its parameters.
+    modules: Option<Spanned<Vec<String>>>,
+    /// The guest kernel's release (`uname -r` in the guest).
+    version: Option<Spanned<String>>,
+    /// The guest kernel's `lib/modules/<release>` tree, relative to the config's directory.
+    modules_dir: Option<Spanned<String>>,
+    /// Keys this version does not know.
+    #[serde(flatten)]
+    pub extra: std::collections::BTreeMap<String, toml::Value>,
+}
+
+type Span = Option<std::ops::Range<usize>>;
+
+/// Checks `[kernel]`; `None` when it asks for no modules. `at` turns a span into a location.
+pub fn settings(
+    raw: RawKernel,
+    base_dir: &Path,
+    at: impl Fn(Span) -> Location,
+) -> Result<Option<Settings>, ConfigError> {
+    let bad = |span: Span, key: &str, problem: String| ConfigError::Invalid {
+        at: at(span),
+        key: key.into(),
+        problem,
+    };
+    let modules = match &raw.modules {
+        Some(m) => requests(m.get_ref()).map_err(|p| bad(Some(m.span()), "kernel.modules", p))?,
+        None => Vec::new(),
+    };
+    if let Some(v) = &raw.version {
+        check_release(v.get_ref()).map_err(|p| bad(Some(v.span()), "kernel.version", p))?;
+    }
+    let dir = match &raw.modules_dir {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            return Err(bad(Some(d.span()), "kernel.modules_dir", "is empty".into()));
+        }
+        Some(d) => Some(base_dir.join(d.get_ref())),
+        None => None,
+    };
+    if modules.is_empty() {
+        return Ok(None);
+    }
+    let (release, dir) = match (raw.version, dir) {
+        (Some(v), Some(d)) => (v.into_inner(), d),
+        (Some(v), None) => {
+            let v = v.into_inner();
+            (v.clone(), Path::new(HOST_MODULES).join(v))
+        }
+        (None, Some(d)) => {
+            let span = raw.modules_dir.as_ref().map(|s| s.span());
+            let name = d.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            check_release(name).map_err(|p| {
+                bad(span, "kernel.modules_dir", format!("ends in a name that is not a kernel release ({p}): set `kernel.version` too"))
+            })?;
+            (name.to_string(), d)
+        }
+        (None, None) => {
+            let span = raw.modules.as_ref().map(|m| m.span());
+            return Err(bad(
+                span,
+                "kernel.modules",
+                "needs the guest kernel's module tree: set `kernel.version` (a tree in \
+                 /lib/modules) or `kernel.modules_dir`; fledge never uses the build host's \
+                 running kernel"
+                    .into(),
+            ));
+        }
+    };
+    Ok(Some(Settings {
+        modules,
+        release,
+        dir,
+    }))
+}
+
+/// The entries of `kernel.modules`, split into name and parameters.
+fn requests(list: &[String]) -> Result<Vec<Request>, String> {
+    let mut out: Vec<Request> = Vec::with_capacity(list.len());
+    for entry in list {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err("has an empty entry".into());
+        }
+        if entry.chars().any(char::is_control) {
+            return Err(format!("has {entry:?}, which contains a control character"));
+        }
+        let (name, params) = match entry.split_once(char::is_whitespace) {
+            Some((n, p)) => (n, Some(p.trim().to_string())),
+            None => (entry, None),
+        };
+        if name.contains('/') {
+            return Err(format!(
+                "has \"{name}\": give a module name or alias (e.g. \"virtio_net\"), not a path"
+            ));
+        }
+        let norm = tree::normalise_name(name);
+        if out.iter().any(|r| tree::normalise_name(&r.name) == norm) {
+            return Err(format!("names {name} twice"));
+        }
+        out.push(Request {
+            name: name.to_string(),
+            params,
+        });
+    }
+    Ok(out)
+}
+
+/// A kernel release names one directory: no `/`, spaces or control characters.
+fn check_release(r: &str) -> Result<(), String> {
+    if r.is_empty() || r == "." || r == ".." {
+        return Err(format!("{r:?} is not a release such as \"6.1.0-48-amd64\""));
+    }
+    if r.contains('/') || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{r:?} contains a `/`, a space or a control character"
+        ));
+    }
+    Ok(())
+}
+
+/// Kernel modules that cannot be put in the image.
+#[derive(Debug, thiserror::Error)]
+pub enum KmodError {
+    #[error("kernel.modules_dir: {} is not a directory: point it at the guest kernel's lib/modules/<release> tree", dir.display())]
+    NoTree { dir: PathBuf },
+    #[error("kernel.modules: {}/modules.dep is missing: generate it with `depmod -b ROOT RELEASE` for the tree ROOT/lib/modules/RELEASE", dir.display())]
+    NoDepFile { dir: PathBuf },
+    #[error("kernel.modules: cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kernel.modules: {}{}: {problem}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+    #[error("kernel.modules: no module or alias {name} in {} (modules.dep, modules.alias, modules.builtin); closest: {}", dir.display(), closest.join(", "))]
+    Unknown {
+        name: String,
+        dir: PathBuf,
+        closest: Vec<String>,
+    },
+    #[error("kernel.modules: {} is listed in modules.dep (needed for {module}) but is missing: reinstall or re-extract the tree", path.display())]
+    MissingFile { module: String, path: PathBuf },
+    #[error("kernel.modules: {} is outside the tree {}: refusing to follow it", path.display(), root.display())]
+    Escapes { path: PathBuf, root: PathBuf },
+    #[error("kernel.modules: {} was built for kernel {found}, not {release}: use the module tree of the guest's kernel (or fix `kernel.version`)", path.display())]
+    Vermagic {
+        path: PathBuf,
+        found: String,
+        release: String,
+    },
+    #[error("kernel.modules: {} {problem}", path.display())]
+    NotModule { path: PathBuf, problem: String },
+    #[error("kernel.modules: {} needs {dep} (its .modinfo says so) but modules.dep does not list it: the index is stale; run depmod for the tree again", path.display())]
+    Stale { path: PathBuf, dep: String },
+    #[error("kernel.modules: {} is larger than {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("kernel.modules: cannot decompress {}: {source}", path.display())]
+    Decompress {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("kernel.modules: modules.dep of {} has a dependency cycle: {}", dir.display(), cycle.join(" -> "))]
+    Cycle { dir: PathBuf, cycle: Vec<String> },
+}
+
+/// Reads at most `limit` bytes of `path`; more is an error.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, KmodError> {
+    let read = |source| KmodError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut out = Vec::new();
+    file.take(limit + 1).read_to_end(&mut out).map_err(read)?;
+    if out.len() as u64 > limit {
+        return Err(KmodError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(out)
+}
+
+/// One file for the image.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// Absolute in-image path.
+    pub path: String,
+    pub bytes: Arc<[u8]>,
+    /// The host file it was read from.
+    pub from: PathBuf,
+}
+
+/// Everything `[kernel]` puts in the image.
+#[derive(Debug, Clone)]
+pub struct Modules {
+    pub release: String,
+    /// The tree the modules came from.
+    pub dir: PathBuf,
+    pub resolution: Resolution,
+    /// The modules, in load order (as `resolution.modules`).
+    pub files: Vec<Placed>,
+    /// Firmware the modules name, found in the tree's `lib/firmware`.
+    pub firmware: Vec<Placed>,
+    /// The text of [`fledge_abi::paths::MODULES_LOAD`].
+    pub load_list: String,
+    /// Missing firmware and soft dependencies.
+    pub warnings: Vec<String>,
+}
+
+/// In-image path of a module: `/lib/modules/<release>/<rel>`, without a compression suffix.
+pub fn image_path(release: &str, rel: &str) -> String {
+    let rel = [".xz", ".zst", ".gz"]
+        .iter()
+        .find_map(|s| rel.strip_suffix(s).filter(|r| r.ends_with(".ko")))
+        .unwrap_or(rel);
+    format!("/lib/modules/{release}/{rel}")
+}
+
+/// The load list: one line per module, `path[ params]`, in load order.
+pub fn load_list(release: &str, modules: &[resolve::Resolved]) -> String {
+    let mut out = String::new();
+    for m in modules {
+        out.push_str(&image_path(release, &m.rel));
+        if let Some(p) = m.params.as_deref().filter(|p| !p.is_empty()) {
+            out.push(' ');
+            out.push_str(p);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Resolves, reads and checks the modules `settings` asks for.
+pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
+    let tree = Tree::open(&settings.dir)?;
+    let resolution = resolve::resolve(&tree, &settings.modules)?;
+    let root = canonical(&settings.dir)?;
+    let fw_root = root
+        .parent()
+        .and_then(Path::parent)
+        .map(|l| l.join("firmware"));
+    let mut files = Vec::with_capacity(resolution.modules.len());
+    let mut firmware = Vec::new();
+    let mut warnings = resolution.warnings.clone();
+    let mut loaded: BTreeSet<&str> = BTreeSet::new();
+    for m in &resolution.modules {
+        let path = settings.dir.join(&m.rel);
+        if !path.exists() {
+            return Err(KmodError::MissingFile {
+                module: m.name.clone(),
+                path,
+            });
+        }
+        inside(&root, &path)?;
+        let bytes = modinfo::read_module(&path)?;
+        let info = modinfo::parse(&bytes, &path)?;
+        let found = info.release.clone().ok_or_else(|| KmodError::NotModule {
+            path: path.clone(),
+            problem: "has no vermagic in its .modinfo".into(),
+        })?;
+        if found != settings.release {
+            return Err(KmodError::Vermagic {
+                path,
+                found,
+                release: settings.release.clone(),
+            });
+        }
+        if let Some(dep) = info
+            .depends
+            .iter()
+            .find(|d| !loaded.contains(d.as_str()) && !tree.builtin.contains(*d))
+        {
+            return Err(KmodError::Stale {
+                path,
+                dep: dep.clone(),
+            });
+        }
+        loaded.insert(&m.name);
+        for fw in &info.firmware {
+            match find_firmware(fw_root.as_deref(), fw)? {
+                Some(p) if !firmware.iter().any(|f: &Placed| f.path == p.path) => firmware.push(p),
+                Some(_) => {}
+                None => {
+                    warnings.push(format!(
+                    "{}: firmware {fw} is not in {}; the driver may fail to load it in the guest",
+                    m.name,
+                    fw_root.as_deref().unwrap_or(Path::new("lib/firmware")).display()
+                ))
+                }
+            }
+        }
+        files.push(Placed {
+            path: image_path(&settings.release, &m.rel),
+            bytes: Arc::from(bytes),
+            from: path,
+        });
+    }
+    Ok(Modules {
+        load_list: load_list(&settings.release, &resolution.modules),
+        release: settings.release.clone(),
+        dir: settings.dir.clone(),
+        resolution,
+        files,
+        firmware,
+        warnings,
+    })
+}
+
+fn canonical(path: &Path) -> Result<PathBuf, KmodError> {
+    path.canonicalize().map_err(|source| KmodError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Fails unless `path`, with its symlinks followed, is inside `root` (canonical).
+fn inside(root: &Path, path: &Path) -> Result<PathBuf, KmodError> {
+    let real = canonical(path)?;
+    if real.starts_with(root) && real.is_file() {
+        Ok(real)
+    } else {
+        Err(KmodError::Escapes {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+        })
+    }
+}
+
+/// Firmware `name` from `fw_root` (plain, `.zst` or `.xz`), decompressed, for `/lib/firmware`.
+fn find_firmware(fw_root: Option<&Path>, name: &str) -> Result<Option<Placed>, KmodError> {
+    let Some(fw_root) = fw_root.filter(|r| r.is_dir()) else {
+        return Ok(None);
+    };
+    let plain = !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Ok(None);
+    }
+    let root = canonical(fw_root)?;
+    for suffix in ["", ".zst", ".xz"] {
+        let path = fw_root.join(format!("{name}{suffix}"));
+        if !path.exists() {
+            continue;
+        }
+        let real = inside(&root, &path)?;
+        let bytes = match suffix {
+            "" => read_bounded(&real, modinfo::MODULE_LIMIT)?,
+            _ => modinfo::decompress(&real, suffix)?,
+        };
+        return Ok(Some(Placed {
+            path: format!("/lib/firmware/{name}"),
+            bytes: Arc::from(bytes),
+            from: path,
+        }));
+    }
+    Ok(None)
+}
+
+/// The `--dry-run` account: each module in load order with why it is there, builtins, firmware.
+pub fn explain(m: &Modules) -> String {
+    let mut out = format!(
+        "kernel modules for {} from {} (load order):\n",
+        m.release,
+        m.dir.display()
+    );
+    for r in &m.resolution.modules {
+        let params = r
+            .params
+            .as_deref()
+            .map(|p| format!(" [{p}]"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {:<24} {}{params}\n", r.name, r.reason));
+    }
+    for b in &m.resolution.builtin {
+        out.push_str(&format!(
+            "  {:<24} built in ({}), nothing to load\n",
+            b.name, b.reason
+        ));
+    }
+    for f in &m.firmware {
+        out.push_str(&format!(
+            "  firmware {} from {}\n",
+            f.path,
+            f.from.display()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

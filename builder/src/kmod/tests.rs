@@ -1,0 +1,564 @@
+//! The resolver against a fixture tree (depmod's files, real ELF modules, every compression)
+//! and, when `qemu/fetch-kernel.sh` has run, against Debian's kernel tree.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use object::write::Object;
+use object::{Architecture, BinaryFormat, Endianness, SectionKind};
+
+use super::resolve::Reason;
+use super::*;
+
+const REL: &str = "6.1.0-9-test";
+
+/// A relocatable ELF whose `.modinfo` holds `records`.
+fn module_elf(records: &[&str]) -> Vec<u8> {
+    let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+    let data: Vec<u8> = records
+        .iter()
+        .flat_map(|r| [r.as_bytes(), b"\0"].concat())
+        .collect();
+    let sec = obj.add_section(Vec::new(), b".modinfo".to_vec(), SectionKind::ReadOnlyData);
+    obj.append_section_data(sec, &data, 1);
+    obj.write().unwrap()
+}
+
+fn compress(bytes: &[u8], suffix: &str) -> Vec<u8> {
+    match suffix {
+        "" => bytes.to_vec(),
+        ".xz" => {
+            let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+        ".zst" => zstd::encode_all(bytes, 3).unwrap(),
+        ".gz" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(bytes).unwrap();
+            e.finish().unwrap()
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// (path in the tree, depends=, vermagic release)
+const MODULES: &[(&str, &str, &str)] = &[
+    ("kernel/drivers/virtio/virtio.ko", "", REL),
+    ("kernel/drivers/virtio/virtio_ring.ko.xz", "virtio", REL),
+    ("kernel/net/core/failover.ko.zst", "", REL),
+    ("kernel/drivers/net/net_failover.ko.gz", "failover", REL),
+    (
+        "kernel/drivers/net/virtio_net.ko",
+        "net_failover,virtio,virtio_ring",
+        REL,
+    ),
+    ("kernel/crypto/crc32c_generic.ko", "", REL),
+    ("kernel/fs/ext9/ext9.ko", "", REL),
+    ("kernel/drivers/misc/fw_user.ko", "", REL),
+    ("kernel/drivers/misc/old.ko", "", "5.10.0-1-amd64"),
+];
+
+const DEP: &str = "\
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko.xz: kernel/drivers/virtio/virtio.ko
+kernel/net/core/failover.ko.zst:
+kernel/drivers/net/net_failover.ko.gz: kernel/net/core/failover.ko.zst
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko.gz kernel/net/core/failover.ko.zst kernel/drivers/virtio/virtio_ring.ko.xz kernel/drivers/virtio/virtio.ko
+kernel/crypto/crc32c_generic.ko:
+kernel/fs/ext9/ext9.ko:
+kernel/drivers/misc/fw_user.ko:
+kernel/drivers/misc/old.ko:
+";
+
+/// `<tmp>/lib/modules/REL` with the fixture modules, indexes and one firmware file.
+fn fixture() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("lib/modules").join(REL);
+    for (rel, depends, release) in MODULES {
+        let name = tree::name_of(rel).unwrap();
+        let vermagic = format!("vermagic={release} SMP preempt mod_unload ");
+        let depends = format!("depends={depends}");
+        let mut records = vec![format!("name={name}"), vermagic, depends];
+        if name == "fw_user" {
+            records.push("firmware=acme/fw.bin".into());
+            records.push("firmware=acme/absent.bin".into());
+        }
+        let refs: Vec<&str> = records.iter().map(String::as_str).collect();
+        let suffix = [".xz", ".zst", ".gz"]
+            .into_iter()
+            .find(|s| rel.ends_with(s))
+            .unwrap_or("");
+        let path = dir.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, compress(&module_elf(&refs), suffix)).unwrap();
+    }
+    fs::write(dir.join("modules.dep"), DEP).unwrap();
+    fs::write(
+        dir.join("modules.softdep"),
+        "# Soft dependencies extracted from modules themselves.\n\
+         softdep ext9 pre: crypto-crc32c crc32 post: virtio\n\
+         softdep ext9 ignored-before-pre\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("modules.alias"),
+        "# Aliases extracted from modules themselves.\n\
+         alias virtio:d00000001v* virtio_net\n\
+         alias crypto-crc32c crc32c_generic\n\
+         alias fs-ext9 ext9\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("modules.builtin"),
+        "kernel/fs/ext4/ext4.ko\nkernel/lib/crc32.ko\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("modules.builtin.modinfo"),
+        b"ext4.alias=fs-ext4\0ext4.license=GPL\0",
+    )
+    .unwrap();
+    let fw = tmp.path().join("lib/firmware/acme");
+    fs::create_dir_all(&fw).unwrap();
+    fs::write(
+        fw.join("fw.bin.zst"),
+        zstd::encode_all(&b"FIRMWARE"[..], 3).unwrap(),
+    )
+    .unwrap();
+    (tmp, dir)
+}
+
+fn req(name: &str) -> Request {
+    let (name, params) = match name.split_once(' ') {
+        Some((n, p)) => (n, Some(p.to_string())),
+        None => (name, None),
+    };
+    Request {
+        name: name.into(),
+        params,
+    }
+}
+
+fn fixture_settings(dir: &Path, names: &[&str]) -> Settings {
+    Settings {
+        modules: names.iter().map(|n| req(n)).collect(),
+        release: REL.into(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn order(m: &Modules) -> Vec<&str> {
+    m.resolution
+        .modules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect()
+}
+
+#[test]
+fn closure_in_load_order_with_reasons() {
+    let (_t, dir) = fixture();
+    let m = prepare(&fixture_settings(&dir, &["virtio_net"])).unwrap();
+    assert_eq!(
+        order(&m),
+        [
+            "virtio",
+            "virtio_ring",
+            "failover",
+            "net_failover",
+            "virtio_net"
+        ]
+    );
+    let reasons: Vec<String> = m
+        .resolution
+        .modules
+        .iter()
+        .map(|r| r.reason.to_string())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "dependency of virtio_net",
+            "dependency of virtio_net",
+            "dependency of virtio_net",
+            "dependency of virtio_net",
+            "requested as virtio_net",
+        ]
+    );
+}
+
+#[test]
+fn compressed_modules_are_stored_plain_under_their_release() {
+    let (_t, dir) = fixture();
+    let m = prepare(&fixture_settings(&dir, &["virtio_net"])).unwrap();
+    let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/lib/modules/6.1.0-9-test/kernel/drivers/virtio/virtio.ko",
+            "/lib/modules/6.1.0-9-test/kernel/drivers/virtio/virtio_ring.ko",
+            "/lib/modules/6.1.0-9-test/kernel/net/core/failover.ko",
+            "/lib/modules/6.1.0-9-test/kernel/drivers/net/net_failover.ko",
+            "/lib/modules/6.1.0-9-test/kernel/drivers/net/virtio_net.ko",
+        ]
+    );
+    for f in &m.files {
+        assert_eq!(&f.bytes[..4], b"\x7fELF", "{} is not a plain ELF", f.path);
+    }
+    assert_eq!(
+        m.load_list,
+        paths.iter().map(|p| format!("{p}\n")).collect::<String>()
+    );
+}
+
+#[test]
+fn an_explicit_request_wins_over_a_dependency_and_keeps_its_parameters() {
+    let (_t, dir) = fixture();
+    let m = prepare(&fixture_settings(&dir, &["virtio_net", "virtio debug=1"])).unwrap();
+    assert_eq!(m.resolution.modules.len(), 5);
+    let virtio = &m.resolution.modules[0];
+    assert_eq!(
+        virtio.reason,
+        Reason::Requested {
+            asked: "virtio".into()
+        }
+    );
+    assert_eq!(
+        m.load_list.lines().next(),
+        Some("/lib/modules/6.1.0-9-test/kernel/drivers/virtio/virtio.ko debug=1")
+    );
+}
+
+#[test]
+fn aliases_and_dashes_resolve() {
+    let (_t, dir) = fixture();
+    let m = prepare(&fixture_settings(
+        &dir,
+        &["virtio:d00000001v00001AF4", "fs-ext9"],
+    ))
+    .unwrap();
+    assert_eq!(order(&m).last(), Some(&"ext9"));
+    assert!(order(&m).contains(&"virtio_net"));
+    let net = m
+        .resolution
+        .modules
+        .iter()
+        .find(|r| r.name == "virtio_net")
+        .unwrap();
+    assert_eq!(
+        net.reason.to_string(),
+        "requested as virtio:d00000001v00001AF4"
+    );
+    let m = prepare(&fixture_settings(&dir, &["virtio-ring"])).unwrap();
+    assert_eq!(order(&m), ["virtio", "virtio_ring"]);
+}
+
+#[test]
+fn softdeps_come_first_and_builtins_load_nothing() {
+    let (_t, dir) = fixture();
+    let m = prepare(&fixture_settings(&dir, &["ext9", "ext4", "fs-ext4"])).unwrap();
+    assert_eq!(order(&m), ["crc32c_generic", "ext9"]);
+    assert_eq!(
+        m.resolution.modules[0].reason,
+        Reason::Softdep { of: "ext9".into() }
+    );
+    let builtin: Vec<(&str, String)> = m
+        .resolution
+        .builtin
+        .iter()
+        .map(|b| (b.name.as_str(), b.reason.to_string()))
+        .collect();
+    assert_eq!(
+        builtin,
+        [
+            ("crc32", "softdep of ext9".to_string()),
+            ("ext4", "requested as ext4".to_string()),
+        ]
+    );
+    let text = explain(&m);
+    assert!(
+        text.contains("crc32c_generic") && text.contains("softdep of ext9"),
+        "{text}"
+    );
+    assert!(text.contains("ext4") && text.contains("built in"), "{text}");
+}
+
+#[test]
+fn firmware_is_placed_when_present_and_warned_about_when_not() {
+    let (_t, dir) = fixture();
+    let m = prepare(&fixture_settings(&dir, &["fw_user"])).unwrap();
+    assert_eq!(m.firmware.len(), 1);
+    assert_eq!(m.firmware[0].path, "/lib/firmware/acme/fw.bin");
+    assert_eq!(&m.firmware[0].bytes[..], b"FIRMWARE");
+    assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+    assert!(
+        m.warnings[0].contains("acme/absent.bin"),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    let (t, dir) = fixture();
+    let err = |names: &[&str], dir: &Path| {
+        prepare(&fixture_settings(dir, names))
+            .unwrap_err()
+            .to_string()
+    };
+
+    let e = err(&["virtio_nett"], &dir);
+    assert!(
+        e.contains("virtio_nett") && e.contains(&dir.display().to_string()),
+        "{e}"
+    );
+    assert!(e.contains("closest: virtio_net"), "{e}");
+
+    let e = err(&["old"], &dir);
+    assert!(
+        e.contains("old.ko") && e.contains("5.10.0-1-amd64") && e.contains(REL),
+        "{e}"
+    );
+
+    fs::remove_file(dir.join("kernel/net/core/failover.ko.zst")).unwrap();
+    let e = err(&["virtio_net"], &dir);
+    assert!(
+        e.contains("failover.ko.zst") && e.contains("missing"),
+        "{e}"
+    );
+
+    let empty = t.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let e = err(&["virtio"], &empty);
+    assert!(
+        e.contains("modules.dep is missing") && e.contains("depmod"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_stale_index_and_an_escaping_symlink_are_refused() {
+    let (t, dir) = fixture();
+    // ext9 says it needs virtio, which modules.dep does not list for it.
+    let ext9 = dir.join("kernel/fs/ext9/ext9.ko");
+    fs::write(
+        &ext9,
+        module_elf(&[
+            "name=ext9",
+            &format!("vermagic={REL} SMP"),
+            "depends=virtio",
+        ]),
+    )
+    .unwrap();
+    let e = prepare(&fixture_settings(&dir, &["ext9"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ext9.ko") && e.contains("virtio") && e.contains("stale"),
+        "{e}"
+    );
+
+    let outside = t.path().join("outside.ko");
+    fs::write(
+        &outside,
+        module_elf(&["name=virtio", &format!("vermagic={REL}")]),
+    )
+    .unwrap();
+    let virtio = dir.join("kernel/drivers/virtio/virtio.ko");
+    fs::remove_file(&virtio).unwrap();
+    std::os::unix::fs::symlink(&outside, &virtio).unwrap();
+    let e = prepare(&fixture_settings(&dir, &["virtio"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside the tree"), "{e}");
+}
+
+#[test]
+fn malformed_indexes_are_refused_with_their_line() {
+    let cases: &[(&str, &[&str])] = &[
+        ("kernel/a.ko\n", &["modules.dep:1", "no `:`"]),
+        (
+            "kernel/a.ko: ../../etc/b.ko\n",
+            &["modules.dep:1", "not a path inside"],
+        ),
+        (
+            "kernel/a.ko:\n/abs/b.ko:\n",
+            &["modules.dep:2", "not a path inside"],
+        ),
+        (
+            "kernel/a.ko: kernel/b.ko\n",
+            &["modules.dep:1", "dependency b"],
+        ),
+        ("kernel/a.txt:\n", &["modules.dep:1", "not a .ko"]),
+    ];
+    for (i, (dep, want)) in cases.iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("modules.dep"), dep).unwrap();
+        let e = tree::Tree::open(tmp.path()).unwrap_err().to_string();
+        for w in *want {
+            assert!(e.contains(w), "case {i}: {e:?} lacks {w:?}");
+        }
+    }
+}
+
+#[test]
+fn a_dependency_cycle_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("modules.dep"), "a.ko: b.ko\nb.ko: a.ko\n").unwrap();
+    let tree = tree::Tree::open(tmp.path()).unwrap();
+    let e = resolve::resolve(&tree, &[req("a")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cycle") && e.contains("a -> b -> a"), "{e}");
+}
+
+fn parse(kernel: &str) -> Result<Option<Settings>, String> {
+    let raw: RawKernel = toml::from_str(kernel).map_err(|e| e.to_string())?;
+    let at = |_| Location {
+        file: "fledge.toml".into(),
+        line: None,
+    };
+    settings(raw, Path::new("/cfg"), at).map_err(|e| e.to_string())
+}
+
+#[test]
+fn settings_name_the_tree_and_never_default_to_the_host() {
+    let s =
+        parse("modules = [\"virtio_net\", \"loop  max_loop=8\"]\nversion = \"6.1.0-48-amd64\"\n")
+            .unwrap()
+            .unwrap();
+    assert_eq!(s.dir, Path::new("/lib/modules/6.1.0-48-amd64"));
+    assert_eq!(
+        s.modules[1],
+        Request {
+            name: "loop".into(),
+            params: Some("max_loop=8".into())
+        }
+    );
+    let s = parse("modules = [\"a\"]\nmodules_dir = \"k/lib/modules/6.1.0-7\"\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (s.release.as_str(), s.dir.as_path()),
+        ("6.1.0-7", Path::new("/cfg/k/lib/modules/6.1.0-7"))
+    );
+    let s = parse("modules = [\"a\"]\nmodules_dir = \"/m\"\nversion = \"6.1\"\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (s.release.as_str(), s.dir.as_path()),
+        ("6.1", Path::new("/m"))
+    );
+    assert_eq!(parse("version = \"6.1\"\n").unwrap(), None);
+
+    let bad: &[(&str, &[&str])] = &[
+        (
+            "modules = [\"a\"]\n",
+            &["`kernel.modules`", "never uses the build host"],
+        ),
+        ("modules = [\"a\", \"a\"]\nversion = \"1\"\n", &["twice"]),
+        ("modules = [\"x/y.ko\"]\nversion = \"1\"\n", &["not a path"]),
+        ("modules = [\"\"]\nversion = \"1\"\n", &["empty entry"]),
+        (
+            "modules = [\"a\\nb\"]\nversion = \"1\"\n",
+            &["control character"],
+        ),
+        (
+            "modules = [\"a\"]\nversion = \"../x\"\n",
+            &["`kernel.version`"],
+        ),
+        (
+            "modules = [\"a\"]\nmodules_dir = \"\"\n",
+            &["`kernel.modules_dir`", "empty"],
+        ),
+    ];
+    for (i, (text, want)) in bad.iter().enumerate() {
+        let e = parse(text).unwrap_err();
+        for w in *want {
+            assert!(e.contains(w), "case {i}: {e:?} lacks {w:?}");
+        }
+    }
+}
+
+/// The tree `qemu/fetch-kernel.sh` keeps (Debian's kernel, indexed by depmod), if it has run.
+fn debian_tree() -> Option<PathBuf> {
+    let cache = std::env::var_os("FLEDGE_QEMU_KERNEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-kernel"));
+    let dir = cache.join("modules").canonicalize().ok()?;
+    dir.join("modules.dep").is_file().then_some(dir)
+}
+
+#[test]
+fn debian_kernel_tree() {
+    let Some(dir) = debian_tree() else {
+        eprintln!("skipped: no module tree; run qemu/fetch-kernel.sh");
+        return;
+    };
+    let release = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let s = Settings {
+        modules: vec![req("virtio_net"), req("virtio_pci"), req("crc32c")],
+        release: release.clone(),
+        dir: dir.clone(),
+    };
+    let m = prepare(&s).unwrap();
+    eprintln!("{}", explain(&m));
+    let names = order(&m);
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} missing from {names:?}"))
+    };
+    for (before, after) in [
+        ("virtio", "virtio_ring"),
+        ("virtio_ring", "virtio_net"),
+        ("failover", "net_failover"),
+        ("net_failover", "virtio_net"),
+        ("virtio_pci_modern_dev", "virtio_pci"),
+    ] {
+        assert!(
+            pos(before) < pos(after),
+            "{before} after {after} in {names:?}"
+        );
+    }
+    // depmod's view of each module's dependencies is a subset of what is loaded before it.
+    let tree = tree::Tree::open(&dir).unwrap();
+    for (i, r) in m.resolution.modules.iter().enumerate() {
+        for d in &tree.modules[&r.name].deps {
+            assert!(
+                names[..i].contains(&d.as_str()),
+                "{} before its dependency {d}",
+                r.name
+            );
+        }
+    }
+    for f in &m.files {
+        assert!(
+            f.path
+                .starts_with(&format!("/lib/modules/{release}/kernel/")),
+            "{}",
+            f.path
+        );
+        assert_eq!(&f.bytes[..4], b"\x7fELF", "{}", f.path);
+    }
+    let e = prepare(&Settings {
+        release: "6.1.0-1-amd64".into(),
+        ..s.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&format!("built for kernel {release}, not 6.1.0-1-amd64")),
+        "{e}"
+    );
+    let e = prepare(&Settings {
+        modules: vec![req("virtio_nte")],
+        ..s
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("closest: virtio_net"), "{e}");
+}
