@@ -244,10 +244,14 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     }
     if a.dry_run {
         let prepared = pipeline::prepare(&req, pipeline::Fetching::Download)?;
-        std::io::stdout()
-            .lock()
-            .write_all(preview::format_plan(&prepared.plan).as_bytes())
+        let mut out = std::io::stdout().lock();
+        out.write_all(preview::format_plan(&prepared.plan).as_bytes())
             .map_err(Stdout)?;
+        if let Some(m) = &prepared.modules {
+            out.write_all(crate::kmod::explain(m).as_bytes())
+                .map_err(Stdout)?;
+        }
+        drop(out);
         if !quiet {
             say!(
                 "dry run: {} entries planned, nothing written (would write {})",

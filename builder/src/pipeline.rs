@@ -101,6 +101,8 @@ pub struct Prepared {
     pub manifest: (PathBuf, manifest::Template),
     pub plan: Plan,
     pub entries: Vec<Entry>,
+    /// The kernel modules of `[kernel]`, for `--dry-run`'s account of why each is there.
+    pub modules: Option<crate::kmod::Modules>,
 }
 
 /// Reads the config and manifest template; reports their warnings.
@@ -129,12 +131,14 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     plan::check_sources(&config)?;
     let options = settings(req, &config, &manifest.1)?;
     let mtime = epoch(req)?;
+    let modules = kernel_modules(&config)?;
     let (busybox, agent) = fetch_inputs(req, &config, fetching)?;
     let plan = plan::plan(&plan::Inputs {
         config: &config,
         busybox: &busybox,
         agent: agent.as_ref(),
         init: crate::embedded::INIT_X86_64,
+        modules: modules.as_ref(),
     })?;
     for w in &plan.warnings {
         log::warn!("{w}");
@@ -151,7 +155,28 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         manifest,
         plan,
         entries,
+        modules,
     })
+}
+
+/// Reads and checks the modules `[kernel]` asks for (all local: before any download).
+fn kernel_modules(config: &Config) -> Result<Option<crate::kmod::Modules>, Error> {
+    let Some(k) = &config.kernel else {
+        return Ok(None);
+    };
+    let m = crate::kmod::prepare(k)?;
+    for w in &m.warnings {
+        log::warn!("{w}");
+    }
+    for b in &m.resolution.builtin {
+        log::debug!(
+            "kernel module {} is built into {} ({}): nothing to load",
+            b.name,
+            m.release,
+            b.reason
+        );
+    }
+    Ok(Some(m))
 }
 
 /// busybox and (in default mode) the agent, fetched or, offline, read when local.

@@ -22,6 +22,8 @@ pub fn source_of(node: &Node) -> String {
         Origin::Agent => "agent".into(),
         Origin::CustomInit => host.unwrap_or_else(|| "generated".into()),
         Origin::Mapping { key, .. } => host.unwrap_or_else(|| key.clone()),
+        Origin::Kernel(_) if node.kind == Kind::Dir => "generated".into(),
+        Origin::Kernel(why) => why.clone(),
     }
 }
 

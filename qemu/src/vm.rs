@@ -32,6 +32,7 @@ pub struct Boot {
     name: String,
     initrd: PathBuf,
     params: Vec<String>,
+    qemu_args: Vec<String>,
     timeout: Duration,
     memory_mb: u32,
 }
@@ -48,6 +49,7 @@ impl Boot {
             name: name.to_owned(),
             initrd: initrd.to_path_buf(),
             params: Vec::new(),
+            qemu_args: Vec::new(),
             timeout: Duration::from_secs(secs),
             memory_mb: 256,
         }
@@ -56,6 +58,12 @@ impl Boot {
     /// Appends a kernel command-line parameter (e.g. `STANDIN=report`, `fledge.supervise=1`).
     pub fn param(mut self, p: &str) -> Self {
         self.params.push(p.to_owned());
+        self
+    }
+
+    /// Appends QEMU arguments (e.g. `-device virtio-net-pci`).
+    pub fn qemu_args(mut self, args: &[&str]) -> Self {
+        self.qemu_args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -91,7 +99,8 @@ impl Boot {
             .arg("-initrd")
             .arg(&self.initrd)
             .arg("-append")
-            .arg(self.cmdline(host));
+            .arg(self.cmdline(host))
+            .args(&self.qemu_args);
         cmd
     }
 

@@ -355,6 +355,20 @@ pub(super) fn build(
     Ok((compression, b.compression_level.map(Spanned::into_inner)))
 }
 
+/// `[kernel]`: which modules, from which tree ([`crate::kmod::settings`] decides).
+pub(super) fn kernel(
+    cx: &Ctx,
+    k: Option<crate::kmod::RawKernel>,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::kmod::Settings>, ConfigError> {
+    let Some(k) = k else {
+        return Ok(None);
+    };
+    cx.unknown_keys("kernel", &k.extra, warnings);
+    crate::kmod::settings(k, base_dir, |span| cx.at(span))
+}
+
 /// Every mapping: a source key and an absolute, clean destination.
 pub(super) fn mappings(
     cx: &Ctx,

@@ -133,6 +133,8 @@ pub struct Config {
     pub compression: Option<Compression>,
     /// `[build] compression_level`, when set.
     pub compression_level: Option<i32>,
+    /// `[kernel]`: the guest kernel's modules to put in the image; `None` for none.
+    pub kernel: Option<crate::kmod::Settings>,
     /// Things worth telling the user that do not stop the build.
     pub warnings: Vec<String>,
 }
@@ -169,6 +171,7 @@ impl Config {
         let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
         let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
         let mappings = check::mappings(&cx, found, &base_dir)?;
+        let kernel = check::kernel(&cx, raw.kernel, &base_dir, &mut warnings)?;
         cx.unknown_keys("", &raw.extra, &mut warnings);
         Ok(Config {
             path: file.to_path_buf(),
@@ -180,6 +183,7 @@ impl Config {
             mappings,
             compression,
             compression_level,
+            kernel,
             warnings,
         })
     }

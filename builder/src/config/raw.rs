@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub(super) filesystem: Option<toml::Value>,
     pub(super) mappings: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) build: Option<RawBuild>,
+    pub(super) kernel: Option<crate::kmod::RawKernel>,
     #[serde(flatten)]
     pub(super) extra: Extra,
 }

@@ -13,7 +13,7 @@ use std::hash::BuildHasher;
 use super::format::{escape, mode_string};
 use super::reader::Entry;
 use super::{file_type, FileType};
-use fledge_abi::paths::{INIT, VOLANT_INIT};
+use fledge_abi::paths::{INIT, MODULES_LOAD, VOLANT_INIT};
 
 /// Symlinks followed in one resolution before it counts as a loop (Linux's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
@@ -32,6 +32,8 @@ pub struct Index {
     links: HashMap<Box<str>, Box<str>>,
     /// The body of `/.volant_init`, when present.
     volant_init: Option<Vec<u8>>,
+    /// The body of the module load list, when present.
+    modules_load: Option<Vec<u8>>,
 }
 
 impl Index {
@@ -39,6 +41,9 @@ impl Index {
         let path = String::from_utf8_lossy(e.path);
         if path == VOLANT_INIT {
             self.volant_init = e.body.map(<[u8]>::to_vec);
+        }
+        if path == MODULES_LOAD {
+            self.modules_load = e.body.map(<[u8]>::to_vec);
         }
         self.modes.insert(self.keys.hash_one(path.as_ref()), e.mode);
         match e.target {
@@ -120,7 +125,7 @@ impl Index {
     /// Checks: `/init` exists, is a regular file (or a symlink to one) and is executable;
     /// `/dev/console` is a character device (the kernel opens it for PID 1's stdio); symlinks in
     /// or into `/bin`, `/sbin`, `/usr/bin`, `/usr/sbin` resolve inside the image;
-    /// `/.volant_init` names a path that exists.
+    /// `/.volant_init` names a path that exists; each module of the load list is a file.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         problems.extend(self.init_problem());
@@ -142,7 +147,47 @@ impl Index {
             }
         }
         problems.extend(self.volant_init_problem());
+        problems.extend(self.module_problems());
         problems
+    }
+
+    /// The modules the load list names, in load order, one printable line each
+    /// (`PATH [params] (required)`); `None` when the image has no load list.
+    pub fn modules(&self) -> Option<Vec<String>> {
+        let text = String::from_utf8_lossy(self.modules_load.as_deref()?);
+        let lines = fledge_abi::modules::parse(&text).map(|m| match m {
+            Ok(m) => {
+                let params = if m.params.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", m.params)
+                };
+                let req = if m.required { " (required)" } else { "" };
+                escape(format!("{}{params}{req}", m.path).as_bytes())
+            }
+            Err(e) => escape(e.to_string().as_bytes()),
+        });
+        Some(lines.collect())
+    }
+
+    /// Load-list lines that are malformed or name a module the image does not have.
+    fn module_problems(&self) -> Vec<String> {
+        let Some(body) = self.modules_load.as_deref() else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(body);
+        fledge_abi::modules::parse(&text)
+            .filter_map(|m| match m {
+                Err(e) => Some(format!("{MODULES_LOAD} {}", escape(e.to_string().as_bytes()))),
+                Ok(m) => match self.resolve(m.path) {
+                    Ok((_, mode)) if file_type(mode) == FileType::File => None,
+                    _ => Some(format!(
+                        "{MODULES_LOAD} names {}, which is not a file of the image: fledge-init cannot load it",
+                        escape(m.path.as_bytes())
+                    )),
+                },
+            })
+            .collect()
     }
 
     fn init_problem(&self) -> Option<String> {

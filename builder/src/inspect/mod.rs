@@ -49,6 +49,8 @@ pub struct Report {
     pub summary: Summary,
     /// The boot check's problems, one sentence each.
     pub problems: Vec<String>,
+    /// The kernel modules of the load list, in order (printable lines); `None` without one.
+    pub modules: Option<Vec<String>>,
 }
 
 /// Reads the image at `path` and writes `view` of it to `out`.
@@ -86,11 +88,18 @@ pub fn run(path: &Path, view: View, out: &mut dyn Write) -> Result<Report, Inspe
         },
     })?;
     let problems = index.problems();
+    let modules = index.modules();
     let items = records.finish();
     let written = match view {
         View::Tree => format::tree(&mut out, &items),
         View::Json => format::json(&mut out, &summary, &items, &problems),
         View::List | View::Check => Ok(()),
+    };
+    let written = match (&modules, view) {
+        (Some(list), View::List | View::Tree) => {
+            written.and_then(|()| module_section(&mut out, list))
+        }
+        _ => written,
     };
     written
         .and_then(|()| out.flush())
@@ -98,7 +107,18 @@ pub fn run(path: &Path, view: View, out: &mut dyn Write) -> Result<Report, Inspe
             path: path.into(),
             source,
         })?;
-    Ok(Report { summary, problems })
+    Ok(Report {
+        summary,
+        problems,
+        modules,
+    })
+}
+
+/// The load list after the listing: `kernel modules (PATH, load order):` and one line each.
+fn module_section(out: &mut dyn Write, lines: &[String]) -> io::Result<()> {
+    let list = fledge_abi::paths::MODULES_LOAD;
+    writeln!(out, "kernel modules ({list}, load order):")?;
+    lines.iter().try_for_each(|l| writeln!(out, "  {l}"))
 }
 
 /// The type of an entry, from its `st_mode`.

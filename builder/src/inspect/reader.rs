@@ -20,9 +20,14 @@ use crate::compress::{self, Compression};
 const PATH_MAX: usize = 4096;
 /// Length of a newc header.
 const HEADER_LEN: usize = 110;
-/// Files whose body the reader hands over (the boot check reads them), and their largest size.
-const KEPT_BODIES: &[&str] = &[fledge_abi::paths::VOLANT_INIT];
-const KEPT_BODY_MAX: u64 = 4096;
+/// Files whose body the reader hands over (the boot check reads them), with their largest size.
+const KEPT_BODIES: &[(&str, u64)] = &[
+    (fledge_abi::paths::VOLANT_INIT, 4096),
+    (
+        fledge_abi::paths::MODULES_LOAD,
+        fledge_abi::modules::MAX_LEN as u64,
+    ),
+];
 
 /// One entry as read, borrowed from the reader's buffers until the callback returns.
 #[derive(Debug)]
@@ -42,7 +47,7 @@ pub struct Entry<'a> {
     pub rdev: Option<(u32, u32)>,
     /// Target of a symlink.
     pub target: Option<&'a [u8]>,
-    /// Body of a small file the boot check reads (`/.volant_init`).
+    /// Body of a small file the boot check reads (`/.volant_init`, the module load list).
     pub body: Option<&'a [u8]>,
     /// Which hardlink group a regular file with `nlink > 1` belongs to: the kernel links members
     /// by inode and device numbers until the next `TRAILER!!!`.
@@ -308,10 +313,9 @@ impl Parser {
         }
         normalise(&self.name, &mut self.path);
         let kept = !is_link
-            && f.size <= KEPT_BODY_MAX
             && KEPT_BODIES
                 .iter()
-                .any(|k| k.as_bytes() == self.path.as_slice());
+                .any(|(k, max)| k.as_bytes() == self.path.as_slice() && f.size <= *max);
         let mut body = std::mem::take(&mut self.body);
         let mut target = std::mem::take(&mut self.target);
         let keep = if is_link {

@@ -42,8 +42,9 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub modules: Vec<Request>,
-    /// The kernel release: `version`, else the last component of `modules_dir`.
-    pub release: String,
+    /// `version`: the kernel release; `None` takes the name of the tree's directory (with
+    /// symlinks followed).
+    pub version: Option<String>,
     /// The module tree: `modules_dir`, else `/lib/modules/<version>`.
     pub dir: PathBuf,
 }
@@ -92,20 +93,10 @@ pub fn settings(
     if modules.is_empty() {
         return Ok(None);
     }
-    let (release, dir) = match (raw.version, dir) {
-        (Some(v), Some(d)) => (v.into_inner(), d),
-        (Some(v), None) => {
-            let v = v.into_inner();
-            (v.clone(), Path::new(HOST_MODULES).join(v))
-        }
-        (None, Some(d)) => {
-            let span = raw.modules_dir.as_ref().map(|s| s.span());
-            let name = d.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            check_release(name).map_err(|p| {
-                bad(span, "kernel.modules_dir", format!("ends in a name that is not a kernel release ({p}): set `kernel.version` too"))
-            })?;
-            (name.to_string(), d)
-        }
+    let version = raw.version.map(Spanned::into_inner);
+    let dir = match (&version, dir) {
+        (_, Some(d)) => d,
+        (Some(v), None) => Path::new(HOST_MODULES).join(v),
         (None, None) => {
             let span = raw.modules.as_ref().map(|m| m.span());
             return Err(bad(
@@ -120,7 +111,7 @@ pub fn settings(
     };
     Ok(Some(Settings {
         modules,
-        release,
+        version,
         dir,
     }))
 }
@@ -204,6 +195,8 @@ pub enum KmodError {
         found: String,
         release: String,
     },
+    #[error("kernel.modules_dir: {} is named {name:?}, which is not a kernel release: set `kernel.version`", dir.display())]
+    Release { dir: PathBuf, name: String },
     #[error("kernel.modules: {} {problem}", path.display())]
     NotModule { path: PathBuf, problem: String },
     #[error("kernel.modules: {} needs {dep} (its .modinfo says so) but modules.dep does not list it: the index is stale; run depmod for the tree again", path.display())]
@@ -273,16 +266,19 @@ pub fn image_path(release: &str, rel: &str) -> String {
     format!("/lib/modules/{release}/{rel}")
 }
 
-/// The load list: one line per module, `path[ params]`, in load order.
+/// The load list ([`fledge_abi::modules`]): one line per module in load order, `!` before the
+/// required ones, then the path and the parameters.
 pub fn load_list(release: &str, modules: &[resolve::Resolved]) -> String {
     let mut out = String::new();
     for m in modules {
-        out.push_str(&image_path(release, &m.rel));
-        if let Some(p) = m.params.as_deref().filter(|p| !p.is_empty()) {
-            out.push(' ');
-            out.push_str(p);
-        }
-        out.push('\n');
+        let path = image_path(release, &m.rel);
+        let line = fledge_abi::modules::Module {
+            path: &path,
+            params: m.params.as_deref().unwrap_or(""),
+            required: m.required,
+        };
+        debug_assert!(line.is_valid(), "{line:?}");
+        out.push_str(&line.to_string());
     }
     out
 }
@@ -292,75 +288,112 @@ pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
     let tree = Tree::open(&settings.dir)?;
     let resolution = resolve::resolve(&tree, &settings.modules)?;
     let root = canonical(&settings.dir)?;
-    let fw_root = root
-        .parent()
-        .and_then(Path::parent)
-        .map(|l| l.join("firmware"));
-    let mut files = Vec::with_capacity(resolution.modules.len());
-    let mut firmware = Vec::new();
-    let mut warnings = resolution.warnings.clone();
-    let mut loaded: BTreeSet<&str> = BTreeSet::new();
-    for m in &resolution.modules {
-        let path = settings.dir.join(&m.rel);
-        if !path.exists() {
-            return Err(KmodError::MissingFile {
-                module: m.name.clone(),
-                path,
-            });
+    let release = match &settings.version {
+        Some(v) => v.clone(),
+        None => {
+            let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            check_release(name).map_err(|_| KmodError::Release {
+                dir: settings.dir.clone(),
+                name: name.to_string(),
+            })?;
+            name.to_string()
         }
-        inside(&root, &path)?;
-        let bytes = modinfo::read_module(&path)?;
-        let info = modinfo::parse(&bytes, &path)?;
-        let found = info.release.clone().ok_or_else(|| KmodError::NotModule {
-            path: path.clone(),
-            problem: "has no vermagic in its .modinfo".into(),
-        })?;
-        if found != settings.release {
-            return Err(KmodError::Vermagic {
-                path,
-                found,
-                release: settings.release.clone(),
-            });
-        }
-        if let Some(dep) = info
-            .depends
-            .iter()
-            .find(|d| !loaded.contains(d.as_str()) && !tree.builtin.contains(*d))
-        {
-            return Err(KmodError::Stale {
-                path,
-                dep: dep.clone(),
-            });
-        }
-        loaded.insert(&m.name);
-        for fw in &info.firmware {
-            match find_firmware(fw_root.as_deref(), fw)? {
-                Some(p) if !firmware.iter().any(|f: &Placed| f.path == p.path) => firmware.push(p),
-                Some(_) => {}
-                None => {
-                    warnings.push(format!(
-                    "{}: firmware {fw} is not in {}; the driver may fail to load it in the guest",
-                    m.name,
-                    fw_root.as_deref().unwrap_or(Path::new("lib/firmware")).display()
-                ))
-                }
-            }
-        }
-        files.push(Placed {
-            path: image_path(&settings.release, &m.rel),
-            bytes: Arc::from(bytes),
-            from: path,
-        });
-    }
+    };
+    let mut reader = Reader {
+        tree: &tree,
+        release: &release,
+        root: &root,
+        fw_root: root
+            .parent()
+            .and_then(Path::parent)
+            .map(|l| l.join("firmware")),
+        loaded: BTreeSet::new(),
+        firmware: Vec::new(),
+        warnings: resolution.warnings.clone(),
+    };
+    let files = resolution
+        .modules
+        .iter()
+        .map(|m| reader.module(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (firmware, warnings) = (reader.firmware, reader.warnings);
     Ok(Modules {
-        load_list: load_list(&settings.release, &resolution.modules),
-        release: settings.release.clone(),
+        load_list: load_list(&release, &resolution.modules),
+        release,
         dir: settings.dir.clone(),
         resolution,
         files,
         firmware,
         warnings,
     })
+}
+
+/// Reads the resolved modules one by one, in load order.
+struct Reader<'a> {
+    tree: &'a Tree,
+    release: &'a str,
+    /// The tree, canonical: nothing is read from outside it.
+    root: &'a Path,
+    /// `lib/firmware` beside `lib/modules`.
+    fw_root: Option<PathBuf>,
+    /// Modules read so far.
+    loaded: BTreeSet<String>,
+    firmware: Vec<Placed>,
+    warnings: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// One module: present, inside the tree, an ELF module for this release whose
+    /// `depends=` are loaded before it; its firmware found.
+    fn module(&mut self, m: &resolve::Resolved) -> Result<Placed, KmodError> {
+        let path = self.tree.dir.join(&m.rel);
+        if !path.exists() {
+            return Err(KmodError::MissingFile {
+                module: m.name.clone(),
+                path,
+            });
+        }
+        inside(self.root, &path)?;
+        let bytes = modinfo::read_module(&path)?;
+        let info = modinfo::parse(&bytes, &path)?;
+        let found = info.release.clone().ok_or_else(|| KmodError::NotModule {
+            path: path.clone(),
+            problem: "has no vermagic in its .modinfo".into(),
+        })?;
+        if found != self.release {
+            return Err(KmodError::Vermagic {
+                path,
+                found,
+                release: self.release.to_string(),
+            });
+        }
+        let missing = |d: &&String| !self.loaded.contains(*d) && !self.tree.builtin.contains(*d);
+        if let Some(dep) = info.depends.iter().find(missing) {
+            return Err(KmodError::Stale {
+                path,
+                dep: dep.clone(),
+            });
+        }
+        self.loaded.insert(m.name.clone());
+        for fw in &info.firmware {
+            match find_firmware(self.fw_root.as_deref(), fw)? {
+                Some(p) if !self.firmware.iter().any(|f| f.path == p.path) => self.firmware.push(p),
+                Some(_) => {}
+                None => {
+                    self.warnings.push(format!(
+                    "{}: firmware {fw} is not in {}; the driver may fail to load it in the guest",
+                    m.name,
+                    self.fw_root.as_deref().unwrap_or(Path::new("lib/firmware")).display()
+                ))
+                }
+            }
+        }
+        Ok(Placed {
+            path: image_path(self.release, &m.rel),
+            bytes: Arc::from(bytes),
+            from: path,
+        })
+    }
 }
 
 fn canonical(path: &Path) -> Result<PathBuf, KmodError> {

@@ -4,6 +4,12 @@
 //! its `pre:` soft dependencies and its `modules.dep` dependencies first, depth first, so every
 //! module comes after everything it needs. A module appears once, with the first reason that
 //! brought it in (an explicit request wins over being a dependency).
+//!
+//! A module is *required* (fledge-init stops the boot when it fails to load) when it was
+//! requested by a name or alias that means exactly that module, or is a `modules.dep`
+//! dependency of a required module. Soft dependencies and the several modules one alias may
+//! match are loaded but optional: such a module may refuse to load on the guest's hardware
+//! (`crc32c_intel` without SSE4.2) while another does the job.
 
 use std::collections::HashMap;
 
@@ -40,6 +46,8 @@ pub struct Resolved {
     pub reason: Reason,
     /// Parameters given with the request.
     pub params: Option<String>,
+    /// A failure to load it ends the boot.
+    pub required: bool,
 }
 
 /// A name that needs nothing loaded.
@@ -73,8 +81,9 @@ pub fn resolve(tree: &Tree, requests: &[Request]) -> Result<Resolution, KmodErro
         };
         match tree.lookup(&req.name) {
             Lookup::Modules(names) => {
+                let required = names.len() == 1;
                 for name in names {
-                    r.visit(&name, &reason)?;
+                    r.visit(&name, &reason, required)?;
                     let i = r.placed[&name];
                     let m = &mut r.out.modules[i];
                     m.reason = reason.clone();
@@ -110,9 +119,23 @@ impl Resolver<'_> {
         }
     }
 
+    /// Marks a placed module and its dependencies required.
+    fn require(&mut self, name: &str) {
+        let i = self.placed[name];
+        if !self.out.modules[i].required {
+            self.out.modules[i].required = true;
+            for dep in &self.tree.modules[name].deps {
+                self.require(dep);
+            }
+        }
+    }
+
     /// Places `name` after its soft and hard dependencies.
-    fn visit(&mut self, name: &str, reason: &Reason) -> Result<(), KmodError> {
+    fn visit(&mut self, name: &str, reason: &Reason, required: bool) -> Result<(), KmodError> {
         if self.placed.contains_key(name) {
+            if required {
+                self.require(name);
+            }
             return Ok(());
         }
         if let Some(at) = self.stack.iter().position(|s| s == name) {
@@ -133,7 +156,7 @@ impl Resolver<'_> {
                     // A soft dependency that leads back here is dropped, as modprobe does.
                     for n in names {
                         if !self.stack.contains(&n) {
-                            self.visit(&n, &why)?;
+                            self.visit(&n, &why, false)?;
                         }
                     }
                 }
@@ -146,7 +169,7 @@ impl Resolver<'_> {
         }
         // modules.dep lists the nearest dependency first; modprobe loads the list from its end.
         for dep in entry.deps.iter().rev() {
-            self.visit(dep, &Reason::Dependency { of: name.into() })?;
+            self.visit(dep, &Reason::Dependency { of: name.into() }, required)?;
         }
         self.stack.pop();
         self.placed.insert(name.to_string(), self.out.modules.len());
@@ -155,6 +178,7 @@ impl Resolver<'_> {
             rel: entry.rel.clone(),
             reason: reason.clone(),
             params: None,
+            required,
         });
         Ok(())
     }

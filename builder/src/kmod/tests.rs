@@ -144,7 +144,7 @@ fn req(name: &str) -> Request {
 fn fixture_settings(dir: &Path, names: &[&str]) -> Settings {
     Settings {
         modules: names.iter().map(|n| req(n)).collect(),
-        release: REL.into(),
+        version: None,
         dir: dir.to_path_buf(),
     }
 }
@@ -207,9 +207,34 @@ fn compressed_modules_are_stored_plain_under_their_release() {
     for f in &m.files {
         assert_eq!(&f.bytes[..4], b"\x7fELF", "{} is not a plain ELF", f.path);
     }
-    assert_eq!(
-        m.load_list,
-        paths.iter().map(|p| format!("{p}\n")).collect::<String>()
+    let want: String = paths.iter().map(|p| format!("!{p}\n")).collect();
+    assert_eq!(m.load_list, want);
+    let parsed: Vec<&str> = fledge_abi::modules::parse(&m.load_list)
+        .map(|l| l.unwrap().path)
+        .collect();
+    assert_eq!(parsed, paths);
+}
+
+#[test]
+fn the_release_is_the_version_or_the_name_the_tree_leads_to() {
+    let (t, dir) = fixture();
+    let link = t.path().join("guest-modules");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    let m = prepare(&fixture_settings(&link, &["virtio"])).unwrap();
+    assert_eq!(m.release, REL);
+    assert!(
+        m.files[0].path.starts_with("/lib/modules/6.1.0-9-test/"),
+        "{}",
+        m.files[0].path
+    );
+    let s = Settings {
+        version: Some("6.1.0-10-test".into()),
+        ..fixture_settings(&dir, &["virtio"])
+    };
+    let e = prepare(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("built for kernel 6.1.0-9-test, not 6.1.0-10-test"),
+        "{e}"
     );
 }
 
@@ -227,7 +252,7 @@ fn an_explicit_request_wins_over_a_dependency_and_keeps_its_parameters() {
     );
     assert_eq!(
         m.load_list.lines().next(),
-        Some("/lib/modules/6.1.0-9-test/kernel/drivers/virtio/virtio.ko debug=1")
+        Some("!/lib/modules/6.1.0-9-test/kernel/drivers/virtio/virtio.ko debug=1")
     );
 }
 
@@ -264,6 +289,11 @@ fn softdeps_come_first_and_builtins_load_nothing() {
         m.resolution.modules[0].reason,
         Reason::Softdep { of: "ext9".into() }
     );
+    // A soft dependency is loaded but may fail; the requested module may not.
+    let required: Vec<bool> = fledge_abi::modules::parse(&m.load_list)
+        .map(|l| l.unwrap().required)
+        .collect();
+    assert_eq!(required, [false, true]);
     let builtin: Vec<(&str, String)> = m
         .resolution
         .builtin
@@ -441,15 +471,15 @@ fn settings_name_the_tree_and_never_default_to_the_host() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (s.release.as_str(), s.dir.as_path()),
-        ("6.1.0-7", Path::new("/cfg/k/lib/modules/6.1.0-7"))
+        (s.version.as_deref(), s.dir.as_path()),
+        (None, Path::new("/cfg/k/lib/modules/6.1.0-7"))
     );
     let s = parse("modules = [\"a\"]\nmodules_dir = \"/m\"\nversion = \"6.1\"\n")
         .unwrap()
         .unwrap();
     assert_eq!(
-        (s.release.as_str(), s.dir.as_path()),
-        ("6.1", Path::new("/m"))
+        (s.version.as_deref(), s.dir.as_path()),
+        (Some("6.1"), Path::new("/m"))
     );
     assert_eq!(parse("version = \"6.1\"\n").unwrap(), None);
 
@@ -487,7 +517,7 @@ fn debian_tree() -> Option<PathBuf> {
     let cache = std::env::var_os("FLEDGE_QEMU_KERNEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/qemu-kernel"));
-    let dir = cache.join("modules").canonicalize().ok()?;
+    let dir = cache.join("modules");
     dir.join("modules.dep").is_file().then_some(dir)
 }
 
@@ -497,14 +527,33 @@ fn debian_kernel_tree() {
         eprintln!("skipped: no module tree; run qemu/fetch-kernel.sh");
         return;
     };
-    let release = dir.file_name().unwrap().to_str().unwrap().to_string();
+    // `modules` is a symlink to lib/modules/<release>: the release is the name it leads to.
+    let real = dir.canonicalize().unwrap();
+    let release = real.file_name().unwrap().to_str().unwrap().to_string();
     let s = Settings {
         modules: vec![req("virtio_net"), req("virtio_pci"), req("crc32c")],
-        release: release.clone(),
+        version: None,
         dir: dir.clone(),
     };
     let m = prepare(&s).unwrap();
     eprintln!("{}", explain(&m));
+    assert_eq!(m.release, release);
+    // One alias, two modules (crc32c_generic, crc32c_intel): both loaded, neither required.
+    let required: Vec<(&str, bool)> = m
+        .resolution
+        .modules
+        .iter()
+        .map(|r| (r.name.as_str(), r.required))
+        .filter(|(n, _)| n.starts_with("crc32c") || *n == "virtio_net")
+        .collect();
+    assert_eq!(
+        required,
+        [
+            ("virtio_net", true),
+            ("crc32c_generic", false),
+            ("crc32c_intel", false)
+        ]
+    );
     let names = order(&m);
     let pos = |n: &str| {
         names
@@ -545,7 +594,7 @@ fn debian_kernel_tree() {
         assert_eq!(&f.bytes[..4], b"\x7fELF", "{}", f.path);
     }
     let e = prepare(&Settings {
-        release: "6.1.0-1-amd64".into(),
+        version: Some("6.1.0-1-amd64".into()),
         ..s.clone()
     })
     .unwrap_err()

@@ -110,6 +110,7 @@ pub fn name_of(rel: &str) -> Option<String> {
 /// A path from an index file: relative, made of plain components only.
 fn check_rel(rel: &str) -> bool {
     !rel.is_empty()
+        && !rel.chars().any(char::is_control)
         && Path::new(rel)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))

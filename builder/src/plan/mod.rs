@@ -28,6 +28,7 @@
 mod base;
 mod busybox;
 mod fledge;
+mod kernel;
 mod mappings;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,8 @@ pub enum Origin {
     VolantInit,
     /// `fledge-init`'s baked options (`init.supervise`).
     InitConf,
+    /// From `[kernel]`: a module, firmware or the load list; the text says which and why.
+    Kernel(String),
 }
 
 impl Origin {
@@ -97,6 +100,7 @@ impl Origin {
             Origin::Agent => "agent",
             Origin::CustomInit | Origin::VolantInit => "init.path",
             Origin::InitConf => "init.supervise",
+            Origin::Kernel(_) => "kernel.modules",
         };
         (None, key.to_string())
     }
@@ -117,7 +121,7 @@ impl Origin {
             Origin::FledgeInit => format!(
                 "writes {path}, which is fledge-init in this mode: to run your own program as /init set [init] none = true"
             ),
-            Origin::CustomInit | Origin::VolantInit | Origin::InitConf => {
+            Origin::CustomInit | Origin::VolantInit | Origin::InitConf | Origin::Kernel(_) => {
                 let (_, k) = self.key();
                 format!("writes {path}, which fledge creates from `{k}`: choose another destination")
             }
@@ -144,6 +148,7 @@ impl fmt::Display for Origin {
             Origin::CustomInit => f.write_str("the custom init (init.path)"),
             Origin::VolantInit => f.write_str("the custom init's name (init.path)"),
             Origin::InitConf => f.write_str("fledge-init's options (init.supervise)"),
+            Origin::Kernel(why) => write!(f, "kernel modules ([kernel]: {why})"),
         }
     }
 }
@@ -195,6 +200,8 @@ pub struct Inputs<'a> {
     pub agent: Option<&'a Fetched>,
     /// The `fledge-init` binary for the guest.
     pub init: &'a [u8],
+    /// The kernel modules `[kernel]` asks for, read and checked.
+    pub modules: Option<&'a crate::kmod::Modules>,
 }
 
 /// One source of image entries.
@@ -214,7 +221,7 @@ pub const LAYERS: &[Layer] = &[
     busybox::LAYER,
     mappings::LAYER,
     // (coming) the shared libraries the ELF files placed so far need
-    // (coming) kernel modules
+    kernel::LAYER,
     fledge::LAYER,
 ];
 

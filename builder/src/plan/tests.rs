@@ -56,6 +56,7 @@ fn plan_of(fx: &Fixture, body: &str) -> Result<Plan, PlanError> {
         busybox: &fx.busybox,
         agent,
         init: b"INIT",
+        modules: None,
     })
 }
 

@@ -1,0 +1,101 @@
+//! Kernel modules on Debian's kernel: an image built with `[kernel] modules` from the module
+//! tree `qemu/fetch-kernel.sh` keeps brings up the NIC of `-device virtio-net-pci`; the same
+//! image without them has no NIC.
+//!
+//! Debian builds `virtio_pci` (the PCI transport) and `virtio_net` as modules, so neither boot
+//! has a NIC from the kernel alone. The guest's custom init loads the list fledge wrote with
+//! busybox `insmod` (proving the list: order, paths, uncompressed files) and prints what
+//! `/sys/class/net` holds.
+
+use std::path::PathBuf;
+
+use fledge_qemu::host::{ci, Host};
+use fledge_qemu::project::Project;
+use fledge_qemu::tools::Tools;
+use fledge_qemu::vm::{Boot, BootLog, Check};
+
+/// The custom init: load every module of the list in order, then report the interfaces.
+const NET_INIT: &str = r#"#!/bin/sh
+list=/etc/fledge/modules.load
+if [ -f "$list" ]; then
+    while read -r path params; do
+        path=${path#!}
+        /bin/busybox insmod "$path" $params || echo "KMOD-INSMOD-FAILED $path"
+    done < "$list"
+fi
+echo "KMOD-NET $(ls /sys/class/net | tr '\n' ' ')"
+/bin/busybox poweroff -f
+"#;
+
+/// The module tree beside the kernel (`<cache>/modules`), or `None` (after printing why) when
+/// the test must skip; panics instead under `CI=true`.
+fn module_tree(host: &Host, test: &str) -> Option<PathBuf> {
+    let dir = host.kernel.parent()?.join("modules");
+    if dir.join("modules.dep").is_file() {
+        return Some(dir);
+    }
+    let reason = format!(
+        "no module tree at {}: run qemu/fetch-kernel.sh",
+        dir.display()
+    );
+    if ci() {
+        panic!("{test}: cannot run under CI=true: {reason}");
+    }
+    eprintln!("SKIP {test}: {reason}");
+    None
+}
+
+/// Builds an image whose custom init is [`NET_INIT`], with `kernel` as its `[kernel]` table,
+/// and boots it with a virtio NIC.
+fn boot(host: &Host, tools: &Tools, name: &str, kernel: &str) -> BootLog {
+    let p = Project::new(host, &format!("[init]\npath = \"./net-init\"\n\n{kernel}")).unwrap();
+    std::fs::write(p.path().join("net-init"), NET_INIT).unwrap();
+    let image = p.build(tools, "gzip", &[]).unwrap();
+    Boot::new(name, &image)
+        .qemu_args(&["-nic", "none", "-device", "virtio-net-pci"])
+        .run(host)
+        .unwrap()
+}
+
+#[test]
+fn virtio_net_module_brings_up_eth0_and_without_it_there_is_none() {
+    let test = "virtio_net_module_brings_up_eth0_and_without_it_there_is_none";
+    let Some(host) = Host::for_test(test) else {
+        return;
+    };
+    let Some(tree) = module_tree(&host, test) else {
+        return;
+    };
+    let tools = Tools::get().unwrap_or_else(|e| panic!("{test}: {e}"));
+    let kernel = format!(
+        "[kernel]\nmodules = [\"virtio_net\", \"virtio_pci\"]\nmodules_dir = {:?}\n",
+        tree.display().to_string()
+    );
+    let with = boot(&host, tools, "kmod/virtio_net", &kernel);
+    with.assert(&[
+        Check::absent("KMOD-INSMOD-FAILED"),
+        Check::NoPanic,
+        Check::PowerOff,
+    ]);
+    let net = with.line("KMOD-NET").unwrap_or_default().to_string();
+    assert!(
+        net.contains("eth0"),
+        "no eth0 with the modules: `{net}`\n{}",
+        with.serial
+    );
+
+    let without = boot(&host, tools, "kmod/none", "");
+    without.assert(&[Check::NoPanic, Check::PowerOff, Check::contains("KMOD-NET")]);
+    let net = without.line("KMOD-NET").unwrap_or_default().to_string();
+    assert!(
+        !net.contains("eth0"),
+        "eth0 without the modules: `{net}`\n{}",
+        without.serial
+    );
+    assert!(net.contains("lo"), "lo is always there: `{net}`");
+    eprintln!(
+        "kmod boots: {:.1}s with the modules, {:.1}s without, under TCG",
+        with.elapsed.as_secs_f64(),
+        without.elapsed.as_secs_f64()
+    );
+}
