@@ -21,6 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{ConfigError, Location};
+use crate::util::shown;
 use resolve::Resolution;
 use tree::Tree;
 
@@ -164,51 +165,55 @@ fn check_release(r: &str) -> Result<(), String> {
 /// Kernel modules that cannot be put in the image.
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {
-    #[error("kernel.modules_dir: {} is not a directory: point it at the guest kernel's lib/modules/<release> tree", dir.display())]
+    #[error("kernel.modules_dir: {} is not a directory: point it at the guest kernel's lib/modules/<release> tree", shown(dir))]
     NoTree { dir: PathBuf },
-    #[error("kernel.modules: {}/modules.dep is missing: generate it with `depmod -b ROOT RELEASE` for the tree ROOT/lib/modules/RELEASE", dir.display())]
+    #[error("kernel.modules: {}/modules.dep is missing: generate it with `depmod -b ROOT RELEASE` for the tree ROOT/lib/modules/RELEASE", shown(dir))]
     NoDepFile { dir: PathBuf },
-    #[error("kernel.modules: cannot read {}: {source}", path.display())]
+    #[error("kernel.modules: cannot read {}: {source}", shown(path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("kernel.modules: {}{}: {problem}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    #[error("kernel.modules: {}{}: {problem}", shown(path), if *line > 0 { format!(":{line}") } else { String::new() })]
     Malformed {
         path: PathBuf,
         line: usize,
         problem: String,
     },
-    #[error("kernel.modules: no module or alias {name} in {} (modules.dep, modules.alias, modules.builtin); closest: {}", dir.display(), closest.join(", "))]
+    #[error("kernel.modules: no module or alias {name} in {} (modules.dep, modules.alias, modules.builtin); closest: {}", shown(dir), closest.join(", "))]
     Unknown {
         name: String,
         dir: PathBuf,
         closest: Vec<String>,
     },
-    #[error("kernel.modules: {} is listed in modules.dep (needed for {module}) but is missing: reinstall or re-extract the tree", path.display())]
+    #[error("kernel.modules: {} is listed in modules.dep (needed for {module}) but is missing: reinstall or re-extract the tree", shown(path))]
     MissingFile { module: String, path: PathBuf },
-    #[error("kernel.modules: {} is outside the tree {}: refusing to follow it", path.display(), root.display())]
+    #[error(
+        "kernel.modules: {} is outside the tree {}: refusing to follow it",
+        shown(path),
+        shown(root)
+    )]
     Escapes { path: PathBuf, root: PathBuf },
-    #[error("kernel.modules: {} was built for kernel {found}, not {release}: use the module tree of the guest's kernel (or fix `kernel.version`)", path.display())]
+    #[error("kernel.modules: {} was built for kernel {found}, not {release}: use the module tree of the guest's kernel (or fix `kernel.version`)", shown(path))]
     Vermagic {
         path: PathBuf,
         found: String,
         release: String,
     },
-    #[error("kernel.modules_dir: {} is named {name:?}, which is not a kernel release: set `kernel.version`", dir.display())]
+    #[error("kernel.modules_dir: {} is named {name:?}, which is not a kernel release: set `kernel.version`", shown(dir))]
     Release { dir: PathBuf, name: String },
-    #[error("kernel.modules: {} {problem}", path.display())]
+    #[error("kernel.modules: {} {problem}", shown(path))]
     NotModule { path: PathBuf, problem: String },
-    #[error("kernel.modules: {} needs {dep} (its .modinfo says so) but modules.dep does not list it: the index is stale; run depmod for the tree again", path.display())]
+    #[error("kernel.modules: {} needs {dep} (its .modinfo says so) but modules.dep does not list it: the index is stale; run depmod for the tree again", shown(path))]
     Stale { path: PathBuf, dep: String },
-    #[error("kernel.modules: {} is larger than {limit} bytes", path.display())]
+    #[error("kernel.modules: {} is larger than {limit} bytes", shown(path))]
     TooLarge { path: PathBuf, limit: u64 },
-    #[error("kernel.modules: cannot decompress {}: {source}", path.display())]
+    #[error("kernel.modules: cannot decompress {}: {source}", shown(path))]
     Decompress {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("kernel.modules: modules.dep of {} has a dependency cycle: {}", dir.display(), cycle.join(" -> "))]
+    #[error("kernel.modules: modules.dep of {} has a dependency cycle: {}", shown(dir), cycle.join(" -> "))]
     Cycle { dir: PathBuf, cycle: Vec<String> },
 }
 
