@@ -3,13 +3,15 @@
 //! fledge-init reads ([`paths::MODULES_LOAD`]).
 //!
 //! It comes after the mappings, so a mapping that writes one of these paths is a conflict that
-//! names both.
+//! names both. Directories a lower layer made symlinks (a merged-`/usr` root file system has
+//! `/lib -> usr/lib`) are followed, so the files land where the guest's path walk finds them;
+//! the load list keeps the `/lib/modules/...` paths, which resolve the same way at boot.
 
 use std::sync::Arc;
 
 use fledge_abi::paths;
 
-use super::{nothing_to_check, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{nothing_to_check, Inputs, Layer, Node, Origin, Plan, PlanError, Stack};
 use crate::archive::{Content, Kind};
 
 pub(super) const LAYER: Layer = Layer {
@@ -18,29 +20,96 @@ pub(super) const LAYER: Layer = Layer {
     add,
 };
 
+/// Symlinks followed in one path before giving up (Linux's `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
 fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     let Some(m) = inputs.modules else {
         return Ok(());
     };
+    let mut put = |path: &str, kind: Kind, why: String| {
+        let at = through_links(stack.plan(), path);
+        stack.put(&at, Node::new(kind, 0o644, Origin::Kernel(why)))
+    };
     let file = |bytes: &Arc<[u8]>| Kind::File(Content::Bytes(bytes.clone()));
     for (placed, r) in m.files.iter().zip(&m.resolution.modules) {
         let why = format!("{} ({})", placed.from.display(), r.reason);
-        stack.put(
-            &placed.path,
-            Node::new(file(&placed.bytes), 0o644, Origin::Kernel(why)),
-        )?;
+        put(&placed.path, file(&placed.bytes), why)?;
     }
     for f in &m.firmware {
         let why = format!("{} (firmware)", f.from.display());
-        stack.put(
-            &f.path,
-            Node::new(file(&f.bytes), 0o644, Origin::Kernel(why)),
-        )?;
+        put(&f.path, file(&f.bytes), why)?;
     }
     let list = Kind::File(Content::Bytes(Arc::from(m.load_list.as_bytes())));
-    let why = "generated (module load list)".to_string();
-    stack.put(
+    put(
         paths::MODULES_LOAD,
-        Node::new(list, 0o644, Origin::Kernel(why)),
+        list,
+        "generated (module load list)".into(),
     )
+}
+
+/// `path` (absolute) with each directory component that `plan` has as a symlink replaced by
+/// its target, as the kernel's path walk would; the last component is kept as it is. A loop
+/// (more than [`MAX_LINKS`] links) leaves the rest unresolved, for the put to refuse.
+fn through_links(plan: &Plan, path: &str) -> String {
+    let words = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .rev()
+            .map(String::from)
+            .collect()
+    };
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let mut todo = words(dir);
+    let mut done: Vec<String> = Vec::new();
+    let mut followed = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let here = format!("/{}", [done.as_slice(), std::slice::from_ref(&c)].concat().join("/"));
+        match plan.nodes.get(&here).map(|n| &n.kind) {
+            Some(Kind::Symlink(target)) if followed < MAX_LINKS => {
+                followed += 1;
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                todo.extend(words(target));
+            }
+            _ => done.push(c),
+        }
+    }
+    done.push(name.to_string());
+    format!("/{}", done.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_that_are_symlinks_are_followed() {
+        let mut plan = Plan::default();
+        let link = |t: &str| Node::new(Kind::Symlink(t.into()), 0o777, Origin::Base);
+        plan.nodes.insert("/lib".into(), link("usr/lib"));
+        plan.nodes
+            .insert("/usr/lib/firmware".into(), link("/opt/./fw"));
+        plan.nodes.insert("/loop".into(), link("/loop"));
+        let cases = [
+            (
+                "/lib/modules/6.1/kernel/a.ko",
+                "/usr/lib/modules/6.1/kernel/a.ko",
+            ),
+            ("/lib/firmware/x/y.bin", "/opt/fw/x/y.bin"),
+            ("/etc/fledge/modules.load", "/etc/fledge/modules.load"),
+            // The last component itself is not followed.
+            ("/lib", "/lib"),
+            // A loop stops being followed; the put then refuses to write through a symlink.
+            ("/loop/a", "/loop/a"),
+        ];
+        for (i, (path, want)) in cases.iter().enumerate() {
+            assert_eq!(through_links(&plan, path), *want, "case {i}: {path}");
+        }
+    }
 }
