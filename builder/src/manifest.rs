@@ -23,7 +23,8 @@
 //! runtime as Volant's `Normalize` does; `schema_version` `"v1"` (the original's) becomes
 //! Volant's `"1.0"`; `enabled` defaults to `true` (Volant reads a missing `enabled` as false).
 //! An empty or missing entrypoint (the original's minimal example) becomes [`DEFAULT_ENTRYPOINT`],
-//! because Volant requires one.
+//! because Volant requires one. Values are normalised as Volant's `Normalize` does (see
+//! [`merge`]); each change is a warning, logged once when the template is loaded.
 //!
 //! Without a `manifest.toml`: like the original, an explicitly given `-m` path that does not
 //! exist is an error, and a missing default `manifest.toml` falls back to [`default_template`]
@@ -94,6 +95,9 @@ pub struct Template {
     origin: Option<PathBuf>,
     text: String,
     index: KeyIndex,
+    /// What Volant's normalisation changes, or accepts with a caveat, one located sentence
+    /// each (logged once, when the template is loaded).
+    notes: Vec<String>,
 }
 
 impl Template {
@@ -110,6 +114,11 @@ impl Template {
     /// The template's values as written.
     pub fn raw(&self) -> &Raw {
         &self.raw
+    }
+
+    /// The warnings about values normalised as Volant does (`file:line: field ...`).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The template key behind manifest `field` (`[env]` keys are Volant's `workload.env`) and
@@ -212,11 +221,12 @@ pub fn parse_template(text: &str, origin: &Path) -> Result<Template, ManifestErr
     for (key, span) in &parsed.unknown {
         log::warn!("{}: unknown key `{key}` ignored", at(Some(span.clone())));
     }
-    let t = Template {
+    let mut t = Template {
         raw: parsed.raw,
         origin: Some(origin.to_path_buf()),
         text: text.to_string(),
         index: parsed.index,
+        notes: Vec::new(),
     };
     let entrypoint_given = match t.raw.workload.as_ref().and_then(|w| w.entrypoint.as_ref()) {
         Some(Entrypoint::One(s)) => !s.trim().is_empty(),
@@ -230,7 +240,18 @@ pub fn parse_template(text: &str, origin: &Path) -> Result<Template, ManifestErr
             t.locate("workload.entrypoint").1
         );
     }
-    check(&t, &placeholder())?;
+    let mut notes = Vec::new();
+    check(&t, &placeholder(), &mut notes)?;
+    t.notes = notes
+        .into_iter()
+        .map(|n| {
+            let (field, location) = t.locate(&n.field);
+            format!("{location}: {field} {}", n.message)
+        })
+        .collect();
+    for n in &t.notes {
+        log::warn!("{n}");
+    }
     Ok(t)
 }
 
@@ -268,6 +289,7 @@ pub fn default_template(name: &str) -> Template {
         origin: None,
         text: String::new(),
         index: KeyIndex::default(),
+        notes: Vec::new(),
     }
 }
 
@@ -305,11 +327,16 @@ pub fn render(t: &Template, facts: &BuildFacts) -> Result<serde_json::Value, Man
 
 /// [`render`] as typed data (serialises with fields in the schema's reading order).
 pub fn render_manifest(t: &Template, facts: &BuildFacts) -> Result<Manifest, ManifestError> {
-    check(t, facts)
+    // The notes were reported when the template was loaded.
+    check(t, facts, &mut Vec::new())
 }
 
-fn check(t: &Template, facts: &BuildFacts) -> Result<Manifest, ManifestError> {
-    let manifest = merge::build(&t.raw, facts)
+fn check(
+    t: &Template,
+    facts: &BuildFacts,
+    notes: &mut Vec<merge::Note>,
+) -> Result<Manifest, ManifestError> {
+    let manifest = merge::build(&t.raw, facts, notes)
         .and_then(|m| m.validate().map(|()| m))
         .map_err(|v| {
             if v.field.starts_with("initramfs") {

@@ -1,6 +1,13 @@
 //! Template + build facts -> [`Manifest`]: every default of the template format and the checks
 //! the format adds (`[[network.expose]]`, `[env]` vs `[workload.env]`, `schema_version`, the
 //! build digest). Rules Volant itself states are left to [`Manifest::validate`].
+//!
+//! Values are normalised the way Volant's `pluginspec.Manifest.Normalize` does before its
+//! `Validate`, so a template Volant accepts is accepted here: strings trimmed, blank entrypoint
+//! items, blank env keys and blank action names dropped, env values and label values trimmed.
+//! Each change that alters what the user wrote is reported as a [`Note`], as are values Volant
+//! takes as they are but that will not work as meant (a `base_url` that is not http(s), a disk
+//! checksum without an algorithm, an env name with `=` or a space).
 
 use serde::Deserialize as _;
 
@@ -22,6 +29,20 @@ fn violation(field: impl Into<String>, problem: impl Into<String>, fix: &str) ->
     }
 }
 
+/// A value normalised or accepted with a caveat: the manifest field and one sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub field: String,
+    pub message: String,
+}
+
+fn note(notes: &mut Vec<Note>, field: impl Into<String>, message: impl Into<String>) {
+    notes.push(Note {
+        field: field.into(),
+        message: message.into(),
+    });
+}
+
 fn trimmed(s: &Option<String>) -> Option<String> {
     s.as_deref()
         .map(str::trim)
@@ -31,7 +52,11 @@ fn trimmed(s: &Option<String>) -> Option<String> {
 
 /// Template + facts -> manifest, applying every default. Rules that only Volant states are left
 /// to [`Manifest::validate`]; this checks what the template format adds.
-pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation> {
+pub(super) fn build(
+    raw: &Raw,
+    facts: &BuildFacts,
+    notes: &mut Vec<Note>,
+) -> Result<Manifest, Violation> {
     let schema_version = match raw.schema_version.as_deref().map(str::trim) {
         None | Some("v1") | Some("1") | Some("1.0") => "1.0".to_string(),
         Some(other) => {
@@ -46,7 +71,11 @@ pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation
     let version = raw.version.as_deref().unwrap_or("").trim().to_string();
     let runtime = trimmed(&raw.runtime).unwrap_or_else(|| name.clone());
 
-    let mut labels = raw.labels.clone();
+    let mut labels: std::collections::BTreeMap<String, String> = raw
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.trim().to_string()))
+        .collect();
     if !name.is_empty() {
         labels.insert("volant.plugin".into(), name.clone());
     }
@@ -68,7 +97,7 @@ pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation
     };
 
     let first_port = check_expose(raw)?;
-    let workload = build_workload(raw, first_port, facts.program)?;
+    let workload = build_workload(raw, first_port, facts.program, notes)?;
 
     let health_check = raw.health_check.as_ref().map(|h| HealthCheck {
         endpoint: trimmed(&h.endpoint).unwrap_or_else(|| "/".to_string()),
@@ -78,6 +107,17 @@ pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation
     let actions = raw
         .actions
         .iter()
+        .filter(|(name, _)| {
+            let keep = !name.trim().is_empty();
+            if !keep {
+                note(
+                    notes,
+                    "actions",
+                    format!("action {name:?} has a blank name: dropped, as Volant does"),
+                );
+            }
+            keep
+        })
         .map(|(name, a)| {
             let action = Action {
                 description: trimmed(&a.description),
@@ -89,6 +129,11 @@ pub(super) fn build(raw: &Raw, facts: &BuildFacts) -> Result<Manifest, Violation
         })
         .collect();
 
+    for (i, d) in raw.disks.iter().enumerate() {
+        if let Some(c) = trimmed(&d.checksum).filter(|c| !c.contains(':')) {
+            note(notes, format!("disks[{i}].checksum"), format!("{c:?} has no algorithm prefix; Volant passes it on as written (write \"sha256:<hex>\" to say which)"));
+        }
+    }
     let disks = raw
         .disks
         .iter()
@@ -203,38 +248,11 @@ fn build_workload(
     raw: &Raw,
     first_port: Option<u16>,
     program: Option<&str>,
+    notes: &mut Vec<Note>,
 ) -> Result<Workload, Violation> {
     let w = raw.workload.clone().unwrap_or_default();
-    let mut entrypoint: Vec<String> = match &w.entrypoint {
-        Some(Entrypoint::One(s)) if !s.trim().is_empty() => vec![s.trim().to_string()],
-        Some(Entrypoint::Argv(v)) if !v.is_empty() => v.clone(),
-        _ if !w.args.is_empty() => {
-            return Err(violation(
-                "workload.args",
-                "is given without workload.entrypoint",
-                "set workload.entrypoint to the program the arguments are for",
-            ));
-        }
-        _ => vec![program.unwrap_or(DEFAULT_ENTRYPOINT).to_string()],
-    };
-    entrypoint.extend(w.args.iter().cloned());
-
-    let mut env = raw.env.clone();
-    for (k, v) in &w.env {
-        match env.get(k) {
-            Some(existing) if existing != v => {
-                return Err(violation(
-                    format!("workload.env.{k}"),
-                    format!("is set to {v:?} here and to {existing:?} in [env]"),
-                    "set each variable once, in [env]",
-                ));
-            }
-            _ => {
-                env.insert(k.clone(), v.clone());
-            }
-        }
-    }
-
+    let entrypoint = build_entrypoint(&w, program, notes)?;
+    let env = build_env(raw, &w, notes)?;
     let kind = match trimmed(&w.kind) {
         None => "http".to_string(),
         Some(k) if k.eq_ignore_ascii_case("http") => "http".to_string(),
@@ -242,6 +260,9 @@ fn build_workload(
     };
     let base_url = trimmed(&w.base_url)
         .unwrap_or_else(|| format!("http://127.0.0.1:{}", first_port.unwrap_or(DEFAULT_PORT)));
+    if volant::go_url_parse(&base_url).is_ok() && !volant::is_http_base_url(&base_url) {
+        note(notes, "workload.base_url", format!("{base_url:?} is not an http(s)://host[:port] URL; Volant accepts it, but its agent sends HTTP requests to base_url"));
+    }
     Ok(Workload {
         kind,
         base_url,
@@ -249,6 +270,106 @@ fn build_workload(
         env,
         workdir: trimmed(&w.workdir),
     })
+}
+
+/// `entrypoint` (+ `args`) as Volant normalises it: every item trimmed, blank items dropped;
+/// nothing left means the program the image starts.
+fn build_entrypoint(
+    w: &super::template::RawWorkload,
+    program: Option<&str>,
+    notes: &mut Vec<Note>,
+) -> Result<Vec<String>, Violation> {
+    let written: Vec<String> = match &w.entrypoint {
+        Some(Entrypoint::One(s)) => vec![s.clone()],
+        Some(Entrypoint::Argv(v)) => v.clone(),
+        None => Vec::new(),
+    };
+    let mut entrypoint: Vec<String> = written
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if entrypoint.is_empty() && !w.args.is_empty() {
+        return Err(violation(
+            "workload.args",
+            "is given without workload.entrypoint",
+            "set workload.entrypoint to the program the arguments are for",
+        ));
+    }
+    if entrypoint.len() != written.len() && !entrypoint.is_empty() {
+        note(
+            notes,
+            "workload.entrypoint",
+            format!("blank items dropped, as Volant does: {entrypoint:?}"),
+        );
+    } else if entrypoint != written && !entrypoint.is_empty() {
+        note(
+            notes,
+            "workload.entrypoint",
+            format!("items trimmed, as Volant does: {entrypoint:?}"),
+        );
+    }
+    if entrypoint.is_empty() {
+        entrypoint.push(program.unwrap_or(DEFAULT_ENTRYPOINT).to_string());
+    }
+    let args: Vec<String> = w
+        .args
+        .iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if args != w.args {
+        note(
+            notes,
+            "workload.args",
+            format!("items trimmed and blank ones dropped, as Volant does: {args:?}"),
+        );
+    }
+    entrypoint.extend(args);
+    Ok(entrypoint)
+}
+
+/// `[env]` and `[workload.env]` merged as Volant normalises them: keys and values trimmed,
+/// blank keys dropped; a variable set twice to different values is an error.
+fn build_env(
+    raw: &Raw,
+    w: &super::template::RawWorkload,
+    notes: &mut Vec<Note>,
+) -> Result<std::collections::BTreeMap<String, String>, Violation> {
+    let mut env = std::collections::BTreeMap::new();
+    for (table, vars) in [("env", &raw.env), ("workload.env", &w.env)] {
+        for (k, v) in vars {
+            let (key, value) = (k.trim(), v.trim());
+            let field = format!("{table}.{k}");
+            if key.is_empty() {
+                note(notes, field, "is a blank name: dropped, as Volant does");
+                continue;
+            }
+            if key != k || value != v {
+                note(
+                    notes,
+                    &field,
+                    format!("trimmed to {key}={value:?}, as Volant does"),
+                );
+            }
+            if key.contains('=') || key.chars().any(char::is_whitespace) {
+                note(notes, &field, format!("{key:?} holds '=' or a space: Volant accepts it, but the program cannot read it as one variable"));
+            }
+            match env.get(key) {
+                Some(existing) if existing != value => {
+                    return Err(violation(
+                        format!("workload.env.{key}"),
+                        format!("is set to {value:?} here and to {existing:?} in [env]"),
+                        "set each variable once, in [env]",
+                    ));
+                }
+                _ => {
+                    env.insert(key.to_string(), value.to_string());
+                }
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// A flag's value, unless it is blank.
@@ -286,7 +407,8 @@ fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
 }
 
 fn doc(d: &RawDoc) -> CloudInitDoc {
-    let content = d.content.as_ref().filter(|c| !c.trim().is_empty()).cloned();
+    // Volant trims the content too.
+    let content = trimmed(&d.content);
     let path = trimmed(&d.path);
     CloudInitDoc {
         inline: d.inline.unwrap_or(content.is_some()),

@@ -4,9 +4,11 @@
 //! `docs/schemas/plugin-manifest-v1.json` (fields in a readable order, optional parts omitted).
 //! [`Manifest::validate`] re-states the rules of Volant's `pluginspec.Manifest.Validate` (read in
 //! volantvm/volant `internal/pluginspec/spec.go`), plus the few places where the schema is
-//! stricter than that function (`health_check`, `timeout_ms >= 0`) and two of Fledge's own: the
-//! name becomes a file name and a kernel command-line value, so it may hold no `/` or whitespace;
-//! checksums must carry an algorithm prefix. Every failure names the manifest field.
+//! stricter than that function (`health_check`, `timeout_ms >= 0`) and one of Fledge's own: the
+//! name becomes a file name and a kernel command-line value, so it may hold no `/` or whitespace.
+//! The initramfs checksum, which fledge writes itself, always carries its algorithm. Every
+//! failure names the manifest field. What Volant's `Normalize` changes (trimming, dropping blank
+//! entrypoint items, env keys and action names) is done before, in [`super::merge`].
 
 use std::collections::BTreeMap;
 
@@ -222,6 +224,104 @@ pub fn is_http_base_url(url: &str) -> bool {
     !host.is_empty() && port_ok
 }
 
+/// Whether Go's `net/url.Parse` (which Volant's `Workload.Validate` calls on `base_url`) accepts
+/// `url`; the error is Go's reason. It follows `parse` in Go's `net/url/url.go`: control bytes,
+/// the scheme, a colon in the first segment of a scheme-less URL, the authority's port and host
+/// characters, and `%` escapes.
+pub fn go_url_parse(url: &str) -> Result<(), String> {
+    if url.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err("invalid control character in URL".into());
+    }
+    let (url, fragment) = url.split_once('#').unwrap_or((url, ""));
+    check_escapes(fragment)?;
+    if url == "*" {
+        return Ok(());
+    }
+    let (scheme, rest) = go_scheme(url)?;
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    if !rest.starts_with('/') {
+        if scheme.is_some() {
+            return Ok(());
+        }
+        if rest.split('/').next().is_some_and(|seg| seg.contains(':')) {
+            return Err("first path segment in URL cannot contain colon".into());
+        }
+    }
+    let mut path = rest;
+    if rest.starts_with("//") && (scheme.is_some() || !rest.starts_with("///")) {
+        let (authority, tail) = match rest[2..].find('/') {
+            Some(i) => (&rest[2..2 + i], &rest[2 + i..]),
+            None => (&rest[2..], ""),
+        };
+        go_host(authority.rsplit_once('@').map_or(authority, |(_, h)| h))?;
+        path = tail;
+    }
+    check_escapes(path)
+}
+
+/// The scheme (`None` when there is none) and the rest, as Go's `getScheme` splits them.
+fn go_scheme(url: &str) -> Result<(Option<&str>, &str), String> {
+    for (i, c) in url.char_indices() {
+        match c {
+            c if c.is_ascii_alphabetic() => {}
+            '0'..='9' | '+' | '-' | '.' if i > 0 => {}
+            ':' if i == 0 => return Err("missing protocol scheme".into()),
+            ':' => return Ok((Some(&url[..i]), &url[i + 1..])),
+            _ => return Ok((None, url)),
+        }
+    }
+    Ok((None, url))
+}
+
+/// Go's `parseHost`: brackets of an IPv6 literal, digits after the port's colon, and only the
+/// characters a host may hold.
+fn go_host(host: &str) -> Result<(), String> {
+    let port_ok = |p: &str| {
+        p.is_empty()
+            || p.strip_prefix(':')
+                .is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let name = if let Some(v6) = host.strip_prefix('[') {
+        let end = v6.rfind(']').ok_or("missing ']' in host")?;
+        if !port_ok(&v6[end + 1..]) {
+            return Err(format!("invalid port {:?} after host", &v6[end + 1..]));
+        }
+        &v6[..end]
+    } else if let Some(i) = host.rfind(':') {
+        if !port_ok(&host[i..]) {
+            return Err(format!("invalid port {:?} after host", &host[i..]));
+        }
+        &host[..i]
+    } else {
+        host
+    };
+    const ALLOWED: &str = "-._~!$&'()*+,;=:[]<>\"%";
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_ascii() && !c.is_ascii_alphanumeric() && !ALLOWED.contains(*c))
+    {
+        return Err(format!("invalid character {c:?} in host name"));
+    }
+    check_escapes(name)
+}
+
+/// Every `%` starts two hex digits.
+fn check_escapes(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    for (i, _) in s.match_indices('%') {
+        if !b
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        {
+            return Err(format!(
+                "invalid URL escape {:?}",
+                &s[i..(i + 3).min(s.len())]
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `algo:value` with a known-looking algorithm and a non-empty value.
 fn has_algorithm_prefix(checksum: &str) -> bool {
     match checksum.split_once(':') {
@@ -402,10 +502,10 @@ impl Manifest {
                 "set workload.base_url = \"http://127.0.0.1:<port>\" or expose a port",
             ));
         }
-        if !is_http_base_url(w.base_url.trim()) {
+        if let Err(why) = go_url_parse(w.base_url.trim()) {
             return Err(violation(
                 "workload.base_url",
-                format!("{:?} is not an http(s) URL", w.base_url),
+                format!("{:?} is not a URL ({why})", w.base_url),
                 "write it as \"http://127.0.0.1:<port>\"",
             ));
         }
@@ -415,15 +515,6 @@ impl Manifest {
                 "is required for an http workload",
                 "set workload.entrypoint = \"/path/to/program\" (in the image)",
             ));
-        }
-        for key in w.env.keys() {
-            if blank(key) || key.contains('=') || key.chars().any(char::is_whitespace) {
-                return Err(violation(
-                    format!("workload.env.{key}"),
-                    format!("{key:?} is not a usable environment variable name"),
-                    "use a name without '=', whitespace or emptiness, e.g. LOG_LEVEL",
-                ));
-            }
         }
         if let Some(h) = &self.health_check {
             if blank(&h.endpoint) {
@@ -484,7 +575,6 @@ impl Manifest {
                     ));
                 }
             }
-            check_checksum(&format!("{at}.checksum"), d.checksum.as_deref())?;
         }
         Ok(())
     }
