@@ -35,6 +35,7 @@ fn main() {
     for p in [
         "init/src",
         "init/Cargo.toml",
+        "init/build.rs",
         "abi/src",
         "abi/Cargo.toml",
         "Cargo.lock",

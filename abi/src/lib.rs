@@ -58,3 +58,40 @@ pub mod options {
     /// Milliseconds to wait for the device `ip=` names to appear.
     pub const NET_WAIT_MS: &str = "fledge.net_wait_ms";
 }
+
+/// The machine-readable line `fledge-init` prints on the console (and in the kernel log) at
+/// the end, just before power-off: `fledge-init: exit-status=N`, N the supervised workload's
+/// status (exit code, or 128 + signal; 126/127 when it could not be started) or 1 after a fatal
+/// error of the init itself. A kernel timestamp may precede it on the console.
+pub mod exit_status {
+    /// What the init logs (its log lines carry the `fledge-init: ` prefix).
+    pub const KEY: &str = "exit-status=";
+    /// What precedes the number on the console line.
+    pub const MARKER: &str = "fledge-init: exit-status=";
+
+    /// The status if `line` is the exit-status line.
+    pub fn parse(line: &str) -> Option<u8> {
+        let at = line.find(MARKER)? + MARKER.len();
+        line[at..].trim_end().parse().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn finds_the_status_behind_a_kernel_timestamp() {
+            assert_eq!(MARKER.strip_suffix(KEY), Some("fledge-init: "));
+            let cases = [
+                ("fledge-init: exit-status=0", Some(0)),
+                ("[    1.234567] fledge-init: exit-status=143\r", Some(143)),
+                ("fledge-init: exit-status=256", None),
+                ("fledge-init: exit-status=", None),
+                ("fledge-init: /bin/app exited with status 3", None),
+            ];
+            for (line, want) in cases {
+                assert_eq!(parse(line), want, "{line:?}");
+            }
+        }
+    }
+}

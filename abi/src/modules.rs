@@ -42,7 +42,7 @@ impl fmt::Display for LineError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "line {}: {:?} is not an absolute path of an uncompressed .ko",
+            "line {}: \"{}\" is not an absolute path of an uncompressed .ko",
             self.line, self.text
         )
     }

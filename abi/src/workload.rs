@@ -100,13 +100,13 @@ impl fmt::Display for SpecError {
             Problem::Repeated(k) => write!(f, "`{k}` given twice"),
             Problem::BadEscape => f.write_str("a backslash must be followed by `\\` or `n`"),
             Problem::Nul(k) => write!(f, "`{k}` contains a NUL byte"),
-            Problem::Env(e) => write!(f, "env entry {e:?} is not NAME=VALUE"),
-            Problem::RelativeCwd(c) => write!(f, "working directory {c:?} is not absolute"),
-            Problem::User(v) => write!(f, "`user` value {v:?} is not numeric UID:GID"),
-            Problem::Number(k, v) => write!(f, "`{k}` value {v:?} is not a valid number"),
+            Problem::Env(e) => write!(f, "env entry \"{e}\" is not NAME=VALUE"),
+            Problem::RelativeCwd(c) => write!(f, "working directory \"{c}\" is not absolute"),
+            Problem::User(v) => write!(f, "`user` value \"{v}\" is not numeric UID:GID"),
+            Problem::Number(k, v) => write!(f, "`{k}` value \"{v}\" is not a valid number"),
             Problem::Hostname(h) => write!(
                 f,
-                "hostname {h:?} must be 1-{MAX_HOSTNAME} bytes without `/` or spaces"
+                "hostname \"{h}\" must be 1-{MAX_HOSTNAME} bytes without `/` or spaces"
             ),
         }
     }
@@ -228,10 +228,8 @@ impl Workload {
             "hostname" => once(&mut self.hostname, "hostname", value)?,
             "nofile" => once(&mut self.nofile, "nofile", number("nofile", &value)?)?,
             "user" => {
-                let bad = || Problem::User(value.clone());
-                let (u, g) = value.split_once(':').ok_or_else(bad)?;
-                let id = |s: &str| s.parse::<u32>().map_err(|_| bad());
-                once(&mut self.user, "user", (id(u)?, id(g)?))?
+                let user = parse_user(&value).ok_or_else(|| Problem::User(value.clone()))?;
+                once(&mut self.user, "user", user)?
             }
             "groups" => {
                 if !self.groups.is_empty() {
@@ -257,23 +255,38 @@ fn no_nul(key: &'static str, v: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// `NAME=VALUE` with a non-empty name (the value may be empty or contain `=`).
+/// `NAME=VALUE` with a non-empty name (the value may be empty or contain `=`), no NUL.
+pub fn valid_env(e: &str) -> bool {
+    !e.contains('\0') && e.split_once('=').is_some_and(|(name, _)| !name.is_empty())
+}
+
 fn check_env(e: &str) -> Result<(), SpecError> {
-    match e.split_once('=') {
-        Some((name, _)) if !name.is_empty() => Ok(()),
-        _ => Err(problem(Problem::Env(String::from(e)))),
+    if valid_env(e) {
+        return Ok(());
     }
+    Err(problem(Problem::Env(String::from(e))))
+}
+
+/// 1 to [`MAX_HOSTNAME`] bytes, no `/`, whitespace or control characters.
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= MAX_HOSTNAME
+        && !h
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
 }
 
 fn check_hostname(h: &str) -> Result<(), SpecError> {
-    let bad = h.is_empty()
-        || h.len() > MAX_HOSTNAME
-        || h.chars()
-            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
-    if bad {
-        return Err(problem(Problem::Hostname(String::from(h))));
+    if valid_hostname(h) {
+        return Ok(());
     }
-    Ok(())
+    Err(problem(Problem::Hostname(String::from(h))))
+}
+
+/// `UID:GID`, both numeric (the `user` value and `fledge.user`).
+pub fn parse_user(v: &str) -> Option<(u32, u32)> {
+    let (u, g) = v.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 fn escape_into(out: &mut String, value: &str) {

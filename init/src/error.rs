@@ -5,6 +5,9 @@ use alloc::string::String;
 use core::ffi::CStr;
 use core::fmt;
 
+use fledge_abi::paths;
+use fledge_abi::workload::SpecError;
+
 use crate::sys::Errno;
 
 #[derive(Debug)]
@@ -21,9 +24,27 @@ pub enum Error {
     Console {
         cause: Errno,
     },
-    /// The hand-off target could not be executed (exec path).
-    Exec {
-        target: String,
+    /// A step of becoming the target failed (exec path); `what` says which, with its value.
+    Start {
+        what: String,
+        cause: Errno,
+    },
+    /// The workload spec is malformed.
+    Spec {
+        cause: SpecError,
+    },
+    /// The workload spec exists but cannot be read.
+    SpecRead {
+        cause: Errno,
+    },
+    /// A module marked required did not load.
+    Module {
+        path: String,
+        cause: Errno,
+    },
+    /// The `RLIMIT_NOFILE` the spec or command line asks for cannot be set.
+    Nofile {
+        limit: u64,
         cause: Errno,
     },
     /// Blocking signals before supervising failed.
@@ -47,7 +68,15 @@ impl fmt::Display for Error {
                 cause,
             } => write!(f, "failed to mount {} on {}: {cause}", p(fstype), p(target)),
             Error::Console { cause } => write!(f, "failed to open /dev/console: {cause}"),
-            Error::Exec { target, cause } => write!(f, "failed to execute {target}: {cause}"),
+            Error::Start { what, cause } => write!(f, "{what}: {cause}"),
+            Error::Spec { cause } => write!(f, "bad {}: {cause}", paths::WORKLOAD),
+            Error::SpecRead { cause } => write!(f, "failed to read {}: {cause}", paths::WORKLOAD),
+            Error::Module { path, cause } => {
+                write!(f, "failed to load required module {path}: {cause}")
+            }
+            Error::Nofile { limit, cause } => {
+                write!(f, "failed to set RLIMIT_NOFILE to {limit}: {cause}")
+            }
             Error::Signals { cause } => write!(f, "failed to block signals: {cause}"),
             Error::Fork { target, cause } => write!(f, "failed to start {target}: {cause}"),
         }

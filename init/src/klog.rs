@@ -13,7 +13,7 @@
 use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -25,12 +25,15 @@ struct Klog {
     target: AtomicU8,
     /// The kernel's console log level; 0 while unknown (then nothing counts as echoed).
     console_level: AtomicU8,
+    /// fd 2 is the kernel console, which the kernel echoes records to.
+    stderr_console: AtomicBool,
 }
 
 static LOGGER: Klog = Klog {
     kmsg: AtomicI32::new(-1),
     target: AtomicU8::new(0),
     console_level: AtomicU8::new(0),
+    stderr_console: AtomicBool::new(false),
 };
 
 /// Installs the logger (console only until [`open_kmsg`]).
@@ -39,9 +42,12 @@ pub fn install() {
     log::set_max_level(LevelFilter::Info);
 }
 
-/// Opens `/dev/kmsg` (close-on-exec) once `/dev` is mounted; silently stays on the console if it
-/// cannot.
+/// Opens `/dev/kmsg` (close-on-exec) once `/dev` is mounted and fds 0-2 are set up; silently
+/// stays on the console if it cannot.
 pub fn open_kmsg() {
+    LOGGER
+        .stderr_console
+        .store(sys::stderr_is_console(), Ordering::Relaxed);
     if let Ok(fd) = sys::open_wo(c"/dev/kmsg") {
         LOGGER.kmsg.store(fd, Ordering::Relaxed);
     }
@@ -61,13 +67,26 @@ fn console_level(printk: &str) -> u8 {
         .unwrap_or(0)
 }
 
-/// Whether the console still needs the line after a successful `/dev/kmsg` write.
-fn console_needs(target: LogTarget, level: u8, console_level: u8) -> bool {
+/// Whether fd 2 still needs the line after a successful `/dev/kmsg` write. When fd 2 is not
+/// the kernel console (pipes in a namespace test), the kernel's echo does not reach it: then
+/// `both` writes every line there and `kmsg` the errors.
+fn console_needs(target: LogTarget, level: u8, console_level: u8, stderr_console: bool) -> bool {
     match target {
         LogTarget::Console => true,
-        LogTarget::Kmsg => false,
-        LogTarget::Both => level >= console_level,
+        LogTarget::Kmsg => !stderr_console && level <= 3,
+        LogTarget::Both => !stderr_console || level >= console_level,
     }
+}
+
+/// Logs the [`fledge_abi::exit_status`] line: it reaches the console whatever `fledge.log`
+/// says, because the host reads it there.
+pub fn exit_status(code: i32) {
+    let target = match LOGGER.target() {
+        LogTarget::Kmsg => LogTarget::Both,
+        t => t,
+    };
+    let args = format_args!("{}{code}", fledge_abi::exit_status::KEY);
+    LOGGER.emit(Level::Info, &args, target);
 }
 
 /// Applies `fledge.log`.
@@ -93,28 +112,38 @@ fn render(level: Level, args: &core::fmt::Arguments<'_>) -> (String, String) {
     (kmsg, console)
 }
 
+impl Klog {
+    fn target(&self) -> LogTarget {
+        match self.target.load(Ordering::Relaxed) {
+            x if x == LogTarget::Kmsg as u8 => LogTarget::Kmsg,
+            x if x == LogTarget::Console as u8 => LogTarget::Console,
+            _ => LogTarget::Both,
+        }
+    }
+
+    fn emit(&self, level: Level, args: &core::fmt::Arguments<'_>, target: LogTarget) {
+        let (kmsg_line, console_line) = render(level, args);
+        let kmsg = self.kmsg.load(Ordering::Relaxed);
+        let mut written = false;
+        if kmsg >= 0 && target != LogTarget::Console {
+            written = sys::write(kmsg, kmsg_line.as_bytes());
+        }
+        let level = kernel_level(level);
+        let console_level = self.console_level.load(Ordering::Relaxed);
+        let stderr_console = self.stderr_console.load(Ordering::Relaxed);
+        if !written || console_needs(target, level, console_level, stderr_console) {
+            sys::write(2, console_line.as_bytes());
+        }
+    }
+}
+
 impl Log for Klog {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
 
     fn log(&self, record: &Record<'_>) {
-        let (kmsg_line, console_line) = render(record.level(), record.args());
-        let target = match self.target.load(Ordering::Relaxed) {
-            x if x == LogTarget::Kmsg as u8 => LogTarget::Kmsg,
-            x if x == LogTarget::Console as u8 => LogTarget::Console,
-            _ => LogTarget::Both,
-        };
-        let kmsg = self.kmsg.load(Ordering::Relaxed);
-        let mut written = false;
-        if kmsg >= 0 && target != LogTarget::Console {
-            written = sys::write(kmsg, kmsg_line.as_bytes());
-        }
-        let level = kernel_level(record.level());
-        let console_level = self.console_level.load(Ordering::Relaxed);
-        if !written || console_needs(target, level, console_level) {
-            sys::write(2, console_line.as_bytes());
-        }
+        self.emit(record.level(), record.args(), self.target());
     }
 
     fn flush(&self) {}
@@ -129,17 +158,24 @@ mod tests {
         assert_eq!(console_level("7\t4\t1\t7\n"), 7);
         assert_eq!(console_level("4 4 1 7"), 4);
         assert_eq!(console_level("junk"), 0);
-        // (target, record level, console level) -> write to the console ourselves?
+        // (target, record level, console level, fd 2 is the console) -> write to fd 2 ourselves?
         let cases = [
-            (LogTarget::Both, 3, 7, false), // the kernel echoes an error at the default level
-            (LogTarget::Both, 6, 4, true),  // `quiet`: info is not echoed
-            (LogTarget::Both, 3, 4, false), // `quiet`: errors still are
-            (LogTarget::Both, 6, 0, true),  // level unknown
-            (LogTarget::Kmsg, 6, 4, false),
-            (LogTarget::Console, 3, 7, true),
+            (LogTarget::Both, 3, 7, true, false), // the kernel echoes an error at the default level
+            (LogTarget::Both, 6, 4, true, true),  // `quiet`: info is not echoed
+            (LogTarget::Both, 3, 4, true, false), // `quiet`: errors still are
+            (LogTarget::Both, 6, 0, true, true),  // level unknown
+            (LogTarget::Both, 3, 7, false, true), // fd 2 is a pipe: the echo does not reach it
+            (LogTarget::Kmsg, 6, 4, true, false),
+            (LogTarget::Kmsg, 6, 4, false, false),
+            (LogTarget::Kmsg, 3, 4, false, true), // fatal lines reach a pipe
+            (LogTarget::Console, 3, 7, true, true),
         ];
-        for (i, (target, level, console, want)) in cases.into_iter().enumerate() {
-            assert_eq!(console_needs(target, level, console), want, "case {i}");
+        for (i, (target, level, console, on_console, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                console_needs(target, level, console, on_console),
+                want,
+                "case {i}"
+            );
         }
     }
 

@@ -18,11 +18,14 @@ extern crate alloc;
 
 mod error;
 mod klog;
+mod modules;
 mod mounts;
+mod net;
 mod options;
 mod status;
 mod supervise;
 mod sys;
+mod workload;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -75,22 +78,63 @@ pub fn panicked(info: &core::panic::PanicInfo<'_>) -> ! {
 fn boot() -> Result<i32, Error> {
     mount_filesystems()?;
     console()?;
+    klog::open_kmsg();
     let opts = options();
     REBOOT.store(opts.exit == ExitAction::Reboot, Ordering::Relaxed);
-    let target = handoff_target(&sys::cstring(paths::VOLANT_INIT));
+    let spec = workload::load(&sys::cstring(paths::WORKLOAD))?;
+    modules::load_all(&sys::cstring(paths::MODULES_LOAD))?;
+    let ip_hostname = net::setup(&opts);
+    let plan = workload::plan(
+        spec,
+        &opts,
+        || handoff_target(&sys::cstring(paths::VOLANT_INIT)),
+        sys::environment(),
+        |p| sys::is_executable(&sys::cstring(p)),
+    );
+    hostname(
+        opts.hostname
+            .clone()
+            .or(ip_hostname)
+            .or(plan.hostname.clone()),
+    );
+    limits(&plan)?;
     if opts.supervise {
-        let status = supervise::supervise(&target, opts.grace)?;
+        let status = supervise::supervise(&plan, opts.grace)?;
         mounts::unmount_all(mounts::MOUNTS);
         Ok(status)
     } else {
-        Err(exec(target))
+        Err(exec(&plan))
     }
 }
 
 fn mount_filesystems() -> Result<(), Error> {
     mounts::mount_all(&mut mounts::RealSys, mounts::MOUNTS)?;
-    klog::open_kmsg();
+    mounts::make_links();
     Ok(())
+}
+
+/// Sets the hostname: `fledge.hostname`, else `ip=`'s, else the spec's; a failure is a warning.
+fn hostname(name: Option<String>) {
+    if let Some(name) = name {
+        if let Err(e) = sys::sethostname(&name) {
+            log::warn!("failed to set the hostname to {name}: {e}");
+        }
+    }
+}
+
+/// `RLIMIT_NOFILE` for the target (and PID 1): fatal when asked for, a warning for the default.
+fn limits(plan: &workload::Plan) -> Result<(), Error> {
+    match sys::set_nofile(plan.nofile) {
+        Ok(()) => Ok(()),
+        Err(cause) if plan.nofile_set => Err(Error::Nofile {
+            limit: plan.nofile,
+            cause,
+        }),
+        Err(e) => {
+            log::warn!("failed to raise RLIMIT_NOFILE to {}: {e}", plan.nofile);
+            Ok(())
+        }
+    }
 }
 
 /// The kernel opens `/dev/console` as fds 0-2 when the archive has that node; only fill in
@@ -137,20 +181,25 @@ fn handoff_target(file: &CStr) -> String {
     DEFAULT_TARGET.to_string()
 }
 
-/// Replaces this process with `target` (argv[0] = target, the kernel's environment); returns
-/// only the error.
-fn exec(target: String) -> Error {
-    let cause = match alloc::ffi::CString::new(target.as_str()) {
-        Ok(t) => sys::exec(&t),
-        Err(_) => sys::Errno(libc::EINVAL),
-    };
-    Error::Exec { target, cause }
+/// Replaces this process with the target; returns only the error.
+fn exec(plan: &workload::Plan) -> Error {
+    match plan.command() {
+        Ok(cmd) => {
+            let (step, cause) = cmd.exec();
+            Error::Start {
+                what: plan.failed(step),
+                cause,
+            }
+        }
+        Err(e) => e,
+    }
 }
 
 /// The end of PID 1: sync, then power off or reboot (`fledge.exit`). Only PID 1 may do that:
 /// the check is repeated here, next to the reboot call, so that no change elsewhere can make a
 /// run on a host power the host off; anywhere else it exits with `status`.
 fn finish(status: i32) -> ! {
+    klog::exit_status(status);
     sys::sync();
     if sys::getpid() != 1 {
         sys::exit(status);

@@ -18,6 +18,9 @@ pub struct Mount {
     pub dir_mode: u32,
     /// An errno that means "already done" rather than failure.
     pub tolerate: i32,
+    /// The boot goes on without it: a kernel without the file system (`ENODEV`) gets one info
+    /// line, any other failure a warning.
+    pub optional: bool,
 }
 
 const NOSUID: libc::c_ulong = libc::MS_NOSUID;
@@ -25,7 +28,8 @@ const NODEV: libc::c_ulong = libc::MS_NODEV;
 const NOEXEC: libc::c_ulong = libc::MS_NOEXEC;
 
 /// What PID 1 mounts, parents first. EBUSY means the kernel (or an earlier stage) already
-/// mounted it, which is fine.
+/// mounted it, which is fine. The first five are needed; the rest are what workloads expect
+/// (ptys, POSIX shared memory and message queues, cgroup2) and optional.
 pub const MOUNTS: &[Mount] = &[
     Mount {
         source: c"devtmpfs",
@@ -35,6 +39,7 @@ pub const MOUNTS: &[Mount] = &[
         data: Some(c"mode=0755"),
         dir_mode: 0o755,
         tolerate: libc::EBUSY,
+        optional: false,
     },
     Mount {
         source: c"proc",
@@ -44,6 +49,7 @@ pub const MOUNTS: &[Mount] = &[
         data: None,
         dir_mode: 0o555,
         tolerate: libc::EBUSY,
+        optional: false,
     },
     Mount {
         source: c"sysfs",
@@ -53,6 +59,7 @@ pub const MOUNTS: &[Mount] = &[
         data: None,
         dir_mode: 0o555,
         tolerate: libc::EBUSY,
+        optional: false,
     },
     Mount {
         source: c"tmpfs",
@@ -62,6 +69,7 @@ pub const MOUNTS: &[Mount] = &[
         data: Some(c"mode=1777"),
         dir_mode: 0o1777,
         tolerate: libc::EBUSY,
+        optional: false,
     },
     Mount {
         source: c"tmpfs",
@@ -71,7 +79,57 @@ pub const MOUNTS: &[Mount] = &[
         data: Some(c"mode=0755"),
         dir_mode: 0o755,
         tolerate: libc::EBUSY,
+        optional: false,
     },
+    Mount {
+        source: c"devpts",
+        target: c"/dev/pts",
+        fstype: c"devpts",
+        flags: NOSUID | NOEXEC,
+        // gid 5 is `tty` on every common distribution.
+        data: Some(c"ptmxmode=0666,mode=0620,gid=5"),
+        dir_mode: 0o755,
+        tolerate: libc::EBUSY,
+        optional: true,
+    },
+    Mount {
+        source: c"shm",
+        target: c"/dev/shm",
+        fstype: c"tmpfs",
+        flags: NOSUID | NODEV,
+        data: Some(c"mode=1777"),
+        dir_mode: 0o1777,
+        tolerate: libc::EBUSY,
+        optional: true,
+    },
+    Mount {
+        source: c"mqueue",
+        target: c"/dev/mqueue",
+        fstype: c"mqueue",
+        flags: NOSUID | NODEV | NOEXEC,
+        data: None,
+        dir_mode: 0o755,
+        tolerate: libc::EBUSY,
+        optional: true,
+    },
+    Mount {
+        source: c"cgroup2",
+        target: c"/sys/fs/cgroup",
+        fstype: c"cgroup2",
+        flags: NOSUID | NODEV | NOEXEC,
+        data: None,
+        dir_mode: 0o555,
+        tolerate: libc::EBUSY,
+        optional: true,
+    },
+];
+
+/// The symlinks programs expect in `/dev` (made after the mounts; one that exists is left).
+pub const LINKS: &[(&CStr, &CStr)] = &[
+    (c"/proc/self/fd", c"/dev/fd"),
+    (c"/proc/self/fd/0", c"/dev/stdin"),
+    (c"/proc/self/fd/1", c"/dev/stdout"),
+    (c"/proc/self/fd/2", c"/dev/stderr"),
 ];
 
 /// The calls the mount loop makes; the real one is [`RealSys`].
@@ -93,31 +151,74 @@ impl Sys for RealSys {
 }
 
 /// Creates each mount point if missing and mounts it, in table order; stops at the first error
-/// that the row does not tolerate.
+/// that the row does not tolerate, unless the row is optional (then it logs and goes on).
 pub fn mount_all(sys: &mut impl Sys, plan: &[Mount]) -> Result<(), Error> {
     for m in plan {
-        match sys.mkdir(m.target, m.dir_mode) {
-            Ok(()) | Err(Errno(libc::EEXIST)) => {}
-            Err(cause) => {
-                return Err(Error::Mkdir {
-                    path: m.target,
-                    cause,
-                })
+        if let Err(e) = mount_one(sys, m) {
+            if !m.optional {
+                return Err(e);
             }
-        }
-        match sys.mount(m) {
-            Ok(()) => {}
-            Err(e) if e.0 == m.tolerate => {}
-            Err(cause) => {
-                return Err(Error::Mount {
-                    fstype: m.fstype,
-                    target: m.target,
-                    cause,
-                })
+            match e {
+                Error::Mount {
+                    cause: Errno(libc::ENODEV),
+                    ..
+                } => log::info!("no {} in this kernel: {} skipped", p(m.fstype), p(m.target)),
+                e => log::warn!("{e}; going on without it"),
             }
         }
     }
     Ok(())
+}
+
+fn p(c: &CStr) -> &str {
+    c.to_str().unwrap_or("?")
+}
+
+fn mount_one(sys: &mut impl Sys, m: &Mount) -> Result<(), Error> {
+    match sys.mkdir(m.target, m.dir_mode) {
+        Ok(()) | Err(Errno(libc::EEXIST)) => {}
+        Err(cause) => {
+            return Err(Error::Mkdir {
+                path: m.target,
+                cause,
+            })
+        }
+    }
+    match sys.mount(m) {
+        Ok(()) => Ok(()),
+        Err(e) if e.0 == m.tolerate => Ok(()),
+        Err(cause) => Err(Error::Mount {
+            fstype: m.fstype,
+            target: m.target,
+            cause,
+        }),
+    }
+}
+
+/// Makes the [`LINKS`], and `/dev/ptmx` the multiplexer of the `/dev/pts` just mounted: a
+/// symlink `pts/ptmx` where there is none, else `/dev/pts/ptmx` bind-mounted over the node.
+/// Every mount of devtmpfs is the same file system - in a namespace test, the host's own
+/// `/dev` - so the init never deletes from it. Failures are warnings: only some programs need
+/// these.
+pub fn make_links() {
+    for (target, link) in LINKS {
+        match sys::symlink(target, link) {
+            Ok(()) | Err(Errno(libc::EEXIST)) => {}
+            Err(e) => log::warn!("failed to link {} to {}: {e}", p(link), p(target)),
+        }
+    }
+    let (ptmx, pts_ptmx) = (c"/dev/ptmx", c"/dev/pts/ptmx");
+    if sys::lstat_mode(pts_ptmx, false).is_none() {
+        return; // no devpts
+    }
+    let result = match sys::lstat_mode(ptmx, false) {
+        None => sys::symlink(c"pts/ptmx", ptmx),
+        Some(m) if m & libc::S_IFMT == libc::S_IFLNK => Ok(()),
+        Some(_) => sys::mount(pts_ptmx, ptmx, c"none", libc::MS_BIND, None),
+    };
+    if let Err(e) = result {
+        log::warn!("failed to point /dev/ptmx at /dev/pts/ptmx: {e}");
+    }
 }
 
 /// Detaches everything in the plan, children first; failures do not matter any more at that
@@ -201,6 +302,26 @@ mod tests {
                 mount("tmpfs", "/tmp", "tmpfs", NOSUID | NODEV, Some("mode=1777")),
                 Call::Mkdir("/run".into(), 0o755),
                 mount("tmpfs", "/run", "tmpfs", NOSUID | NODEV, Some("mode=0755")),
+                Call::Mkdir("/dev/pts".into(), 0o755),
+                mount(
+                    "devpts",
+                    "/dev/pts",
+                    "devpts",
+                    NOSUID | NOEXEC,
+                    Some("ptmxmode=0666,mode=0620,gid=5"),
+                ),
+                Call::Mkdir("/dev/shm".into(), 0o1777),
+                mount(
+                    "shm",
+                    "/dev/shm",
+                    "tmpfs",
+                    NOSUID | NODEV,
+                    Some("mode=1777")
+                ),
+                Call::Mkdir("/dev/mqueue".into(), 0o755),
+                mount("mqueue", "/dev/mqueue", "mqueue", nse, None),
+                Call::Mkdir("/sys/fs/cgroup".into(), 0o555),
+                mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nse, None),
             ]
         );
     }
@@ -228,6 +349,32 @@ mod tests {
             "failed to mount sysfs on /sys: No such device"
         );
         assert_eq!(fake.calls.len(), 6, "nothing after /sys: {:?}", fake.calls);
+    }
+
+    #[test]
+    fn optional_file_systems_the_kernel_lacks_are_skipped() {
+        for (target, errno) in [
+            ("/dev/mqueue", libc::ENODEV),
+            ("/sys/fs/cgroup", libc::EPERM),
+        ] {
+            let mut fake = Fake {
+                fail_mount: Some((target, errno)),
+                ..Fake::default()
+            };
+            mount_all(&mut fake, MOUNTS).unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert_eq!(
+                fake.calls.len(),
+                2 * MOUNTS.len(),
+                "{target}: all rows tried"
+            );
+        }
+        let mut fake = Fake {
+            fail_mkdir: Some(("/sys/fs/cgroup", libc::ENOENT)),
+            ..Fake::default()
+        };
+        mount_all(&mut fake, MOUNTS).unwrap();
+        let required: Vec<_> = MOUNTS.iter().filter(|m| !m.optional).collect();
+        assert_eq!(required.len(), 5, "dev, proc, sys, tmp, run stay required");
     }
 
     #[test]

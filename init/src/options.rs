@@ -2,8 +2,8 @@
 //! ([`fledge_abi::paths::INIT_CONF`]) and from the kernel command line (`/proc/cmdline`), which wins.
 //!
 //! Both use the same syntax: whitespace-separated `key=value` tokens; in the file a line whose
-//! first non-blank character is `#` is a comment. Keys without the `fledge.` prefix and unknown
-//! `fledge.` keys are ignored (the kernel command line carries plenty of both); a bad value for
+//! first non-blank character is `#` is a comment. Keys without the `fledge.` prefix (but `ip=`,
+//! which the network step reads) and unknown `fledge.` keys are ignored (the kernel command line carries plenty of both); a bad value for
 //! a known key is reported and the earlier value kept.
 
 use alloc::format;
@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::ffi::CStr;
 use core::time::Duration;
 
-use fledge_abi::options;
+use fledge_abi::{options, workload};
 
 use crate::sys;
 
@@ -55,6 +55,20 @@ pub struct Options {
     pub grace: Duration,
     /// `fledge.log=both|kmsg|console`.
     pub log: LogTarget,
+    /// `fledge.cwd=/path`: the workload's working directory (over the spec's).
+    pub cwd: Option<String>,
+    /// `fledge.user=UID:GID`: who the workload runs as (over the spec's).
+    pub user: Option<(u32, u32)>,
+    /// `fledge.nofile=N`: the workload's `RLIMIT_NOFILE` (over the spec's).
+    pub nofile: Option<u64>,
+    /// `fledge.hostname=NAME` (over the spec's and `ip=`'s).
+    pub hostname: Option<String>,
+    /// `fledge.env=NAME=VALUE`, repeatable: added after the spec's environment.
+    pub env: Vec<String>,
+    /// `fledge.net_wait_ms=N`: how long to wait for the device `ip=` names. Default 5000.
+    pub net_wait: Duration,
+    /// The kernel's own `ip=` option, as given.
+    pub ip: Option<String>,
 }
 
 impl Default for Options {
@@ -64,6 +78,13 @@ impl Default for Options {
             exit: ExitAction::PowerOff,
             grace: Duration::from_millis(3000),
             log: LogTarget::Both,
+            cwd: None,
+            user: None,
+            nofile: None,
+            hostname: None,
+            env: Vec::new(),
+            net_wait: Duration::from_millis(5000),
+            ip: None,
         }
     }
 }
@@ -111,6 +132,27 @@ impl Options {
                     _ => None,
                 }
                 .map(|v| self.log = v),
+                options::CWD => value
+                    .starts_with('/')
+                    .then(|| self.cwd = Some(value.into())),
+                options::USER => workload::parse_user(value).map(|u| self.user = Some(u)),
+                options::NOFILE => value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(|n| self.nofile = Some(n)),
+                options::HOSTNAME => {
+                    workload::valid_hostname(value).then(|| self.hostname = Some(value.into()))
+                }
+                options::ENV => workload::valid_env(value).then(|| self.env.push(value.into())),
+                options::NET_WAIT_MS => value
+                    .parse()
+                    .ok()
+                    .map(|ms| self.net_wait = Duration::from_millis(ms)),
+                "ip" => {
+                    self.ip = Some(value.into());
+                    Some(())
+                }
                 _ => Some(()),
             };
             if ok.is_none() {
@@ -190,6 +232,21 @@ mod tests {
                 },
             ),
             ("fledge.unknown=1 fledge.supervise", Options::default()),
+            (
+                "fledge.cwd=/srv fledge.user=1000:100 fledge.nofile=4096 fledge.hostname=vm1 \
+                 fledge.env=A=1 fledge.env=B=x=y fledge.net_wait_ms=10 \
+                 ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off",
+                Options {
+                    cwd: Some("/srv".into()),
+                    user: Some((1000, 100)),
+                    nofile: Some(4096),
+                    hostname: Some("vm1".into()),
+                    env: vec!["A=1".into(), "B=x=y".into()],
+                    net_wait: Duration::from_millis(10),
+                    ip: Some("10.0.2.15::10.0.2.2:255.255.255.0::eth0:off".into()),
+                    ..Options::default()
+                },
+            ),
         ];
         for (text, want) in cases {
             let (got, w) = parse(text);
@@ -200,16 +257,31 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported_and_ignored() {
-        let (o, w) = parse("fledge.grace_ms=5 fledge.grace_ms=soon fledge.exit=halt");
+        let (o, w) = parse(
+            "fledge.grace_ms=5 fledge.grace_ms=soon fledge.exit=halt fledge.cwd=rel \
+             fledge.user=1000 fledge.nofile=0 fledge.hostname=a/b fledge.env=NOEQ",
+        );
         assert_eq!(o.grace, Duration::from_millis(5));
         assert_eq!(o.exit, ExitAction::PowerOff);
         assert_eq!(
-            w,
-            vec![
-                "ignoring fledge.grace_ms=soon: not a valid value",
-                "ignoring fledge.exit=halt: not a valid value",
-            ]
+            (o.cwd, o.user, o.nofile, o.hostname),
+            (None, None, None, None)
         );
+        assert!(o.env.is_empty());
+        let keys = [
+            "fledge.grace_ms=soon",
+            "fledge.exit=halt",
+            "fledge.cwd=rel",
+            "fledge.user=1000",
+            "fledge.nofile=0",
+            "fledge.hostname=a/b",
+            "fledge.env=NOEQ",
+        ];
+        let want: Vec<String> = keys
+            .iter()
+            .map(|k| format!("ignoring {k}: not a valid value"))
+            .collect();
+        assert_eq!(w, want);
     }
 
     #[test]
@@ -245,7 +317,7 @@ mod tests {
                 supervise: false,
                 exit: ExitAction::Reboot,
                 grace: Duration::from_millis(100),
-                log: LogTarget::Both,
+                ..Options::default()
             }
         );
         let (o, _) = Options::load(&c(&dir.path().join("missing")), &cmdline);

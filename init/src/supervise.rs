@@ -4,12 +4,11 @@
 //! All signals but the fault signals are blocked before the fork and read in one
 //! `sigtimedwait` loop, so no handler ever runs. After every wake-up the loop reaps with
 //! `waitpid(-1, WNOHANG)` until nothing is left to reap: SIGCHLDs coalesce, so one wake-up may
-//! stand for many exits, orphans included. The target's exit, or SIGTERM/SIGINT to PID 1, starts
-//! the shutdown: SIGTERM to what is left, a grace period, SIGKILL, and return once every child
-//! is reaped.
+//! stand for many exits, orphans included. Every signal but SIGCHLD is passed on to the target
+//! (see [`action`]). The target's exit, or SIGTERM, SIGINT (Ctrl-Alt-Del) or SIGPWR to PID 1,
+//! starts the shutdown: SIGTERM to what is left, a grace period, SIGKILL, and return once every
+//! child is reaped.
 
-use alloc::ffi::CString;
-use alloc::format;
 use alloc::string::ToString;
 use core::ffi::c_int;
 use core::time::Duration;
@@ -17,33 +16,46 @@ use core::time::Duration;
 use crate::error::Error;
 use crate::status::Outcome;
 use crate::sys::{self, Errno, SigSet};
+use crate::workload::Plan;
 
-/// Signals PID 1 passes on to the target.
-const FORWARDED: [c_int; 8] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCONT,
-];
+/// What PID 1 does with a signal it receives while the target runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    /// Not for the target: SIGCHLD (the reaping runs after every wake-up anyway).
+    Ignore,
+    /// Pass it on as it is.
+    Forward(c_int),
+    /// Pass on this signal and start the orderly shutdown (grace period, then SIGKILL).
+    Shutdown(c_int),
+}
 
-/// Runs `target` as a child until it and every other process are gone; returns its status
+/// Every signal is passed on but SIGCHLD (the fault signals are never blocked, so never read;
+/// SIGKILL and SIGSTOP never reach a process). SIGTERM and SIGINT - what Ctrl-Alt-Del becomes
+/// once `RB_DISABLE_CAD` is set - start the shutdown and are passed on; SIGPWR (power failing)
+/// starts it too and reaches the target as SIGTERM, the signal programs handle.
+fn action(sig: c_int) -> Action {
+    match sig {
+        libc::SIGCHLD => Action::Ignore,
+        libc::SIGTERM | libc::SIGINT => Action::Shutdown(sig),
+        libc::SIGPWR => Action::Shutdown(libc::SIGTERM),
+        _ => Action::Forward(sig),
+    }
+}
+
+/// Runs the plan as a child until it and every other process are gone; returns its status
 /// (exit code or 128 + signal).
-pub fn supervise(target: &str, grace: Duration) -> Result<i32, Error> {
-    let exec_failed = |cause| Error::Fork {
-        target: target.to_string(),
-        cause,
-    };
-    let target_c = CString::new(target).map_err(|_| exec_failed(Errno(libc::EINVAL)))?;
-    let exec_error = format!("fledge-init: failed to execute {target}: ").into_bytes();
+pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
+    let target = plan.path.as_str();
+    let cmd = plan.command()?;
+    let messages = plan.messages();
 
     let blocked = SigSet::all_but_faults();
     let original = blocked.block().map_err(|cause| Error::Signals { cause })?;
     sys::disable_ctrl_alt_del();
-    let main = sys::spawn(&target_c, &original, &exec_error).map_err(exec_failed)?;
+    let main = sys::spawn(&cmd, &original, &messages).map_err(|cause| Error::Fork {
+        target: target.to_string(),
+        cause,
+    })?;
     log::debug!("started {target} as pid {main}");
 
     let mut outcome: Option<Outcome> = None;
@@ -74,17 +86,19 @@ pub fn supervise(target: &str, grace: Duration) -> Result<i32, Error> {
             }
             _ => None,
         };
-        match blocked.wait(timeout) {
-            Some(sig) if FORWARDED.contains(&sig) => {
-                if outcome.is_none() {
-                    let _ = sys::kill(main, sig);
-                }
-                if sig == libc::SIGTERM || sig == libc::SIGINT {
-                    deadline.get_or_insert_with(|| sys::now() + grace);
-                }
-            }
-            // SIGCHLD (reaped at the top), a timeout, or a signal not meant for the target.
-            _ => {}
+        let Some(sig) = blocked.wait(timeout) else {
+            continue; // a timeout
+        };
+        let (forward, shutdown) = match action(sig) {
+            Action::Ignore => continue,
+            Action::Forward(s) => (s, false),
+            Action::Shutdown(s) => (s, true),
+        };
+        if outcome.is_none() {
+            let _ = sys::kill(main, forward);
+        }
+        if shutdown {
+            deadline.get_or_insert_with(|| sys::now() + grace);
         }
     }
     // `outcome` is set: `none_left` only happens after the target has been reaped.
@@ -106,5 +120,27 @@ fn reap(main: i32) -> (Option<Outcome>, bool) {
                 return (ended, false);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signal_but_sigchld_reaches_the_target() {
+        for sig in 1..=libc::SIGRTMAX() {
+            let want = match sig {
+                libc::SIGCHLD => Action::Ignore,
+                libc::SIGTERM | libc::SIGINT => Action::Shutdown(sig),
+                libc::SIGPWR => Action::Shutdown(libc::SIGTERM),
+                s => Action::Forward(s),
+            };
+            assert_eq!(action(sig), want, "signal {sig}");
+        }
+        assert_eq!(
+            action(libc::SIGRTMIN() + 2),
+            Action::Forward(libc::SIGRTMIN() + 2)
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! that easy to check.
 #![allow(unsafe_code)]
 
+use alloc::ffi::CString;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ffi::{c_int, CStr};
@@ -138,8 +139,8 @@ impl fmt::Display for Errno {
 }
 
 /// `s` as a C string; one with a NUL inside becomes the empty string, which no call accepts.
-pub fn cstring(s: &str) -> alloc::ffi::CString {
-    alloc::ffi::CString::new(s).unwrap_or_default()
+pub fn cstring(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
 }
 
 fn check(rc: c_int) -> Result<c_int, Errno> {
@@ -300,21 +301,14 @@ pub fn pause() {
     unsafe { libc::pause() };
 }
 
-/// `execv(target, [target])`, keeping this process's environment. Returns only on failure.
-pub fn exec(target: &CStr) -> Errno {
-    let argv = [target.as_ptr(), ptr::null()];
-    // SAFETY: `target` and `argv` are valid, and `argv` is NULL-terminated.
-    unsafe { libc::execv(target.as_ptr(), argv.as_ptr()) };
-    Errno::last()
-}
-
 /// A set of signals.
 #[derive(Clone, Copy)]
 pub struct SigSet(libc::sigset_t);
 
 /// Signals raised by faults in the init itself: blocking them would turn a crash into a hang.
-const FAULTS: [c_int; 6] = [
+pub const FAULTS: [c_int; 7] = [
     libc::SIGSEGV,
+    libc::SIGTRAP,
     libc::SIGBUS,
     libc::SIGILL,
     libc::SIGFPE,
@@ -387,12 +381,112 @@ pub fn reap_one() -> Result<Option<(i32, c_int)>, Errno> {
     Ok((pid > 0).then_some((pid, status)))
 }
 
-/// Forks a child that runs `target` with a clean slate: the signal mask `original`, SIGPIPE at
+/// A step of starting the target that can fail, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Groups,
+    Gid,
+    Uid,
+    Chdir,
+    Exec,
+}
+
+/// Everything starting the target needs, as C strings made before `fork` (the child may not
+/// allocate).
+pub struct Command {
+    pub path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: Option<CString>,
+    user: Option<(u32, u32)>,
+    groups: Vec<libc::gid_t>,
+}
+
+impl Command {
+    /// `None` when a string contains a NUL (the workload spec refuses those already).
+    pub fn new(
+        path: &str,
+        argv: &[String],
+        env: &[String],
+        cwd: Option<&str>,
+        user: Option<(u32, u32)>,
+        groups: &[u32],
+    ) -> Option<Command> {
+        let c = |s: &str| CString::new(s).ok();
+        let all = |v: &[String]| v.iter().map(|s| c(s)).collect::<Option<Vec<_>>>();
+        Some(Command {
+            path: c(path)?,
+            argv: all(argv)?,
+            envp: all(env)?,
+            cwd: match cwd {
+                Some(d) => Some(c(d)?),
+                None => None,
+            },
+            user,
+            groups: groups.to_vec(),
+        })
+    }
+
+    /// Runs the steps in this process: groups, gid, uid (with `user`), chdir (with a working
+    /// directory), then `execve`. Returns only on failure, with the step and errno. Makes only
+    /// async-signal-safe calls, so a forked child may use it.
+    fn run(&self, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> (Step, Errno) {
+        let fail = |step, rc: c_int| (rc != 0).then(|| (step, Errno::last()));
+        if let Some((uid, gid)) = self.user {
+            // Raw system calls: the C library's wrappers synchronise every thread, and this
+            // process has one. SAFETY: the pointer and length describe `self.groups`.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_setgroups,
+                    self.groups.len(),
+                    self.groups.as_ptr(),
+                )
+            };
+            if let Some(e) = fail(Step::Groups, rc as c_int) {
+                return e;
+            }
+            // SAFETY: setgid/setuid take plain integers.
+            let rc = unsafe { libc::syscall(libc::SYS_setgid, gid) };
+            if let Some(e) = fail(Step::Gid, rc as c_int) {
+                return e;
+            }
+            // SAFETY: as above.
+            let rc = unsafe { libc::syscall(libc::SYS_setuid, uid) };
+            if let Some(e) = fail(Step::Uid, rc as c_int) {
+                return e;
+            }
+        }
+        if let Some(dir) = &self.cwd {
+            // SAFETY: `dir` is a valid NUL-terminated string.
+            if let Some(e) = fail(Step::Chdir, unsafe { libc::chdir(dir.as_ptr()) }) {
+                return e;
+            }
+        }
+        // SAFETY: `path` is valid; `argv` and `envp` are NULL-terminated arrays of pointers into
+        // `self`, which outlives the call.
+        unsafe { libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        (Step::Exec, Errno::last())
+    }
+
+    fn pointers(v: &[CString]) -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(core::iter::once(ptr::null()))
+            .collect()
+    }
+
+    /// Becomes the target in this process (exec mode). Returns only the failure.
+    pub fn exec(&self) -> (Step, Errno) {
+        self.run(&Self::pointers(&self.argv), &Self::pointers(&self.envp))
+    }
+}
+
+/// Forks a child that runs `cmd` with a clean slate: the signal mask `original`, SIGPIPE at
 /// its default, a session of its own with the console (if fd 0 is a terminal) as controlling
-/// tty, and no fd above 2. If `exec` fails, the child writes `exec_error` plus the errno text to
-/// fd 2 and exits with 127 (not found) or 126 (anything else, e.g. not executable).
-pub fn spawn(target: &CStr, original: &SigSet, exec_error: &[u8]) -> Result<i32, Errno> {
-    let argv = [target.as_ptr(), ptr::null()];
+/// tty, and no fd above 2. If a step fails, the child writes `messages[step]` plus the errno
+/// text to fd 2 and exits with 127 (exec: not found) or 126 (anything else).
+pub fn spawn(cmd: &Command, original: &SigSet, messages: &[Vec<u8>; 5]) -> Result<i32, Errno> {
+    let (argv, envp) = (Command::pointers(&cmd.argv), Command::pointers(&cmd.envp));
     // SAFETY: the init is single-threaded, so the child's copy of memory is consistent; the
     // child below only makes async-signal-safe calls and never returns.
     let pid = check(unsafe { libc::fork() })?;
@@ -400,7 +494,7 @@ pub fn spawn(target: &CStr, original: &SigSet, exec_error: &[u8]) -> Result<i32,
         return Ok(pid);
     }
     // SAFETY: async-signal-safe calls on values prepared before fork; the child
-    // ends in execv or _exit.
+    // ends in execve or _exit.
     unsafe {
         libc::sigprocmask(libc::SIG_SETMASK, &original.0, ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -415,18 +509,218 @@ pub fn spawn(target: &CStr, original: &SigSet, exec_error: &[u8]) -> Result<i32,
                 libc::close(fd);
             }
         }
-        libc::execv(target.as_ptr(), argv.as_ptr());
-        let err = *libc::__errno_location();
-        libc::write(2, exec_error.as_ptr().cast(), exec_error.len());
+        let (step, Errno(err)) = cmd.run(&argv, &envp);
+        let msg = &messages[step as usize];
+        libc::write(2, msg.as_ptr().cast(), msg.len());
         let text = libc::strerror(err);
         libc::write(2, text.cast(), libc::strlen(text));
         libc::write(2, b"\n".as_ptr().cast(), 1);
-        libc::_exit(if err == libc::ENOENT || err == libc::ENOTDIR {
-            127
-        } else {
-            126
-        })
+        let not_found = step == Step::Exec && (err == libc::ENOENT || err == libc::ENOTDIR);
+        libc::_exit(if not_found { 127 } else { 126 })
     }
+}
+
+/// The process's environment (`NAME=VALUE` entries the kernel gave PID 1), skipping entries
+/// that are not UTF-8.
+pub fn environment() -> Vec<String> {
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: the C runtime keeps `environ` a NULL-terminated array of valid C strings, and
+    // nothing in this single-threaded program changes it.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            if let Ok(s) = CStr::from_ptr(*p).to_str() {
+                out.push(String::from(s));
+            }
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+/// Whether `path` is a regular file with an execute bit (for the `PATH` search).
+pub fn is_executable(path: &CStr) -> bool {
+    lstat_mode(path, true).is_some_and(|m| m & libc::S_IFMT == libc::S_IFREG && m & 0o111 != 0)
+}
+
+/// The `st_mode` of `path` (following a final symlink when `follow`).
+pub fn lstat_mode(path: &CStr, follow: bool) -> Option<u32> {
+    // SAFETY: stat is plain data that the call fills in.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: `path` is a valid NUL-terminated string and `st` a valid out-pointer.
+    let rc = unsafe { libc::fstatat(libc::AT_FDCWD, path.as_ptr(), &mut st, flags) };
+    (rc == 0).then_some(st.st_mode)
+}
+
+/// Whether fd 2 is the kernel console (`/dev/console`, char 5:1), which the kernel echoes
+/// `/dev/kmsg` records to.
+pub fn stderr_is_console() -> bool {
+    // SAFETY: stat is plain data that fstat fills in.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; any fd number is allowed.
+    let rc = unsafe { libc::fstat(2, &mut st) };
+    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(5, 1)
+}
+
+pub fn symlink(target: &CStr, link: &CStr) -> Result<(), Errno> {
+    // SAFETY: both are valid NUL-terminated strings.
+    check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop)
+}
+
+/// Creates (or truncates) `path` with mode 0644 and writes `bytes`.
+pub fn write_file(path: &CStr, bytes: &[u8]) -> Result<(), Errno> {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = check(unsafe { libc::open(path.as_ptr(), flags, 0o644) })?;
+    let ok = write(fd, bytes);
+    let err = Errno::last();
+    close(fd);
+    if ok {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+pub fn sethostname(name: &str) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe `name`.
+    let rc = unsafe { libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) };
+    check(rc as c_int).map(drop)
+}
+
+/// Sets the soft and hard `RLIMIT_NOFILE` to `n`.
+pub fn set_nofile(n: u64) -> Result<(), Errno> {
+    let lim = libc::rlimit {
+        rlim_cur: n as _,
+        rlim_max: n as _,
+    };
+    // SAFETY: `lim` is a valid rlimit.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }).map(drop)
+}
+
+/// Loads the kernel module in the file `path` with `params`.
+pub fn finit_module(path: &CStr, params: &CStr) -> Result<(), Errno> {
+    // SAFETY: `path` is a valid NUL-terminated string.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` is open and `params` a valid NUL-terminated string.
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, fd, params.as_ptr(), 0) };
+    let result = check(rc as c_int).map(drop);
+    close(fd);
+    result
+}
+
+// From <linux/sockios.h>; the libc crate has them for Android only.
+const SIOCADDRT: libc::c_ulong = 0x890B;
+const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
+const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+const SIOCSIFADDR: libc::c_ulong = 0x8916;
+const SIOCSIFNETMASK: libc::c_ulong = 0x891C;
+
+/// An `AF_INET` datagram socket for the interface ioctls; closed on drop.
+pub struct NetSocket(c_int);
+
+impl Drop for NetSocket {
+    fn drop(&mut self) {
+        close(self.0);
+    }
+}
+
+fn sockaddr_in(addr: [u8; 4]) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads it as sockaddr_in.
+    unsafe { core::mem::transmute(sin) }
+}
+
+impl NetSocket {
+    pub fn open() -> Result<NetSocket, Errno> {
+        // SAFETY: socket takes plain integers.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        check(fd).map(NetSocket)
+    }
+
+    fn ifreq(name: &str) -> Result<libc::ifreq, Errno> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(Errno(libc::EINVAL));
+        }
+        // SAFETY: ifreq is plain data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { core::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        Ok(req)
+    }
+
+    fn ioctl<T>(&self, request: libc::c_ulong, arg: &mut T) -> Result<(), Errno> {
+        // SAFETY: every request used here takes a pointer to the struct type passed with it.
+        check(unsafe { libc::ioctl(self.0, request as _, arg as *mut T) }).map(drop)
+    }
+
+    /// The interface's flags (`IFF_*`).
+    pub fn flags(&self, name: &str) -> Result<c_int, Errno> {
+        let mut req = Self::ifreq(name)?;
+        self.ioctl(SIOCGIFFLAGS, &mut req)?;
+        // SAFETY: SIOCGIFFLAGS filled in the flags member.
+        Ok(c_int::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff)
+    }
+
+    /// Sets `IFF_UP` on the interface.
+    pub fn up(&self, name: &str) -> Result<(), Errno> {
+        let flags = self.flags(name)?;
+        let mut req = Self::ifreq(name)?;
+        req.ifr_ifru.ifru_flags = (flags | libc::IFF_UP) as libc::c_short;
+        self.ioctl(SIOCSIFFLAGS, &mut req)
+    }
+
+    /// Sets the interface's IPv4 address and netmask.
+    pub fn set_address(&self, name: &str, addr: [u8; 4], mask: [u8; 4]) -> Result<(), Errno> {
+        let mut req = Self::ifreq(name)?;
+        req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+        self.ioctl(SIOCSIFADDR, &mut req)?;
+        let mut req = Self::ifreq(name)?;
+        req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
+        self.ioctl(SIOCSIFNETMASK, &mut req)
+    }
+
+    /// Adds the default route through `gateway`.
+    pub fn default_route(&self, gateway: [u8; 4]) -> Result<(), Errno> {
+        // SAFETY: rtentry is plain data; all zeroes (no device, metric 0) is a valid value.
+        let mut rt: libc::rtentry = unsafe { core::mem::zeroed() };
+        rt.rt_dst = sockaddr_in([0; 4]);
+        rt.rt_genmask = sockaddr_in([0; 4]);
+        rt.rt_gateway = sockaddr_in(gateway);
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        self.ioctl(SIOCADDRT, &mut rt)
+    }
+}
+
+/// Whether a network interface of that name exists.
+pub fn interface_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// Sleeps for `d`.
+pub fn sleep(d: Duration) {
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    };
+    // SAFETY: `ts` is a valid timespec; the remainder pointer may be null.
+    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
 }
 
 #[cfg(test)]
