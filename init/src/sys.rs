@@ -436,11 +436,7 @@ impl Command {
             // Raw system calls: the C library's wrappers synchronise every thread, and this
             // process has one. SAFETY: the pointer and length describe `self.groups`.
             let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_setgroups,
-                    self.groups.len(),
-                    self.groups.as_ptr(),
-                )
+                libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr())
             };
             if let Some(e) = fail(Step::Groups, rc as c_int) {
                 return e;

@@ -1,6 +1,6 @@
 //! Support for the end-to-end tests: the static guest binaries (built on demand), a throw-away
 //! image root, and running `fledge-init` as PID 1 of a fresh PID + mount namespace chrooted into
-//! that root (`unshare --pid --fork --mount --kill-child chroot ROOT /init`), with its output
+//! that root (`unshare --pid --fork --mount --uts --net --ipc --kill-child chroot ROOT /init`), with its output
 //! collected line by line.
 
 use std::fs;
@@ -224,6 +224,12 @@ impl Root {
         self
     }
 
+    /// The workload spec, `/etc/fledge/workload`, written with the builder's encoder.
+    pub fn workload(&self, spec: &fledge_abi::workload::Workload) -> &Self {
+        fs::create_dir_all(self.path().join("etc/fledge")).expect("create etc/fledge");
+        self.write("etc/fledge/workload", &spec.encode().expect("valid spec"))
+    }
+
     /// The baked options file, `/etc/fledge-init.conf`. Always add `fledge.log=console` in
     /// tests: the namespace's `/dev/kmsg` is the host's kernel log.
     pub fn conf(&self, text: &str) -> &Self {
@@ -274,7 +280,10 @@ impl Pid1 {
         let chroot = find_in_path("chroot").expect("chroot in PATH");
         let (reader, writer) = std::io::pipe().expect("pipe");
         let mut cmd = Command::new(unshare);
+        // Own UTS, network and IPC namespaces too: the init sets the hostname, brings `lo` up
+        // and mounts mqueue, none of which may touch the host's.
         cmd.args(["--pid", "--fork", "--mount", "--kill-child"])
+            .args(["--uts", "--net", "--ipc"])
             .arg(chroot)
             .arg(root.path());
         match launch {

@@ -6,23 +6,23 @@ use std::time::Duration;
 
 use fledge_tests::{require_pid1, run_standin, Launch, Pid1, Root};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 const SUPERVISE: &str = "fledge.log=console fledge.supervise=1 fledge.grace_ms=2000\n";
 
-fn exec_root() -> Root {
+pub(crate) fn exec_root() -> Root {
     let root = Root::new();
     root.conf("fledge.log=console\n");
     root
 }
 
-fn supervise_root() -> Root {
+pub(crate) fn supervise_root() -> Root {
     let root = Root::new();
     root.conf(SUPERVISE);
     root
 }
 
 /// Fails with the whole output unless the run printed `needle`.
-fn assert_printed(run: &fledge_tests::Finished, needle: &str) {
+pub(crate) fn assert_printed(run: &fledge_tests::Finished, needle: &str) {
     assert!(
         run.output.contains(needle),
         "expected {needle:?} in:\n{}",
@@ -31,14 +31,14 @@ fn assert_printed(run: &fledge_tests::Finished, needle: &str) {
 }
 
 /// The first line of the run's output starting with `prefix`; fails with the whole output.
-fn line_starting<'a>(run: &'a fledge_tests::Finished, prefix: &str) -> &'a str {
+pub(crate) fn line_starting<'a>(run: &'a fledge_tests::Finished, prefix: &str) -> &'a str {
     run.output
         .lines()
         .find(|l| l.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{}", run.output))
 }
 
-fn report_field<'a>(line: &'a str, key: &str) -> &'a str {
+pub(crate) fn report_field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
@@ -53,7 +53,18 @@ fn exec_path_mounts_and_hands_off_keeping_pid_1() {
     assert_eq!(report_field(line, "pid"), "1", "{line}");
     assert_eq!(report_field(line, "argv0"), "/bin/kestrel", "{line}");
     let mounts: Vec<&str> = report_field(line, "mounts").split(',').collect();
-    for m in ["/dev", "/proc", "/sys", "/tmp", "/run"] {
+    let expected = [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+        "/sys/fs/cgroup",
+    ];
+    for m in expected {
         assert!(mounts.contains(&m), "{m} not mounted: {line}");
     }
 }
@@ -185,6 +196,8 @@ fn supervise_forwards_every_signal() {
     root.conf("fledge.log=console fledge.supervise=1 fledge.grace_ms=20000\n");
     let pid1 = Pid1::start(&root, &[("STANDIN", "signals")], Launch::Direct);
     pid1.wait_for("STANDIN-READY", TIMEOUT);
+    // musl numbers real-time signals from 35 (it keeps 32-34); 40 and 64 are real-time in both
+    // C libraries.
     let signals = [
         ("HUP", libc::SIGHUP),
         ("QUIT", libc::SIGQUIT),
@@ -192,6 +205,20 @@ fn supervise_forwards_every_signal() {
         ("USR2", libc::SIGUSR2),
         ("WINCH", libc::SIGWINCH),
         ("CONT", libc::SIGCONT),
+        ("ALRM", libc::SIGALRM),
+        ("TSTP", libc::SIGTSTP),
+        ("TTIN", libc::SIGTTIN),
+        ("TTOU", libc::SIGTTOU),
+        ("URG", libc::SIGURG),
+        ("IO", libc::SIGIO),
+        ("PROF", libc::SIGPROF),
+        ("VTALRM", libc::SIGVTALRM),
+        ("XCPU", libc::SIGXCPU),
+        ("XFSZ", libc::SIGXFSZ),
+        ("STKFLT", libc::SIGSTKFLT),
+        ("PIPE", libc::SIGPIPE),
+        ("40", 40),
+        ("64", 64),
         ("INT", libc::SIGINT),
         ("TERM", libc::SIGTERM),
     ];
@@ -202,6 +229,7 @@ fn supervise_forwards_every_signal() {
     let run = pid1.finish(TIMEOUT);
     assert!(run.ended_by_itself, "hung:\n{}", run.output);
     assert_printed(&run, "fledge-init: /bin/kestrel exited with status 0");
+    assert_printed(&run, "fledge-init: exit-status=0");
 }
 
 #[test]

@@ -8,8 +8,16 @@
 //! - `exit:N`: exit with status N now; `kill:SIG` (`TERM`, `KILL`, `USR1`, .. or a number):
 //!   die by that signal now
 //! - `ready`: print `STANDIN-READY`
-//! - `signals`: print `STANDIN-READY`, then `STANDIN-SIGNAL NAME` for each forwardable signal
-//!   received, until SIGTERM
+//! - `signals`: print `STANDIN-READY`, then `STANDIN-SIGNAL NAME` (or the number, for real-time
+//!   signals) for each signal received - all but SIGCHLD and the fault signals - until SIGTERM
+//! - `workload`: `STANDIN-WORKLOAD argv=a|b cwd=.. uid=.. gid=.. groups=.. nofile=SOFT/HARD
+//!   hostname=..`, then `STANDIN-ENV NAME=VALUE` for each environment entry
+//! - `devices`: `STANDIN-DEVICES pty=.. shm=.. mqueue=.. cgroup2=.. fd=..`, each `ok` or what
+//!   failed: opens a pty pair and passes a byte, writes a file in `/dev/shm`, finds mqueue and
+//!   cgroup2 in `/proc/mounts`, reads `/dev/fd` and the stdio links
+//! - `net`: `STANDIN-NET lo=up|down hostname=.. resolv=..` (the nameservers, comma-separated)
+//! - `connect:A.B.C.D:PORT`: a TCP connection (5 s at most), printing `STANDIN-CONNECT ok LINE`
+//!   with the first line the peer sent, or `STANDIN-CONNECT failed ERROR`
 //! - `ignore-term`: ignore SIGTERM from now on
 //! - `orphans:N`: leave N processes behind that exit shortly after being re-parented to PID 1
 //! - `zombies`: wait (up to 5 s) for no zombie to be left in `/proc`; print
@@ -28,7 +36,7 @@ use std::io::Write;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-const SIGNALS: [(&str, c_int); 10] = [
+const SIGNALS: [(&str, c_int); 27] = [
     ("TERM", libc::SIGTERM),
     ("INT", libc::SIGINT),
     ("HUP", libc::SIGHUP),
@@ -39,20 +47,50 @@ const SIGNALS: [(&str, c_int); 10] = [
     ("CONT", libc::SIGCONT),
     ("KILL", libc::SIGKILL),
     ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("PWR", libc::SIGPWR),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("IO", libc::SIGIO),
+    ("PROF", libc::SIGPROF),
+    ("VTALRM", libc::SIGVTALRM),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("STOP", libc::SIGSTOP),
+    ("SEGV", libc::SIGSEGV),
+    ("ABRT", libc::SIGABRT),
+    ("TRAP", libc::SIGTRAP),
+];
+
+/// Signals `signals` does not wait for: the ones no process can catch, SIGCHLD, and the
+/// synchronous fault signals.
+const NOT_WAITED: [c_int; 10] = [
+    libc::SIGKILL,
+    libc::SIGSTOP,
+    libc::SIGCHLD,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+    libc::SIGSYS,
+    libc::SIGTRAP,
 ];
 
 /// The C entry point: `std`'s runtime start-up would set SIGPIPE to ignored, which would hide
 /// what the `hygiene` action is there to check.
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
-    let argv0 = if argc > 0 {
+    let args: Vec<String> = (0..argc.max(0) as usize)
         // SAFETY: the C runtime passes argc valid NUL-terminated strings in argv.
-        unsafe { CStr::from_ptr(*argv) }
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        String::new()
-    };
+        .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) })
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let argv0 = args.first().cloned().unwrap_or_default();
     let script = std::env::var("STANDIN").unwrap_or_default();
     for action in script.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         let (name, arg) = action.split_once(':').unwrap_or((action, ""));
@@ -74,6 +112,10 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
             "zombies" => zombies(),
             "burst" => burst(num()),
             "hygiene" => hygiene(),
+            "workload" => workload(&args),
+            "devices" => devices(),
+            "net" => net(),
+            "connect" => connect(arg),
             "sleep" => std::thread::sleep(Duration::from_millis(num())),
             "poweroff" => poweroff(),
             _ => fail(&format!("unknown action {action:?}")),
@@ -166,8 +208,10 @@ fn signals() {
     // SAFETY: `set` is a valid sigset_t; sigprocmask takes valid pointers.
     unsafe {
         libc::sigemptyset(&mut set);
-        for &(_, s) in &SIGNALS[..8] {
-            libc::sigaddset(&mut set, s);
+        for s in 1..=libc::SIGRTMAX() {
+            if !NOT_WAITED.contains(&s) {
+                libc::sigaddset(&mut set, s);
+            }
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut());
     }
@@ -316,4 +360,153 @@ fn hygiene() {
         list(&fds),
         sid == getpid()
     ));
+}
+
+/// `args`: from `main` (`std::env::args` is empty in a `no_main` program on musl).
+fn workload(argv: &[String]) {
+    let cwd = std::env::current_dir().map_or_else(|e| e.to_string(), |d| d.display().to_string());
+    // SAFETY: rlimit is plain data; the calls fill in valid out-pointers or take plain integers.
+    let (uid, gid, lim, groups) = unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        let mut groups = [0 as libc::gid_t; 64];
+        let n = libc::getgroups(64, groups.as_mut_ptr()).max(0) as usize;
+        (libc::getuid(), libc::getgid(), lim, groups[..n].to_vec())
+    };
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    say(&format!(
+        "STANDIN-WORKLOAD argv={} cwd={cwd} uid={uid} gid={gid} groups={} nofile={}/{} \
+         hostname={}",
+        argv.join("|"),
+        groups.join(","),
+        lim.rlim_cur,
+        lim.rlim_max,
+        hostname.trim()
+    ));
+    for (k, v) in std::env::vars() {
+        say(&format!("STANDIN-ENV {k}={v}"));
+    }
+}
+
+/// `ok`, or the error of the first step that failed.
+fn outcome(r: Result<(), String>) -> String {
+    r.map_or_else(|e| e.replace(' ', "_"), |()| "ok".to_string())
+}
+
+fn devices() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mounted = |point: &str, fs: &str| {
+        let found = mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&point) && f.get(2) == Some(&fs)
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(format!("no {fs} on {point}"))
+        }
+    };
+    let shm = mounted("/dev/shm", "tmpfs").and_then(|()| {
+        std::fs::write("/dev/shm/standin", b"shared").map_err(|e| e.to_string())?;
+        let back = std::fs::read("/dev/shm/standin").map_err(|e| e.to_string())?;
+        (back == b"shared")
+            .then_some(())
+            .ok_or("read back differs".into())
+    });
+    let cgroup = mounted("/sys/fs/cgroup", "cgroup2").and_then(|()| {
+        std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    let fd = ["/dev/fd/1", "/dev/stdin", "/dev/stdout", "/dev/stderr"]
+        .iter()
+        .try_for_each(|p| {
+            std::fs::metadata(p)
+                .map(drop)
+                .map_err(|e| format!("{p}:{e}"))
+        });
+    say(&format!(
+        "STANDIN-DEVICES pty={} shm={} mqueue={} cgroup2={} fd={}",
+        outcome(pty()),
+        outcome(shm),
+        outcome(mounted("/dev/mqueue", "mqueue")),
+        outcome(cgroup),
+        outcome(fd)
+    ));
+}
+
+/// Opens a pty pair through `/dev/ptmx` and passes one byte from the slave to the master.
+fn pty() -> Result<(), String> {
+    let err = |what: &str| format!("{what}:{}", std::io::Error::last_os_error());
+    // SAFETY: plain calls on descriptors this function owns; `name` is a valid buffer.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        if master < 0 {
+            return Err(err("posix_openpt"));
+        }
+        if libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
+            return Err(err("unlockpt"));
+        }
+        let mut name = [0 as c_char; 64];
+        if libc::ptsname_r(master, name.as_mut_ptr(), name.len()) != 0 {
+            return Err(err("ptsname"));
+        }
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        if slave < 0 {
+            return Err(err("open slave"));
+        }
+        if libc::write(slave, b"x".as_ptr().cast(), 1) != 1 {
+            return Err(err("write"));
+        }
+        let mut b = 0u8;
+        if libc::read(master, (&mut b as *mut u8).cast(), 1) != 1 || b != b'x' {
+            return Err(err("read"));
+        }
+        libc::close(slave);
+        libc::close(master);
+    }
+    Ok(())
+}
+
+fn net() {
+    let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
+    let up =
+        u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).is_ok_and(|f| f & 1 != 0);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let servers: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    say(&format!(
+        "STANDIN-NET lo={} hostname={} resolv={}",
+        if up { "up" } else { "down" },
+        hostname.trim(),
+        servers.join(",")
+    ));
+}
+
+fn connect(addr: &str) {
+    use std::io::BufRead;
+    let result = addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| e.to_string())
+        .and_then(|a| {
+            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            std::io::BufReader::new(s)
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            Ok(line.trim().to_string())
+        });
+    match result {
+        Ok(line) => say(&format!("STANDIN-CONNECT ok {line}")),
+        Err(e) => say(&format!("STANDIN-CONNECT failed {e}")),
+    }
 }
