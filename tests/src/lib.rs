@@ -155,6 +155,11 @@ macro_rules! require_pid1 {
 
 const BUSYBOX: &str = "/bin/busybox";
 
+/// Held while a test copies an executable into an image and while one forks: a child forked
+/// while another thread's copy is open for writing keeps that fd until it execs, and an exec of
+/// the copy in that window fails with "Text file busy".
+static SPAWN: Mutex<()> = Mutex::new(());
+
 /// A throw-away image root: `/init` (fledge-init), `/bin/kestrel` (the stand-in), busybox with
 /// `/bin/sh`, and empty `/dev /proc /sys /tmp /run /etc`.
 pub struct Root {
@@ -207,6 +212,7 @@ impl Root {
 
     /// Copies `from` to `rel` in the image, mode 0755.
     pub fn copy_exe(&self, from: &Path, rel: &str) -> &Self {
+        let _no_fork = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
         let to = self.path().join(rel);
         fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {} to {rel}: {e}", from.display()));
         fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -297,7 +303,10 @@ impl Pid1 {
             .stdin(Stdio::null())
             .stdout(writer.try_clone().expect("dup pipe"))
             .stderr(writer);
-        let child = cmd.spawn().expect("spawn unshare");
+        let child = {
+            let _no_copy = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+            cmd.spawn().expect("spawn unshare")
+        };
         drop(cmd); // closes our copies of the write end, so EOF comes when the namespace ends
 
         let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
