@@ -377,6 +377,9 @@ fn render_manifest(
         InitMode::Custom {
             init: CustomInit::Host(_),
         } => Some(fledge_abi::paths::CUSTOM_INIT),
+        InitMode::Custom {
+            init: CustomInit::Command,
+        } => prepared.config.workload.command.first().map(String::as_str),
         InitMode::None => Some(fledge_abi::paths::INIT),
     };
     let facts = manifest::BuildFacts {

@@ -16,7 +16,9 @@ pub fn source_of(node: &Node) -> String {
         _ => None,
     };
     match &node.origin {
-        Origin::Base | Origin::VolantInit | Origin::InitConf => "generated".into(),
+        Origin::Base | Origin::VolantInit | Origin::InitConf | Origin::Workload => {
+            "generated".into()
+        }
         Origin::Applet | Origin::Busybox => "busybox".into(),
         Origin::FledgeInit => "fledge-init".into(),
         Origin::Agent => "agent".into(),

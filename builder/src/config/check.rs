@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::raw::{Ctx, Extra, RawAgent, RawBuild, RawConfig, RawInit, RawSource};
 use super::{
     parse_sha256, AgentSource, ConfigError, CustomInit, Fetch, InitMode, Location, Mapping,
-    DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
+    WorkloadKeys, DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
 };
 use crate::compress::Compression;
 
@@ -156,8 +156,8 @@ pub(super) fn init(
     agent: Option<Spanned<RawAgent>>,
     base_dir: &Path,
     warnings: &mut Vec<String>,
-) -> Result<(InitMode, bool), ConfigError> {
-    let (init_span, init) = match init {
+) -> Result<(InitMode, bool, WorkloadKeys), ConfigError> {
+    let (init_span, mut init) = match init {
         Some(i) => (Some(i.span()), Some(i.into_inner())),
         None => (None, None),
     };
@@ -185,13 +185,36 @@ pub(super) fn init(
             ));
         }
     }
-    let custom = path.map(|p| custom_init(cx, p, base_dir)).transpose()?;
+    let (workload, command_span) = match init.as_mut() {
+        Some(i) => super::workload::keys(cx, i)?,
+        None => (WorkloadKeys::default(), None),
+    };
+    if mode_none && workload.is_set() {
+        return Err(cx.invalid(
+            init_span,
+            "init",
+            "sets workload keys (`command`, `env`, `workdir`, `user`, `hostname`, `nofile`), \
+             which fledge-init applies and `none = true` leaves out: remove one of them",
+        ));
+    }
+    if let (Some(_), Some(span)) = (&path, &command_span) {
+        return Err(cx.invalid(
+            Some(span.clone()),
+            "init.command",
+            "is set together with `init.path`: keep `path` for one program without \
+             arguments, or `command` for argv",
+        ));
+    }
+    let custom = match path {
+        _ if command_span.is_some() => Some(CustomInit::Command),
+        p => p.map(|p| custom_init(cx, p, base_dir)).transpose()?,
+    };
     let mode = match (agent, mode_none, custom) {
         (Some(a), true, _) | (Some(a), false, Some(_)) => {
             let which = if mode_none {
                 "`none = true`"
             } else {
-                "`init.path` (custom init)"
+                "`init.path` or `init.command` (custom init)"
             };
             return Err(cx.invalid(
                 Some(a.span()),
@@ -213,7 +236,7 @@ pub(super) fn init(
             },
         },
     };
-    Ok((mode, supervise.is_some_and(|s| s.into_inner())))
+    Ok((mode, supervise.is_some_and(|s| s.into_inner()), workload))
 }
 
 /// `init.path`: an in-image path (absolute) or a host file (relative to the config).

@@ -8,6 +8,7 @@
 
 mod check;
 mod raw;
+mod workload;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,36 @@ pub enum CustomInit {
     /// `init.path` is relative: a host file the builder installs at
     /// [`fledge_abi::paths::CUSTOM_INIT`].
     Host(PathBuf),
+    /// `init.command`: the program and arguments in [`Config::workload`] (argv[0] found in the
+    /// image through the workload's `PATH` when it has no `/`).
+    Command,
+}
+
+/// What `fledge-init` starts the program with (`[init] command`, `env`, `workdir`, `user`,
+/// `hostname`, `nofile`), baked into the image as the workload spec
+/// ([`fledge_abi::paths::WORKLOAD`]). Everything empty: no spec is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadKeys {
+    /// `command = ["prog", "arg", ..]`: argv; empty when not set.
+    pub command: Vec<String>,
+    /// `env = { NAME = "value" }`: added to the environment, in name order.
+    pub env: Vec<(String, String)>,
+    /// `workdir = "/abs"`: the working directory. Default `/`.
+    pub workdir: Option<String>,
+    /// `user = "1000"`, `"1000:1000"`, `"name"` or `"name:group"`: names are resolved from the
+    /// image's `/etc/passwd` and `/etc/group` at build time. Default root.
+    pub user: Option<String>,
+    /// `hostname = "name"`. Default: left as the kernel has it.
+    pub hostname: Option<String>,
+    /// `nofile = N`: `RLIMIT_NOFILE`. Default 1048576 (set by fledge-init).
+    pub nofile: Option<u64>,
+}
+
+impl WorkloadKeys {
+    /// Whether any key is set.
+    pub fn is_set(&self) -> bool {
+        *self != WorkloadKeys::default()
+    }
 }
 
 /// Where the kestrel agent comes from (`[agent]`).
@@ -125,6 +156,8 @@ pub struct Config {
     pub init: InitMode,
     /// Bake `fledge.supervise=1` into the image (`[init] supervise`).
     pub supervise: bool,
+    /// The workload spec keys of `[init]`.
+    pub workload: WorkloadKeys,
     pub busybox: Fetch,
     /// Applet symlinks in `/bin` beyond [`crate::plan::BASE_APPLETS`] (`[source] busybox_applets`).
     pub extra_applets: Vec<String>,
@@ -167,7 +200,8 @@ impl Config {
         let mut warnings = Vec::new();
         check::header(&cx, &raw, &mut warnings)?;
         let found = check::gather_mappings(&cx, &mut raw, &mut warnings)?;
-        let (init, supervise) = check::init(&cx, raw.init, raw.agent, &base_dir, &mut warnings)?;
+        let (init, supervise, workload) =
+            check::init(&cx, raw.init, raw.agent, &base_dir, &mut warnings)?;
         let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
         let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
         let mappings = check::mappings(&cx, found, &base_dir)?;
@@ -178,6 +212,7 @@ impl Config {
             base_dir,
             init,
             supervise,
+            workload,
             busybox,
             extra_applets,
             mappings,

@@ -44,6 +44,12 @@ pub(super) struct RawInit {
     pub(super) path: Option<Spanned<String>>,
     pub(super) none: Option<Spanned<bool>>,
     pub(super) supervise: Option<Spanned<bool>>,
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) env: Option<Spanned<BTreeMap<String, String>>>,
+    pub(super) workdir: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) hostname: Option<Spanned<String>>,
+    pub(super) nofile: Option<Spanned<i64>>,
     #[serde(flatten)]
     pub(super) extra: Extra,
 }

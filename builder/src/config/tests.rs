@@ -136,6 +136,61 @@ fn agent_strategies() {
 }
 
 #[test]
+fn init_workload_keys() {
+    let text = format!(
+        "{HEAD}[init]\ncommand = [\"/usr/bin/app\", \"a b\"]\nworkdir = \"/srv\"\n\
+         user = \"app:staff\"\nhostname = \"h1\"\nnofile = 4096\n[init.env]\nB = \"2\"\nA = \"x=y\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.init,
+        InitMode::Custom {
+            init: CustomInit::Command
+        }
+    );
+    assert_eq!(
+        c.workload,
+        WorkloadKeys {
+            command: vec!["/usr/bin/app".into(), "a b".into()],
+            env: vec![("A".into(), "x=y".into()), ("B".into(), "2".into())],
+            workdir: Some("/srv".into()),
+            user: Some("app:staff".into()),
+            hostname: Some("h1".into()),
+            nofile: Some(4096),
+        }
+    );
+    let c = parse(&format!("{HEAD}[init]\npath = \"./i\"\nuser = \"1000\"\n")).unwrap();
+    assert!(matches!(
+        c.init,
+        InitMode::Custom {
+            init: CustomInit::Host(_)
+        }
+    ));
+    assert_eq!(c.workload.user.as_deref(), Some("1000"));
+    let bad = [
+        ("[init]\ncommand = []\n", "`init.command`"),
+        (
+            "[init]\npath = \"./i\"\ncommand = [\"x\"]\n",
+            "`init.command`",
+        ),
+        ("[init]\nnone = true\nenv = { A = \"1\" }\n", "`init`"),
+        ("[init]\nworkdir = \"srv\"\n", "`init.workdir`"),
+        ("[init]\nuser = \"a b\"\n", "`init.user`"),
+        ("[init]\nhostname = \"a/b\"\n", "`init.hostname`"),
+        ("[init]\nnofile = 0\n", "`init.nofile`"),
+        ("[init]\nenv = { \"\" = \"1\" }\n", "`init.env`"),
+        (
+            "[init]\ncommand = [\"x\"]\n[agent]\nsource_strategy = \"local\"\npath = \"k\"\n",
+            "`agent`",
+        ),
+    ];
+    for (i, (body, key)) in bad.into_iter().enumerate() {
+        let e = err(&format!("{HEAD}{body}"));
+        assert!(e.contains(key), "case {i}: {e}");
+    }
+}
+
+#[test]
 fn supervise_and_build_extensions() {
     let text = format!(
         "{HEAD}[init]\nsupervise = true\n[build]\ncompression = \"zstd\"\ncompression_level = 5\n"

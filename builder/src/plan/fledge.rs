@@ -1,5 +1,5 @@
 //! The top layer: fledge's own files (`/init`, the agent, the custom init and `/.volant_init`,
-//! the baked init options), and the checks that the program PID 1 starts is in the image.
+//! the baked init options, the workload spec), and the checks that the program PID 1 starts is in the image.
 //!
 //! It comes last so it sees everything the other sources placed.
 
@@ -75,6 +75,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         let conf = Kind::File(Content::Bytes(Arc::from(text.into_bytes())));
         stack.put(paths::INIT_CONF, Node::new(conf, 0o644, Origin::InitConf))?;
     }
+    super::workload::add(cfg, stack)?;
     started_program(cfg, stack)
 }
 
@@ -82,6 +83,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
 fn custom_init(cfg: &Config, stack: &mut Stack, init: &CustomInit) -> Result<String, PlanError> {
     let host = match init {
         CustomInit::InImage(path) => return Ok(path.clone()),
+        CustomInit::Command => return super::workload::program(cfg, stack),
         CustomInit::Host(host) => host,
     };
     let meta = host_init(cfg, host)?;

@@ -30,6 +30,7 @@ mod busybox;
 mod fledge;
 mod kernel;
 mod mappings;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +83,8 @@ pub enum Origin {
     InitConf,
     /// From `[kernel]`: a module, firmware or the load list; the text says which and why.
     Kernel(String),
+    /// The workload spec (`[init] command`, `env`, `workdir`, `user`, `hostname`, `nofile`).
+    Workload,
 }
 
 impl Origin {
@@ -101,6 +104,7 @@ impl Origin {
             Origin::CustomInit | Origin::VolantInit => "init.path",
             Origin::InitConf => "init.supervise",
             Origin::Kernel(_) => "kernel.modules",
+            Origin::Workload => "init",
         };
         (None, key.to_string())
     }
@@ -121,7 +125,11 @@ impl Origin {
             Origin::FledgeInit => format!(
                 "writes {path}, which is fledge-init in this mode: to run your own program as /init set [init] none = true"
             ),
-            Origin::CustomInit | Origin::VolantInit | Origin::InitConf | Origin::Kernel(_) => {
+            Origin::CustomInit
+            | Origin::VolantInit
+            | Origin::InitConf
+            | Origin::Kernel(_)
+            | Origin::Workload => {
                 let (_, k) = self.key();
                 format!("writes {path}, which fledge creates from `{k}`: choose another destination")
             }
@@ -149,6 +157,7 @@ impl fmt::Display for Origin {
             Origin::VolantInit => f.write_str("the custom init's name (init.path)"),
             Origin::InitConf => f.write_str("fledge-init's options (init.supervise)"),
             Origin::Kernel(why) => write!(f, "kernel modules ([kernel]: {why})"),
+            Origin::Workload => f.write_str("the workload spec ([init] command, env, ...)"),
         }
     }
 }

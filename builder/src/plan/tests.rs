@@ -394,3 +394,74 @@ fn the_normaliser_keeps_a_planned_owner() {
     assert_eq!(owner("srv/a"), (1000, 100));
     assert_eq!(owner("srv"), (0, 0));
 }
+
+#[test]
+fn init_command_bakes_the_workload_spec_with_the_program_found_in_path() {
+    let fx = fixture();
+    write(&fx, "app", b"#!/bin/sh\n", 0o755);
+    write(
+        &fx,
+        "passwd",
+        b"root:x:0:0::/:/bin/sh\nweb:x:1000:1000::/srv:/bin/sh\n",
+        0o644,
+    );
+    write(&fx, "group", b"web:x:1000:\nlog:x:4:web\n", 0o644);
+    let body = "[init]\ncommand = [\"app\", \"--port\", \"8080\"]\nuser = \"web\"\n\
+                workdir = \"/srv\"\nhostname = \"svc\"\nnofile = 65536\n\
+                [init.env]\nPATH = \"/opt/bin:/usr/bin\"\nMODE = \"prod\"\n\
+                [mappings]\n\"app\" = \"/opt/bin/app\"\n\"passwd\" = \"/etc/passwd\"\n\
+                \"group\" = \"/etc/group\"\n";
+    let p = plan_of(&fx, body).unwrap();
+    let text = match &node(&p, fledge_abi::paths::WORKLOAD).kind {
+        Kind::File(Content::Bytes(b)) => String::from_utf8(b.to_vec()).unwrap(),
+        other => panic!("spec is {other:?}"),
+    };
+    let spec = fledge_abi::workload::Workload::decode(&text).unwrap();
+    assert_eq!(spec.argv, ["app", "--port", "8080"]);
+    assert_eq!(spec.env, ["MODE=prod", "PATH=/opt/bin:/usr/bin"]);
+    assert_eq!(spec.user, Some((1000, 1000)));
+    assert_eq!(spec.groups, vec![4]);
+    assert_eq!(spec.cwd.as_deref(), Some("/srv"));
+    assert_eq!(
+        (spec.nofile, spec.hostname.as_deref()),
+        (Some(65536), Some("svc"))
+    );
+    assert_eq!(
+        node(&p, VOLANT_INIT_PATH).kind,
+        Kind::File(Content::Bytes(Arc::from(&b"/opt/bin/app\n"[..]))),
+        "the program as found"
+    );
+}
+
+#[test]
+fn init_command_errors_name_the_key() {
+    let fx = fixture();
+    let cases = [
+        (
+            "[init]\ncommand = [\"nothere\"]\n",
+            "`init.command`",
+            "none of the image's PATH",
+        ),
+        (
+            "[init]\ncommand = [\"/opt/x\"]\n",
+            "`init.command`",
+            "nothing in the image provides it",
+        ),
+        (
+            "[init]\ncommand = [\"/bin/busybox\"]\nuser = \"ghost\"\n",
+            "`init.user`",
+            "\"ghost\"",
+        ),
+    ];
+    for (i, (body, key, text)) in cases.into_iter().enumerate() {
+        let e = plan_of(&fx, body).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(text), "case {i}: {e}");
+    }
+    let p = plan_of(&fx, "[init]\ncommand = [\"busybox\", \"httpd\"]\n").unwrap();
+    assert!(p.nodes.contains_key(fledge_abi::paths::WORKLOAD));
+    let p = plan_of(&fx, "[init]\npath = \"/bin/busybox\"\n").unwrap();
+    assert!(
+        !p.nodes.contains_key(fledge_abi::paths::WORKLOAD),
+        "no keys, no spec"
+    );
+}
