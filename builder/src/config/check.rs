@@ -213,8 +213,10 @@ pub(super) fn init(
         (Some(a), true, _) | (Some(a), false, Some(_)) => {
             let which = if mode_none {
                 "`none = true`"
+            } else if command_span.is_some() {
+                "`init.command` (custom init)"
             } else {
-                "`init.path` or `init.command` (custom init)"
+                "`init.path` (custom init)"
             };
             return Err(cx.invalid(
                 Some(a.span()),
