@@ -188,7 +188,12 @@ impl Workload {
 
     /// Parses a spec file's text; the error names the line.
     pub fn decode(text: &str) -> Result<Workload, SpecError> {
-        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+        // Split at `\n` only: `lines()` would also drop a `\r` that ends a value, which the
+        // encoder writes unescaped.
+        let mut lines = text
+            .split_terminator('\n')
+            .enumerate()
+            .map(|(i, l)| (i + 1, l));
         match lines.next() {
             Some((_, HEADER)) => {}
             _ => {
@@ -324,6 +329,14 @@ mod tests {
 
     fn s(v: &str) -> String {
         v.to_string()
+    }
+
+    /// Found by the `abi_workload` fuzz target: a value ending in `\r` lost it in a round trip.
+    #[test]
+    fn a_carriage_return_ending_a_value_survives_a_round_trip() {
+        let w = Workload::decode("fledge-workload 1\nenv J=e\r").unwrap();
+        assert_eq!(w.env, vec![s("J=e\r")]);
+        assert_eq!(Workload::decode(&w.encode().unwrap()).unwrap(), w);
     }
 
     fn full() -> Workload {
