@@ -68,7 +68,12 @@ fn through_links(plan: &Plan, path: &str) -> String {
             done.pop();
             continue;
         }
-        let here = format!("/{}", [done.as_slice(), std::slice::from_ref(&c)].concat().join("/"));
+        let here = format!(
+            "/{}",
+            [done.as_slice(), std::slice::from_ref(&c)]
+                .concat()
+                .join("/")
+        );
         match plan.nodes.get(&here).map(|n| &n.kind) {
             Some(Kind::Symlink(target)) if followed < MAX_LINKS => {
                 followed += 1;
