@@ -151,6 +151,24 @@ impl Host {
             }
         }
     }
+
+    /// The kernel's module tree beside it (`<cache>/modules`, kept by `qemu/fetch-kernel.sh`),
+    /// or `None` (after printing why) when `test` must skip; panics instead when `CI=true`.
+    pub fn module_tree(&self, test: &str) -> Option<PathBuf> {
+        let dir = self.kernel.parent()?.join("modules");
+        if dir.join("modules.dep").is_file() {
+            return Some(dir);
+        }
+        let reason = format!(
+            "no module tree at {}: run qemu/fetch-kernel.sh",
+            dir.display()
+        );
+        if ci() {
+            panic!("{test}: cannot run under CI=true: {reason}");
+        }
+        eprintln!("SKIP {test}: {reason}");
+        None
+    }
 }
 
 /// Resolves a program name on `PATH` (a name with a `/` is taken as a path).

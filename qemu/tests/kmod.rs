@@ -7,9 +7,7 @@
 //! busybox `insmod` (proving the list: order, paths, uncompressed files) and prints what
 //! `/sys/class/net` holds.
 
-use std::path::PathBuf;
-
-use fledge_qemu::host::{ci, Host};
+use fledge_qemu::host::Host;
 use fledge_qemu::project::Project;
 use fledge_qemu::tools::Tools;
 use fledge_qemu::vm::{Boot, BootLog, Check};
@@ -26,24 +24,6 @@ fi
 echo "KMOD-NET $(ls /sys/class/net | tr '\n' ' ')"
 /bin/busybox poweroff -f
 "#;
-
-/// The module tree beside the kernel (`<cache>/modules`), or `None` (after printing why) when
-/// the test must skip; panics instead under `CI=true`.
-fn module_tree(host: &Host, test: &str) -> Option<PathBuf> {
-    let dir = host.kernel.parent()?.join("modules");
-    if dir.join("modules.dep").is_file() {
-        return Some(dir);
-    }
-    let reason = format!(
-        "no module tree at {}: run qemu/fetch-kernel.sh",
-        dir.display()
-    );
-    if ci() {
-        panic!("{test}: cannot run under CI=true: {reason}");
-    }
-    eprintln!("SKIP {test}: {reason}");
-    None
-}
 
 /// Builds an image whose custom init is [`NET_INIT`], with `kernel` as its `[kernel]` table,
 /// and boots it with a virtio NIC.
@@ -63,7 +43,7 @@ fn virtio_net_module_brings_up_eth0_and_without_it_there_is_none() {
     let Some(host) = Host::for_test(test) else {
         return;
     };
-    let Some(tree) = module_tree(&host, test) else {
+    let Some(tree) = host.module_tree(test) else {
         return;
     };
     let tools = Tools::get().unwrap_or_else(|e| panic!("{test}: {e}"));
