@@ -195,8 +195,7 @@ fn fetch_inputs(
         cached: false,
     };
     let offline = fetching == Fetching::Offline;
-    let is_remote = |l: &str| l.starts_with("http://") || l.starts_with("https://");
-    let busybox = if offline && is_remote(&config.busybox.location) {
+    let busybox = if offline && crate::source::is_remote(&config.busybox.location) {
         stand_in("busybox", &config.busybox.location)
     } else {
         let b = fetcher.fetch(
@@ -208,10 +207,15 @@ fn fetch_inputs(
         log_fetched("busybox", &b);
         b
     };
+    let local_agent = |a: &AgentSource| match a {
+        AgentSource::Local { .. } => true,
+        AgentSource::Http { url, .. } => !crate::source::is_remote(url),
+        AgentSource::Release { .. } => false,
+    };
     let agent = match &config.init {
-        InitMode::Default {
-            agent: a @ AgentSource::Local { .. },
-        } if offline => Some(fetcher.agent(a, &config.base_dir)?),
+        InitMode::Default { agent } if offline && local_agent(agent) => {
+            Some(fetcher.agent(agent, &config.base_dir)?)
+        }
         InitMode::Default { .. } if offline => Some(stand_in("kestrel agent", "agent")),
         InitMode::Default { agent } => {
             let a = fetcher.agent(agent, &config.base_dir)?;

@@ -389,7 +389,8 @@ enum Fail {
     Cache(SourceError),
 }
 
-fn is_remote(location: &str) -> bool {
+/// Whether `location` is fetched over the network (`http(s)://`), not read from this machine.
+pub fn is_remote(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
 }
 

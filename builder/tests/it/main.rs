@@ -8,5 +8,6 @@ mod examples;
 mod help;
 mod kmod;
 mod pinned;
+mod sources;
 mod streams;
 mod ux;
