@@ -188,15 +188,18 @@ fn placeholder() -> BuildFacts<'static> {
 /// Reads and checks a template: syntax, types, and every rule Volant applies to the manifest it
 /// will produce. Unknown keys are logged and ignored.
 pub fn load_template(path: &Path) -> Result<Template, ManifestError> {
-    let text = fs::read_to_string(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => ManifestError::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => ManifestError::Read {
-            path: path.to_path_buf(),
-            source,
-        },
-    })?;
+    let text =
+        crate::util::read_bounded(path, crate::util::MAX_TEXT_FILE).map_err(
+            |source| match source.kind() {
+                io::ErrorKind::NotFound => ManifestError::NotFound {
+                    path: path.to_path_buf(),
+                },
+                _ => ManifestError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            },
+        )?;
     parse_template(&text, path)
 }
 
@@ -256,18 +259,20 @@ pub fn parse_template(text: &str, origin: &Path) -> Result<Template, ManifestErr
 }
 
 /// Loads `path`; when it does not exist and was not given explicitly (`-m`), warns and returns
-/// [`default_template`]`(default_name)`, as the original did.
+/// [`default_template`]`(default_name)`, as the original did; `entrypoint` is the program the
+/// image starts, which the default manifest names.
 pub fn load_or_default(
     path: &Path,
     explicit: bool,
     default_name: &str,
+    entrypoint: &str,
 ) -> Result<Template, ManifestError> {
     match load_template(path) {
         Err(ManifestError::NotFound { .. }) if !explicit => {
             log::debug!(
                 "no manifest template at {}; using defaults (name {default_name:?}, version \
                  {DEFAULT_VERSION}, {DEFAULT_CPU_CORES} CPU, {DEFAULT_MEMORY_MB} MiB, entrypoint \
-                 {DEFAULT_ENTRYPOINT})",
+                 {entrypoint})",
                 path.display()
             );
             Ok(default_template(default_name))

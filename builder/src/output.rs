@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -34,14 +34,26 @@ impl Pending {
         let dir = parent(path);
         fs::create_dir_all(dir)?;
         remove_stale(path);
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file_name(path)))
-            .suffix(".tmp")
-            .rand_bytes(RANDOM_LEN)
-            .tempfile_in(dir)?;
-        // Held while the file is written: tells a later build this temporary file is live.
-        flock(tmp.as_file(), FlockOperation::NonBlockingLockExclusive)?;
-        track(tmp.path(), true);
+        let tmp = loop {
+            let tmp = {
+                // Created and registered under one lock, so a signal handler sees every file.
+                let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+                let tmp = tempfile::Builder::new()
+                    .prefix(&format!(".{}.", file_name(path)))
+                    .suffix(".tmp")
+                    .rand_bytes(RANDOM_LEN)
+                    .tempfile_in(dir)?;
+                live.push(tmp.path().to_path_buf());
+                tmp
+            };
+            // Held while the file is written: tells another build the file is live. Another
+            // build may have taken it for stale in the moment before: then it is gone; retry.
+            flock(tmp.as_file(), FlockOperation::LockExclusive)?;
+            if tmp.as_file().metadata()?.nlink() > 0 {
+                break tmp;
+            }
+            track(tmp.path(), false);
+        };
         Ok(Pending {
             tmp: Some(tmp),
             path: path.to_path_buf(),

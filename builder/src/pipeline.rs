@@ -117,8 +117,9 @@ fn load(req: &Request) -> Result<(Config, (PathBuf, manifest::Template)), Error>
         Some(p) => (p.clone(), true),
         None => (config.base_dir.join("manifest.toml"), false),
     };
-    let template =
-        manifest::load_or_default(&path, explicit, &manifest::default_name(&req.output))?;
+    let name = manifest::default_name(&req.output);
+    let entrypoint = started_program(&config).unwrap_or(manifest::DEFAULT_ENTRYPOINT);
+    let template = manifest::load_or_default(&path, explicit, &name, entrypoint)?;
     Ok((config, (path, template)))
 }
 
@@ -132,6 +133,10 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     let options = settings(req, &config, &manifest.1)?;
     let mtime = epoch(req)?;
     let modules = kernel_modules(&config)?;
+    let outputs = output_paths(req, &manifest.1);
+    if fetching == Fetching::Download {
+        check_outputs(&outputs, &config, &manifest.0, None)?;
+    }
     let (busybox, agent) = fetch_inputs(req, &config, fetching)?;
     let plan = plan::plan(&plan::Inputs {
         config: &config,
@@ -139,7 +144,11 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         agent: agent.as_ref(),
         init: crate::embedded::INIT_X86_64,
         modules: modules.as_ref(),
+        outputs: &outputs,
     })?;
+    if fetching == Fetching::Download {
+        check_outputs(&outputs, &config, &manifest.0, Some(&plan))?;
+    }
     for w in &plan.warnings {
         log::warn!("{w}");
     }
@@ -177,6 +186,95 @@ fn kernel_modules(config: &Config) -> Result<Option<crate::kmod::Modules>, Error
         );
     }
     Ok(Some(m))
+}
+
+/// The files a build writes: the image and its manifest.
+fn output_paths(req: &Request, template: &manifest::Template) -> [PathBuf; 2] {
+    let artifact = std::path::absolute(&req.output).unwrap_or_else(|_| req.output.clone());
+    let manifest = manifest::manifest_path(&artifact, template.name());
+    [artifact, manifest]
+}
+
+/// Refuses outputs that would destroy something: an existing path that is not a regular file,
+/// or a file the build reads (the config, the manifest template and, once planned, every host
+/// file of the image).
+fn check_outputs(
+    outputs: &[PathBuf; 2],
+    config: &Config,
+    template: &Path,
+    plan: Option<&Plan>,
+) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    for (out, what) in outputs.iter().zip(["-o/--output", "the manifest path"]) {
+        let refuse = |problem: String| Error::Request { what, problem };
+        let Ok(meta) = std::fs::symlink_metadata(out) else {
+            continue;
+        };
+        if !meta.is_file() {
+            let kind = crate::util::file_kind(&meta);
+            return Err(refuse(format!(
+                "is {}, which is {kind}: fledge replaces only regular files; choose another name",
+                out.display()
+            )));
+        }
+        let mine = Some((meta.dev(), meta.ino()));
+        let inputs = inputs_of(config, template, plan);
+        if let Some((name, _)) = inputs.iter().find(|(_, p)| id(p) == mine) {
+            return Err(refuse(format!(
+                "is {}, which is {name}: a build never overwrites its inputs; choose another name",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every host file the build reads, with what it is for messages.
+fn inputs_of(config: &Config, template: &Path, plan: Option<&Plan>) -> Vec<(String, PathBuf)> {
+    let mut inputs: Vec<(String, PathBuf)> = vec![
+        ("the build's config".into(), config.path.clone()),
+        ("the manifest template".into(), template.to_path_buf()),
+    ];
+    if let Some(b) = local_busybox(config) {
+        inputs.push(("busybox (source.busybox_url)".into(), b));
+    }
+    match &config.init {
+        InitMode::Default {
+            agent: AgentSource::Local { path, .. },
+        } => inputs.push(("the kestrel agent ([agent] path)".into(), path.clone())),
+        InitMode::Custom {
+            init: CustomInit::Host(path),
+        } => inputs.push(("the custom init (init.path)".into(), path.clone())),
+        _ => {}
+    }
+    for m in &config.mappings {
+        inputs.push((
+            format!("the source of mappings.\"{}\"", m.key),
+            m.source.clone(),
+        ));
+    }
+    for (path, node) in plan.iter().flat_map(|p| &p.nodes) {
+        if let crate::archive::Kind::File(crate::archive::Content::Path { path: host, .. }) =
+            &node.kind
+        {
+            inputs.push((
+                format!("the source of {path} ({})", node.origin),
+                host.clone(),
+            ));
+        }
+    }
+    inputs
+}
+
+/// The host file busybox is read from, when it is one.
+fn local_busybox(config: &Config) -> Option<PathBuf> {
+    let l = &config.busybox.location;
+    match l.strip_prefix("file://") {
+        Some(p) => Some(PathBuf::from(p.strip_prefix("localhost").unwrap_or(p))),
+        None if !l.contains("://") => Some(config.base_dir.join(l)),
+        None => None,
+    }
 }
 
 /// busybox and (in default mode) the agent, fetched or, offline, read when local.
@@ -365,15 +463,9 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
     Ok((pending, sha256, len))
 }
 
-/// Renders the manifest for the artifact into a pending file beside it.
-fn render_manifest(
-    req: &Request,
-    prepared: &Prepared,
-    artifact: &Path,
-    sha256: &str,
-) -> Result<Pending, Error> {
-    let template = &prepared.manifest.1;
-    let program = match &prepared.config.init {
+/// The program the image starts when it is not the agent: the custom init, or `/init`.
+fn started_program(config: &Config) -> Option<&str> {
+    match &config.init {
         InitMode::Default { .. } => None,
         InitMode::Custom {
             init: CustomInit::InImage(path),
@@ -383,9 +475,20 @@ fn render_manifest(
         } => Some(fledge_abi::paths::CUSTOM_INIT),
         InitMode::Custom {
             init: CustomInit::Command,
-        } => prepared.config.workload.command.first().map(String::as_str),
+        } => config.workload.command.first().map(String::as_str),
         InitMode::None => Some(fledge_abi::paths::INIT),
-    };
+    }
+}
+
+/// Renders the manifest for the artifact into a pending file beside it.
+fn render_manifest(
+    req: &Request,
+    prepared: &Prepared,
+    artifact: &Path,
+    sha256: &str,
+) -> Result<Pending, Error> {
+    let template = &prepared.manifest.1;
+    let program = started_program(&prepared.config);
     let facts = manifest::BuildFacts {
         artifact,
         sha256,

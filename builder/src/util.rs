@@ -1,4 +1,4 @@
-//! Small helpers every stage uses: how a host path is shown in messages.
+//! Small helpers every stage uses: how a host path and its kind are shown in messages.
 
 use std::path::{Path, PathBuf};
 
@@ -6,4 +6,54 @@ use std::path::{Path, PathBuf};
 /// (`././app` -> `./app`).
 pub fn shown(path: &Path) -> String {
     path.components().collect::<PathBuf>().display().to_string()
+}
+
+/// What kind of file `meta` describes, for messages (`a directory`, `a character device`).
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Largest config or manifest template read (they are a few KiB).
+pub const MAX_TEXT_FILE: u64 = 1 << 20;
+
+/// Reads a small text file (config, manifest template): refuses anything but a regular file,
+/// and more than `cap` bytes, without reading past the cap.
+pub fn read_bounded(path: &std::path::Path, cap: u64) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        let kind = file_kind(&meta);
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file"),
+        ));
+    }
+    let mut text = String::new();
+    f.take(cap + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("it is over {cap} bytes, more than a text file of this kind holds"),
+        ));
+    }
+    Ok(text)
 }

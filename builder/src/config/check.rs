@@ -265,7 +265,7 @@ fn custom_init(cx: &Ctx, p: Spanned<String>, base_dir: &Path) -> Result<CustomIn
     if !path.starts_with('/') {
         return Ok(CustomInit::Host(base_dir.join(path)));
     }
-    if path.contains("..") {
+    if path.split('/').any(|c| c == "..") {
         return bad("must not contain `..`: write the absolute image path it means".into());
     }
     Ok(CustomInit::InImage(path.clone()))
@@ -435,7 +435,7 @@ fn mapping(cx: &Ctx, m: RawMapping, base_dir: &Path) -> Result<Mapping, ConfigEr
             format!("has destination {dest:?}, which contains a control character"),
         ));
     }
-    if dest.contains("..") {
+    if dest.split('/').any(|c| c == "..") {
         return Err(bad(
             &name,
             format!("has destination \"{dest}\", which must not contain `..`: write the absolute image path it means"),

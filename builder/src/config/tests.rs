@@ -285,3 +285,20 @@ fn sha256_forms() {
     assert_eq!(parse_sha256("sha256:abc"), None);
     assert_eq!(parse_sha256(&"g".repeat(64)), None);
 }
+
+#[test]
+fn dots_are_refused_by_path_component_only() {
+    let ok = parse(&format!(
+        "{HEAD}[init]\npath = \"/opt/app..v2/run\"\n[mappings]\n\"a\" = \"/opt/app..v2/run\"\n\"b\" = \"/srv/..hidden\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.mappings[0].dest, "/opt/app..v2/run");
+    for body in [
+        "[mappings]\n\"a\" = \"/opt/../etc/x\"\n",
+        "[mappings]\n\"a\" = \"/opt/..\"\n",
+        "[init]\npath = \"/opt/../init2\"\n",
+    ] {
+        let e = err(&format!("{HEAD}{body}"));
+        assert!(e.contains("`..`"), "{body}: {e}");
+    }
+}

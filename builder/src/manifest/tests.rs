@@ -330,15 +330,17 @@ fn write_into_a_missing_directory_names_the_path() {
 fn missing_template_is_an_error_only_when_explicit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("manifest.toml");
-    let err = load_or_default(&path, true, "app").unwrap_err();
+    let err = load_or_default(&path, true, "app", DEFAULT_ENTRYPOINT).unwrap_err();
     assert!(matches!(err, ManifestError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("manifest.toml"), "{err}");
-    let t = load_or_default(&path, false, "app").unwrap();
+    let t = load_or_default(&path, false, "app", DEFAULT_ENTRYPOINT).unwrap();
     assert_eq!(t.name(), "app");
     assert!(t.origin().is_none());
     fs::write(&path, "name = \"given\"\nversion = \"1\"\n").unwrap();
     assert_eq!(
-        load_or_default(&path, false, "app").unwrap().name(),
+        load_or_default(&path, false, "app", DEFAULT_ENTRYPOINT)
+            .unwrap()
+            .name(),
         "given"
     );
 }

@@ -51,6 +51,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     match &cfg.init {
         InitMode::Default { .. } => {
             stack.put(paths::INIT, init_bin())?;
+            refuse_volant_init(stack)?;
             let agent = inputs.agent.expect("default mode is planned with an agent");
             let kind = Kind::File(Content::Path {
                 path: agent.path.clone(),
@@ -77,6 +78,22 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     }
     super::workload::add(cfg, stack)?;
     started_program(cfg, stack)
+}
+
+/// In default mode `/.volant_init` would make fledge-init start another program than the agent.
+fn refuse_volant_init(stack: &Stack) -> Result<(), PlanError> {
+    let Some(node) = stack.plan().nodes.get(paths::VOLANT_INIT) else {
+        return Ok(());
+    };
+    let (line, key) = node.origin.key();
+    Err(stack.invalid(
+        line,
+        &key,
+        format!(
+            "writes {}, which names the custom init fledge-init starts instead of the kestrel agent: set [init] path = \"...\" for a custom init, or choose another destination",
+            paths::VOLANT_INIT
+        ),
+    ))
 }
 
 /// Installs a host custom init; returns the in-image path `/.volant_init` names.
@@ -126,7 +143,25 @@ fn started_program(cfg: &Config, stack: &mut Stack) -> Result<(), PlanError> {
     match stack.plan().nodes.get(path).map(|n| &n.kind) {
         Some(Kind::File(_)) => stack.set_perm(path, 0o755),
         Some(Kind::Symlink(_)) => {}
+        None if key == "init.path" => return from_host(stack, path, missing),
         _ => return Err(stack.invalid(None, key, missing)),
     }
     Ok(())
+}
+
+/// An in-image custom init no source provides but the host has (the original took it from the
+/// host): taken from there, with a warning.
+fn from_host(stack: &mut Stack, path: &str, missing: String) -> Result<(), PlanError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) if m.is_file() => m,
+        _ => return Err(stack.invalid(None, "init.path", missing)),
+    };
+    stack.warn(format!(
+        "`init.path` is {path}, which no mapping provides: taking this machine's {path}; add `\"{path}\" = \"{path}\"` under [mappings] to say so"
+    ));
+    let kind = Kind::File(Content::Path {
+        path: path.into(),
+        size: meta.len(),
+    });
+    stack.put(path, Node::new(kind, 0o755, Origin::CustomInit))
 }

@@ -2,7 +2,7 @@
 //! destinations with the FHS permission rules.
 
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::{invalid, Inputs, Layer, Node, Origin, PlanError, Stack};
@@ -61,120 +61,180 @@ fn key_of(m: &Mapping) -> String {
 }
 
 fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
+    // The image and manifest this build replaces, by identity: never packed into themselves.
+    let outputs: Vec<(u64, u64)> = inputs
+        .outputs
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
     for m in &inputs.config.mappings {
-        mapping(inputs.config, stack, m)?;
+        let mut walk = Walk {
+            stack: &mut *stack,
+            outputs: &outputs,
+            origin: Origin::Mapping {
+                key: m.key.clone(),
+                line: m.line,
+            },
+            restricted: Vec::new(),
+        };
+        walk.mapping(inputs.config, m)?;
+        let Walk { restricted, .. } = walk;
+        if let Some((first, mode)) = restricted.first() {
+            stack.warn(format!(
+                "{}: {} pulls in {} file(s) that others may not read on this machine (first: {first}, {mode:04o}); the image keeps that restriction",
+                shown(&m.source),
+                key_of(m),
+                restricted.len()
+            ));
+        }
     }
     Ok(())
 }
 
-fn mapping(cfg: &Config, stack: &mut Stack, m: &Mapping) -> Result<(), PlanError> {
-    let key = key_of(m);
-    let dest = clean_dest(&m.dest);
-    let meta = source_meta(cfg, m)?;
-    // The seed's idiom: the custom init mapped to /init too. fledge-init stays /init.
-    if let (
-        "/init",
-        InitMode::Custom {
-            init: CustomInit::Host(host),
-        },
-    ) = (dest.as_str(), &cfg.init)
-    {
-        if same_file(host, &m.source) {
-            log::debug!(
-                "{key}: the custom init runs from {}; /init stays fledge-init",
-                fledge_abi::paths::CUSTOM_INIT
-            );
-            return Ok(());
+/// One mapping being laid out.
+struct Walk<'s, 'a> {
+    stack: &'s mut Stack<'a>,
+    /// `(dev, ino)` of this build's outputs.
+    outputs: &'s [(u64, u64)],
+    origin: Origin,
+    /// Host files others may not read, with their mode.
+    restricted: Vec<(String, u32)>,
+}
+
+impl Walk<'_, '_> {
+    fn mapping(&mut self, cfg: &Config, m: &Mapping) -> Result<(), PlanError> {
+        let key = key_of(m);
+        let dest = clean_dest(&m.dest);
+        let meta = source_meta(cfg, m)?;
+        // The seed's idiom: the custom init mapped to /init too. fledge-init stays /init.
+        if let (
+            "/init",
+            InitMode::Custom {
+                init: CustomInit::Host(host),
+            },
+        ) = (dest.as_str(), &cfg.init)
+        {
+            if same_file(host, &m.source) {
+                log::debug!(
+                    "{key}: the custom init runs from {}; /init stays fledge-init",
+                    fledge_abi::paths::CUSTOM_INIT
+                );
+                return Ok(());
+            }
+        }
+        if meta.is_dir() {
+            if dest != "/" {
+                let node = Node::new(Kind::Dir, 0o755, self.origin.clone());
+                self.stack.put(&dest, node)?;
+            }
+            self.tree(&m.source, &dest)
+        } else if meta.is_file() && dest == "/" {
+            Err(self.stack.invalid(
+                m.line,
+                &key,
+                "maps a file to /, which is the image's root directory: give the file's full destination, e.g. \"/usr/bin/app\"",
+            ))
+        } else if meta.is_file() {
+            self.file(&m.source, &dest, &meta)
+        } else {
+            Err(self.stack.invalid(
+                m.line,
+                &key,
+                format!(
+                    "names {}, which is neither a file nor a directory",
+                    m.source.display()
+                ),
+            ))
         }
     }
-    let origin = Origin::Mapping {
-        key: m.key.clone(),
-        line: m.line,
-    };
-    if meta.is_dir() {
-        if dest != "/" {
-            stack.put(&dest, Node::new(Kind::Dir, 0o755, origin.clone()))?;
+
+    /// A host file at `dest`, with its FHS permissions.
+    fn file(&mut self, source: &Path, dest: &str, meta: &fs::Metadata) -> Result<(), PlanError> {
+        let mode = meta.permissions().mode();
+        if mode & 0o004 == 0 {
+            self.restricted.push((shown(source), mode & 0o7777));
         }
-        tree(stack, &m.source, &dest, &origin)
-    } else if meta.is_file() && dest == "/" {
-        Err(stack.invalid(
-            m.line,
-            &key,
-            "maps a file to /, which is the image's root directory: give the file's full destination, e.g. \"/usr/bin/app\"",
-        ))
-    } else if meta.is_file() {
-        stack.put(&dest, file(&m.source, &dest, &meta, origin))
-    } else {
-        Err(stack.invalid(
-            m.line,
+        let kind = Kind::File(Content::Path {
+            path: source.to_path_buf(),
+            size: meta.len(),
+        });
+        let node = Node::new(kind, fhs_mode(dest, mode), self.origin.clone());
+        self.stack.put(dest, node)
+    }
+
+    /// Copies a directory tree; symlinks stay symlinks, special files are skipped.
+    fn tree(&mut self, src: &Path, dest: &str) -> Result<(), PlanError> {
+        let read = |path: &Path, e| PlanError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut children: Vec<_> = fs::read_dir(src)
+            .map_err(|e| read(src, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| read(src, e))?;
+        children.sort_by_key(|e| e.file_name());
+        for child in children {
+            let path = child.path();
+            let name = child.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(self.not_utf8(&path));
+            };
+            let to = if dest == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dest}/{name}")
+            };
+            let meta = fs::symlink_metadata(&path).map_err(|e| read(&path, e))?;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let node = Node::new(Kind::Dir, 0o755, self.origin.clone());
+                self.stack.put(&to, node)?;
+                self.tree(&path, &to)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(|e| read(&path, e))?;
+                let Some(target) = target.to_str() else {
+                    return Err(self.not_utf8(&path));
+                };
+                let node = Node::new(Kind::Symlink(target.into()), 0o777, self.origin.clone());
+                self.stack.put(&to, node)?;
+            } else if ft.is_file() && self.is_ours(name, &meta) {
+                let why = "fledge's own output or temporary file";
+                self.stack
+                    .note(format!("{}: left out: {why}", shown(&path)));
+            } else if ft.is_file() {
+                self.file(&path, &to, &meta)?;
+            } else {
+                let what = if ft.is_socket() {
+                    "a socket"
+                } else if ft.is_fifo() {
+                    "a FIFO"
+                } else {
+                    "a device node"
+                };
+                self.stack
+                    .warn(format!("{}: skipped: it is {what}", shown(&path)));
+            }
+        }
+        Ok(())
+    }
+
+    /// One of this build's outputs, or a temporary file of fledge's naming.
+    fn is_ours(&self, name: &str, meta: &fs::Metadata) -> bool {
+        crate::output::is_temp_name(name) || self.outputs.contains(&(meta.dev(), meta.ino()))
+    }
+
+    fn not_utf8(&self, path: &Path) -> PlanError {
+        let (line, key) = self.origin.key();
+        self.stack.invalid(
+            line,
             &key,
             format!(
-                "names {}, which is neither a file nor a directory",
-                m.source.display()
-            ),
-        ))
-    }
-}
-
-/// A host file at `dest`, with its FHS permissions.
-fn file(source: &Path, dest: &str, meta: &fs::Metadata, origin: Origin) -> Node {
-    let perm = fhs_mode(dest, meta.permissions().mode());
-    let kind = Kind::File(Content::Path {
-        path: source.to_path_buf(),
-        size: meta.len(),
-    });
-    Node::new(kind, perm, origin)
-}
-
-/// Copies a directory tree; symlinks stay symlinks, special files are skipped.
-fn tree(stack: &mut Stack, src: &Path, dest: &str, origin: &Origin) -> Result<(), PlanError> {
-    let read = |path: &Path, e| PlanError::Read {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let mut children: Vec<_> = fs::read_dir(src)
-        .map_err(|e| read(src, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| read(src, e))?;
-    children.sort_by_key(|e| e.file_name());
-    for child in children {
-        let path = child.path();
-        let name = child.file_name();
-        let Some(name) = name.to_str() else {
-            stack.warn(format!(
-                "{}: skipped: the name is not UTF-8",
+                "pulls in {}, whose name (or link target) is not UTF-8, which fledge does not store: rename it or map the files around it",
                 path.display()
-            ));
-            continue;
-        };
-        let to = if dest == "/" {
-            format!("/{name}")
-        } else {
-            format!("{dest}/{name}")
-        };
-        let meta = fs::symlink_metadata(&path).map_err(|e| read(&path, e))?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            stack.put(&to, Node::new(Kind::Dir, 0o755, origin.clone()))?;
-            tree(stack, &path, &to, origin)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&path).map_err(|e| read(&path, e))?;
-            let target = target.to_string_lossy().into_owned();
-            stack.put(&to, Node::new(Kind::Symlink(target), 0o777, origin.clone()))?;
-        } else if ft.is_file() {
-            stack.put(&to, file(&path, &to, &meta, origin.clone()))?;
-        } else {
-            let what = if ft.is_socket() {
-                "a socket"
-            } else if ft.is_fifo() {
-                "a FIFO"
-            } else {
-                "a device node"
-            };
-            stack.warn(format!("{}: skipped: it is {what}", path.display()));
-        }
+            ),
+        )
     }
-    Ok(())
 }
 
 /// `//a/./b/` -> `/a/b`.
@@ -195,8 +255,20 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Permission bits for a mapped file, following the FHS rules of the original: an executable
 /// source keeps its x bits, normalised to where it has r bits; an executable directory or a
-/// `.so` under a library directory gets 0755; anything else 0644.
+/// `.so` under a library directory gets 0755; anything else 0644. Whoever may not read the
+/// source (group, others) gets no bits in the image either: 0600 and 0640 stay so.
 pub fn fhs_mode(dest: &str, source_mode: u32) -> u32 {
+    let mut keep = 0o777;
+    if source_mode & 0o040 == 0 {
+        keep &= !0o070;
+    }
+    if source_mode & 0o004 == 0 {
+        keep &= !0o007;
+    }
+    fhs_rule(dest, source_mode) & keep
+}
+
+fn fhs_rule(dest: &str, source_mode: u32) -> u32 {
     if source_mode & 0o111 != 0 {
         let rw = source_mode & 0o666;
         return rw | ((rw & 0o444) >> 2);

@@ -211,6 +211,8 @@ pub struct Inputs<'a> {
     pub init: &'a [u8],
     /// The kernel modules `[kernel]` asks for, read and checked.
     pub modules: Option<&'a crate::kmod::Modules>,
+    /// The files this build writes (image, manifest): left out of mapped trees.
+    pub outputs: &'a [PathBuf],
 }
 
 /// One source of image entries.
@@ -222,6 +224,9 @@ pub struct Layer {
     /// Adds the source's entries on top of what the layers below placed.
     pub add: fn(&Inputs, &mut Stack) -> Result<(), PlanError>,
 }
+
+/// The largest file a newc archive holds (its size field is 32 bits).
+pub const MAX_FILE: u64 = u32::MAX as u64;
 
 /// The image's sources, bottom to top.
 pub const LAYERS: &[Layer] = &[
@@ -265,9 +270,16 @@ impl Stack<'_> {
         &self.plan
     }
 
-    /// A warning for the user.
+    /// A warning for the user (each said once).
     pub fn warn(&mut self, message: String) {
-        self.plan.warnings.push(message);
+        if !self.plan.warnings.contains(&message) {
+            self.plan.warnings.push(message);
+        }
+    }
+
+    /// A note for `-v`.
+    pub fn note(&mut self, message: String) {
+        self.plan.notes.push(message);
     }
 
     /// Sets the permission bits of a planned path (the source that needs it says why).
@@ -284,6 +296,15 @@ impl Stack<'_> {
 
     /// Adds `node` at `path` by the precedence rule of the module doc.
     pub fn put(&mut self, path: &str, node: Node) -> Result<(), PlanError> {
+        if let Kind::File(c) = &node.kind {
+            if c.len() > MAX_FILE {
+                let (line, key) = node.origin.key();
+                return Err(self.invalid(line, &key, format!(
+                    "puts {path} in the image, {} bytes, over the newc format's limit of {MAX_FILE} bytes (4 GiB - 1): leave it out or split it",
+                    c.len()
+                )));
+            }
+        }
         self.parents(path, &node.origin)?;
         if let Some(old) = self.plan.nodes.get(path) {
             match (&old.kind, &node.kind) {

@@ -56,6 +56,7 @@ fn plan_of(fx: &Fixture, body: &str) -> Result<Plan, PlanError> {
         busybox: &fx.busybox,
         agent,
         init: b"INIT",
+        outputs: &[fx.dir.path().join("out.img")],
         modules: None,
     })
 }
@@ -246,7 +247,18 @@ fn directory_mapping_keeps_symlinks_and_skips_fifos() {
     )
     .unwrap();
     assert_eq!(node(&p, "/usr/lib/libx.so.1").perm, 0o755);
-    assert_eq!(node(&p, "/usr/share/data.txt").perm, 0o644);
+    assert_eq!(
+        node(&p, "/usr/share/data.txt").perm,
+        0o600,
+        "a file others may not read stays so"
+    );
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("others may not read") && w.contains("2 file(s)")),
+        "{:?}",
+        p.warnings
+    );
     assert_eq!(node(&p, "/usr/bin/tool").perm, 0o700 & 0o666 | 0o100);
     assert_eq!(
         node(&p, "/usr/share/link").kind,
@@ -274,11 +286,14 @@ fn applet_links_may_be_replaced_by_a_mapping() {
 fn fhs_modes() {
     let cases = [
         ("/usr/bin/x", 0o644, 0o755),
-        ("/opt/bin/x", 0o600, 0o755),
+        ("/opt/bin/x", 0o644, 0o755),
+        ("/opt/bin/x", 0o600, 0o700),
+        ("/etc/shadow", 0o600, 0o600),
         ("/etc/x", 0o755, 0o755),
         ("/etc/x", 0o700, 0o700),
         ("/etc/x", 0o750, 0o750),
-        ("/etc/x", 0o640, 0o644),
+        ("/etc/x", 0o640, 0o640),
+        ("/etc/x", 0o604, 0o604),
         ("/usr/lib/libc.so", 0o644, 0o755),
         ("/lib/libz.so.1.2", 0o644, 0o755),
         ("/usr/lib/readme.txt", 0o644, 0o644),
@@ -463,5 +478,127 @@ fn init_command_errors_name_the_key() {
     assert!(
         !p.nodes.contains_key(fledge_abi::paths::WORKLOAD),
         "no keys, no spec"
+    );
+}
+
+#[test]
+fn default_mode_refuses_a_mapping_onto_volant_init() {
+    let fx = fixture();
+    write(&fx, "a", b"/usr/bin/evil\n", 0o644);
+    let err = plan_of(
+        &fx,
+        "[agent]\nsource_strategy = \"local\"\npath = \"kestrel\"\n[mappings]\n\"a\" = \"/.volant_init\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`mappings.\"a\"`")
+            && err.contains("/.volant_init")
+            && err.contains("[init] path"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_over_4_gib_is_refused_while_planning() {
+    let fx = fixture();
+    let big = fs::File::create(fx.dir.path().join("big")).unwrap();
+    big.set_len(MAX_FILE + 1).unwrap();
+    let err = plan_of(&fx, "[mappings]\n\"big\" = \"/srv/big\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`mappings.\"big\"`") && err.contains("/srv/big") && err.contains("4 GiB"),
+        "{err}"
+    );
+    big.set_len(MAX_FILE).unwrap();
+    plan_of(&fx, "[mappings]\n\"big\" = \"/srv/big\"\n").expect("4 GiB - 1 fits");
+}
+
+#[test]
+fn a_name_that_is_not_utf8_fails_and_names_the_file() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = fixture();
+    write(&fx, "t/ok", b"ok", 0o644);
+    let bad = fx
+        .dir
+        .path()
+        .join("t")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::write(bad, b"x").unwrap();
+    let err = plan_of(&fx, "[mappings]\n\"t\" = \"/srv/t\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`mappings.\"t\"`") && err.contains("not UTF-8") && err.contains("caf"),
+        "{err}"
+    );
+}
+
+#[test]
+fn outputs_and_temporary_files_are_left_out_of_a_mapped_tree() {
+    let fx = fixture();
+    write(&fx, "t/app", b"app", 0o644);
+    write(&fx, "t/.plugin.cpio.gz.Ab12Cd.tmp", b"half an image", 0o600);
+    write(&fx, "t/.notes.tmp", b"mine", 0o644);
+    // `plan_of` names out.img as this build's output: put it inside the tree.
+    fs::rename(fx.dir.path().join("t/app"), fx.dir.path().join("out.img")).unwrap();
+    fs::hard_link(
+        fx.dir.path().join("out.img"),
+        fx.dir.path().join("t/out.img"),
+    )
+    .unwrap();
+    write(&fx, "t/app", b"app", 0o644);
+    let p = plan_of(&fx, "[mappings]\n\"t\" = \"/srv\"\n").unwrap();
+    assert!(p.nodes.contains_key("/srv/app"));
+    assert!(p.nodes.contains_key("/srv/.notes.tmp"), "not of our naming");
+    assert!(!p.nodes.contains_key("/srv/.plugin.cpio.gz.Ab12Cd.tmp"));
+    assert!(!p.nodes.contains_key("/srv/out.img"));
+    assert_eq!(
+        p.notes.iter().filter(|n| n.contains("left out")).count(),
+        2,
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn a_skip_warning_is_given_once() {
+    let fx = fixture();
+    write(&fx, "t/a", b"a", 0o644);
+    let fifo = fx.dir.path().join("t/fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let p = plan_of(
+        &fx,
+        "[mappings]\n\"t\" = \"/srv/one\"\n\"./t\" = \"/srv/two\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        p.warnings.iter().filter(|w| w.contains("FIFO")).count(),
+        1,
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn an_absolute_custom_init_found_only_on_the_host_is_taken_from_there() {
+    let fx = fixture();
+    write(&fx, "host-init", b"#!/bin/sh\n", 0o644);
+    let host = fx.dir.path().join("host-init");
+    let host = host.to_str().unwrap();
+    let p = plan_of(&fx, &format!("[init]\npath = \"{host}\"\n")).unwrap();
+    let n = node(&p, host);
+    assert_eq!((n.perm, &n.origin), (0o755, &Origin::CustomInit));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains(host) && w.contains("no mapping")),
+        "{:?}",
+        p.warnings
     );
 }

@@ -8,6 +8,7 @@ mod examples;
 mod help;
 mod kmod;
 mod pinned;
+mod safety;
 mod sources;
 mod streams;
 mod ux;
