@@ -1,8 +1,8 @@
 //! The boot check: what would stop this image from booting, one sentence each.
 //!
-//! It works from an [`Index`] filled while the image is read: the type of every path (keyed by
-//! a 64-bit hash with a per-run random key, so the index stays small), every symlink's target
-//! and the small files it reads. Paths are resolved the way the kernel walks them: every
+//! It works from an [`Index`] filled while the image is read: the mode of every path (16 bytes
+//! per entry: a 64-bit hash of the path with a per-run random key, the mode and the entry's
+//! number), every symlink's target and the small files it reads. Paths are resolved the way the kernel walks them: every
 //! component, symlinks included (a merged-`/usr` image has `/bin -> usr/bin`), with at most
 //! [`MAX_LINKS`] symlinks followed, as Linux allows.
 
@@ -22,12 +22,22 @@ const MAX_LINKS: usize = 40;
 /// breaks commands the guest runs.
 const BIN_DIRS: &[&str] = &["/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/"];
 
+/// One entry in the index.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    hash: u64,
+    seq: u32,
+    mode: u32,
+}
+
 /// What the boot check knows of an image.
 #[derive(Debug, Default)]
 pub struct Index {
     keys: RandomState,
-    /// Path hash -> `st_mode`.
-    modes: HashMap<u64, u32>,
+    /// Every entry's path hash and mode, in archive order until [`Index::problems`] sorts them
+    /// by hash (the last entry of a path wins, as when unpacking).
+    modes: Vec<Seen>,
+    sorted: bool,
     /// Path -> target of each symlink (the last entry of a path wins, as when unpacking).
     links: HashMap<Box<str>, Box<str>>,
     /// The body of `/.volant_init`, when present.
@@ -45,7 +55,13 @@ impl Index {
         if path == MODULES_LOAD {
             self.modules_load = e.body.map(<[u8]>::to_vec);
         }
-        self.modes.insert(self.keys.hash_one(path.as_ref()), e.mode);
+        let seq = self.modes.len() as u32;
+        self.modes.push(Seen {
+            hash: self.keys.hash_one(path.as_ref()),
+            seq,
+            mode: e.mode,
+        });
+        self.sorted = false;
         match e.target {
             Some(t) => {
                 self.links
@@ -61,7 +77,13 @@ impl Index {
         if path == "/" {
             return Some(0o040755);
         }
-        self.modes.get(&self.keys.hash_one(path)).copied()
+        debug_assert!(self.sorted, "looked up before Index::problems sorted");
+        let h = self.keys.hash_one(path);
+        let end = self.modes.partition_point(|s| s.hash <= h);
+        end.checked_sub(1)
+            .map(|i| self.modes[i])
+            .filter(|s| s.hash == h)
+            .map(|s| s.mode)
     }
 
     /// Follows `path` component by component to what it names; the error ends a sentence that
@@ -126,7 +148,11 @@ impl Index {
     /// `/dev/console` is a character device (the kernel opens it for PID 1's stdio); symlinks in
     /// or into `/bin`, `/sbin`, `/usr/bin`, `/usr/sbin` resolve inside the image;
     /// `/.volant_init` names a path that exists; each module of the load list is a file.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&mut self) -> Vec<String> {
+        if !self.sorted {
+            self.modes.sort_unstable_by_key(|s| (s.hash, s.seq));
+            self.sorted = true;
+        }
         let mut problems = Vec::new();
         problems.extend(self.init_problem());
         problems.extend(self.console_problem());
