@@ -11,8 +11,8 @@
 //! ends with an entry named `TRAILER!!!` and is padded to a multiple of 512 bytes.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// File type bits of `st_mode`: the mask and each type newc images hold.
@@ -23,6 +23,7 @@ pub mod file_type {
     pub const LNK: u32 = 0o120000;
     pub const CHR: u32 = 0o020000;
     pub const BLK: u32 = 0o060000;
+    pub const FIFO: u32 = 0o010000;
 }
 
 /// Name of the entry that ends an archive.
@@ -37,6 +38,12 @@ pub enum Content {
     Bytes(Arc<[u8]>),
     /// A host file of a known size, read when the entry is written.
     Path { path: PathBuf, size: u64 },
+    /// `size` bytes at `offset` of a file (a file's body inside a cached image layer).
+    Slice {
+        path: Arc<Path>,
+        offset: u64,
+        size: u64,
+    },
 }
 
 impl Content {
@@ -45,7 +52,7 @@ impl Content {
         match self {
             Content::Empty => 0,
             Content::Bytes(b) => b.len() as u64,
-            Content::Path { size, .. } => *size,
+            Content::Path { size, .. } | Content::Slice { size, .. } => *size,
         }
     }
 
@@ -62,6 +69,8 @@ pub enum Kind {
     File(Content),
     Symlink(String),
     CharDev { major: u32, minor: u32 },
+    BlockDev { major: u32, minor: u32 },
+    Fifo,
 }
 
 /// One archive entry, already normalised: every field is written as is.
@@ -87,6 +96,8 @@ impl Kind {
             Kind::File(_) => file_type::REG,
             Kind::Symlink(_) => file_type::LNK,
             Kind::CharDev { .. } => file_type::CHR,
+            Kind::BlockDev { .. } => file_type::BLK,
+            Kind::Fifo => file_type::FIFO,
         }
     }
 }
@@ -102,7 +113,7 @@ impl Entry {
         match &self.kind {
             Kind::File(c) => c.len(),
             Kind::Symlink(target) => target.len() as u64,
-            Kind::Dir | Kind::CharDev { .. } => 0,
+            Kind::Dir | Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => 0,
         }
     }
 
@@ -165,7 +176,7 @@ impl<W: Write> NewcWriter<W> {
             what: "file size",
         })?;
         let (rmaj, rmin) = match e.kind {
-            Kind::CharDev { major, minor } => (major, minor),
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => (major, minor),
             _ => (0, 0),
         };
         self.header(
@@ -185,10 +196,17 @@ impl<W: Write> NewcWriter<W> {
             ],
         )?;
         match &e.kind {
-            Kind::File(Content::Empty) | Kind::Dir | Kind::CharDev { .. } => {}
+            Kind::File(Content::Empty)
+            | Kind::Dir
+            | Kind::CharDev { .. }
+            | Kind::BlockDev { .. }
+            | Kind::Fifo => {}
             Kind::File(Content::Bytes(b)) => self.put(b)?,
             Kind::Symlink(target) => self.put(target.as_bytes())?,
-            Kind::File(Content::Path { path, size }) => self.copy_file(path, *size)?,
+            Kind::File(Content::Path { path, size }) => self.copy_file(path, 0, *size)?,
+            Kind::File(Content::Slice { path, offset, size }) => {
+                self.copy_file(path, *offset, *size)?
+            }
         }
         self.pad_to(4)
     }
@@ -218,12 +236,15 @@ impl<W: Write> NewcWriter<W> {
         self.pad_to(4)
     }
 
-    fn copy_file(&mut self, path: &PathBuf, size: u64) -> Result<(), ArchiveError> {
+    fn copy_file(&mut self, path: &Path, offset: u64, size: u64) -> Result<(), ArchiveError> {
         let read_err = |source| ArchiveError::Read {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(read_err)?;
+        let mut file = File::open(path).map_err(read_err)?;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+        }
         let mut limited = file.take(size);
         let mut buf = vec![0u8; 256 * 1024];
         let mut copied = 0u64;
@@ -237,11 +258,12 @@ impl<W: Write> NewcWriter<W> {
             self.put(&buf[..n])?;
             copied += n as u64;
         }
-        // A file that grew is caught by reading one byte past the promised size.
-        let grew = limited.into_inner().read(&mut [0u8; 1]).map_err(read_err)? > 0;
+        // A file that grew is caught by reading one byte past the promised size (a slice of a
+        // larger file is followed by more bytes by design).
+        let grew = offset == 0 && limited.into_inner().read(&mut [0u8; 1]).map_err(read_err)? > 0;
         if copied != size || grew {
             return Err(ArchiveError::SizeChanged {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 expected: size,
                 actual: copied + u64::from(grew),
             });

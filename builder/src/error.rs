@@ -15,6 +15,8 @@ pub enum Error {
     #[error(transparent)]
     Kmod(#[from] crate::kmod::KmodError),
     #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     Compress(#[from] crate::compress::CompressError),

@@ -16,6 +16,7 @@ pub mod compress;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod image;
 pub mod inspect;
 pub mod kmod;
 pub mod manifest;

@@ -172,6 +172,21 @@ pub struct BuildFacts<'a> {
     /// The program the image starts, for a template that names no `workload.entrypoint`: the
     /// custom init, or the user's `/init`; `None` means the agent, [`DEFAULT_ENTRYPOINT`].
     pub program: Option<&'a str>,
+    /// What a container image's config says about its workload (`[source] image`).
+    pub image: Option<&'a ImageFacts>,
+}
+
+/// A container image's workload, the defaults for what `manifest.toml` leaves out: its
+/// Entrypoint + Cmd for `workload.entrypoint`, Env under `workload.env` (the template's
+/// variables win), WorkingDir for `workload.workdir` and the lowest exposed TCP port for the
+/// default `base_url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub argv: Vec<String>,
+    /// `NAME=value` entries.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub port: Option<u16>,
 }
 
 /// Facts used to check a template before the build: they always pass.
@@ -182,6 +197,7 @@ fn placeholder() -> BuildFacts<'static> {
         url: None,
         base_url: None,
         program: None,
+        image: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 
 use sha2::{Digest, Sha256};
 
@@ -17,7 +18,7 @@ use crate::plan::{Plan, PlanError};
 /// permission bits and file contents, and of `mtime` only. Owners are the planned ones (0:0 unless a source set another); every mtime is
 /// `mtime`; entries are in byte order of their paths, which puts every directory before its
 /// children; inode numbers count from 1 in that order. With `dedup`, regular files of equal
-/// content and permissions become one newc hardlink group: they share the inode of the first,
+/// content, permissions and owner become one newc hardlink group: they share the inode of the first,
 /// and only the last of the group carries the body (the layout GNU cpio writes and the kernel
 /// reads). The bodiless members move to just before that last one, so a group is contiguous
 /// and never holds a long stretch of the archive in one compression segment (moving a file
@@ -44,13 +45,15 @@ pub fn normalise(plan: &Plan, mtime: u32, dedup: bool) -> Result<Vec<Entry>, Pla
     Ok(entries)
 }
 
-/// Groups regular files of the same size, content and permissions into hardlinks.
+/// Groups regular files of the same size, content, permissions and owner into hardlinks.
 fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
-    let mut by_size: HashMap<(u64, u32), Vec<usize>> = HashMap::new();
+    // One inode has one owner: files of different owners are never linked.
+    let mut by_size: HashMap<(u64, u32, u32, u32), Vec<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         if let Kind::File(c) = &e.kind {
             if !c.is_empty() {
-                by_size.entry((c.len(), e.perm)).or_default().push(i);
+                let key = (c.len(), e.perm, e.uid, e.gid);
+                by_size.entry(key).or_default().push(i);
             }
         }
     }
@@ -111,6 +114,17 @@ fn content_hash(c: &Content) -> Result<[u8; 32], PlanError> {
             };
             let mut f = fs::File::open(path).map_err(err)?;
             Ok(crate::source::sha256_reader(&mut f).map_err(err)?.0)
+        }
+        Content::Slice { path, offset, size } => {
+            let err = |e| PlanError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            };
+            let mut f = fs::File::open(path).map_err(err)?;
+            f.seek(SeekFrom::Start(*offset)).map_err(err)?;
+            Ok(crate::source::sha256_reader(&mut f.take(*size))
+                .map_err(err)?
+                .0)
         }
     }
 }

@@ -103,6 +103,8 @@ pub struct Prepared {
     pub entries: Vec<Entry>,
     /// The kernel modules of `[kernel]`, for `--dry-run`'s account of why each is there.
     pub modules: Option<crate::kmod::Modules>,
+    /// The container image's workload, for the manifest.
+    pub image: Option<manifest::ImageFacts>,
 }
 
 /// Reads the config and manifest template; reports their warnings.
@@ -138,6 +140,11 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         check_outputs(&outputs, &config, &manifest.0, None)?;
     }
     let (busybox, agent) = fetch_inputs(req, &config, fetching)?;
+    // Offline the image is not pulled: its reference was checked with the config.
+    let image = match (&config.image, fetching) {
+        (Some(spec), Fetching::Download) => Some(crate::image::load(spec, &req.cache_dir)?),
+        _ => None,
+    };
     let plan = plan::plan(&plan::Inputs {
         config: &config,
         busybox: &busybox,
@@ -145,10 +152,17 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         init: crate::embedded::INIT_X86_64,
         modules: modules.as_ref(),
         outputs: &outputs,
+        image: image.as_ref(),
     })?;
     if fetching == Fetching::Download {
         check_outputs(&outputs, &config, &manifest.0, Some(&plan))?;
     }
+    let image = image.map(|i| manifest::ImageFacts {
+        argv: i.config.argv(),
+        env: i.config.env.clone(),
+        workdir: i.config.working_dir.clone(),
+        port: i.config.ports.first().copied(),
+    });
     for w in &plan.warnings {
         log::warn!("{w}");
     }
@@ -165,6 +179,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         plan,
         entries,
         modules,
+        image,
     })
 }
 
@@ -476,6 +491,10 @@ fn started_program(config: &Config) -> Option<&str> {
         InitMode::Custom {
             init: CustomInit::Command,
         } => config.workload.command.first().map(String::as_str),
+        // The image's Entrypoint + Cmd (from the facts' `image`).
+        InitMode::Custom {
+            init: CustomInit::FromImage,
+        } => None,
         InitMode::None => Some(fledge_abi::paths::INIT),
     }
 }
@@ -495,6 +514,7 @@ fn render_manifest(
         url: req.url.as_deref(),
         base_url: req.base_url.as_deref(),
         program,
+        image: prepared.image.as_ref(),
     };
     let json = manifest::render(template, &facts)?;
     let path = manifest::manifest_path(artifact, template.name());

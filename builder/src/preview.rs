@@ -19,6 +19,7 @@ pub fn source_of(node: &Node) -> String {
         Origin::Base | Origin::VolantInit | Origin::InitConf | Origin::Workload => {
             "generated".into()
         }
+        Origin::Image { layer } => format!("image layer {layer}"),
         Origin::Applet | Origin::Busybox => "busybox".into(),
         Origin::FledgeInit => "fledge-init".into(),
         Origin::Agent => "agent".into(),
@@ -40,9 +41,12 @@ fn size_field(node: &Node) -> String {
         Kind::Dir => "0".into(),
         Kind::File(Content::Empty) => "0".into(),
         Kind::File(Content::Bytes(b)) => b.len().to_string(),
-        Kind::File(Content::Path { size, .. }) => size.to_string(),
+        Kind::File(Content::Path { size, .. } | Content::Slice { size, .. }) => size.to_string(),
         Kind::Symlink(t) => t.len().to_string(),
-        Kind::CharDev { major, minor } => format!("{major},{minor}"),
+        Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+            format!("{major},{minor}")
+        }
+        Kind::Fifo => "0".into(),
     }
 }
 

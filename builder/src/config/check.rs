@@ -185,6 +185,7 @@ pub(super) fn init(
             ));
         }
     }
+    let has_path = path.is_some();
     let (workload, command_span) = match init.as_mut() {
         Some(i) => super::workload::keys(cx, i)?,
         None => (WorkloadKeys::default(), None),
@@ -209,6 +210,8 @@ pub(super) fn init(
         _ if command_span.is_some() => Some(CustomInit::Command),
         p => p.map(|p| custom_init(cx, p, base_dir)).transpose()?,
     };
+    let from_image = init.as_ref().and_then(|i| i.from_image.as_ref());
+    let custom = from_image_mode(cx, custom, has_path, from_image, mode_none)?;
     let mode = match (agent, mode_none, custom) {
         (Some(a), true, _) | (Some(a), false, Some(_)) => {
             let which = if mode_none {
@@ -271,7 +274,90 @@ fn custom_init(cx: &Ctx, p: Spanned<String>, base_dir: &Path) -> Result<CustomIn
     Ok(CustomInit::InImage(path.clone()))
 }
 
-/// `[source]`: busybox and extra applets; the container keys are refused.
+/// `init.from_image = true`: custom mode running the image's program; it goes with neither
+/// `path` nor `none`, and the other workload keys (`command`, `env`, ...) override the
+/// image's values.
+fn from_image_mode(
+    cx: &Ctx,
+    custom: Option<CustomInit>,
+    has_path: bool,
+    from_image: Option<&Spanned<bool>>,
+    mode_none: bool,
+) -> Result<Option<CustomInit>, ConfigError> {
+    let Some(f) = from_image.filter(|f| *f.get_ref()) else {
+        return Ok(custom);
+    };
+    if mode_none || has_path {
+        return Err(cx.invalid(
+            Some(f.span()),
+            "init.from_image",
+            "starts the image's own program, so it cannot go with `path` or `none = true`: keep one",
+        ));
+    }
+    Ok(Some(CustomInit::FromImage))
+}
+
+/// `init.from_image` needs `source.image`.
+pub(super) fn from_image_has_image(
+    cx: &Ctx,
+    mode: &InitMode,
+    image: Option<&crate::image::Spec>,
+) -> Result<(), ConfigError> {
+    match (mode, image) {
+        (
+            InitMode::Custom {
+                init: CustomInit::FromImage,
+            },
+            None,
+        ) => Err(ConfigError::Invalid {
+            at: Location {
+                file: cx.file.to_path_buf(),
+                line: cx.key_line("from_image"),
+            },
+            key: "init.from_image".into(),
+            problem: "is true, but there is no image: set [source] image = \"...\"".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `[source] image`, `image_platform` and `image_plain_http`.
+pub(super) fn image(
+    cx: &Ctx,
+    src: Option<&mut RawSource>,
+    base_dir: &Path,
+) -> Result<Option<crate::image::Spec>, ConfigError> {
+    use crate::image::{ImageRef, Platform, Spec};
+    let Some(src) = src else { return Ok(None) };
+    let Some(text) = src.image.take() else {
+        let platform = src.image_platform.as_ref().map(|v| v.span());
+        let http = src.image_plain_http.as_ref().map(|v| v.span());
+        for (key, span) in [
+            ("source.image_platform", platform),
+            ("source.image_plain_http", http),
+        ] {
+            if span.is_some() {
+                return Err(cx.invalid(span, key, "applies to `source.image`, which is not set"));
+            }
+        }
+        return Ok(None);
+    };
+    let reference = ImageRef::parse(text.get_ref(), base_dir)
+        .map_err(|p| cx.invalid(Some(text.span()), "source.image", p))?;
+    let platform = match src.image_platform.take() {
+        Some(p) => Platform::parse(p.get_ref())
+            .map_err(|e| cx.invalid(Some(p.span()), "source.image_platform", e))?,
+        None => Platform::default(),
+    };
+    Ok(Some(Spec {
+        text: text.get_ref().trim().to_string(),
+        reference,
+        platform,
+        plain_http: src.image_plain_http.take().is_some_and(|v| v.into_inner()),
+    }))
+}
+
+/// `[source]`: busybox and extra applets; `dockerfile` is refused.
 pub(super) fn source(
     cx: &Ctx,
     src: Option<RawSource>,
@@ -284,18 +370,14 @@ pub(super) fn source(
     let Some(src) = src else {
         return Ok((default, Vec::new()));
     };
-    for (key, v) in [
-        ("source.dockerfile", &src.dockerfile),
-        ("source.image", &src.image),
-    ] {
-        if let Some(v) = v {
-            return Err(cx.invalid(
-                Some(v.span()),
-                key,
-                "needs a container engine, which this fledge does not use: build your \
-                 files on the host and add them with [mappings]",
-            ));
-        }
+    if let Some(v) = &src.dockerfile {
+        return Err(cx.invalid(
+            Some(v.span()),
+            "source.dockerfile",
+            "needs a container engine, which this fledge does not run: build the image \
+             (`podman build -t app .` then `podman save -o app.tar app`) and set \
+             `image = \"docker-archive:app.tar\"`",
+        ));
     }
     let known_elsewhere = ["context", "target", "build_args"];
     let extra: Extra = src

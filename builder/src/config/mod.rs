@@ -80,6 +80,9 @@ pub enum CustomInit {
     /// `init.command`: the program and arguments in [`Config::workload`] (argv[0] found in the
     /// image through the workload's `PATH` when it has no `/`).
     Command,
+    /// `init.from_image = true`: the program of `source.image`'s config (Entrypoint + Cmd,
+    /// Env, WorkingDir, User), which fledge-init starts from the workload spec.
+    FromImage,
 }
 
 /// What `fledge-init` starts the program with (`[init] command`, `env`, `workdir`, `user`,
@@ -151,6 +154,8 @@ pub struct Mapping {
 pub struct Config {
     /// The file this came from.
     pub path: PathBuf,
+    /// `[source] image`: the container image at the base of the root file system.
+    pub image: Option<crate::image::Spec>,
     /// Directory relative paths are resolved against.
     pub base_dir: PathBuf,
     pub init: InitMode,
@@ -204,6 +209,8 @@ impl Config {
         let found = check::gather_mappings(&cx, &mut raw, &mut warnings)?;
         let (init, supervise, workload) =
             check::init(&cx, raw.init, raw.agent, &base_dir, &mut warnings)?;
+        let image = check::image(&cx, raw.source.as_mut(), &base_dir)?;
+        check::from_image_has_image(&cx, &init, image.as_ref())?;
         let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
         let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
         let mappings = check::mappings(&cx, found, &base_dir)?;
@@ -211,6 +218,7 @@ impl Config {
         cx.unknown_keys("", &raw.extra, &mut warnings);
         Ok(Config {
             path: file.to_path_buf(),
+            image,
             base_dir,
             init,
             supervise,

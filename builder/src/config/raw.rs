@@ -43,6 +43,7 @@ pub(super) struct RawAgent {
 pub(super) struct RawInit {
     pub(super) path: Option<Spanned<String>>,
     pub(super) none: Option<Spanned<bool>>,
+    pub(super) from_image: Option<Spanned<bool>>,
     pub(super) supervise: Option<Spanned<bool>>,
     pub(super) command: Option<Spanned<Vec<String>>>,
     pub(super) env: Option<Spanned<BTreeMap<String, String>>>,
@@ -60,6 +61,8 @@ pub(super) struct RawSource {
     pub(super) busybox_sha256: Option<Spanned<String>>,
     pub(super) busybox_applets: Option<Spanned<Vec<String>>>,
     pub(super) image: Option<Spanned<String>>,
+    pub(super) image_platform: Option<Spanned<String>>,
+    pub(super) image_plain_http: Option<Spanned<bool>>,
     pub(super) dockerfile: Option<Spanned<String>>,
     #[serde(flatten)]
     pub(super) extra: Extra,

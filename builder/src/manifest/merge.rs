@@ -97,7 +97,7 @@ pub(super) fn build(
     };
 
     let first_port = check_expose(raw)?;
-    let workload = build_workload(raw, first_port, facts.program, notes)?;
+    let workload = build_workload(raw, first_port, facts, notes)?;
 
     let health_check = raw.health_check.as_ref().map(|h| HealthCheck {
         endpoint: trimmed(&h.endpoint).unwrap_or_else(|| "/".to_string()),
@@ -247,12 +247,23 @@ fn check_expose(raw: &Raw) -> Result<Option<u16>, Violation> {
 fn build_workload(
     raw: &Raw,
     first_port: Option<u16>,
-    program: Option<&str>,
+    facts: &BuildFacts,
     notes: &mut Vec<Note>,
 ) -> Result<Workload, Violation> {
+    // A container image's config fills what the template leaves out.
+    let image = facts.image.cloned().unwrap_or_default();
+    let first_port = first_port.or(image.port);
     let w = raw.workload.clone().unwrap_or_default();
-    let entrypoint = build_entrypoint(&w, program, notes)?;
-    let env = build_env(raw, &w, notes)?;
+    let mut entrypoint = build_entrypoint(&w, facts.program, notes)?;
+    if w.entrypoint.is_none() && w.args.is_empty() && !image.argv.is_empty() {
+        entrypoint = image.argv.clone();
+    }
+    let mut env = build_env(raw, &w, notes)?;
+    for e in &image.env {
+        if let Some((k, v)) = e.split_once('=') {
+            env.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
     let kind = match trimmed(&w.kind) {
         None => "http".to_string(),
         Some(k) if k.eq_ignore_ascii_case("http") => "http".to_string(),
@@ -268,7 +279,7 @@ fn build_workload(
         base_url,
         entrypoint,
         env,
-        workdir: trimmed(&w.workdir),
+        workdir: trimmed(&w.workdir).or(image.workdir),
     })
 }
 

@@ -24,6 +24,7 @@ fn facts(artifact: &Path) -> BuildFacts<'_> {
         url: None,
         base_url: None,
         program: None,
+        image: None,
     }
 }
 
@@ -261,6 +262,7 @@ fn url_and_base_url_set_initramfs_url() {
                 url,
                 base_url,
                 program: None,
+                image: None,
             },
         )
         .unwrap()
@@ -616,6 +618,7 @@ fn rule_initramfs_url_kind() {
             url,
             base_url: base,
             program: None,
+            image: None,
         };
         let err = render(&t, &f).unwrap_err();
         assert_eq!(

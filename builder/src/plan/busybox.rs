@@ -28,12 +28,15 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         path: inputs.busybox.path.clone(),
         size: inputs.busybox.size,
     });
-    stack.put(paths::BUSYBOX, Node::new(bb, 0o755, Origin::Busybox))?;
+    // An image's own busybox stays (the links then use it).
+    if !stack.has(paths::BUSYBOX) {
+        stack.put(paths::BUSYBOX, Node::new(bb, 0o755, Origin::Busybox))?;
+    }
     let extra = inputs.config.extra_applets.iter().map(String::as_str);
     for a in BASE_APPLETS.iter().copied().chain(extra) {
         let path = format!("/bin/{a}");
         // An applet never displaces what a source below placed (or busybox itself).
-        if !stack.plan().nodes.contains_key(&path) {
+        if !stack.has(&path) {
             let link = Kind::Symlink("busybox".into());
             stack.put(&path, Node::new(link, 0o777, Origin::Applet))?;
         }

@@ -61,7 +61,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         }
         InitMode::Custom { init } => {
             stack.put(paths::INIT, init_bin())?;
-            let target = custom_init(cfg, stack, init)?;
+            let target = custom_init(inputs, stack, init)?;
             let line = Content::Bytes(Arc::from(format!("{target}\n").into_bytes()));
             let node = Node::new(Kind::File(line), 0o644, Origin::VolantInit);
             stack.put(paths::VOLANT_INIT, node)?;
@@ -76,7 +76,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         let conf = Kind::File(Content::Bytes(Arc::from(text.into_bytes())));
         stack.put(paths::INIT_CONF, Node::new(conf, 0o644, Origin::InitConf))?;
     }
-    super::workload::add(cfg, stack)?;
+    super::workload::add(&workload_keys(inputs)?, stack)?;
     started_program(cfg, stack)
 }
 
@@ -96,11 +96,34 @@ fn refuse_volant_init(stack: &Stack) -> Result<(), PlanError> {
     ))
 }
 
+/// The `[init]` workload keys, over the image's config with `init.from_image`.
+fn workload_keys(inputs: &Inputs) -> Result<crate::config::WorkloadKeys, PlanError> {
+    let cfg = inputs.config;
+    match (&cfg.init, inputs.image) {
+        (
+            InitMode::Custom {
+                init: CustomInit::FromImage,
+            },
+            Some(image),
+        ) => super::image::workload_keys(cfg, image),
+        _ => Ok(cfg.workload.clone()),
+    }
+}
+
 /// Installs a host custom init; returns the in-image path `/.volant_init` names.
-fn custom_init(cfg: &Config, stack: &mut Stack, init: &CustomInit) -> Result<String, PlanError> {
+fn custom_init(inputs: &Inputs, stack: &mut Stack, init: &CustomInit) -> Result<String, PlanError> {
+    let cfg = inputs.config;
     let host = match init {
         CustomInit::InImage(path) => return Ok(path.clone()),
-        CustomInit::Command => return super::workload::program(cfg, stack),
+        CustomInit::Command => return super::workload::program(&cfg.workload, stack),
+        CustomInit::FromImage => {
+            let keys = workload_keys(inputs)?;
+            if keys.command.is_empty() {
+                // Only `validate`, which does not pull the image, gets here.
+                return Ok("/".into());
+            }
+            return super::workload::program(&keys, stack);
+        }
         CustomInit::Host(host) => host,
     };
     let meta = host_init(cfg, host)?;

@@ -28,6 +28,7 @@
 mod base;
 mod busybox;
 mod fledge;
+mod image;
 mod kernel;
 mod mappings;
 mod workload;
@@ -83,6 +84,8 @@ pub enum Origin {
     InitConf,
     /// From `[kernel]`: a module, firmware or the load list; the text says which and why.
     Kernel(String),
+    /// From layer `layer` (1 = the bottom one) of `[source] image`.
+    Image { layer: usize },
     /// The workload spec (`[init] command`, `env`, `workdir`, `user`, `hostname`, `nofile`).
     Workload,
 }
@@ -90,7 +93,20 @@ pub enum Origin {
 impl Origin {
     /// A later source may replace an entry of this origin (rule 2 of the module doc).
     pub fn replaceable(&self) -> bool {
-        matches!(self, Origin::Applet)
+        matches!(self, Origin::Applet | Origin::Image { .. })
+    }
+
+    /// One of fledge's own files, which must win over an image's and says so.
+    fn is_fledge_file(&self) -> bool {
+        matches!(
+            self,
+            Origin::FledgeInit
+                | Origin::Agent
+                | Origin::CustomInit
+                | Origin::VolantInit
+                | Origin::InitConf
+                | Origin::Workload
+        )
     }
 
     /// The config key behind this origin and its line, for the location of a message.
@@ -104,6 +120,7 @@ impl Origin {
             Origin::CustomInit | Origin::VolantInit => "init.path",
             Origin::InitConf => "init.supervise",
             Origin::Kernel(_) => "kernel.modules",
+            Origin::Image { .. } => "source.image",
             Origin::Workload => "init",
         };
         (None, key.to_string())
@@ -139,6 +156,9 @@ impl Origin {
             Origin::Applet => format!(
                 "writes {path}, which every image needs as it is (a busybox applet link): choose another destination"
             ),
+            Origin::Image { layer } => format!(
+                "writes {path}, which layer {layer} of the image has as another kind of file: choose another destination"
+            ),
         }
     }
 }
@@ -157,6 +177,7 @@ impl fmt::Display for Origin {
             Origin::VolantInit => f.write_str("the custom init's name (init.path)"),
             Origin::InitConf => f.write_str("fledge-init's options (init.supervise)"),
             Origin::Kernel(why) => write!(f, "kernel modules ([kernel]: {why})"),
+            Origin::Image { layer } => write!(f, "layer {layer} of the image (source.image)"),
             Origin::Workload => f.write_str("the workload spec ([init] command, env, ...)"),
         }
     }
@@ -213,6 +234,9 @@ pub struct Inputs<'a> {
     pub modules: Option<&'a crate::kmod::Modules>,
     /// The files this build writes (image, manifest): left out of mapped trees.
     pub outputs: &'a [PathBuf],
+    /// `[source] image`, read and applied (`None` when there is none, or for `validate`,
+    /// which does not pull).
+    pub image: Option<&'a crate::image::Image>,
 }
 
 /// One source of image entries.
@@ -230,8 +254,8 @@ pub const MAX_FILE: u64 = u32::MAX as u64;
 
 /// The image's sources, bottom to top.
 pub const LAYERS: &[Layer] = &[
+    image::LAYER,
     base::LAYER,
-    // (coming) a container image's root file system
     busybox::LAYER,
     mappings::LAYER,
     // (coming) the shared libraries the ELF files placed so far need
@@ -294,6 +318,53 @@ impl Stack<'_> {
         invalid(self.cfg, line, key, problem)
     }
 
+    /// Whether `path` is planned, its parents resolved through the image's symlinks.
+    pub fn has(&self, path: &str) -> bool {
+        self.plan.nodes.contains_key(&self.resolve(path, false))
+    }
+
+    /// `path` with its parent directories resolved through the image's symlinks: where the
+    /// plan holds it.
+    pub fn resolved(&self, path: &str) -> String {
+        self.resolve(path, false)
+    }
+
+    /// `path` with its parent directories resolved through the image's symlinks (its
+    /// `/bin -> usr/bin`), inside the image root; with `follow`, the last component too.
+    fn resolve(&self, path: &str, follow: bool) -> String {
+        let mut todo: std::collections::VecDeque<String> = crate::image::tree::clean(path).into();
+        let mut done: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            if c.is_empty() || c == "." {
+                continue;
+            }
+            done.push(c);
+            let here = format!("/{}", done.join("/"));
+            let last = todo.is_empty();
+            // Only the image's own links are directories others write through.
+            let node = self.plan.nodes.get(&here);
+            let image_link = node.filter(|n| matches!(n.origin, Origin::Image { .. }));
+            if let Some(Kind::Symlink(t)) = image_link.map(|n| &n.kind) {
+                if (!last || follow) && links < 40 {
+                    links += 1;
+                    done.pop();
+                    if t.starts_with('/') {
+                        done.clear();
+                    }
+                    for part in t.split('/').rev() {
+                        todo.push_front(part.to_string());
+                    }
+                }
+            }
+        }
+        format!("/{}", done.join("/"))
+    }
+
     /// Adds `node` at `path` by the precedence rule of the module doc.
     pub fn put(&mut self, path: &str, node: Node) -> Result<(), PlanError> {
         if let Kind::File(c) = &node.kind {
@@ -305,13 +376,30 @@ impl Stack<'_> {
                 )));
             }
         }
+        let resolved = self.resolve(path, false);
+        let path = resolved.as_str();
         self.parents(path, &node.origin)?;
         if let Some(old) = self.plan.nodes.get(path) {
             match (&old.kind, &node.kind) {
                 (Kind::Dir, Kind::Dir) => return Ok(()),
+                // A directory onto an image's symlink to a directory merges into that one.
+                (Kind::Symlink(_), Kind::Dir)
+                    if self
+                        .plan
+                        .nodes
+                        .get(&self.resolve(path, true))
+                        .map(|n| &n.kind)
+                        == Some(&Kind::Dir) =>
+                {
+                    return Ok(())
+                }
                 (_, k) if old.origin.replaceable() && !matches!(k, Kind::Dir) => {
                     let note = format!("{path}: {} replaces {}", node.origin, old.origin);
-                    self.plan.notes.push(note);
+                    if matches!(old.origin, Origin::Image { .. }) && node.origin.is_fledge_file() {
+                        self.plan.warnings.push(note);
+                    } else {
+                        self.plan.notes.push(note);
+                    }
                 }
                 _ => return Err(self.conflict(path, &old.origin, &node.origin)),
             }

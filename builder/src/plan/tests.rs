@@ -58,6 +58,7 @@ fn plan_of(fx: &Fixture, body: &str) -> Result<Plan, PlanError> {
         init: b"INIT",
         outputs: &[fx.dir.path().join("out.img")],
         modules: None,
+        image: None,
     })
 }
 
@@ -600,5 +601,182 @@ fn an_absolute_custom_init_found_only_on_the_host_is_taken_from_there() {
             .any(|w| w.contains(host) && w.contains("no mapping")),
         "{:?}",
         p.warnings
+    );
+}
+
+/// An image with a merged /usr, its own /bin/sh and files owned by 1000.
+fn image_fixture(dir: &std::path::Path) -> crate::image::Image {
+    use crate::image::tree::{NodeKind as N, TarEntry, What};
+    let data: std::sync::Arc<std::path::Path> = dir.join("layer").into();
+    fs::write(&data, b"app:x:1000:1000::/home/app:/bin/sh\nappbody").unwrap();
+    let file = |offset, size| {
+        What::Node(N::File {
+            data: data.clone(),
+            offset,
+            size,
+        })
+    };
+    let e = |name: &str, what: What, perm, uid| TarEntry {
+        name: name.into(),
+        what,
+        perm,
+        uid,
+        gid: uid,
+    };
+    let mut tree = crate::image::Tree::default();
+    for entry in [
+        e("bin", What::Node(N::Symlink("usr/bin".into())), 0o777, 0),
+        e(
+            "usr/bin/sh",
+            What::Node(N::Symlink("dash".into())),
+            0o777,
+            0,
+        ),
+        e("usr/bin/dash", file(0, 4), 0o755, 0),
+        e("etc/passwd", file(0, 36), 0o644, 0),
+        e("etc/hostname", file(0, 3), 0o644, 0),
+        e("usr/local/bin/app", file(36, 7), 0o4750, 1000),
+        e("srv", What::Node(N::Dir), 0o700, 1000),
+        e("tmp", What::Node(N::Dir), 0o1777, 0),
+    ] {
+        tree.apply(0, entry).unwrap();
+    }
+    crate::image::Image {
+        text: "oci:img".into(),
+        digest: crate::image::Digest::of(b"m"),
+        config: crate::image::ImageConfig {
+            entrypoint: vec!["app".into()],
+            cmd: vec!["--port".into(), "80".into()],
+            env: vec!["PATH=/usr/local/bin:/usr/bin".into(), "MODE=prod".into()],
+            working_dir: Some("/srv".into()),
+            user: Some("app".into()),
+            ports: vec![80],
+        },
+        layers: Vec::new(),
+        tree,
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn an_image_is_the_base_and_yields_to_every_source_above() {
+    let fx = fixture();
+    write(&fx, "hostname", b"mine\n", 0o644);
+    let text = "version = \"1\"\nstrategy = \"initramfs\"\n[source]\nimage = \"oci:img\"\n[init]\nfrom_image = true\n[mappings]\n\"hostname\" = \"/etc/hostname\"\n";
+    let cfg = Config::from_str(text, &fx.dir.path().join("fledge.toml")).unwrap();
+    let image = image_fixture(fx.dir.path());
+    let p = plan(&Inputs {
+        config: &cfg,
+        busybox: &fx.busybox,
+        agent: None,
+        init: b"INIT",
+        modules: None,
+        outputs: &[],
+        image: Some(&image),
+    })
+    .unwrap();
+    assert_eq!(
+        node(&p, "/bin").kind,
+        Kind::Symlink("usr/bin".into()),
+        "the image's /bin link stays"
+    );
+    assert!(
+        p.nodes.contains_key("/usr/bin/busybox"),
+        "busybox goes where /bin points"
+    );
+    assert!(!p.nodes.contains_key("/bin/busybox"));
+    assert_eq!(
+        node(&p, "/usr/bin/sh").kind,
+        Kind::Symlink("dash".into()),
+        "the image's sh wins"
+    );
+    assert_eq!(
+        node(&p, "/usr/bin/ls").origin,
+        Origin::Applet,
+        "applets fill what the image lacks"
+    );
+    let app = node(&p, "/usr/local/bin/app");
+    assert_eq!(
+        (app.perm, app.uid, app.gid, &app.origin),
+        (0o4750, 1000, 1000, &Origin::Image { layer: 1 })
+    );
+    assert_eq!(
+        (node(&p, "/srv").perm, node(&p, "/srv").uid),
+        (0o700, 1000),
+        "a merged directory keeps the image's mode"
+    );
+    assert!(
+        matches!(node(&p, "/etc/hostname").origin, Origin::Mapping { .. }),
+        "a mapping replaces an image file"
+    );
+    assert!(
+        p.notes.iter().any(|n| n.contains("/etc/hostname")),
+        "{:?}",
+        p.notes
+    );
+    assert_eq!(node(&p, "/init").origin, Origin::FledgeInit);
+    let Kind::File(Content::Bytes(spec)) = &node(&p, fledge_abi::paths::WORKLOAD).kind else {
+        panic!("no workload spec")
+    };
+    let spec = fledge_abi::workload::Workload::decode(std::str::from_utf8(spec).unwrap()).unwrap();
+    assert_eq!(spec.argv, ["app", "--port", "80"]);
+    assert_eq!(spec.env, ["PATH=/usr/local/bin:/usr/bin", "MODE=prod"]);
+    assert_eq!(
+        (spec.cwd.as_deref(), spec.user),
+        (Some("/srv"), Some((1000, 1000)))
+    );
+    assert_eq!(
+        node(&p, VOLANT_INIT_PATH).kind,
+        Kind::File(Content::Bytes(Arc::from(&b"/usr/local/bin/app\n"[..])))
+    );
+    // Normalised entries keep the image's owners.
+    let entries = normalise(&p, 1, true).unwrap();
+    let e = entries
+        .iter()
+        .find(|e| e.path == "usr/local/bin/app")
+        .unwrap();
+    assert_eq!((e.uid, e.gid, e.perm), (1000, 1000, 0o4750));
+}
+
+#[test]
+fn fledge_files_replace_image_files_with_a_warning() {
+    let fx = fixture();
+    let text = "version = \"1\"\nstrategy = \"initramfs\"\n[source]\nimage = \"oci:img\"\n[agent]\nsource_strategy = \"local\"\npath = \"kestrel\"\n";
+    let cfg = Config::from_str(text, &fx.dir.path().join("fledge.toml")).unwrap();
+    let mut image = image_fixture(fx.dir.path());
+    let data = fx.dir.path().join("layer");
+    let init = crate::image::tree::TarEntry {
+        name: "init".into(),
+        what: crate::image::tree::What::Node(crate::image::NodeKind::File {
+            data: data.into(),
+            offset: 0,
+            size: 1,
+        }),
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    image.tree.apply(0, init).unwrap();
+    let p = plan(&Inputs {
+        config: &cfg,
+        busybox: &fx.busybox,
+        agent: Some(&fx.agent),
+        init: b"INIT",
+        modules: None,
+        outputs: &[],
+        image: Some(&image),
+    })
+    .unwrap();
+    assert_eq!(node(&p, "/init").origin, Origin::FledgeInit);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("/init") && w.contains("layer 1 of the image")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        p.nodes.contains_key("/usr/bin/kestrel"),
+        "the agent goes where /bin points"
     );
 }

@@ -10,7 +10,7 @@ use fledge_abi::workload::Workload;
 
 use super::{Node, Origin, PlanError, Stack};
 use crate::archive::{Content, Kind};
-use crate::config::{Config, WorkloadKeys};
+use crate::config::WorkloadKeys;
 
 /// Where argv[0] is looked for when the workload's environment has no `PATH` (fledge-init's
 /// own default).
@@ -20,12 +20,12 @@ const MAX_ACCOUNTS_FILE: u64 = 4 << 20;
 
 /// The in-image path of `init.command`'s program: argv[0] when absolute, else the first
 /// `DIR/argv0` of the workload's `PATH` that the image has.
-pub(super) fn program(cfg: &Config, stack: &Stack) -> Result<String, PlanError> {
-    let keys = &cfg.workload;
+pub(super) fn program(keys: &WorkloadKeys, stack: &Stack) -> Result<String, PlanError> {
     let argv0 = &keys.command[0];
+    // Through the image's directory links (`/bin -> usr/bin`).
     let exists = |p: &str| {
         matches!(
-            stack.plan().nodes.get(p).map(|n| &n.kind),
+            stack.plan().nodes.get(&stack.resolved(p)).map(|n| &n.kind),
             Some(Kind::File(_) | Kind::Symlink(_))
         )
     };
@@ -61,8 +61,7 @@ pub(super) fn program(cfg: &Config, stack: &Stack) -> Result<String, PlanError> 
 }
 
 /// Writes the spec when any workload key is set.
-pub(super) fn add(cfg: &Config, stack: &mut Stack) -> Result<(), PlanError> {
-    let keys = &cfg.workload;
+pub(super) fn add(keys: &WorkloadKeys, stack: &mut Stack) -> Result<(), PlanError> {
     if !keys.is_set() {
         return Ok(());
     }
@@ -104,8 +103,28 @@ fn spec(keys: &WorkloadKeys, user: Option<(u32, u32)>, groups: Vec<u32>) -> Work
 
 /// The text of an accounts file of the planned image; empty when the image has none.
 fn accounts(stack: &Stack, path: &str) -> Result<String, PlanError> {
-    let bytes: Vec<u8> = match stack.plan().nodes.get(path).map(|n| &n.kind) {
+    let bytes: Vec<u8> = match stack
+        .plan()
+        .nodes
+        .get(&stack.resolved(path))
+        .map(|n| &n.kind)
+    {
         Some(Kind::File(Content::Bytes(b))) => b.to_vec(),
+        // A container image's file: a slice of its cached layer.
+        Some(Kind::File(Content::Slice {
+            path: layer,
+            offset,
+            size,
+        })) if *size <= MAX_ACCOUNTS_FILE => read_slice(layer, *offset, *size).map_err(|e| {
+            stack.invalid(
+                None,
+                "init.user",
+                format!(
+                    "needs the image's {path}, but {} cannot be read: {e}",
+                    layer.display()
+                ),
+            )
+        })?,
         Some(Kind::File(Content::Path { path: host, size })) if *size <= MAX_ACCOUNTS_FILE => {
             std::fs::read(host).map_err(|e| {
                 stack.invalid(
@@ -118,7 +137,7 @@ fn accounts(stack: &Stack, path: &str) -> Result<String, PlanError> {
                 )
             })?
         }
-        Some(Kind::File(Content::Path { .. })) => {
+        Some(Kind::File(Content::Path { .. } | Content::Slice { .. })) => {
             return Err(stack.invalid(
                 None,
                 "init.user",
@@ -128,6 +147,15 @@ fn accounts(stack: &Stack, path: &str) -> Result<String, PlanError> {
         _ => Vec::new(),
     };
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn read_slice(path: &std::path::Path, offset: u64, size: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(size).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// A user and group as numbers, and supplementary groups.

@@ -1,0 +1,274 @@
+//! Layer blobs: from a (compressed) blob to the uncompressed tar in the cache, and from that tar
+//! to entries of the [`Tree`].
+//!
+//! A layer is decompressed once, while its compressed digest and its `diff_id` (the digest of
+//! the uncompressed tar) are both checked, into `<cache>/layers/<diff_id hex>`; a build then
+//! reads that file once more to list its entries (checking the `diff_id` again, so a damaged
+//! cache is caught) and file bodies are streamed from it when the archive is written. Nothing
+//! is extracted. The compression (none, gzip, zstd) is read from the blob's first bytes, so a
+//! mislabelled media type does not matter.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use super::tree::{NodeKind, TarEntry, Tree, What};
+use super::{Digest, Problem};
+
+/// Largest uncompressed layer accepted (a decompression bomb stops here).
+pub const MAX_LAYER_BYTES: u64 = 32 << 30;
+
+/// A reader that hashes what passes through and fails past a size limit.
+pub struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    pub len: u64,
+    limit: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+            limit,
+        }
+    }
+
+    /// Reads what is left and returns the digest of everything read.
+    pub fn finish(mut self) -> io::Result<Digest> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(Digest::from_bytes(self.hasher.finalize().into()))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        if self.len > self.limit {
+            return Err(io::Error::other(format!("more than {} bytes", self.limit)));
+        }
+        Ok(n)
+    }
+}
+
+/// Where the uncompressed tar of the layer with this `diff_id` lives in the cache.
+pub fn cached_path(cache: &Path, diff_id: &Digest) -> PathBuf {
+    cache.join("layers").join(diff_id.hex())
+}
+
+/// Decompresses a layer blob into the cache, checking the blob's digest (when known) and the
+/// `diff_id`. Returns the cache path; nothing is left behind on failure.
+pub fn unpack(
+    blob: impl Read,
+    digest: Option<&Digest>,
+    diff_id: &Digest,
+    cache: &Path,
+) -> Result<PathBuf, Problem> {
+    let dest = cached_path(cache, diff_id);
+    let dir = dest.parent().expect("layers/ has a parent");
+    let cache_err = |source| Problem::Cache {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(cache_err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cache_err)?;
+    let mut packed = Hashing::new(blob, MAX_LAYER_BYTES);
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut packed, &mut magic).map_err(|e| read_fail(diff_id, e))?;
+    let head = io::Cursor::new(magic[..got].to_vec()).chain(&mut packed);
+    let stream: Box<dyn Read + '_> = match magic {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(head)),
+        [0x28, 0xb5, 0x2f, 0xfd] => {
+            Box::new(zstd::stream::read::Decoder::new(head).map_err(|e| read_fail(diff_id, e))?)
+        }
+        _ => Box::new(head),
+    };
+    let mut plain = Hashing::new(stream, MAX_LAYER_BYTES);
+    io::copy(&mut plain, tmp.as_file_mut()).map_err(|e| read_fail(diff_id, e))?;
+    let actual = plain.finish().map_err(|e| read_fail(diff_id, e))?;
+    let packed_actual = packed.finish().map_err(|e| read_fail(diff_id, e))?;
+    if let Some(want) = digest {
+        if packed_actual != *want {
+            return Err(Problem::Digest {
+                what: format!("layer blob {want}"),
+                actual: packed_actual.to_string(),
+            });
+        }
+    }
+    if actual != *diff_id {
+        return Err(Problem::Digest {
+            what: format!("uncompressed layer (diff_id {diff_id})"),
+            actual: actual.to_string(),
+        });
+    }
+    tmp.as_file_mut().flush().map_err(cache_err)?;
+    tmp.persist(&dest).map_err(|e| cache_err(e.error))?;
+    Ok(dest)
+}
+
+fn read_fail(diff_id: &Digest, e: io::Error) -> Problem {
+    Problem::Invalid(format!("layer {diff_id} cannot be decompressed: {e}"))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Applies the cached uncompressed layer `index` (at `path`, named by `diff_id`) to `tree`,
+/// checking its digest as it goes.
+pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Result<(), Problem> {
+    let data: Arc<Path> = Arc::from(path);
+    let read_err = |source| Problem::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let mut hashing = Hashing::new(BufReader::with_capacity(256 << 10, file), MAX_LAYER_BYTES);
+    let at = |entry: String, problem: String| Problem::Entry {
+        index,
+        diff_id: diff_id.clone(),
+        entry,
+        problem,
+    };
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        let entries = archive
+            .entries()
+            .map_err(|e| at(String::new(), format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| at(String::new(), format!("bad tar entry: {e}")))?;
+            let name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|e| {
+                at(
+                    String::from_utf8_lossy(e.as_bytes()).into(),
+                    "the name is not UTF-8".into(),
+                )
+            })?;
+            let Some(decoded) =
+                decode(&mut entry, &data, name.clone()).map_err(|p| at(name.clone(), p))?
+            else {
+                continue;
+            };
+            let xattrs = xattr_names(&mut entry);
+            if !xattrs.is_empty() {
+                let key = super::tree::clean(&name).join("/");
+                tree.xattrs.entry(key).or_default().extend(xattrs);
+            }
+            tree.apply(index, decoded)
+                .map_err(|e| at(e.entry, e.problem))?;
+        }
+    }
+    let actual = hashing.finish().map_err(read_err)?;
+    if actual != *diff_id {
+        return Err(Problem::Digest {
+            what: format!("cached layer {} (diff_id {diff_id})", path.display()),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// What a tar entry is; `None` for entries that are not content (PAX global headers).
+fn decode<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    data: &Arc<Path>,
+    name: String,
+) -> Result<Option<TarEntry>, String> {
+    let h = entry.header();
+    let ty = h.entry_type();
+    let num = |v: io::Result<u64>, what: &str| {
+        v.map_err(|e| format!("bad {what} field: {e}"))
+            .and_then(|n| u32::try_from(n).map_err(|_| format!("{what} {n} is too large")))
+    };
+    let mut uid = num(h.uid(), "uid")?;
+    let mut gid = num(h.gid(), "gid")?;
+    let perm = h.mode().map_err(|e| format!("bad mode field: {e}"))? & 0o7777;
+    let dev = |h: &tar::Header| -> Result<(u32, u32), String> {
+        let major = h.device_major().map_err(|e| e.to_string())?.unwrap_or(0);
+        let minor = h.device_minor().map_err(|e| e.to_string())?.unwrap_or(0);
+        Ok((major, minor))
+    };
+    let link = || {
+        entry
+            .link_name_bytes()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| "is a link without a target".to_string())
+    };
+    use tar::EntryType as T;
+    let what = match ty {
+        T::Regular | T::Continuous => What::Node(NodeKind::File {
+            data: data.clone(),
+            offset: entry.raw_file_position(),
+            size: entry.size(),
+        }),
+        T::Directory => What::Node(NodeKind::Dir),
+        T::Symlink => What::Node(NodeKind::Symlink(link()?)),
+        T::Link => What::Hardlink(link()?),
+        T::Char => {
+            let (major, minor) = dev(h)?;
+            What::Node(NodeKind::CharDev { major, minor })
+        }
+        T::Block => {
+            let (major, minor) = dev(h)?;
+            What::Node(NodeKind::BlockDev { major, minor })
+        }
+        T::Fifo => What::Node(NodeKind::Fifo),
+        T::XGlobalHeader => return Ok(None),
+        T::GNUSparse => return Err("is a sparse file, which fledge does not read".into()),
+        other => {
+            return Err(format!(
+                "has tar type {:?}, which fledge does not read",
+                other.as_byte() as char
+            ))
+        }
+    };
+    // PAX records carry ids too large for the header.
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let parse = |v: Result<&str, _>| v.ok().and_then(|s: &str| s.parse::<u32>().ok());
+            match ext.key() {
+                Ok("uid") => uid = parse(ext.value()).ok_or("has a bad PAX uid")?,
+                Ok("gid") => gid = parse(ext.value()).ok_or("has a bad PAX gid")?,
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(TarEntry {
+        name,
+        what,
+        perm,
+        uid,
+        gid,
+    }))
+}
+
+/// Names of the extended attributes a PAX header gives the entry.
+fn xattr_names<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<String> {
+    let Ok(Some(pax)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    pax.flatten()
+        .filter_map(|e| {
+            let k = e.key().ok()?;
+            k.strip_prefix("SCHILY.xattr.")
+                .or_else(|| k.strip_prefix("LIBARCHIVE.xattr."))
+                .map(str::to_string)
+        })
+        .collect()
+}
