@@ -1,7 +1,7 @@
 //! Support for the end-to-end tests: the static guest binaries (built on demand), a throw-away
 //! image root, and running `fledge-init` as PID 1 of a fresh PID + mount namespace chrooted into
-//! that root (`unshare --pid --fork --mount --uts --net --ipc --kill-child chroot ROOT /init`), with its output
-//! collected line by line.
+//! that root (`unshare --pid --fork --mount --uts --net --ipc --cgroup --kill-child chroot ROOT
+//! /init`), with its output collected line by line.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -286,10 +286,11 @@ impl Pid1 {
         let chroot = find_in_path("chroot").expect("chroot in PATH");
         let (reader, writer) = std::io::pipe().expect("pipe");
         let mut cmd = Command::new(unshare);
-        // Own UTS, network and IPC namespaces too: the init sets the hostname, brings `lo` up
-        // and mounts mqueue, none of which may touch the host's.
+        // Own UTS, network, IPC and cgroup namespaces too: the init sets the hostname, brings
+        // `lo` up and mounts mqueue and cgroup2, none of which may touch the host's (a cgroup2
+        // mount in the host's cgroup namespace applies its options to the host's hierarchy).
         cmd.args(["--pid", "--fork", "--mount", "--kill-child"])
-            .args(["--uts", "--net", "--ipc"])
+            .args(["--uts", "--net", "--ipc", "--cgroup"])
             .arg(chroot)
             .arg(root.path());
         match launch {

@@ -235,12 +235,7 @@ fn supervise_forwards_every_signal() {
 #[test]
 fn sigterm_to_pid_1_shuts_down_a_child_that_handles_it() {
     require_pid1!();
-    let root = supervise_root();
-    let pid1 = Pid1::start(&root, &[("STANDIN", "signals")], Launch::Direct);
-    pid1.wait_for("STANDIN-READY", TIMEOUT);
-    pid1.signal(libc::SIGTERM);
-    let run = pid1.finish(TIMEOUT);
-    assert!(run.ended_by_itself, "hung:\n{}", run.output);
+    let run = signal_and_finish(&supervise_root(), libc::SIGTERM);
     assert!(
         run.output.contains("STANDIN-SIGNAL TERM")
             && run
@@ -249,6 +244,17 @@ fn sigterm_to_pid_1_shuts_down_a_child_that_handles_it() {
         "{}",
         run.output
     );
+}
+
+/// Runs the stand-in's `signals` action, sends `sig` to PID 1 once it is ready and waits for
+/// the run to end by itself.
+pub(crate) fn signal_and_finish(root: &Root, sig: i32) -> fledge_tests::Finished {
+    let pid1 = Pid1::start(root, &[("STANDIN", "signals")], Launch::Direct);
+    pid1.wait_for("STANDIN-READY", TIMEOUT);
+    pid1.signal(sig);
+    let run = pid1.finish(TIMEOUT);
+    assert!(run.ended_by_itself, "signal {sig}: hung:\n{}", run.output);
+    run
 }
 
 #[test]

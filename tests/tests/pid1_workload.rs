@@ -6,7 +6,8 @@ use fledge_abi::workload::Workload;
 use fledge_tests::{require_pid1, run_standin, Launch, Pid1, Root};
 
 use crate::pid1::{
-    assert_printed, exec_root, line_starting, report_field, supervise_root, TIMEOUT,
+    assert_printed, exec_root, line_starting, report_field, signal_and_finish, supervise_root,
+    TIMEOUT,
 };
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -241,11 +242,7 @@ fn ctrl_alt_del_and_sigpwr_start_the_orderly_shutdown() {
     assert_printed(&run, "STANDIN-SIGNAL INT");
     assert_printed(&run, "fledge-init: exit-status=137");
 
-    let pid1 = Pid1::start(&root, &[("STANDIN", "signals")], Launch::Direct);
-    pid1.wait_for("STANDIN-READY", TIMEOUT);
-    pid1.signal(libc::SIGPWR);
-    let run = pid1.finish(TIMEOUT);
-    assert!(run.ended_by_itself, "SIGPWR: hung:\n{}", run.output);
+    let run = signal_and_finish(&root, libc::SIGPWR);
     assert_printed(&run, "STANDIN-SIGNAL TERM");
     assert_printed(&run, "fledge-init: exit-status=0");
 }
