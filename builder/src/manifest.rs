@@ -13,7 +13,7 @@
 //! 2. [`render`] (JSON) or [`render_manifest`] (typed) merges the template with the
 //!    [`BuildFacts`] and validates the result with Volant's `Manifest.Validate` rules
 //!    ([`volant::Manifest::validate`]).
-//! 3. [`write`] writes pretty JSON atomically to [`manifest_path`].
+//! 3. The pipeline writes that JSON, pretty, to [`manifest_path`] through [`crate::output`].
 //!
 //! Mapping from the original's format: a string `workload.entrypoint` plus `args` becomes the
 //! `entrypoint` array; `[env]` becomes `workload.env`; `[[network.expose]]` is not part of
@@ -34,11 +34,8 @@ mod merge;
 pub mod template;
 pub mod volant;
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-
-use serde::Serialize;
 
 use self::template::{Entrypoint, KeyIndex, Raw};
 use self::volant::{Manifest, Violation};
@@ -74,8 +71,6 @@ pub enum ManifestError {
         problem: String,
         fix: String,
     },
-    #[error("cannot write manifest {path}: {source}")]
-    Write { path: PathBuf, source: io::Error },
 }
 
 impl ManifestError {
@@ -109,11 +104,6 @@ impl Template {
     /// The file the template came from; `None` for [`default_template`].
     pub fn origin(&self) -> Option<&Path> {
         self.origin.as_deref()
-    }
-
-    /// The template's values as written.
-    pub fn raw(&self) -> &Raw {
-        &self.raw
     }
 
     /// The warnings about values normalised as Volant does (`file:line: field ...`).
@@ -340,7 +330,7 @@ pub fn default_name(artifact: &Path) -> String {
 }
 
 /// Merges a template with build facts into Volant's manifest, validated with Volant's rules, as
-/// JSON (object keys in sorted order). [`write`] writes it.
+/// JSON (object keys in sorted order).
 pub fn render(t: &Template, facts: &BuildFacts) -> Result<serde_json::Value, ManifestError> {
     let manifest = render_manifest(t, facts)?;
     Ok(serde_json::to_value(manifest).expect("a manifest always serialises"))
@@ -378,35 +368,6 @@ fn check(
 pub fn manifest_path(artifact: &Path, name: &str) -> PathBuf {
     let dir = artifact.parent().unwrap_or(Path::new(""));
     dir.join(format!("{name}.manifest.json"))
-}
-
-/// Writes `manifest` as pretty JSON (with a final newline) to `dest` atomically: a temporary file
-/// in the same directory, synced, then renamed over `dest`. The file gets mode 0644.
-pub fn write<T: Serialize + ?Sized>(manifest: &T, dest: &Path) -> Result<(), ManifestError> {
-    let err = |source: io::Error| ManifestError::Write {
-        path: dest.to_path_buf(),
-        source,
-    };
-    let mut json = serde_json::to_vec_pretty(manifest).map_err(|e| err(e.into()))?;
-    json.push(b'\n');
-    let dir = match dest.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".fledge-manifest-")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(&json).map_err(err)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(err)?;
-    }
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(dest).map_err(|e| err(e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -212,11 +212,26 @@ pub(super) fn init(
     };
     let from_image = init.as_ref().and_then(|i| i.from_image.as_ref());
     let custom = from_image_mode(cx, custom, has_path, from_image, mode_none)?;
-    let mode = match (agent, mode_none, custom) {
+    let command = command_span.is_some();
+    let mode = init_mode(cx, agent, mode_none, command, custom, base_dir, warnings)?;
+    Ok((mode, supervise.is_some_and(|s| s.into_inner()), workload))
+}
+
+/// The init mode `[init]` and `[agent]` choose together.
+fn init_mode(
+    cx: &Ctx,
+    agent: Option<Spanned<RawAgent>>,
+    mode_none: bool,
+    command: bool,
+    custom: Option<CustomInit>,
+    base_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<InitMode, ConfigError> {
+    Ok(match (agent, mode_none, custom) {
         (Some(a), true, _) | (Some(a), false, Some(_)) => {
             let which = if mode_none {
                 "`none = true`"
-            } else if command_span.is_some() {
+            } else if command {
                 "`init.command` (custom init)"
             } else {
                 "`init.path` (custom init)"
@@ -240,8 +255,7 @@ pub(super) fn init(
                 version: "latest".into(),
             },
         },
-    };
-    Ok((mode, supervise.is_some_and(|s| s.into_inner()), workload))
+    })
 }
 
 /// `init.path`: an in-image path (absolute) or a host file (relative to the config).

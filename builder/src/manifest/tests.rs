@@ -4,6 +4,7 @@
 use super::volant::{self, Manifest};
 use super::*;
 use serde_json::{json, Value};
+use std::fs;
 
 const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -293,38 +294,6 @@ fn manifest_path_is_beside_the_artifact() {
     assert_eq!(
         manifest_path(Path::new("plugin.cpio.gz"), "x"),
         Path::new("x.manifest.json")
-    );
-}
-
-#[test]
-fn write_is_atomic_pretty_and_replaces() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let artifact = dir.path().join("plugin.cpio.gz");
-    let m = render_manifest(&default_template("app"), &facts(&artifact)).unwrap();
-    let dest = manifest_path(&artifact, "app");
-    fs::write(&dest, "old").unwrap();
-    write(&m, &dest).unwrap();
-    let text = fs::read_to_string(&dest).unwrap();
-    assert!(text.starts_with("{\n  \"$schema\""), "{text}");
-    assert!(text.ends_with("}\n"));
-    let back: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(back, serde_json::to_value(&m).unwrap());
-    let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o644);
-    let names: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, ["app.manifest.json"], "no temporary file left");
-}
-
-#[test]
-fn write_into_a_missing_directory_names_the_path() {
-    let err = write(&json!({}), Path::new("/nonexistent-dir-fledge/x.json")).unwrap_err();
-    assert!(
-        err.to_string().contains("/nonexistent-dir-fledge/x.json"),
-        "{err}"
     );
 }
 
