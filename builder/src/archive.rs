@@ -103,6 +103,20 @@ impl Kind {
 }
 
 impl Entry {
+    /// An entry owned by 0:0.
+    pub fn new(path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32, mtime: u32) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            perm,
+            uid: 0,
+            gid: 0,
+            ino,
+            nlink,
+            mtime,
+        }
+    }
+
     /// Full `st_mode`: type bits plus permission bits.
     pub fn mode(&self) -> u32 {
         self.kind.type_bits() | (self.perm & 0o7777)
@@ -303,16 +317,7 @@ mod tests {
     const MTIME: u32 = 0x6592_0080;
 
     fn entry(path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32) -> Entry {
-        Entry {
-            path: path.into(),
-            kind,
-            perm,
-            uid: 0,
-            gid: 0,
-            ino,
-            nlink,
-            mtime: MTIME,
-        }
+        Entry::new(path, kind, perm, ino, nlink, MTIME)
     }
 
     fn bytes(kind: &str) -> Kind {

@@ -11,15 +11,8 @@ use fledge::compress::{self, Compression, Options};
 
 /// A small image of every kind, with a hardlink pair and bodies over a few KiB.
 fn entries() -> Vec<Entry> {
-    let e = |path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32| Entry {
-        path: path.into(),
-        kind,
-        perm,
-        uid: 0,
-        gid: 0,
-        ino,
-        nlink,
-        mtime: 1_704_067_200,
+    let e = |path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32| {
+        Entry::new(path, kind, perm, ino, nlink, 1_704_067_200)
     };
     let body = |b: Vec<u8>| Kind::File(Content::Bytes(Arc::from(b)));
     let text: Vec<u8> = (0..4000u32)

@@ -67,16 +67,7 @@ fn verbose_build_explains_each_step() {
 }
 
 fn entry(path: &str, kind: Kind, perm: u32, ino: u32) -> Entry {
-    Entry {
-        path: path.into(),
-        kind,
-        perm,
-        uid: 0,
-        gid: 0,
-        ino,
-        nlink: 1,
-        mtime: 0,
-    }
+    Entry::new(path, kind, perm, ino, 1, 0)
 }
 
 fn bytes(b: &[u8]) -> Kind {
