@@ -67,6 +67,12 @@ impl Boot {
         self
     }
 
+    /// Sets the guest's memory (default 256 MiB); a large initramfs is unpacked into it.
+    pub fn memory_mb(mut self, mb: u32) -> Self {
+        self.memory_mb = mb;
+        self
+    }
+
     /// Sets the hard timeout after which QEMU is killed.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
