@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::common::{Project, DEFAULT_MODE};
 
 /// `true` when every tool is installed; in CI a missing tool fails the test instead.
-fn have(tools: &[&str]) -> bool {
+pub fn have(tools: &[&str]) -> bool {
     let missing: Vec<&str> = tools
         .iter()
         .copied()
@@ -34,7 +34,7 @@ fn have(tools: &[&str]) -> bool {
     false
 }
 
-fn run(dir: &Path, cmd: &str) {
+pub fn run(dir: &Path, cmd: &str) {
     let out = Command::new("sh")
         .args(["-c", cmd])
         .current_dir(dir)

@@ -91,3 +91,37 @@ fn an_unknown_module_names_the_tree_and_the_closest_names() {
     );
     assert!(!p.path("img.cpio").exists());
 }
+
+#[test]
+fn on_a_merged_usr_image_modules_land_through_the_lib_symlink() {
+    if !crate::images::have(&["umoci"]) {
+        return;
+    }
+    let p = Project::new();
+    tree(&p);
+    crate::images::run(
+        p.dir.path(),
+        "umoci init --layout img && umoci new --image img:v1 \
+         && umoci unpack --image img:v1 b >/dev/null && cd b/rootfs && mkdir -p usr/lib usr/bin \
+         && ln -s usr/lib lib && ln -s usr/bin bin && cd ../.. && umoci repack --image img:v1 b",
+    );
+    p.config(&format!(
+        "image = \"oci:img:v1\"\n{DEFAULT_MODE}[kernel]\nmodules = [\"net\"]\n\
+         modules_dir = \"guest/lib/modules/{RELEASE}\"\n"
+    ));
+    p.build("img.cpio", &[]);
+    let shown = p.ok(&["inspect", "img.cpio"]);
+    for want in [
+        format!(" /usr/lib/modules/{RELEASE}/kernel/drivers/net.ko\n"),
+        format!("  /lib/modules/{RELEASE}/kernel/drivers/net.ko (required)\n"),
+    ] {
+        assert!(shown.contains(&want), "inspect lacks {want:?}:\n{shown}");
+    }
+    // The boot check resolves the list's /lib/modules paths through the symlink.
+    let check = p.fledge(&["inspect", "--check", "img.cpio"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
