@@ -668,3 +668,111 @@ fn challenges() {
     let (s, p) = registry::parse_challenge("Basic realm=\"Registry Realm\"");
     assert_eq!((s.as_str(), p.len()), ("Basic", 1));
 }
+
+/// A registry on loopback that wants a bearer token from its own token service, serving the
+/// blobs of a hand-made layout; counts token requests. It answers until the test process ends.
+fn fake_registry(
+    layout: PathBuf,
+    manifest: Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let tokens = std::sync::Arc::new(AtomicUsize::new(0));
+    let (t, h) = (tokens.clone(), host.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            let mut authorized = false;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                authorized |= line
+                    .to_ascii_lowercase()
+                    .starts_with("authorization: bearer tok-123");
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (status, extra, body): (&str, String, Vec<u8>) = if path.starts_with("/token?") {
+                assert!(
+                    path.contains("scope=repository%3Aapp%3Apull")
+                        || path.contains("scope=repository:app:pull"),
+                    "{path}"
+                );
+                t.fetch_add(1, Ordering::SeqCst);
+                ("200 OK", String::new(), br#"{"token":"tok-123"}"#.to_vec())
+            } else if !authorized {
+                let challenge = format!("WWW-Authenticate: Bearer realm=\"http://{h}/token\",service=\"fake\",scope=\"repository:app:pull\"\r\n");
+                ("401 Unauthorized", challenge, Vec::new())
+            } else if path == "/v2/app/manifests/v1" {
+                ("200 OK", String::new(), manifest.clone())
+            } else if let Some(d) = path
+                .strip_prefix("/v2/app/blobs/sha256:")
+                .or_else(|| path.strip_prefix("/v2/app/manifests/sha256:"))
+            {
+                match std::fs::read(layout.join("blobs/sha256").join(d)) {
+                    Ok(b) => ("200 OK", String::new(), b),
+                    Err(_) => ("404 Not Found", String::new(), Vec::new()),
+                }
+            } else {
+                ("404 Not Found", String::new(), Vec::new())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn
+                .write_all(head.as_bytes())
+                .and_then(|_| conn.write_all(&body));
+        }
+    });
+    (host, tokens)
+}
+
+#[test]
+fn a_registry_with_bearer_tokens_and_an_offline_rebuild() {
+    let d = tempfile::tempdir().unwrap();
+    let l = Layout::new(&d.path().join("img"));
+    let m = l.image(
+        &app_layers(),
+        serde_json::json!({"Cmd": ["/bin/app"]}),
+        "amd64",
+    );
+    let manifest_hex = m["digest"].as_str().unwrap()[7..].to_string();
+    let manifest = std::fs::read(d.path().join("img/blobs/sha256").join(&manifest_hex)).unwrap();
+    let (host, tokens) = fake_registry(d.path().join("img"), manifest);
+    let cache = d.path().join("cache");
+    let text = format!("docker://{host}/app:v1");
+    let img = load(&spec(&text, d.path()), &cache).unwrap();
+    assert_eq!(body(&img.tree, "/bin/app"), b"v2");
+    assert_eq!(
+        img.digest.hex(),
+        manifest_hex,
+        "the tag resolved to the manifest's digest"
+    );
+    assert!(
+        tokens.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "a token was asked for"
+    );
+    // A registry that is gone: the tag's last answer and the cache do.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let err = load(&spec(&format!("docker://{gone}/app:v1"), d.path()), &cache)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot reach"), "{err}");
+    let pinned = format!("docker://{gone}/app@sha256:{manifest_hex}");
+    std::fs::remove_dir_all(cache.join("images")).unwrap();
+    let err = load(&spec(&pinned, d.path()), &cache);
+    let img = err.unwrap_or_else(|e| panic!("pinned by digest, everything is cached: {e}"));
+    assert_eq!(body(&img.tree, "/bin/app"), b"v2");
+}
