@@ -37,6 +37,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check fledge.toml and manifest.toml without building anything.
     Validate(ValidateArgs),
+    /// Boot an image (or build fledge.toml and boot it) under QEMU the way Volant would: the
+    /// console streamed, the workload's port forwarded, the health check polled; exits with the
+    /// workload's status.
+    Run(crate::run::cli::RunArgs),
     /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
     New(NewArgs),
     /// Print a shell completion script to stdout (e.g. `fledge completions bash`).
@@ -196,6 +200,7 @@ pub fn main() -> i32 {
         log::debug!("cannot watch for signals: {e}");
     }
     let result = match cli.command {
+        Command::Run(a) => return crate::run::cli::main(a, cli.quiet),
         Command::Build(a) => build(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a, cli.quiet),
         Command::Validate(a) => validate(a, cli.quiet),
