@@ -196,11 +196,15 @@ pub fn main() -> i32 {
     log::set_logger(&StderrLogger).expect("the logger is set once");
     log::set_max_level(level);
     progress::allow(!cli.quiet);
+    let command = match cli.command {
+        // `fledge run` handles its own signals: a Ctrl-C powers the guest down.
+        Command::Run(a) => return crate::run::cli::main(a, cli.quiet),
+        c => c,
+    };
     if let Err(e) = crate::output::clean_up_on_signals() {
         log::debug!("cannot watch for signals: {e}");
     }
-    let result = match cli.command {
-        Command::Run(a) => return crate::run::cli::main(a, cli.quiet),
+    let result = match command {
         Command::Build(a) => build(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a, cli.quiet),
         Command::Validate(a) => validate(a, cli.quiet),
@@ -213,6 +217,7 @@ pub fn main() -> i32 {
                 .write_all(&script)
                 .map_err(|e| Stdout(e).into())
         }
+        Command::Run(_) => unreachable!("handled above"),
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(|e| anyhow::anyhow!("cannot write the man page to stdout: {e}")),

@@ -109,7 +109,13 @@ fn prepare_and_run(a: RunArgs, quiet: bool) -> anyhow::Result<i32> {
             let config = a.config.unwrap_or_else(|| PathBuf::from("fledge.toml"));
             let mut req = Request::new(config, dir.path().join("plugin.cpio.gz"));
             req.manifest = a.manifest;
+            // The build writes into `dir`, removed on every way out below; a Ctrl-C during it
+            // is counted and acted on once it is done.
             let report = pipeline::build(&req)?;
+            if interrupted.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                log::info!("interrupted during the build: not booting");
+                return Ok(130);
+            }
             if !quiet {
                 log::info!(
                     "built {} ({} bytes, sha256 {})",
@@ -118,10 +124,7 @@ fn prepare_and_run(a: RunArgs, quiet: bool) -> anyhow::Result<i32> {
                     report.sha256
                 );
             }
-            let plugin = match &report.manifest {
-                Some(m) => plugin::load(m)?,
-                None => plugin::Plugin::without_manifest(&report.artifact),
-            };
+            let plugin = plugin::load(&report.manifest)?;
             _built = Some(dir);
             (report.artifact, plugin)
         }

@@ -2,10 +2,9 @@
 //! error reports, and read for the two lines that end a run - fledge-init's report of the
 //! workload's exit status and a kernel panic.
 //!
-//! fledge-init prints `fledge-init: <target> exited with status <N>` or
-//! `fledge-init: <target> killed by signal <S> (status <N>)` when the program it supervises ends
-//! (`init/src/status.rs`); with `fledge.log=both`, its default, the line reaches the console even
-//! under `quiet loglevel=1`. The kernel prints `Kernel panic - not syncing` at emergency level,
+//! fledge-init prints `fledge-init: exit-status=N` (`fledge_abi::exit_status`) just before it
+//! powers off; with `fledge.log=both`, its default, the line reaches the console even under
+//! `quiet loglevel=1`. The kernel prints `Kernel panic - not syncing` at emergency level,
 //! which `loglevel=1` still shows.
 
 use std::collections::VecDeque;
@@ -75,17 +74,9 @@ impl Seen {
     }
 }
 
-/// The workload's status in one of fledge-init's report lines, else `None`. The report may
-/// start mid-line (kernel messages can land in front of it).
+/// The workload's status if `line` is fledge-init's exit-status line.
 pub fn status_line(line: &str) -> Option<i32> {
-    let at = line.find("fledge-init: ")?;
-    let rest = line[at..].trim_end();
-    let number = if let Some(r) = rest.strip_suffix(')') {
-        r.rsplit_once("(status ")?.1
-    } else {
-        rest.rsplit_once(" exited with status ")?.1
-    };
-    number.parse().ok().filter(|s| (0..=255).contains(s))
+    fledge_abi::exit_status::parse(line).map(i32::from)
 }
 
 /// The console reader: a thread copying QEMU's stdout to `out` and into a shared [`Seen`].
@@ -141,17 +132,10 @@ mod tests {
     #[test]
     fn status_lines_of_fledge_init() {
         let cases = [
-            ("fledge-init: /bin/kestrel exited with status 7", Some(7)),
-            ("fledge-init: /bin/kestrel exited with status 0\r", Some(0)),
-            (
-                "fledge-init: /sbin/custom-init killed by signal 15 (status 143)",
-                Some(143),
-            ),
-            ("[ 1.2] x: yfledge-init: /a b exited with status 3", Some(3)),
-            ("/bin/kestrel exited with status 7", None),
-            ("fledge-init: failed to mount proc on /proc: EPERM", None),
-            ("fledge-init: x exited with status 300", None),
-            ("fledge-init: x exited with status seven", None),
+            ("fledge-init: exit-status=7", Some(7)),
+            ("[    2.1] fledge-init: exit-status=143\r", Some(143)),
+            ("fledge-init: /bin/kestrel exited with status 7", None),
+            ("fledge-init: exit-status=300", None),
         ];
         for (i, (line, want)) in cases.iter().enumerate() {
             assert_eq!(status_line(line), *want, "case {i}: {line}");
@@ -161,11 +145,9 @@ mod tests {
     #[test]
     fn feed_splits_lines_across_chunks_and_keeps_a_tail() {
         let mut s = Seen::default();
-        s.feed(b"boot\r\nfledge-init: /bin/kestrel exi");
+        s.feed(b"boot\r\nfledge-init: exit-st");
         assert_eq!(s.status, None);
-        s.feed(
-            b"ted with status 7\r\n[ 2.0] Kernel panic - not syncing: Attempted to kill init!\n",
-        );
+        s.feed(b"atus=7\r\n[ 2.0] Kernel panic - not syncing: Attempted to kill init!\n");
         assert_eq!(s.status, Some(7));
         assert!(s.panic.as_deref().unwrap().ends_with("kill init!"));
         for i in 0..100 {
@@ -179,14 +161,11 @@ mod tests {
 
     #[test]
     fn console_copies_and_parses() {
-        let input: &[u8] = b"hello\nfledge-init: t killed by signal 9 (status 137)\n";
+        let input: &[u8] = b"hello\nfledge-init: exit-status=137\n";
         let c = Console::start(input, Box::new(std::io::sink()));
         let seen = c.finish();
         assert_eq!(seen.status, Some(137));
         assert!(seen.any_output);
-        assert_eq!(
-            seen.tail(),
-            "hello\nfledge-init: t killed by signal 9 (status 137)"
-        );
+        assert_eq!(seen.tail(), "hello\nfledge-init: exit-status=137");
     }
 }

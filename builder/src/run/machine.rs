@@ -191,6 +191,22 @@ pub fn choose(
     )
 }
 
+/// The modules the guest needs for its network card on `machine` that it is known not to have:
+/// empty when it has them, or when the kernel's built-ins are unknown (it may have them).
+pub fn missing_nic_drivers(machine: Machine, drivers: &GuestDrivers) -> Vec<&'static str> {
+    if drivers.builtin.is_none() {
+        return Vec::new();
+    }
+    let transport = match machine {
+        Machine::Microvm => "virtio_mmio",
+        Machine::Q35 => "virtio_pci",
+    };
+    ["virtio_net", transport]
+        .into_iter()
+        .filter(|m| !drivers.has(m))
+        .collect()
+}
+
 /// True when `qemu -M help` lists microvm.
 pub fn qemu_has_microvm(qemu: &Path) -> bool {
     Command::new(qemu)
@@ -325,6 +341,26 @@ mod tests {
         };
         assert_eq!(choose(true, &builtin, false), (Machine::Microvm, None));
         assert_eq!(choose(false, &modules, true).0, Machine::Q35);
+    }
+
+    #[test]
+    fn nic_drivers_known_missing() {
+        let unknown = GuestDrivers::default();
+        assert!(missing_nic_drivers(Machine::Q35, &unknown).is_empty());
+        let debian = GuestDrivers {
+            builtin: Some(set(&["atkbd"])),
+            image: set(&["virtio_net"]),
+        };
+        assert_eq!(missing_nic_drivers(Machine::Q35, &debian), ["virtio_pci"]);
+        assert_eq!(
+            missing_nic_drivers(Machine::Microvm, &debian),
+            ["virtio_mmio"]
+        );
+        let loaded = GuestDrivers {
+            builtin: Some(BTreeSet::new()),
+            image: set(&["virtio_net", "virtio_pci"]),
+        };
+        assert!(missing_nic_drivers(Machine::Q35, &loaded).is_empty());
     }
 
     #[test]

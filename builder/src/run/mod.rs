@@ -5,7 +5,7 @@
 //! port from a free host port on QEMU's user-mode network; start QEMU ([`vm`]) with the serial
 //! console streamed to stdout ([`console`]); poll the manifest's health check ([`health`]); turn
 //! Ctrl-C into an ACPI power-down over QMP ([`qmp`]); and end with the workload's exit status as
-//! fledge-init reports it on the console.
+//! fledge-init reports it on the console (`fledge-init: exit-status=N`).
 //!
 //! Exit status of `fledge run` ([`Ended::code`]): the workload's status (0-255) when fledge-init
 //! reported one; otherwise [`EXIT_TIMEOUT`], [`EXIT_UNHEALTHY`], [`EXIT_PANIC`] or
@@ -183,12 +183,29 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     for f in forwards.iter_mut().filter(|f| f.0 == 0) {
         f.0 = vm::free_port().map_err(io("cannot find a free TCP port"))?;
     }
-    let network = !forwards.is_empty();
     let drivers = guest_drivers(&kernel, &o.image)?;
-    let (machine, why) = machine::choose(machine::qemu_has_microvm(&qemu), &drivers, network);
+    let wanted = !forwards.is_empty();
+    let (machine, why) = machine::choose(machine::qemu_has_microvm(&qemu), &drivers, wanted);
     if let Some(why) = why {
         log::info!("using -M {}: {why}", machine.name());
     }
+    let network = wanted && {
+        let missing = machine::missing_nic_drivers(machine, &drivers);
+        if !missing.is_empty() {
+            log::warn!(
+                "no network: the guest cannot drive its virtio network card ({} neither built \
+                 into the kernel nor loaded by the image; add `[kernel] modules = [\"{}\"]` to \
+                 fledge.toml)",
+                missing.join(", "),
+                missing.join("\", \"")
+            );
+        }
+        missing.is_empty()
+    };
+    if !network {
+        forwards.clear();
+    }
+    let health = health.filter(|_| network);
     let hostname = machine::hostname(&o.plugin.name);
     let cmdline = machine::cmdline(
         machine,
@@ -222,7 +239,7 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     })
 }
 
-/// The kernel's built-ins and the modules the image carries (by name).
+/// The kernel's built-ins and the modules the image loads (by name).
 fn guest_drivers(
     kernel: &std::path::Path,
     image: &std::path::Path,
@@ -232,15 +249,17 @@ fn guest_drivers(
     if let Some((p, _)) = &builtin {
         log::debug!("kernel built-ins from {}", p.display());
     }
-    let listing = crate::inspect::read(image).map_err(|source| RunError::Image {
-        path: image.to_path_buf(),
-        source,
-    })?;
-    let image = listing
-        .items
+    // The modules fledge-init loads at boot: the image's load list.
+    let report = crate::inspect::run(image, crate::inspect::View::Check, &mut std::io::sink())
+        .map_err(|source| RunError::Image {
+            path: image.to_path_buf(),
+            source,
+        })?;
+    let image = report
+        .modules
+        .unwrap_or_default()
         .iter()
-        .filter(|i| i.path.starts_with("/lib/modules/") || i.path.starts_with("/usr/lib/modules/"))
-        .filter_map(|i| kernel::module_name(&i.path))
+        .filter_map(|line| kernel::module_name(line.split_whitespace().next().unwrap_or("")))
         .collect();
     Ok(machine::GuestDrivers {
         builtin: builtin.map(|(_, b)| b),
@@ -477,7 +496,7 @@ fn report(w: &mut Watch, ended: &Ended, seen: &console::Seen) {
         Ended::Status(s) => log::info!("the workload exited with status {s} ({ms} ms after boot)"),
         Ended::Panicked(p) => log::error!("the guest kernel panicked: {p}"),
         Ended::NoStatus => log::error!(
-            "QEMU ended without fledge-init's status line; the console's last lines:\n{}",
+            "QEMU ended without fledge-init's exit-status line; the console's last lines:\n{}",
             seen.tail()
         ),
         Ended::TimedOut | Ended::Unhealthy => {}
