@@ -37,6 +37,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check fledge.toml and manifest.toml without building anything.
     Validate(ValidateArgs),
+    /// Boot an image (or build fledge.toml and boot it) under QEMU the way Volant would: the
+    /// console streamed, the workload's port forwarded, the health check polled; exits with the
+    /// workload's status.
+    Run(crate::run::cli::RunArgs),
     /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
     New(NewArgs),
     /// Print a shell completion script to stdout (e.g. `fledge completions bash`).
@@ -192,10 +196,15 @@ pub fn main() -> i32 {
     log::set_logger(&StderrLogger).expect("the logger is set once");
     log::set_max_level(level);
     progress::allow(!cli.quiet);
+    let command = match cli.command {
+        // `fledge run` handles its own signals: a Ctrl-C powers the guest down.
+        Command::Run(a) => return crate::run::cli::main(a, cli.quiet),
+        c => c,
+    };
     if let Err(e) = crate::output::clean_up_on_signals() {
         log::debug!("cannot watch for signals: {e}");
     }
-    let result = match cli.command {
+    let result = match command {
         Command::Build(a) => build(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a, cli.quiet),
         Command::Validate(a) => validate(a, cli.quiet),
@@ -208,6 +217,7 @@ pub fn main() -> i32 {
                 .write_all(&script)
                 .map_err(|e| Stdout(e).into())
         }
+        Command::Run(_) => unreachable!("handled above"),
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(|e| anyhow::anyhow!("cannot write the man page to stdout: {e}")),

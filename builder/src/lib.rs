@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod preview;
 pub mod progress;
+pub mod run;
 pub mod scaffold;
 pub mod source;
 pub mod util;

@@ -1,0 +1,172 @@
+//! The `fledge run` subcommand: its flags, and the thin function that builds (given a config),
+//! reads the manifest and hands over to [`super::run`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::machine::AccelChoice;
+use super::{plugin, EventSink, JsonLines, Options, RunError};
+use crate::pipeline::{self, Request};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// An initramfs image to boot [default: build -c's config first].
+    #[arg(conflicts_with = "config")]
+    pub image: Option<PathBuf>,
+    /// Build this configuration first (as `fledge build` does) and boot the result
+    /// [default: fledge.toml].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// With IMAGE: the Volant manifest JSON [default: the *.manifest.json beside the image that
+    /// names it]; with a config: the manifest template, as for `fledge build -m`.
+    #[arg(short, long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// The kernel [default: $FLEDGE_KERNEL, /boot/vmlinuz-$(uname -r), the newest
+    /// /boot/vmlinuz-*].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// More kernel command-line parameters, after Volant's.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        hide_default_value = true,
+        allow_hyphen_values = true
+    )]
+    pub append: String,
+    /// Forward host TCP port HOST to guest port GUEST (HOST 0: a free port); the workload's
+    /// port from the manifest's base_url is always forwarded, from a free port unless named here.
+    #[arg(long, value_name = "HOST:GUEST")]
+    pub publish: Vec<String>,
+    /// Acceleration: auto uses KVM only when a short probe boot works.
+    #[arg(long, value_enum, default_value = "auto", value_name = "KIND")]
+    pub accel: AccelChoice,
+    /// Power the guest down after this many seconds (exit status 124).
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// Write JSON events (started, booted, healthy, exited) one a line to FILE, or to stderr.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `fledge run`; returns its exit status (see [`super`]).
+pub fn main(a: RunArgs, quiet: bool) -> i32 {
+    match prepare_and_run(a, quiet) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("{e:#}");
+            1
+        }
+    }
+}
+
+fn prepare_and_run(a: RunArgs, quiet: bool) -> anyhow::Result<i32> {
+    let publish = a
+        .publish
+        .iter()
+        .map(|p| parse_publish(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let events: Option<Box<dyn EventSink>> = match &a.json {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(JsonLines(std::io::stderr()))),
+        Some(p) => {
+            let f = std::fs::File::create(p).map_err(|e| {
+                anyhow::anyhow!("cannot write the events file {}: {e}", p.display())
+            })?;
+            Some(Box::new(JsonLines(f)))
+        }
+    };
+    // Before any build: a missing kernel is the commonest first-run failure.
+    let kernel = super::kernel::locate(a.kernel.as_deref())?;
+    // Signals count from here, so a Ctrl-C during the build or the KVM probe still ends the
+    // guest politely once it runs.
+    let interrupted = super::interrupts()?;
+    // Holds the built image for the length of the run.
+    let _built: Option<tempfile::TempDir>;
+    let (image, plugin) = match a.image {
+        Some(image) => {
+            let manifest = a.manifest.or_else(|| plugin::beside(&image));
+            let plugin = match manifest {
+                Some(m) => plugin::load(&m)?,
+                None => {
+                    log::info!(
+                        "no manifest for {}: 1 CPU, 512 MiB, no port forwarded",
+                        image.display()
+                    );
+                    plugin::Plugin::without_manifest(&image)
+                }
+            };
+            _built = None;
+            (image, plugin)
+        }
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("fledge-run.")
+                .tempdir()
+                .map_err(|e| anyhow::anyhow!("cannot create a temporary directory: {e}"))?;
+            let config = a.config.unwrap_or_else(|| PathBuf::from("fledge.toml"));
+            let mut req = Request::new(config, dir.path().join("plugin.cpio.gz"));
+            req.manifest = a.manifest;
+            // The build writes into `dir`, removed on every way out below; a Ctrl-C during it
+            // is counted and acted on once it is done.
+            let report = pipeline::build(&req)?;
+            if interrupted.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                log::info!("interrupted during the build: not booting");
+                return Ok(130);
+            }
+            if !quiet {
+                log::info!(
+                    "built {} ({} bytes, sha256 {})",
+                    report.artifact.display(),
+                    report.size,
+                    report.sha256
+                );
+            }
+            let plugin = plugin::load(&report.manifest)?;
+            _built = Some(dir);
+            (report.artifact, plugin)
+        }
+    };
+    let o = Options {
+        image,
+        plugin,
+        kernel,
+        append: a.append,
+        publish,
+        accel: a.accel,
+        timeout: a.timeout.map(Duration::from_secs),
+        events,
+        stream: true,
+    };
+    let ended = super::run(o, &interrupted)?;
+    Ok(ended.code())
+}
+
+/// `HOST:GUEST` -> the two ports.
+pub fn parse_publish(s: &str) -> Result<(u16, u16), RunError> {
+    let bad = || RunError::Publish(s.to_owned());
+    let (h, g) = s.split_once(':').ok_or_else(bad)?;
+    let host: u16 = h.trim().parse().map_err(|_| bad())?;
+    let guest: u16 = g.trim().parse().map_err(|_| bad())?;
+    if guest == 0 {
+        return Err(bad());
+    }
+    Ok((host, guest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs() {
+        assert_eq!(parse_publish("8080:80").unwrap(), (8080, 80));
+        assert_eq!(parse_publish("0:8080").unwrap(), (0, 8080));
+        for bad in ["8080", "a:1", "1:0", "1:70000", ""] {
+            let e = parse_publish(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
+        }
+    }
+}

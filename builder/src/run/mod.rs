@@ -1,0 +1,516 @@
+//! `fledge run`: boot a plugin image locally the way Volant would, and report on it.
+//!
+//! One run, in order: find QEMU and the kernel ([`kernel`]); decide KVM or TCG with a bounded
+//! probe and the machine type from what the guest can drive ([`machine`]); forward the workload's
+//! port from a free host port on QEMU's user-mode network; start QEMU ([`vm`]) with the serial
+//! console streamed to stdout ([`console`]); poll the manifest's health check ([`health`]); turn
+//! Ctrl-C into an ACPI power-down over QMP ([`qmp`]); and end with the workload's exit status as
+//! fledge-init reports it on the console (`fledge-init: exit-status=N`).
+//!
+//! Exit status of `fledge run` ([`Ended::code`]): the workload's status (0-255) when fledge-init
+//! reported one; otherwise [`EXIT_TIMEOUT`], [`EXIT_UNHEALTHY`], [`EXIT_PANIC`] or
+//! [`EXIT_NO_STATUS`]; 1 when the run could not start (no kernel, no QEMU, a failed build).
+
+pub mod cli;
+pub mod console;
+pub mod health;
+pub mod kernel;
+pub mod machine;
+pub mod plugin;
+pub mod qmp;
+pub mod vm;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use machine::{AccelChoice, Machine};
+
+/// `--timeout` passed: the guest was powered down.
+pub const EXIT_TIMEOUT: i32 = 124;
+/// The health check did not pass within its window.
+pub const EXIT_UNHEALTHY: i32 = 123;
+/// The guest kernel panicked before fledge-init reported a status.
+pub const EXIT_PANIC: i32 = 122;
+/// QEMU ended without fledge-init's status line (a guest without fledge-init supervising, a
+/// reboot, or QEMU killed after a second Ctrl-C).
+pub const EXIT_NO_STATUS: i32 = 121;
+
+/// How long the guest gets to shut down after the power-down request before QEMU is killed.
+pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
+
+/// A failure before or while starting the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no kernel to boot: looked at {tried}; {}", kernel::HOW_TO_GET)]
+    NoKernel { tried: String },
+    #[error("the kernel named by {from} does not exist: {}", path.display())]
+    KernelMissing { path: PathBuf, from: &'static str },
+    #[error("{program} not found on PATH (Debian: apt-get install qemu-system-x86)")]
+    NoQemu { program: String },
+    #[error("cannot read the manifest {}: {problem}", path.display())]
+    Manifest { path: PathBuf, problem: String },
+    #[error("cannot read the image {}: {source}", path.display())]
+    Image {
+        path: PathBuf,
+        source: crate::inspect::InspectError,
+    },
+    #[error("bad --publish `{0}`: expected HOST:GUEST, two TCP ports (HOST 0 picks a free one)")]
+    Publish(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// What to run and how (the CLI's flags, checked).
+#[derive(Debug)]
+pub struct Options {
+    pub image: PathBuf,
+    pub plugin: plugin::Plugin,
+    /// The kernel, found by [`kernel::locate`].
+    pub kernel: PathBuf,
+    pub append: String,
+    /// `--publish HOST:GUEST` forwards beyond the workload's port.
+    pub publish: Vec<(u16, u16)>,
+    pub accel: AccelChoice,
+    /// `--timeout`: power the guest down after this long.
+    pub timeout: Option<Duration>,
+    /// Where JSON events go, when asked.
+    pub events: Option<Box<dyn EventSink>>,
+    /// Copy the console to stdout.
+    pub stream: bool,
+}
+
+/// Where `--json` events are written, one JSON object a line.
+pub trait EventSink: std::fmt::Debug + Send {
+    fn emit(&mut self, event: serde_json::Value);
+}
+
+/// Events to any writer (stderr or a file).
+#[derive(Debug)]
+pub struct JsonLines<W: Write + std::fmt::Debug + Send>(pub W);
+
+impl<W: Write + std::fmt::Debug + Send> EventSink for JsonLines<W> {
+    fn emit(&mut self, event: serde_json::Value) {
+        let _ = writeln!(self.0, "{event}");
+        let _ = self.0.flush();
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// fledge-init reported the workload's status.
+    Status(i32),
+    TimedOut,
+    Unhealthy,
+    Panicked(String),
+    NoStatus,
+}
+
+impl Ended {
+    /// The exit status of `fledge run`.
+    pub fn code(&self) -> i32 {
+        match self {
+            Ended::Status(s) => *s,
+            Ended::TimedOut => EXIT_TIMEOUT,
+            Ended::Unhealthy => EXIT_UNHEALTHY,
+            Ended::Panicked(_) => EXIT_PANIC,
+            Ended::NoStatus => EXIT_NO_STATUS,
+        }
+    }
+}
+
+/// Counts SIGINT/SIGTERM/SIGHUP deliveries from now on (a thread of signal-hook's iterator).
+pub fn interrupts() -> Result<Arc<AtomicUsize>, RunError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(io("cannot handle signals"))?;
+    let counter = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(count)
+}
+
+/// Everything decided before QEMU starts.
+struct Setup {
+    qemu: PathBuf,
+    guest: vm::Guest,
+    health: Option<(String, Duration)>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(o: &Options) -> Result<Setup, RunError> {
+    let qemu = which("qemu-system-x86_64").ok_or_else(|| RunError::NoQemu {
+        program: "qemu-system-x86_64".into(),
+    })?;
+    let kernel = o.kernel.clone();
+    let (accel, note) = machine::accel(o.accel, &qemu, &kernel);
+    if let Some(n) = note {
+        log::info!("{n}");
+    }
+    let mut forwards = o.publish.clone();
+    let health = match o.plugin.port {
+        Some(port) => {
+            let host = match forwards.iter().find(|(_, g)| *g == port) {
+                Some((h, _)) => *h,
+                None => {
+                    let h = vm::free_port().map_err(io("cannot find a free TCP port"))?;
+                    forwards.push((h, port));
+                    h
+                }
+            };
+            o.plugin
+                .health
+                .as_ref()
+                .map(|(endpoint, ms)| (health::url(host, endpoint), health::window(*ms)))
+        }
+        None => None,
+    };
+    for f in forwards.iter_mut().filter(|f| f.0 == 0) {
+        f.0 = vm::free_port().map_err(io("cannot find a free TCP port"))?;
+    }
+    let drivers = guest_drivers(&kernel, &o.image)?;
+    let wanted = !forwards.is_empty();
+    let (machine, why) = machine::choose(machine::qemu_has_microvm(&qemu), &drivers, wanted);
+    if let Some(why) = why {
+        log::info!("using -M {}: {why}", machine.name());
+    }
+    let network = wanted && {
+        let missing = machine::missing_nic_drivers(machine, &drivers);
+        if !missing.is_empty() {
+            log::warn!(
+                "no network: the guest cannot drive its virtio network card ({} neither built \
+                 into the kernel nor loaded by the image; add `[kernel] modules = [\"{}\"]` to \
+                 fledge.toml)",
+                missing.join(", "),
+                missing.join("\", \"")
+            );
+        }
+        missing.is_empty()
+    };
+    if !network {
+        forwards.clear();
+    }
+    let health = health.filter(|_| network);
+    let hostname = machine::hostname(&o.plugin.name);
+    let cmdline = machine::cmdline(
+        machine,
+        accel,
+        &hostname,
+        network,
+        machine::host_tsc_khz(),
+        &o.append,
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("fledge-run.")
+        .tempdir()
+        .map_err(io("cannot create a temporary directory"))?;
+    let guest = vm::Guest {
+        machine,
+        accel,
+        memory_mb: o.plugin.memory_mb,
+        cpus: o.plugin.cpus,
+        kernel,
+        initrd: o.image.clone(),
+        cmdline,
+        forwards,
+        network,
+        qmp: dir.path().join("qmp.sock"),
+    };
+    Ok(Setup {
+        qemu,
+        guest,
+        health,
+        _dir: dir,
+    })
+}
+
+/// The kernel's built-ins and the modules the image loads (by name).
+fn guest_drivers(
+    kernel: &std::path::Path,
+    image: &std::path::Path,
+) -> Result<machine::GuestDrivers, RunError> {
+    let bytes = std::fs::read(kernel).map_err(io(format!("cannot read {}", kernel.display())))?;
+    let builtin = kernel::release(&bytes).and_then(|r| kernel::builtins(kernel, &r));
+    if let Some((p, _)) = &builtin {
+        log::debug!("kernel built-ins from {}", p.display());
+    }
+    // The modules fledge-init loads at boot: the image's load list.
+    let report = crate::inspect::run(image, crate::inspect::View::Check, &mut std::io::sink())
+        .map_err(|source| RunError::Image {
+            path: image.to_path_buf(),
+            source,
+        })?;
+    let image = report
+        .modules
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|line| kernel::module_name(line.split_whitespace().next().unwrap_or("")))
+        .collect();
+    Ok(machine::GuestDrivers {
+        builtin: builtin.map(|(_, b)| b),
+        image,
+    })
+}
+
+/// Boots the guest and follows it to the end. `interrupted` counts Ctrl-Cs (see
+/// [`interrupts`]).
+pub fn run(mut o: Options, interrupted: &AtomicUsize) -> Result<Ended, RunError> {
+    let s = setup(&o)?;
+    let mut cmd = s.guest.command(&s.qemu);
+    log::debug!("{}", vm::describe(&cmd));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(io(format!("cannot start {}", s.qemu.display())))?;
+    let mut child = vm::Guarded(child);
+    let out: Box<dyn Write + Send> = if o.stream {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::sink())
+    };
+    let console = console::Console::start(child.0.stdout.take().expect("piped"), out);
+    log::info!(
+        "booting {} under {} on -M {} ({} MiB, {} CPU{}){}",
+        o.image.display(),
+        s.guest.accel.name(),
+        s.guest.machine.name(),
+        s.guest.memory_mb,
+        s.guest.cpus,
+        if s.guest.cpus == 1 { "" } else { "s" },
+        forwards_note(&s.guest.forwards)
+    );
+    let mut qmp = qmp::Qmp::connect(&s.guest.qmp, Duration::from_secs(10))
+        .map_err(|e| log::warn!("no QMP connection to QEMU ({e}): Ctrl-C will kill the guest"))
+        .ok();
+    let poller = s
+        .health
+        .as_ref()
+        .map(|(url, w)| health::Poller::start(url.clone(), *w));
+    let mut w = Watch::new(start, o.events.take());
+    w.emit(serde_json::json!({"event": "started", "machine": s.guest.machine.name(), "accel": s.guest.accel.name(), "forwards": s.guest.forwards}));
+    loop {
+        if child
+            .0
+            .try_wait()
+            .map_err(io("cannot wait for QEMU"))?
+            .is_some()
+        {
+            break;
+        }
+        w.step(
+            &o,
+            &s,
+            &console,
+            poller.as_ref(),
+            interrupted,
+            qmp.as_mut(),
+            &mut child,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(poller);
+    let seen = console.finish();
+    let ended = w.verdict(&seen);
+    report(&mut w, &ended, &seen);
+    Ok(ended)
+}
+
+fn forwards_note(f: &[(u16, u16)]) -> String {
+    if f.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = f
+        .iter()
+        .map(|(h, g)| format!("127.0.0.1:{h} -> guest:{g}"))
+        .collect();
+    format!(", forwarding {}", list.join(", "))
+}
+
+/// The run's state between polls.
+struct Watch {
+    start: Instant,
+    events: Option<Box<dyn EventSink>>,
+    booted: bool,
+    healthy: bool,
+    unhealthy: bool,
+    timed_out: bool,
+    /// When the power-down was asked for; QEMU is killed [`SHUTDOWN_BOUND`] later.
+    stopping: Option<Instant>,
+    interrupts_handled: usize,
+}
+
+impl Watch {
+    fn new(start: Instant, events: Option<Box<dyn EventSink>>) -> Self {
+        Watch {
+            start,
+            events,
+            booted: false,
+            healthy: false,
+            unhealthy: false,
+            timed_out: false,
+            stopping: None,
+            interrupts_handled: 0,
+        }
+    }
+
+    fn ms(&self) -> u128 {
+        self.start.elapsed().as_millis()
+    }
+
+    fn emit(&mut self, mut event: serde_json::Value) {
+        let ms = self.ms();
+        if let Some(e) = self.events.as_mut() {
+            event["ms"] = serde_json::json!(ms);
+            e.emit(event);
+        }
+    }
+
+    /// One poll: console, health check, signals, deadlines.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        o: &Options,
+        s: &Setup,
+        console: &console::Console,
+        poller: Option<&health::Poller>,
+        interrupted: &AtomicUsize,
+        qmp: Option<&mut qmp::Qmp>,
+        child: &mut vm::Guarded,
+    ) {
+        if !self.booted && console.seen().any_output {
+            self.booted = true;
+            self.emit(serde_json::json!({"event": "booted"}));
+        }
+        match poller.and_then(health::Poller::outcome) {
+            Some(health::Health::Healthy(_)) => {
+                self.healthy = true;
+                let ms = self.ms();
+                let url = s.health.as_ref().map(|h| h.0.as_str()).unwrap_or("");
+                log::info!("healthy after {ms} ms: {url} answers");
+                self.emit(serde_json::json!({"event": "healthy", "url": url}));
+            }
+            Some(health::Health::Failed(why)) if self.stopping.is_none() => {
+                self.unhealthy = true;
+                let window = s.health.as_ref().map_or(0, |h| h.1.as_secs());
+                log::error!(
+                    "the health check did not pass within {window} s ({why}); the console's last lines:\n{}",
+                    console.seen().tail()
+                );
+                self.stop(qmp, s.guest.machine);
+                return;
+            }
+            _ => {}
+        }
+        let n = interrupted.load(Ordering::Relaxed);
+        if n > self.interrupts_handled {
+            self.interrupts_handled = n;
+            if self.stopping.is_some() {
+                log::warn!("second interrupt: killing QEMU");
+                let _ = child.0.kill();
+                return;
+            }
+            log::info!("interrupted: asking the guest to power down (Ctrl-C again kills it)");
+            self.stop(qmp, s.guest.machine);
+            return;
+        }
+        if let Some(t) = o
+            .timeout
+            .filter(|t| self.stopping.is_none() && self.start.elapsed() >= *t)
+        {
+            self.timed_out = true;
+            log::error!(
+                "--timeout {} s reached: asking the guest to power down",
+                t.as_secs()
+            );
+            self.stop(qmp, s.guest.machine);
+            return;
+        }
+        if self.stopping.is_some_and(|t| t.elapsed() >= SHUTDOWN_BOUND) {
+            log::warn!(
+                "the guest did not power down within {} s: killing QEMU",
+                SHUTDOWN_BOUND.as_secs()
+            );
+            let _ = child.0.kill();
+            self.stopping = Some(Instant::now() + Duration::from_secs(3600));
+        }
+    }
+
+    /// Asks the guest to power down: the ACPI power button, and on q35 also Ctrl-Alt-Del, which
+    /// the kernel's built-in keyboard driver turns into SIGINT to PID 1 (fledge-init's orderly
+    /// shutdown in supervise mode).
+    fn stop(&mut self, qmp: Option<&mut qmp::Qmp>, machine: Machine) {
+        self.stopping = Some(Instant::now());
+        let Some(q) = qmp else {
+            return;
+        };
+        if let Err(e) = q.system_powerdown() {
+            log::warn!("QMP system_powerdown failed: {e}");
+        }
+        if machine == Machine::Q35 {
+            if let Err(e) = q.ctrl_alt_delete() {
+                log::warn!("QMP send-key ctrl-alt-delete failed: {e}");
+            }
+        }
+    }
+
+    fn verdict(&self, seen: &console::Seen) -> Ended {
+        if self.timed_out {
+            Ended::TimedOut
+        } else if self.unhealthy {
+            Ended::Unhealthy
+        } else if let Some(s) = seen.status {
+            Ended::Status(s)
+        } else if let Some(p) = &seen.panic {
+            Ended::Panicked(p.clone())
+        } else {
+            Ended::NoStatus
+        }
+    }
+}
+
+/// The closing message and event.
+fn report(w: &mut Watch, ended: &Ended, seen: &console::Seen) {
+    if !w.booted && seen.any_output {
+        w.emit(serde_json::json!({"event": "booted"}));
+    }
+    let ms = w.ms();
+    match ended {
+        Ended::Status(s) => log::info!("the workload exited with status {s} ({ms} ms after boot)"),
+        Ended::Panicked(p) => log::error!("the guest kernel panicked: {p}"),
+        Ended::NoStatus => log::error!(
+            "QEMU ended without fledge-init's exit-status line; the console's last lines:\n{}",
+            seen.tail()
+        ),
+        Ended::TimedOut | Ended::Unhealthy => {}
+    }
+    let status = match ended {
+        Ended::Status(s) => Some(*s),
+        _ => None,
+    };
+    w.emit(serde_json::json!({"event": "exited", "status": status, "code": ended.code(), "healthy": w.healthy}));
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}

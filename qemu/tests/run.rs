@@ -1,0 +1,325 @@
+//! `fledge run` end to end: the real CLI boots images under QEMU on Debian's kernel (TCG here:
+//! the KVM probe must notice that KVM hangs on these machines and fall back).
+//!
+//! Needs what the smoke runs need (`bash qemu/fetch-kernel.sh`, busybox-static); skips with the
+//! reason otherwise, except under `CI=true`. Each test is one boot, except the kernel search.
+//! Ctrl-C is a SIGINT sent to `fledge run` once the example serves.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fledge_qemu::host::Host;
+use fledge_qemu::project::Project;
+use fledge_qemu::tools::Tools;
+
+/// How long one `fledge run` may take (build, probe, TCG boot, shutdown) on a loaded machine.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn setup(test: &str) -> Option<(Host, &'static Tools)> {
+    let host = Host::for_test(test)?;
+    match Tools::get() {
+        Ok(t) => Some((host, t)),
+        Err(e) => panic!("{test}: cannot build the test programs: {e}"),
+    }
+}
+
+/// A default-mode project whose agent is the stand-in, supervised by fledge-init.
+fn supervised_standin(host: &Host, tools: &Tools) -> Project {
+    let p = Project::default_mode(host, tools, "supervise = true").unwrap();
+    std::fs::write(
+        p.path().join("manifest.toml"),
+        "name = \"standin\"\nversion = \"0.1.0\"\n\n[resources]\ncpu_cores = 1\nmemory_mb = 128\n",
+    )
+    .unwrap();
+    p
+}
+
+/// A running `fledge run`, its output collected as it comes.
+struct Running {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    started: Instant,
+}
+
+fn collect(mut r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let t = Arc::clone(&text);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            t.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+impl Running {
+    fn start(host: &Host, tools: &Tools, dir: &Path, args: &[&str]) -> Running {
+        let mut cmd = Command::new(&tools.fledge);
+        cmd.arg("run")
+            .args(args)
+            .current_dir(dir)
+            .env("FLEDGE_KERNEL", &host.kernel)
+            .env("FLEDGE_CACHE_DIR", dir.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start fledge run");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "----- stdout (console) -----\n{}\n----- stderr -----\n{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// Waits until the console shows `text`; panics with everything printed on timeout or exit.
+    fn wait_for_console(&mut self, text: &str) {
+        while !self.stdout.lock().unwrap().contains(text) {
+            let exited = self.child.try_wait().unwrap();
+            if exited.is_some() || self.started.elapsed() > RUN_TIMEOUT {
+                let _ = self.child.kill();
+                panic!(
+                    "no `{text}` on the console ({exited:?}):\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pids of `fledge run`'s children (QEMU).
+    fn children(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    fn interrupt(&self) {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -INT failed");
+    }
+
+    /// Waits for the end; returns the status and everything printed.
+    fn finish(mut self) -> (ExitStatus, String, String) {
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if self.started.elapsed() > RUN_TIMEOUT {
+                let _ = self.child.kill();
+                panic!(
+                    "fledge run did not end within {RUN_TIMEOUT:?}:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The readers end when the pipes close; give them a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        let out = self.stdout.lock().unwrap().clone();
+        let err = self.stderr.lock().unwrap().clone();
+        (status, out, err)
+    }
+}
+
+/// True when no process `pid` is left (or it is no longer QEMU).
+fn gone(pid: u32) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    !comm.starts_with("qemu")
+}
+
+#[test]
+fn run_exits_with_the_workloads_status_and_probes_kvm() {
+    let Some((host, tools)) = setup("run_exits_with_the_workloads_status_and_probes_kvm") else {
+        return;
+    };
+    let p = supervised_standin(&host, tools);
+    let r = Running::start(
+        &host,
+        tools,
+        p.path(),
+        &["--accel", "auto", "--append", "STANDIN=exit:7"],
+    );
+    let (status, out, err) = r.finish();
+    let all = format!("status {status}\n----- stdout -----\n{out}\n----- stderr -----\n{err}");
+    assert_eq!(status.code(), Some(7), "{all}");
+    assert!(
+        out.contains("fledge-init: /bin/kestrel exited with status 7"),
+        "{all}"
+    );
+    assert!(err.contains("the workload exited with status 7"), "{all}");
+    // On these machines KVM hangs (or aborts): the probe must notice and fall back to TCG.
+    // Where KVM works the run uses it, and the boot above proves it.
+    if err.contains("under KVM") {
+        eprintln!("KVM works on this machine: the probe chose it");
+    } else {
+        assert!(
+            err.contains("KVM not used: ") && err.contains("; using TCG"),
+            "{all}"
+        );
+        assert!(err.contains("under TCG on -M "), "{all}");
+    }
+}
+
+/// `GET /` on 127.0.0.1:`port`: the whole answer.
+fn get(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down() {
+    let test = "run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down";
+    let Some((host, tools)) = setup(test) else {
+        return;
+    };
+    let Some(tree) = host.module_tree(test) else {
+        return;
+    };
+    let server = &fledge_tests::guest_bins().http_service;
+    let p = Project::example(&host, "http-service", &[(server, "bin/http-service")]).unwrap();
+    // Debian's kernel has virtio-net and virtio-pci as modules only.
+    let config = p.path().join("fledge.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "\n[kernel]\nmodules = [\"virtio_net\", \"virtio_pci\"]\nmodules_dir = {:?}\n",
+        tree.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+
+    let mut r = Running::start(&host, tools, p.path(), &["--accel", "tcg"]);
+    r.wait_for_console("http-service example: serving on 0.0.0.0:8080");
+    // The health check passed from the host; the same port answers this test.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let line = loop {
+        let err = r.stderr.lock().unwrap().clone();
+        if let Some(l) = err.lines().find(|l| l.starts_with("healthy after ")) {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never healthy:\n{}", r.output());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let port: u16 = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no URL in `{line}`"));
+    let answer = get(port);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(
+        answer.ends_with("hello from the fledge http-service example\n"),
+        "{answer}"
+    );
+    eprintln!("http-service under fledge run (TCG): {line}");
+
+    let qemu = r.children();
+    assert_eq!(qemu.len(), 1, "one QEMU child: {qemu:?}\n{}", r.output());
+    r.interrupt();
+    let (status, out, err) = r.finish();
+    let all = format!("status {status}\n----- stdout -----\n{out}\n----- stderr -----\n{err}");
+    assert!(
+        err.contains("interrupted: asking the guest to power down"),
+        "{all}"
+    );
+    // Ctrl-Alt-Del reached fledge-init as SIGINT; it passed it on to the script, which stopped
+    // the server and exited 0; fledge-init reported that and powered off.
+    assert!(out.contains("http-service example: stopped"), "{all}");
+    assert!(out.contains("fledge-init: exit-status=0"), "{all}");
+    assert!(out.contains("reboot: Power down"), "{all}");
+    assert_eq!(status.code(), Some(0), "{all}");
+    assert!(
+        !err.contains("killing QEMU"),
+        "the guest shut down by itself:\n{all}"
+    );
+    assert!(
+        gone(qemu[0]),
+        "QEMU (pid {}) is still running:\n{all}",
+        qemu[0]
+    );
+}
+
+#[test]
+fn run_without_a_kernel_names_where_it_looked() {
+    let Some((host, tools)) = setup("run_without_a_kernel_names_where_it_looked") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A named kernel that is not there.
+    let out = Command::new(&tools.fledge)
+        .args(["run", "--kernel", "/nonexistent/vmlinuz", "--accel", "tcg"])
+        .arg(&host.kernel) // any existing file as IMAGE: the kernel is looked for first
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the kernel named by --kernel does not exist: /nonexistent/vmlinuz"),
+        "{err}"
+    );
+    // No kernel anywhere: only checkable where /boot holds none (build machines, CI).
+    let boot_has_one = std::fs::read_dir("/boot")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .unwrap_or(false);
+    if boot_has_one {
+        eprintln!("SKIP the search half: /boot has a vmlinuz-* here");
+        return;
+    }
+    let out = Command::new(&tools.fledge)
+        .args(["run", "--accel", "tcg"])
+        .arg(&host.kernel)
+        .env_remove("FLEDGE_KERNEL")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with(
+            "error: no kernel to boot: looked at --kernel, $FLEDGE_KERNEL, /boot/vmlinuz-"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("/boot/vmlinuz-*") && err.contains("dpkg -x"),
+        "{err}"
+    );
+}
