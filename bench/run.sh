@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build-speed benchmark: fledge (each compression) against the original pipeline
+# Build-speed benchmark: fledge (each compression, cold and from its segment cache, and rebuilds
+# after changing one small file, one big file, adding a file) against the original pipeline
 # (copy into a temp root; find | cpio -o -H newc; gzip -n -9), 3cpio when installed, and the
 # stand-alone compressors on the very same cpio. See bench/README.md.
 #
@@ -100,16 +101,51 @@ export -f pipeline
 export busybox
 measure "pipeline (cp, find, cpio -o, gzip -n -9)" pipeline.cpio.gz bash -c pipeline
 
+# "cold": the segment cache is emptied first, so every segment is compressed (and stored).
+cold() { "$fledge" cache clear -q; }
+same() { # same A B WHAT: fail the benchmark unless A and B are byte-identical
+    cmp -s "$1" "$2" || { echo "$3: $1 and $2 differ" >&2; exit 1; }
+    echo "$3: byte-identical" >&2
+}
 for c in gzip zstd xz lz4 none; do
-    measure "fledge $c" "out.$c" "$fledge" build -q -c fledge.toml -o "out.$c" --compression "$c"
+    cold
+    measure "fledge $c (cold)" "out.$c" "$fledge" build -q -c fledge.toml -o "out.$c" --compression "$c"
+    case $c in gzip | zstd)
+        measure "fledge $c warm, nothing changed" "warm.$c" "$fledge" build -q -c fledge.toml -o "warm.$c" --compression "$c"
+        same "out.$c" "warm.$c" "$c warm vs cold" ;;
+    esac
 done
-measure "fledge gzip -j1" out.gzip1 "$fledge" build -q -c fledge.toml -o out.gzip1 --compression gzip -j 1
-measure "fledge zstd -j1" out.zstd1 "$fledge" build -q -c fledge.toml -o out.zstd1 --compression zstd -j 1
-cmp -s out.gzip out.gzip1 && echo "gzip output identical for -j1 and all cores" >&2
-cmp -s out.zstd out.zstd1 && echo "zstd output identical for -j1 and all cores" >&2
+cold
+measure "fledge gzip -j1 (cold)" out.gzip1 "$fledge" build -q -c fledge.toml -o out.gzip1 --compression gzip -j 1
+cold
+measure "fledge zstd -j1 (cold)" out.zstd1 "$fledge" build -q -c fledge.toml -o out.zstd1 --compression zstd -j 1
+same out.gzip out.gzip1 "gzip -j1 vs all cores"
+same out.zstd out.zstd1 "zstd -j1 vs all cores"
 for l in ${GZIP_LEVELS:-6 8 12}; do
-    measure "fledge gzip --level $l" "out.gzip$l" "$fledge" build -q -c fledge.toml -o "out.gzip$l" --compression gzip --level "$l"
+    cold
+    measure "fledge gzip --level $l (cold)" "out.gzip$l" "$fledge" build -q -c fledge.toml -o "out.gzip$l" --compression gzip --level "$l"
 done
+
+# Rebuilds: the cache holds the unchanged input's segments, CHANGE is applied, the rebuild is
+# timed and compared with a build of the changed input without any cache, then UNDO runs.
+# The small file is the first of 16 kB or less from the middle of the tree on.
+small=$(find input/tree -type f -size -16k | LC_ALL=C sort | awk '{ f[NR] = $0 } END { print f[int(NR / 2) + 1] }')
+added=$(dirname "$small")/fledge-bench-added.txt
+rebuild() { # rebuild WHAT CHANGE UNDO
+    for c in gzip zstd; do
+        "$fledge" build -q -c fledge.toml -o "fill.$c" --compression "$c"
+        eval "$2"
+        measure "fledge $c rebuild, $1" "re.$c" "$fledge" build -q -c fledge.toml -o "re.$c" --compression "$c"
+        FLEDGE_CACHE_MAX_SIZE=0 "$fledge" build -q -c fledge.toml -o "nocache.$c" --compression "$c"
+        same "re.$c" "nocache.$c" "$c rebuild, $1, vs a build without cache"
+        eval "$3"
+    done
+}
+cp "$small" small.bak
+cp input/big-elf big.bak
+rebuild "one small file changed" 'printf "# changed\n" >> "$small"' 'cp small.bak "$small"'
+rebuild "one big file changed" 'printf fledge | dd of=input/big-elf bs=1 seek=1000000 conv=notrunc status=none' 'cp big.bak input/big-elf'
+rebuild "one file added" 'printf "added\n" > "$added"' 'rm -f "$added"'
 
 # The stand-alone compressors on fledge's own uncompressed cpio (same bytes in, so sizes compare).
 measure "gzip -n -9 of the same cpio" same.gz bash -c 'gzip -n -9 < out.none > same.gz'

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
+    codec_versions();
     println!("cargo:rerun-if-env-changed=FLEDGE_INIT_BIN");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let dest = out_dir.join("fledge-init");
@@ -130,4 +131,37 @@ fn cargo_target_dir(out_dir: &Path) -> PathBuf {
         // An unusual layout: keep the nested build beside this script's output.
         None => out_dir.join("nested"),
     }
+}
+
+/// `FLEDGE_CODEC_VERSIONS`: the locked versions of the crates that make compressed bytes, so a
+/// cached segment from another build of fledge is never taken for this one's.
+fn codec_versions() {
+    const CODECS: [&str; 8] = [
+        "crc32fast",
+        "flate2",
+        "libdeflate-sys",
+        "lz4_flex",
+        "lzma-sys",
+        "zlib-rs",
+        "zstd-safe",
+        "zstd-sys",
+    ];
+    let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let lock = root.join("../Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = fs::read_to_string(&lock).unwrap_or_default();
+    let lock: toml::Table = text.parse().unwrap_or_default();
+    let mut found: Vec<String> = lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str()?;
+            let version = p.get("version")?.as_str()?;
+            CODECS.contains(&name).then(|| format!("{name}={version}"))
+        })
+        .collect();
+    found.sort();
+    println!("cargo:rustc-env=FLEDGE_CODEC_VERSIONS={}", found.join(","));
 }

@@ -43,6 +43,8 @@ pub enum Command {
     Run(crate::run::cli::RunArgs),
     /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
     New(NewArgs),
+    /// Show, prune or clear the cache of compressed segments that makes rebuilds fast.
+    Cache(CacheArgs),
     /// Print a shell completion script to stdout (e.g. `fledge completions bash`).
     Completions(CompletionsArgs),
     /// Print the man page (roff) to stdout (e.g. `fledge man | man -l -`).
@@ -101,6 +103,33 @@ impl From<CompressionArg> for Compression {
             CompressionArg::None => Compression::None,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The cache [default: $XDG_CACHE_HOME/fledge or ~/.cache/fledge].
+    #[arg(long, value_name = "DIR", env = "FLEDGE_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: Option<CacheAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Print where the cache is and what it holds (the default).
+    Show,
+    /// Remove the least recently used compressed segments until at most the limit is held.
+    Prune {
+        /// Size to keep, e.g. 256M or 2G [default: $FLEDGE_CACHE_MAX_SIZE, else 512M].
+        #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+        max_size: Option<u64>,
+    },
+    /// Remove every compressed segment (downloads stay, so builds stay offline).
+    Clear,
+}
+
+fn size_arg(s: &str) -> std::result::Result<u64, String> {
+    crate::compress::parse_size(s).ok_or_else(|| "use bytes, or a size like 512M or 2G".into())
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +238,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect_cmd(a, cli.quiet),
         Command::Validate(a) => validate(a, cli.quiet),
         Command::New(a) => new(a, cli.quiet),
+        Command::Cache(a) => cache(a, cli.quiet),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             let mut script = Vec::new();
@@ -324,6 +354,47 @@ fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
         for p in problems {
             log::warn!("boot check: {p}");
         }
+    }
+    Ok(())
+}
+
+fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
+    use crate::compress::SegmentCache;
+    use indicatif::HumanBytes;
+    let root = a
+        .cache_dir
+        .unwrap_or_else(crate::source::Fetcher::default_cache_dir);
+    let configured = SegmentCache::from_env(&root)?;
+    let dir = configured.dir().display().to_string();
+    let err = |e: std::io::Error| anyhow::anyhow!("cannot read the segment cache {dir}: {e}");
+    let (verb, removed, cache) = match a.action.unwrap_or(CacheAction::Show) {
+        CacheAction::Show => {
+            let u = configured.usage().map_err(err)?;
+            println!("cache {}", root.display());
+            println!(
+                "compressed segments: {} in {}, {} (limit {})",
+                u.entries,
+                dir,
+                HumanBytes(u.bytes),
+                HumanBytes(configured.limit())
+            );
+            return Ok(());
+        }
+        CacheAction::Prune { max_size } => {
+            let c = max_size.map_or(configured, |m| SegmentCache::new(&root, m));
+            ("pruned", c.prune().map_err(err)?, c)
+        }
+        CacheAction::Clear => ("cleared", configured.clear().map_err(err)?, configured),
+    };
+    if !quiet {
+        let left = cache.usage().map_err(err)?;
+        println!(
+            "{verb} {dir}: removed {} segments ({}), {} left ({})",
+            removed.entries,
+            HumanBytes(removed.bytes),
+            left.entries,
+            HumanBytes(left.bytes)
+        );
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::plan::{Plan, PlanError};
 /// Guarantee: the result, and so the archive bytes, is a function of the plan's paths, kinds,
 /// permission bits and file contents, and of `mtime` only. Owners are the planned ones (0:0 unless a source set another); every mtime is
 /// `mtime`; entries are in byte order of their paths, which puts every directory before its
-/// children; inode numbers count from 1 in that order. With `dedup`, regular files of equal
+/// children; inode numbers come from a hash of each path ([`assign_inodes`]). With `dedup`, regular files of equal
 /// content, permissions and owner become one newc hardlink group: they share the inode of the first,
 /// and only the last of the group carries the body (the layout GNU cpio writes and the kernel
 /// reads). The bodiless members move to just before that last one, so a group is contiguous
@@ -27,22 +27,37 @@ pub fn normalise(plan: &Plan, mtime: u32, dedup: bool) -> Result<Vec<Entry>, Pla
     let mut entries: Vec<Entry> = plan
         .nodes
         .iter()
-        .enumerate()
-        .map(|(i, (path, node))| Entry {
+        .map(|(path, node)| Entry {
             path: path.trim_start_matches('/').to_string(),
             kind: node.kind.clone(),
             perm: node.perm,
             uid: node.uid,
             gid: node.gid,
-            ino: i as u32 + 1,
+            ino: 0,
             nlink: if matches!(node.kind, Kind::Dir) { 2 } else { 1 },
             mtime,
         })
         .collect();
+    assign_inodes(&mut entries);
     if dedup {
         link_duplicates(&mut entries)?;
     }
     Ok(entries)
+}
+
+/// Inode numbers from a hash of each path (the next free number on a collision, never 0), so
+/// adding or removing a file leaves every other entry's header, and so the compressed
+/// segments a rebuild takes from the cache, as they were.
+fn assign_inodes(entries: &mut [Entry]) {
+    let mut used = std::collections::HashSet::with_capacity(entries.len());
+    for e in entries {
+        let d = Sha256::digest(e.path.as_bytes());
+        let mut ino = u32::from_le_bytes([d[0], d[1], d[2], d[3]]).max(1);
+        while !used.insert(ino) {
+            ino = ino.checked_add(1).unwrap_or(1);
+        }
+        e.ino = ino;
+    }
 }
 
 /// Groups regular files of the same size, content, permissions and owner into hardlinks.
@@ -126,5 +141,34 @@ fn content_hash(c: &Content) -> Result<[u8; 32], PlanError> {
                 .map_err(err)?
                 .0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inodes_are_unique_and_stay_when_a_file_is_added() {
+        let entry = |p: &str| Entry {
+            path: p.to_string(),
+            kind: Kind::File(Content::Empty),
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            ino: 0,
+            nlink: 1,
+            mtime: 0,
+        };
+        let mut a: Vec<Entry> = (0..3000).map(|i| entry(&format!("f{i:04}"))).collect();
+        let mut b = a.clone();
+        b.insert(1500, entry("f1499-new"));
+        assign_inodes(&mut a);
+        assign_inodes(&mut b);
+        let unique: std::collections::HashSet<u32> = b.iter().map(|e| e.ino).collect();
+        assert_eq!(unique.len(), b.len(), "inode numbers are unique");
+        assert!(!unique.contains(&0), "no inode 0");
+        b.remove(1500);
+        assert_eq!(a, b, "the added file changes no other inode");
     }
 }

@@ -382,6 +382,7 @@ fn settings(
         } else {
             req.threads
         },
+        cache: Some(compress::SegmentCache::from_env(&req.cache_dir)?),
     })
 }
 

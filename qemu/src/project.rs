@@ -209,7 +209,8 @@ fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<(), Error> {
 }
 
 /// A path as a TOML basic string.
-fn toml_str(p: &Path) -> String {
+/// `p` as a TOML string.
+pub fn toml_str(p: &Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
 }
 

@@ -18,6 +18,7 @@
 
 use std::io::{self, Write};
 
+use super::cache::Key;
 use super::{CompressError, Compression};
 
 /// lz4 legacy frame magic number.
@@ -70,6 +71,8 @@ pub(crate) struct Piece {
     /// Size of the whole member's archive bytes.
     pub member_len: u64,
     pub data: Vec<u8>,
+    /// On a member's first piece: the cache key to store the compressed member under.
+    pub store: Option<Key>,
 }
 
 /// What a worker made of a piece.
@@ -82,13 +85,32 @@ pub(crate) struct Encoded {
     pub crc: u32,
     pub raw_len: u64,
     pub body: Body,
+    pub store: Option<Key>,
+}
+
+impl Encoded {
+    /// A piece of a member that is already complete (from the cache), written as it is.
+    pub fn verbatim(seq: u64, first: bool, last: bool, data: Vec<u8>) -> Encoded {
+        Encoded {
+            seq,
+            first,
+            last,
+            member_len: 0,
+            crc: 0,
+            raw_len: 0,
+            body: Body::Verbatim(data),
+            store: None,
+        }
+    }
 }
 
 pub(crate) enum Body {
-    /// Bytes ready to write.
+    /// Bytes ready to write, inside the member's framing.
     Done(Vec<u8>),
     /// Raw bytes the writing thread compresses in its member stream (zstd/xz big members).
     Raw(Vec<u8>),
+    /// Bytes of a whole member, framing included.
+    Verbatim(Vec<u8>),
 }
 
 /// Settings every encoder shares.
@@ -197,6 +219,7 @@ impl PieceEncoder {
             crc,
             raw_len,
             body,
+            store: p.store,
         })
     }
 
@@ -271,62 +294,64 @@ enum Stream {
 }
 
 /// Writes encoded pieces in order, adding what spans a member.
-pub(crate) struct MemberWriter<'a> {
+pub(crate) struct MemberWriter {
     codec: Codec,
-    out: &'a mut dyn Write,
     crc: crc32fast::Hasher,
     stream: Option<Stream>,
 }
 
-impl<'a> MemberWriter<'a> {
-    pub fn new(codec: Codec, out: &'a mut dyn Write) -> Self {
+impl MemberWriter {
+    pub fn new(codec: Codec) -> Self {
         MemberWriter {
             codec,
-            out,
             crc: crc32fast::Hasher::new(),
             stream: None,
         }
     }
 
-    pub fn write(&mut self, e: Encoded) -> Result<(), CompressError> {
+    /// Writes the next piece to `out`.
+    pub fn write(&mut self, e: Encoded, out: &mut dyn Write) -> Result<(), CompressError> {
+        if let Body::Verbatim(b) = &e.body {
+            out.write_all(b)?;
+            return Ok(());
+        }
         match self.codec.compression {
             Compression::Gzip => {
                 if e.first {
-                    self.out.write_all(&GZIP_HEADER)?;
+                    out.write_all(&GZIP_HEADER)?;
                     self.crc = crc32fast::Hasher::new();
                 }
                 self.crc
                     .combine(&crc32fast::Hasher::new_with_initial_len(e.crc, e.raw_len));
-                self.out.write_all(done(&e.body))?;
+                out.write_all(done(&e.body))?;
                 if e.last {
                     let crc = std::mem::take(&mut self.crc).finalize();
-                    self.out.write_all(&crc.to_le_bytes())?;
+                    out.write_all(&crc.to_le_bytes())?;
                     // ISIZE is the length modulo 2^32 (RFC 1952).
-                    self.out.write_all(&(e.member_len as u32).to_le_bytes())?;
+                    out.write_all(&(e.member_len as u32).to_le_bytes())?;
                 }
             }
             Compression::Lz4 => {
                 if e.first {
-                    self.out.write_all(&LZ4_LEGACY_MAGIC.to_le_bytes())?;
+                    out.write_all(&LZ4_LEGACY_MAGIC.to_le_bytes())?;
                 }
-                self.out.write_all(done(&e.body))?;
+                out.write_all(done(&e.body))?;
             }
-            Compression::None => self.out.write_all(done(&e.body))?,
+            Compression::None => out.write_all(done(&e.body))?,
             Compression::Zstd | Compression::Xz => match &e.body {
-                Body::Done(b) => self.out.write_all(b)?,
-                Body::Raw(raw) => self.stream_piece(&e, raw)?,
+                Body::Raw(raw) => self.stream_piece(&e, raw, out)?,
+                b => out.write_all(done(b))?,
             },
         }
         Ok(())
     }
 
-    /// Flushes the sink once every piece is written.
-    pub fn flush(self) -> Result<(), CompressError> {
-        self.out.flush()?;
-        Ok(())
-    }
-
-    fn stream_piece(&mut self, e: &Encoded, raw: &[u8]) -> Result<(), CompressError> {
+    fn stream_piece(
+        &mut self,
+        e: &Encoded,
+        raw: &[u8],
+        out: &mut dyn Write,
+    ) -> Result<(), CompressError> {
         if e.first {
             self.stream = Some(self.open_stream(e.member_len)?);
         }
@@ -344,14 +369,14 @@ impl<'a> MemberWriter<'a> {
                 x.get_mut()
             }
         };
-        self.out.write_all(buf)?;
+        out.write_all(buf)?;
         buf.clear();
         if e.last {
             let rest = match self.stream.take().expect("stream is open") {
                 Stream::Zstd(z) => z.finish().map_err(|e| encoder_err("zstd", e))?,
                 Stream::Xz(x) => x.finish().map_err(|e| encoder_err("xz", e))?,
             };
-            self.out.write_all(&rest)?;
+            out.write_all(&rest)?;
         }
         Ok(())
     }
@@ -394,7 +419,7 @@ impl<'a> MemberWriter<'a> {
 
 fn done(b: &Body) -> &[u8] {
     match b {
-        Body::Done(b) => b,
+        Body::Done(b) | Body::Verbatim(b) => b,
         Body::Raw(_) => unreachable!("only zstd and xz members carry raw pieces"),
     }
 }

@@ -1,23 +1,31 @@
-//! Compression of the image: segment-parallel, deterministic, with bounded memory.
+//! Compression of the image: segment-parallel, deterministic, with bounded memory, and
+//! incremental through a cache of compressed segments.
 //!
-//! [`write_image`] cuts the entry list into segments ([`plan`]), each a complete newc archive
-//! with its own trailer, and compresses each as one member of the output (the kernel unpacks
-//! concatenated members, each ending after a trailer). zstd is the exception: the whole image
-//! is one segment, one frame from zstd's own multi-threaded encoder. Three kinds of threads
-//! cooperate:
+//! [`write_image`] cuts the entry list into content-defined segments ([`plan`]), each a
+//! complete newc archive with its own trailer, and compresses each as one member of the output
+//! (the kernel unpacks concatenated members, each ending after a trailer). Each segment's bytes
+//! are hashed first: a member found in the [`SegmentCache`] under that hash is copied as it is,
+//! so a rebuild after a small change compresses only the segments the change touched. Three
+//! kinds of threads cooperate:
 //!
-//! - one producer renders segments with [`NewcWriter`] and cuts the bytes into pieces of at
-//!   most the chunk size, reading host files in small blocks, never whole;
+//! - one producer renders segments with [`NewcWriter`] (reading host files in small blocks,
+//!   never whole), hashes them, replays cached members, and cuts the rest into pieces of at most
+//!   the chunk size;
 //! - `threads` workers compress pieces independently ([`codec::PieceEncoder`]);
-//! - the calling thread writes results in sequence order ([`codec::MemberWriter`]).
+//! - the calling thread writes results in sequence order ([`codec::MemberWriter`]) and stores
+//!   each newly compressed member in the cache.
 //!
 //! Memory is bounded by a fixed number of pieces in flight (credits returned by the writer), so
 //! peak use is about `(threads + 2) x chunk` raw plus as much compressed, whatever the image
-//! size. The segment plan, piece cuts and every encoder's input depend only on the entries and
-//! the options' compression and level, so the output is byte-identical for any thread count.
+//! size. A segment no larger than a piece is rendered once into its piece; a larger one (one
+//! big file) is rendered twice, once to hash it and, when it is not cached, once to compress it.
+//! The segment plan, piece cuts and every encoder's input depend only on the entries and the
+//! options' compression and level, and a cached member is the one those produce, so the output
+//! is byte-identical for any thread count and whatever the cache holds.
 //!
 //! Detection and decoding for reading images back live in [`decode`].
 
+mod cache;
 mod codec;
 mod decode;
 mod plan;
@@ -27,9 +35,13 @@ use std::io::{self, Write};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use sha2::{Digest, Sha256};
+
 use crate::archive::{ArchiveError, Entry, NewcWriter};
+use cache::{HashSink, Hit, Key, Store};
 use codec::{Codec, Encoded, MemberWriter, Piece, PieceEncoder};
 
+pub use cache::{parse_size, segment_dir, SegmentCache, Usage};
 pub use decode::{decoder, detect};
 
 /// How the archive is compressed; every choice is one the Linux kernel unpacks: gzip
@@ -86,6 +98,8 @@ pub struct Options {
     pub level: Option<i32>,
     /// Worker threads (0 counts as 1); output is identical for any value.
     pub threads: usize,
+    /// Where compressed segments are looked up and stored; output is identical without it.
+    pub cache: Option<SegmentCache>,
 }
 
 /// Default libdeflate level for gzip: output no larger than `gzip -9` on realistic images.
@@ -114,42 +128,63 @@ pub enum CompressError {
     Encoder { what: &'static str, message: String },
     #[error("a compression thread stopped unexpectedly ({0})")]
     Thread(&'static str),
+    #[error(
+        "{} is \"{value}\": use a size in bytes, or with K, M or G (0 turns the segment cache off)",
+        cache::LIMIT_ENV
+    )]
+    CacheLimit { value: String },
+    #[error("cannot read the cached segment {}: {source}", path.display())]
+    CacheRead {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
 }
 
 /// Sizes that shape the output. Changing them changes the bytes, so they are fixed constants
 /// in production and only tests pick smaller ones.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tuning {
-    /// Target raw size of one segment (one compressed member).
-    pub segment: u64,
+    /// Segment sizes (one segment is one compressed member) for gzip, lz4 and none.
+    pub limits: plan::Limits,
+    /// Segment sizes for zstd.
+    pub zstd: plan::Limits,
+    /// Segment sizes for xz.
+    pub xz: plan::Limits,
     /// Largest piece handed to a worker; at most 8 MiB (the kernel's lz4 block limit).
     pub chunk: usize,
 }
 
 impl Tuning {
-    /// Segment target for `c`. zstd makes the whole image one frame, compressed by zstd's own
-    /// multi-threaded encoder (deterministic for any worker count): its 2 MiB+ window gains
-    /// more from one stream than it would from independent segments.
-    fn segment_for(&self, c: Compression) -> u64 {
+    /// Segment sizes for `c`. gzip and lz4 look back 32 KiB and 64 KiB, so segments of about
+    /// a megabyte cost them almost nothing (+0.1% for gzip). zstd looks back megabytes and
+    /// gains from long segments, which its multi-threaded encoder compresses in parallel. xz
+    /// compresses a segment larger than a piece as independent blocks of one piece, so its
+    /// segments stay within one piece (see bench/README.md for the sizes).
+    fn limits_for(&self, c: Compression) -> plan::Limits {
         match c {
-            Compression::Zstd => u64::MAX,
-            _ => self.segment,
+            Compression::Zstd => self.zstd,
+            Compression::Xz => self.xz,
+            _ => self.limits,
         }
     }
 }
 
 impl Default for Tuning {
     fn default() -> Self {
+        const MIB: u64 = 1 << 20;
+        let limits = |min, average, max| plan::Limits { min, average, max };
         Tuning {
-            segment: DEFAULT_SEGMENT as u64,
-            chunk: DEFAULT_SEGMENT,
+            limits: limits(MIB / 4, MIB, CHUNK as u64),
+            zstd: limits(4 * MIB, 8 * MIB, 16 * MIB),
+            xz: limits(3 * MIB, MIB, CHUNK as u64),
+            chunk: CHUNK,
         }
     }
 }
 
-/// Segment and piece size: large enough that per-member overhead is noise, small enough that
-/// two cores share even a small image and memory stays low.
-const DEFAULT_SEGMENT: usize = 4 << 20;
+/// Piece size, and the largest gzip or lz4 segment of several entries: large enough for good
+/// ratios, small enough that two cores share even a small image and memory stays low.
+const CHUNK: usize = 4 << 20;
 
 /// Checks that `level` suits `compression` (every level of every format is one the kernel can
 /// unpack), without compressing anything.
@@ -157,12 +192,21 @@ pub fn check_level(compression: Compression, level: Option<i32>) -> Result<(), C
     codec::resolve_level(compression, level).map(|_| ())
 }
 
+/// What [`write_image`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Segments (compressed members) in the image.
+    pub segments: usize,
+    /// Of those, copied from the segment cache.
+    pub cached: usize,
+}
+
 /// Writes `entries` (normalised, in order) as a newc archive compressed per `opts` into `out`.
 pub fn write_image(
     entries: &[Entry],
     opts: &Options,
     out: &mut dyn Write,
-) -> Result<(), CompressError> {
+) -> Result<Stats, CompressError> {
     write_image_tuned(entries, opts, Tuning::default(), out)
 }
 
@@ -171,7 +215,7 @@ pub(crate) fn write_image_tuned(
     opts: &Options,
     tuning: Tuning,
     out: &mut dyn Write,
-) -> Result<(), CompressError> {
+) -> Result<Stats, CompressError> {
     assert!(
         tuning.chunk > 0 && tuning.chunk <= codec::LZ4_MAX_BLOCK,
         "chunk size out of range"
@@ -183,9 +227,41 @@ pub(crate) fn write_image_tuned(
         chunk: tuning.chunk,
         threads,
     };
-    let segments = plan::plan(entries, tuning.segment_for(opts.compression));
-    let credits = threads + 2;
+    // An uncompressed segment would be cached as itself: nothing to gain.
+    let cache = opts
+        .cache
+        .as_ref()
+        .filter(|c| c.enabled() && opts.compression != Compression::None);
+    let segments = plan::plan(entries, tuning.limits_for(opts.compression));
+    let cached = run_threads(entries, &segments, codec, cache, out)?;
+    if let Some(c) = cache {
+        log::debug!(
+            "{cached} of {} segments from the cache {}",
+            segments.len(),
+            c.dir().display()
+        );
+        // Keeping the cache within its bound is housekeeping: the image is already written.
+        if let Err(e) = c.prune() {
+            log::warn!("cannot prune the segment cache {}: {e}", c.dir().display());
+        }
+    }
+    Ok(Stats {
+        segments: segments.len(),
+        cached,
+    })
+}
 
+/// Runs the producer, the workers and the writer over `segments`; returns how many segments
+/// came from the cache.
+fn run_threads(
+    entries: &[Entry],
+    segments: &[plan::Segment],
+    codec: Codec,
+    cache: Option<&SegmentCache>,
+    out: &mut dyn Write,
+) -> Result<usize, CompressError> {
+    let threads = codec.threads;
+    let credits = threads + 2;
     std::thread::scope(|s| {
         let (job_tx, job_rx) = sync_channel::<Piece>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -195,8 +271,22 @@ pub(crate) fn write_image_tuned(
             credit_tx.send(()).expect("the credit channel has room");
         }
 
-        let segments = &segments;
-        let producer = s.spawn(move || produce(entries, segments, tuning.chunk, job_tx, credit_rx));
+        let outbox = Outbox {
+            jobs: job_tx,
+            done: done_tx.clone(),
+            credits: credit_rx,
+            seq: 0,
+            stopped: false,
+        };
+        let producer = s.spawn(move || {
+            Producer {
+                entries,
+                codec,
+                cache,
+                outbox,
+            }
+            .run(segments)
+        });
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let jobs = Arc::clone(&job_rx);
@@ -207,7 +297,7 @@ pub(crate) fn write_image_tuned(
         drop(job_rx);
         drop(done_tx);
 
-        let written = write_in_order(codec, done_rx, credit_tx, out);
+        let written = write_in_order(codec, cache, done_rx, credit_tx, out);
         let produced = producer
             .join()
             .map_err(|_| CompressError::Thread("producer panicked"))?;
@@ -220,8 +310,8 @@ pub(crate) fn write_image_tuned(
         match produced {
             Err(Produce::Failed(e)) => Err(e),
             Err(Produce::Stopped) => Err(CompressError::Thread("workers stopped early")),
-            Ok(()) if !complete => Err(CompressError::Thread("pieces went missing")),
-            Ok(()) => Ok(()),
+            Ok(_) if !complete => Err(CompressError::Thread("pieces went missing")),
+            Ok(cached) => Ok(cached),
         }
     })
 }
@@ -232,88 +322,195 @@ enum Produce {
     Stopped,
 }
 
-/// Renders every segment and sends its pieces in order.
-fn produce(
-    entries: &[Entry],
-    segments: &[plan::Segment],
-    chunk: usize,
+impl From<CompressError> for Produce {
+    fn from(e: CompressError) -> Self {
+        Produce::Failed(e)
+    }
+}
+
+/// Where the producer's pieces go: to the workers, or, for cached members, straight to the
+/// writer. Every piece waits for a credit first, which bounds the pieces alive.
+struct Outbox {
     jobs: SyncSender<Piece>,
+    done: Sender<Result<Encoded, CompressError>>,
     credits: Receiver<()>,
-) -> Result<(), Produce> {
-    let mut cutter = Cutter {
-        jobs,
-        credits,
-        chunk,
-        seq: 0,
-        member_len: 0,
-        written: 0,
-        first: true,
-        buf: Vec::new(),
-        stopped: false,
-    };
-    for seg in segments {
-        cutter.start(seg.raw_len);
-        let mut w = NewcWriter::new(&mut cutter);
-        let result = entries[seg.range.clone()]
-            .iter()
-            .try_for_each(|e| w.append(e))
-            .and_then(|()| w.finish().map(|_| ()));
-        if let Err(e) = result {
-            return Err(if cutter.stopped {
+    seq: u64,
+    stopped: bool,
+}
+
+impl Outbox {
+    fn credit(&mut self) -> Result<u64, Produce> {
+        if self.credits.recv().is_err() {
+            self.stopped = true;
+            return Err(Produce::Stopped);
+        }
+        self.seq += 1;
+        Ok(self.seq - 1)
+    }
+
+    /// Sends raw bytes of a member to be compressed; `store` (first piece only) asks the
+    /// writer to cache the member.
+    fn compress(
+        &mut self,
+        (first, last): (bool, bool),
+        member_len: u64,
+        data: Vec<u8>,
+        store: Option<Key>,
+    ) -> Result<(), Produce> {
+        let seq = self.credit()?;
+        let piece = Piece {
+            seq,
+            first,
+            last,
+            member_len,
+            data,
+            store,
+        };
+        if self.jobs.send(piece).is_err() {
+            self.stopped = true;
+            return Err(Produce::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Sends a cached member to the writer, in pieces of at most `chunk` bytes.
+    fn replay(&mut self, mut hit: Hit, chunk: usize) -> Result<(), Produce> {
+        let mut first = true;
+        loop {
+            let seq = self.credit()?;
+            let data = hit.next_piece(chunk)?;
+            let last = hit.at_end();
+            let piece = Encoded::verbatim(seq, first, last, data);
+            if self.done.send(Ok(piece)).is_err() {
+                self.stopped = true;
+                return Err(Produce::Stopped);
+            }
+            if last {
+                return Ok(());
+            }
+            first = false;
+        }
+    }
+}
+
+/// Renders every segment in order and hands it on: replayed from the cache when found there,
+/// else as pieces to compress.
+struct Producer<'a> {
+    entries: &'a [Entry],
+    codec: Codec,
+    cache: Option<&'a SegmentCache>,
+    outbox: Outbox,
+}
+
+impl Producer<'_> {
+    /// Returns how many segments came from the cache.
+    fn run(mut self, segments: &[plan::Segment]) -> Result<usize, Produce> {
+        let mut cached = 0;
+        for seg in segments {
+            let entries = &self.entries[seg.range.clone()];
+            let hit = if seg.raw_len <= self.codec.chunk as u64 {
+                self.small(entries, seg.raw_len)?
+            } else {
+                self.big(entries, seg.raw_len)?
+            };
+            cached += usize::from(hit);
+        }
+        Ok(cached)
+    }
+
+    /// A segment that fits one piece: rendered once, hashed, compressed unless cached.
+    /// Returns whether it was cached.
+    fn small(&mut self, entries: &[Entry], raw_len: u64) -> Result<bool, Produce> {
+        let mut buf = Vec::with_capacity(raw_len as usize);
+        render(entries, &mut buf)?;
+        if buf.len() as u64 != raw_len {
+            return Err(Produce::Failed(CompressError::Thread(
+                "segment size differs from its plan",
+            )));
+        }
+        let key = self.cache.map(|_| self.key(&Sha256::digest(&buf).into()));
+        if let Some(hit) = self.lookup(key) {
+            return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
+        }
+        self.outbox.compress((true, true), raw_len, buf, key)?;
+        Ok(false)
+    }
+
+    /// A segment larger than a piece: hashed in one pass (when there is a cache), then, unless
+    /// cached, rendered again and cut into pieces.
+    fn big(&mut self, entries: &[Entry], raw_len: u64) -> Result<bool, Produce> {
+        let key = match self.cache {
+            Some(_) => {
+                let mut h = Sha256::new();
+                render(entries, &mut HashSink(&mut h))?;
+                Some(self.key(&h.finalize().into()))
+            }
+            None => None,
+        };
+        if let Some(hit) = self.lookup(key) {
+            return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
+        }
+        let mut cutter = Cutter {
+            outbox: &mut self.outbox,
+            chunk: self.codec.chunk,
+            member_len: raw_len,
+            written: 0,
+            first: true,
+            buf: Vec::new(),
+            store: key,
+        };
+        if let Err(e) = render(entries, &mut cutter) {
+            return Err(if cutter.outbox.stopped {
                 Produce::Stopped
             } else {
-                Produce::Failed(e.into())
+                Produce::Failed(e)
             });
         }
-        cutter.end()?;
+        cutter.end().map(|()| false)
     }
+
+    fn key(&self, raw: &[u8; 32]) -> Key {
+        let c = &self.codec;
+        Key::new(c.compression, c.level.0, c.chunk, raw)
+    }
+
+    fn lookup(&self, key: Option<Key>) -> Option<Hit> {
+        self.cache.zip(key).and_then(|(c, k)| c.lookup(&k))
+    }
+}
+
+/// Writes `entries` as one newc archive, trailer included.
+fn render(entries: &[Entry], out: &mut dyn Write) -> Result<(), CompressError> {
+    let mut w = NewcWriter::new(out);
+    for e in entries {
+        w.append(e)?;
+    }
+    w.finish()?;
     Ok(())
 }
 
 /// A `Write` that cuts one member's bytes into pieces of at most `chunk` bytes.
-struct Cutter {
-    jobs: SyncSender<Piece>,
-    credits: Receiver<()>,
+struct Cutter<'a> {
+    outbox: &'a mut Outbox,
     chunk: usize,
-    seq: u64,
     member_len: u64,
     written: u64,
     first: bool,
     buf: Vec<u8>,
-    stopped: bool,
+    store: Option<Key>,
 }
 
-impl Cutter {
-    fn start(&mut self, member_len: u64) {
-        self.member_len = member_len;
-        self.written = 0;
-        self.first = true;
-    }
-
+impl Cutter<'_> {
     fn buffer(&self) -> Vec<u8> {
         let left = self.member_len - self.written;
         Vec::with_capacity(left.min(self.chunk as u64) as usize)
     }
 
     fn emit(&mut self, last: bool) -> Result<(), Produce> {
-        // Wait for the writer to finish an earlier piece: this bounds the pieces alive.
-        if self.credits.recv().is_err() {
-            self.stopped = true;
-            return Err(Produce::Stopped);
-        }
         let data = std::mem::take(&mut self.buf);
-        let piece = Piece {
-            seq: self.seq,
-            first: self.first,
-            last,
-            member_len: self.member_len,
-            data,
-        };
-        if self.jobs.send(piece).is_err() {
-            self.stopped = true;
-            return Err(Produce::Stopped);
-        }
-        self.seq += 1;
+        let store = self.store.take();
+        self.outbox
+            .compress((self.first, last), self.member_len, data, store)?;
         self.first = false;
         if !last {
             self.buf = self.buffer();
@@ -331,7 +528,7 @@ impl Cutter {
     }
 }
 
-impl Write for Cutter {
+impl Write for Cutter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.capacity() == 0 {
             self.buf = self.buffer();
@@ -381,31 +578,63 @@ fn work(
     }
 }
 
-/// Writes encoded pieces in sequence order; returns whether the producer's last piece arrived.
+/// Writes encoded pieces in sequence order, storing newly compressed members in the cache;
+/// returns whether the producer's last piece arrived.
 fn write_in_order(
     codec: Codec,
+    cache: Option<&SegmentCache>,
     done: Receiver<Result<Encoded, CompressError>>,
     credits: SyncSender<()>,
     out: &mut dyn Write,
 ) -> Result<bool, CompressError> {
-    let mut writer = MemberWriter::new(codec, out);
+    let mut writer = MemberWriter::new(codec);
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut finished = false;
+    let mut store: Option<Store> = None;
     for result in done {
         let e = result?;
         pending.insert(e.seq, e);
         while let Some(e) = pending.remove(&next) {
             let last_member_piece = e.last;
-            writer.write(e)?;
+            if e.first {
+                store = cache.zip(e.store).and_then(|(c, k)| c.store(k));
+            }
+            match store.as_mut() {
+                Some(s) => writer.write(e, &mut Tee { out, store: s })?,
+                None => writer.write(e, out)?,
+            }
+            if last_member_piece {
+                if let Some(s) = store.take() {
+                    s.commit();
+                }
+            }
             next += 1;
             finished = last_member_piece;
             // The producer may be gone already; a closed channel is fine here.
             let _ = credits.try_send(());
         }
     }
-    writer.flush()?;
+    out.flush()?;
     Ok(finished && pending.is_empty())
+}
+
+/// Writes to the image and copies what was written into a cache entry.
+struct Tee<'a> {
+    out: &'a mut dyn Write,
+    store: &'a mut Store,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(b)?;
+        self.store.write(&b[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
 }
 
 #[cfg(test)]

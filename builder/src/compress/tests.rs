@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::archive::{Content, Kind};
+use plan::Limits;
 
 const ALL: [Compression; 5] = [
     Compression::Gzip,
@@ -21,7 +22,21 @@ const ALL: [Compression; 5] = [
 
 /// Small sizes so a test image has many segments and a member split into several pieces.
 const SMALL: Tuning = Tuning {
-    segment: 16 << 10,
+    limits: Limits {
+        min: 4 << 10,
+        average: 16 << 10,
+        max: 64 << 10,
+    },
+    zstd: Limits {
+        min: 16 << 10,
+        average: 32 << 10,
+        max: 256 << 10,
+    },
+    xz: Limits {
+        min: 8 << 10,
+        average: 16 << 10,
+        max: 64 << 10,
+    },
     chunk: 64 << 10,
 };
 
@@ -116,21 +131,33 @@ fn image(dir: &Path) -> (Vec<Entry>, BTreeMap<String, Vec<u8>>) {
 }
 
 fn build(entries: &[Entry], c: Compression, threads: usize, tuning: Tuning) -> Vec<u8> {
+    build_cached(entries, c, threads, tuning, None).0
+}
+
+/// Builds with `cache`; returns the image and what the build did.
+fn build_cached(
+    entries: &[Entry],
+    c: Compression,
+    threads: usize,
+    tuning: Tuning,
+    cache: Option<&SegmentCache>,
+) -> (Vec<u8>, Stats) {
     let opts = Options {
         compression: c,
         level: None,
         threads,
+        cache: cache.cloned(),
     };
     let mut out = Vec::new();
-    write_image_tuned(entries, &opts, tuning, &mut out).expect("image is written");
-    out
+    let stats = write_image_tuned(entries, &opts, tuning, &mut out).expect("image is written");
+    (out, stats)
 }
 
 /// The uncompressed bytes an image for `c` must decompress to: each planned segment rendered
 /// straight through `NewcWriter`, concatenated.
 fn plain_image(entries: &[Entry], c: Compression, tuning: Tuning) -> Vec<u8> {
     let mut out = Vec::new();
-    for seg in plan::plan(entries, tuning.segment_for(c)) {
+    for seg in plan::plan(entries, tuning.limits_for(c)) {
         let mut w = NewcWriter::new(&mut out);
         for e in &entries[seg.range] {
             w.append(e).unwrap();
@@ -241,7 +268,7 @@ fn every_compression_round_trips_through_system_tools() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (entries, files) = image(tmp.path());
-    let segments = |c| plan::plan(&entries, SMALL.segment_for(c)).len();
+    let segments = |c| plan::plan(&entries, SMALL.limits_for(c)).len();
     assert!(
         segments(Compression::Gzip) > 3,
         "the test image spans several segments"
@@ -283,6 +310,7 @@ fn default_sizes_round_trip_with_many_threads() {
             compression: c,
             level: None,
             threads: 3,
+            cache: None,
         };
         let mut out = Vec::new();
         write_image(&entries, &opts, &mut out).unwrap();
@@ -333,6 +361,7 @@ fn a_missing_host_file_fails_cleanly_on_any_thread_count() {
             compression: Compression::Gzip,
             level: None,
             threads,
+            cache: None,
         };
         let err = write_image_tuned(&entries, &opts, SMALL, &mut Vec::new()).unwrap_err();
         assert!(
@@ -367,6 +396,7 @@ fn a_failing_output_stops_every_thread() {
             compression: c,
             level: None,
             threads: 2,
+            cache: None,
         };
         let err = write_image_tuned(&entries, &opts, SMALL, &mut Full(1000)).unwrap_err();
         assert!(matches!(err, CompressError::Io(_)), "{}: {err}", c.name());
@@ -379,6 +409,7 @@ fn a_bad_level_is_rejected_before_any_output() {
         compression: Compression::Zstd,
         level: Some(22),
         threads: 1,
+        cache: None,
     };
     let mut out = Vec::new();
     let err = write_image(&[], &opts, &mut out).unwrap_err();
@@ -399,4 +430,131 @@ fn names_match_the_command_line_and_config_spelling() {
         assert_eq!(cfg.c, c, "serde: {}", c.name());
     }
     assert_eq!(Compression::default(), Compression::Gzip);
+}
+
+/// The segment cache kept in `dir`, roomy.
+fn roomy(dir: &Path) -> SegmentCache {
+    SegmentCache::new(dir, 1 << 30)
+}
+
+#[test]
+fn warm_builds_are_byte_identical_to_cold_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    for c in ALL {
+        let label = c.name();
+        let cache = roomy(&tmp.path().join(label));
+        let cold = build(&entries, c, 2, SMALL);
+        let (filled, first) = build_cached(&entries, c, 1, SMALL, Some(&cache));
+        assert!(filled == cold, "{label}: filling the cache changes nothing");
+        assert_eq!(first.cached, 0, "{label}: nothing is cached at first");
+        assert!(first.segments > 1, "{label}: several segments");
+        for threads in [1, 4] {
+            let (warm, stats) = build_cached(&entries, c, threads, SMALL, Some(&cache));
+            assert!(warm == cold, "{label}: warm build on {threads} threads");
+            // An uncompressed image has nothing worth caching.
+            let want = if c == Compression::None {
+                0
+            } else {
+                stats.segments
+            };
+            assert_eq!(stats.cached, want, "{label}: segments from the cache");
+        }
+    }
+}
+
+#[test]
+fn a_changed_file_recompresses_only_the_segments_around_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    let mid = entries
+        .iter()
+        .position(|e| e.path == "usr/lib/py/m060.py")
+        .expect("the test image has m060");
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let label = c.name();
+        let cache = roomy(&tmp.path().join(label));
+        build_cached(&entries, c, 2, SMALL, Some(&cache));
+        for (how, body) in [("same size", text(1000, 800)), ("grown", text(1001, 2500))] {
+            let mut changed = entries.clone();
+            changed[mid].kind = bytes(body);
+            let (warm, stats) = build_cached(&changed, c, 2, SMALL, Some(&cache));
+            assert!(
+                warm == build(&changed, c, 1, SMALL),
+                "{label} {how}: as cold"
+            );
+            let redone = stats.segments - stats.cached;
+            assert!(
+                (1..=2).contains(&redone),
+                "{label} {how}: {redone} of {} segments compressed again",
+                stats.segments
+            );
+        }
+    }
+}
+
+/// Cache entries on disk, largest first.
+fn cache_files(cache: &SegmentCache) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(cache.dir())
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    files
+}
+
+#[test]
+fn a_corrupted_cached_segment_is_detected_and_compressed_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    for c in [Compression::Gzip, Compression::Xz] {
+        let label = c.name();
+        let cache = roomy(&tmp.path().join(label));
+        let (cold, stats) = build_cached(&entries, c, 2, SMALL, Some(&cache));
+        // The largest entry holds the big file, replayed in several pieces.
+        let victim = cache_files(&cache).remove(0);
+        let mut b = std::fs::read(&victim).unwrap();
+        let at = b.len() / 2;
+        b[at] ^= 0x40;
+        std::fs::write(&victim, &b).unwrap();
+        let (warm, again) = build_cached(&entries, c, 2, SMALL, Some(&cache));
+        assert!(
+            warm == cold,
+            "{label}: the damaged segment is compressed again"
+        );
+        assert_eq!(
+            again.cached,
+            stats.segments - 1,
+            "{label}: one segment redone"
+        );
+        let (_, repaired) = build_cached(&entries, c, 2, SMALL, Some(&cache));
+        assert_eq!(
+            repaired.cached, stats.segments,
+            "{label}: the entry is rewritten"
+        );
+    }
+}
+
+#[test]
+fn a_full_cache_is_pruned_to_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    let root = tmp.path().join("cache");
+    let c = Compression::Gzip;
+    let (cold, _) = build_cached(&entries, c, 2, SMALL, Some(&roomy(&root)));
+    let full = roomy(&root).usage().unwrap();
+    assert!(full.entries > 2, "{full:?}");
+    let bounded = SegmentCache::new(&root, full.bytes / 2);
+    let (warm, _) = build_cached(&entries, c, 2, SMALL, Some(&bounded));
+    assert!(warm == cold, "a pruned cache changes nothing");
+    let left = bounded.usage().unwrap();
+    assert!(
+        left.bytes <= full.bytes / 2 && left.entries > 0,
+        "{left:?} of {full:?}"
+    );
+    // A limit of 0 turns the cache off: nothing is read or written.
+    let off = SegmentCache::new(&tmp.path().join("off"), 0);
+    let (image, stats) = build_cached(&entries, c, 2, SMALL, Some(&off));
+    assert!(image == cold && stats.cached == 0);
+    assert!(!off.dir().exists(), "no cache directory when off");
 }

@@ -46,6 +46,7 @@ fn sha256_of(c: Compression, threads: usize) -> String {
         compression: c,
         level: None,
         threads,
+        cache: None,
     };
     let mut out = Vec::new();
     compress::write_image(&entries(), &opts, &mut out).unwrap();

@@ -1,0 +1,561 @@
+//! The segment cache: compressed members of earlier builds, found again by what they hold.
+//!
+//! A build renders and hashes every segment (so it reads every input, each time), then looks
+//! the segment up here and compresses only those it does not find. A key is the sha256 of
+//! [`FORMAT_VERSION`], fledge's version, the versions of the compressor crates it was built
+//! with (from `Cargo.lock`), the compression, the level, the piece size and the sha256 of the
+//! segment's uncompressed archive bytes: whatever could change the compressed bytes is in it,
+//! so a member found here is the member a cold build writes, byte for byte.
+//!
+//! Layout: `<cache dir>/segments/<key in hex>`, each file [`MAGIC`], the member as it goes into
+//! the image, then a trailer of the member's length (u64 LE) and sha256(key, member). A file
+//! that fails that check is removed with a warning and its segment compressed again. Files are
+//! written under a temporary name and renamed into place, so concurrent builds can share the
+//! directory. Eviction is least recently used: a hit sets the file's mtime to now, and after a
+//! build the oldest files go while the total is over the limit ([`LIMIT_ENV`], default
+//! [`DEFAULT_LIMIT`]; 0 turns the cache off).
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use super::{CompressError, Compression};
+
+/// Bumped whenever the framing of a member changes without a crate version changing.
+pub const FORMAT_VERSION: u32 = 1;
+/// First bytes of every cache file.
+pub const MAGIC: &[u8; 8] = b"FLDGSEG1";
+/// Length and digest after the member.
+const TRAILER_LEN: u64 = 8 + 32;
+/// Default bound on the cache's size in bytes.
+pub const DEFAULT_LIMIT: u64 = 512 << 20;
+/// Environment variable that sets the bound (`512M`, `2G`, bytes; 0 turns the cache off).
+pub const LIMIT_ENV: &str = "FLEDGE_CACHE_MAX_SIZE";
+/// Prefix of files being written.
+const TEMP_PREFIX: &str = ".tmp-";
+/// A temporary file older than this was left by a build that was killed.
+const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
+
+/// The segment cache inside `cache_root`, fledge's cache directory.
+pub fn segment_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("segments")
+}
+
+/// What identifies one compressed member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key([u8; 32]);
+
+impl Key {
+    /// The key of a segment whose archive bytes hash to `raw`, compressed as given.
+    pub fn new(compression: Compression, level: i32, chunk: usize, raw: &[u8; 32]) -> Key {
+        let mut h = Sha256::new();
+        h.update(b"fledge segment\0");
+        h.update(FORMAT_VERSION.to_le_bytes());
+        for s in [
+            env!("CARGO_PKG_VERSION"),
+            env!("FLEDGE_CODEC_VERSIONS"),
+            compression.name(),
+        ] {
+            h.update(s.as_bytes());
+            h.update([0]);
+        }
+        h.update(level.to_le_bytes());
+        h.update((chunk as u64).to_le_bytes());
+        h.update(raw);
+        Key(h.finalize().into())
+    }
+
+    fn file_name(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// How much the cache holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// A directory of compressed segments with a size bound.
+#[derive(Debug, Clone)]
+pub struct SegmentCache {
+    dir: PathBuf,
+    limit: u64,
+}
+
+impl SegmentCache {
+    /// The cache in `cache_root` bounded to `limit` bytes (0: off).
+    pub fn new(cache_root: &Path, limit: u64) -> SegmentCache {
+        SegmentCache {
+            dir: segment_dir(cache_root),
+            limit,
+        }
+    }
+
+    /// The cache in `cache_root` with the bound from [`LIMIT_ENV`] or [`DEFAULT_LIMIT`].
+    pub fn from_env(cache_root: &Path) -> Result<SegmentCache, CompressError> {
+        let limit = match std::env::var(LIMIT_ENV) {
+            Ok(v) if !v.trim().is_empty() => {
+                parse_size(&v).ok_or_else(|| CompressError::CacheLimit { value: v.clone() })?
+            }
+            _ => DEFAULT_LIMIT,
+        };
+        Ok(SegmentCache::new(cache_root, limit))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The size bound in bytes; 0 means builds neither read nor write the cache.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.limit > 0
+    }
+
+    /// Entries and bytes held now (a missing directory holds nothing).
+    pub fn usage(&self) -> io::Result<Usage> {
+        Ok(self.files()?.iter().fold(Usage::default(), |u, f| Usage {
+            entries: u.entries + 1,
+            bytes: u.bytes + f.size,
+        }))
+    }
+
+    /// Removes the least recently used entries until at most the limit is held, and
+    /// temporary files that killed builds left; returns what was removed.
+    pub fn prune(&self) -> io::Result<Usage> {
+        self.shrink_to(self.limit)
+    }
+
+    /// Removes every entry; returns what was removed.
+    pub fn clear(&self) -> io::Result<Usage> {
+        self.shrink_to(0)
+    }
+
+    fn shrink_to(&self, limit: u64) -> io::Result<Usage> {
+        let mut files = self.files()?;
+        // Oldest first; the name breaks ties so the order is the same on every run.
+        files.sort_by(|a, b| (a.used, &a.path).cmp(&(b.used, &b.path)));
+        let mut held: u64 = files.iter().map(|f| f.size).sum();
+        let mut removed = Usage::default();
+        for f in files {
+            if held <= limit {
+                break;
+            }
+            match fs::remove_file(&f.path) {
+                Ok(()) => {}
+                // Another build's prune got there first.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            held -= f.size;
+            removed.entries += 1;
+            removed.bytes += f.size;
+        }
+        Ok(removed)
+    }
+
+    /// Cache entries (named by a key), with their size and last use; removes stale temporary
+    /// files on the way. Files of other names are left alone.
+    fn files(&self) -> io::Result<Vec<CacheFile>> {
+        let dir = match fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for item in dir {
+            let item = item?;
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = item.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with(TEMP_PREFIX) {
+                if used.elapsed().is_ok_and(|age| age > STALE_TEMP) {
+                    let _ = fs::remove_file(item.path());
+                }
+                continue;
+            }
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(CacheFile {
+                    path: item.path(),
+                    size: meta.len(),
+                    used,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The member stored under `key`, checked whole; a damaged entry is removed.
+    pub(crate) fn lookup(&self, key: &Key) -> Option<Hit> {
+        let path = self.dir.join(key.file_name());
+        let mut file = File::open(&path).ok()?;
+        match check(&mut file, key) {
+            Ok(Some((len, digest))) => {
+                // Least recently used: a hit counts as a use. Failing to mark it only makes
+                // the entry look older.
+                let _ = file.set_modified(SystemTime::now());
+                if file.seek(SeekFrom::Start(MAGIC.len() as u64)).is_err() {
+                    return None;
+                }
+                Some(Hit {
+                    reader: file.take(len),
+                    hasher: keyed_hasher(key),
+                    digest,
+                    path,
+                })
+            }
+            Ok(None) => {
+                log::warn!(
+                    "cached segment {} is damaged; compressing it again",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+                None
+            }
+            Err(e) => {
+                log::debug!("cannot read cached segment {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// A writer that stores a member under `key` when committed; `None` when the directory
+    /// cannot be written (the build goes on without caching).
+    pub(crate) fn store(&self, key: Key) -> Option<Store> {
+        let started = fs::create_dir_all(&self.dir).and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(&self.dir)
+        });
+        let tmp = match started {
+            Ok(t) => t,
+            Err(e) => {
+                log::debug!("segment cache {} not written: {e}", self.dir.display());
+                return None;
+            }
+        };
+        let mut s = Store {
+            out: BufWriter::with_capacity(64 << 10, tmp),
+            hasher: keyed_hasher(&key),
+            len: 0,
+            path: self.dir.join(key.file_name()),
+            failed: None,
+        };
+        s.put(MAGIC);
+        Some(s)
+    }
+}
+
+struct CacheFile {
+    path: PathBuf,
+    size: u64,
+    used: SystemTime,
+}
+
+fn keyed_hasher(key: &Key) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(key.0);
+    h
+}
+
+/// Reads a whole cache file: `Some((member length, digest))` when magic, length and digest
+/// agree, `None` when they do not.
+fn check(file: &mut File, key: &Key) -> io::Result<Option<(u64, [u8; 32])>> {
+    let size = file.metadata()?.len();
+    let overhead = MAGIC.len() as u64 + TRAILER_LEN;
+    if size < overhead {
+        return Ok(None);
+    }
+    let len = size - overhead;
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Ok(None);
+    }
+    let mut hasher = keyed_hasher(key);
+    let copied = io::copy(&mut (&mut *file).take(len), &mut HashSink(&mut hasher))?;
+    let mut trailer = [0u8; TRAILER_LEN as usize];
+    file.read_exact(&mut trailer)?;
+    let stored_len = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
+    let digest: [u8; 32] = hasher.finalize().into();
+    let ok = copied == len && stored_len == len && trailer[8..] == digest;
+    Ok(ok.then_some((len, digest)))
+}
+
+/// A `Write` that only hashes.
+pub(crate) struct HashSink<'a>(pub &'a mut Sha256);
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A checked member being read back.
+pub(crate) struct Hit {
+    reader: io::Take<File>,
+    hasher: Sha256,
+    digest: [u8; 32],
+    path: PathBuf,
+}
+
+impl Hit {
+    /// The next at most `max` bytes of the member, hashed again on the way: the piece that
+    /// ends the member is an error when the file changed since it was checked.
+    pub fn next_piece(&mut self, max: usize) -> Result<Vec<u8>, CompressError> {
+        let changed = |path: &Path, e: io::Error| CompressError::CacheRead {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let want = (max as u64).min(self.reader.limit());
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut self.reader)
+            .take(want)
+            .read_to_end(&mut buf)
+            .map_err(|e| changed(&self.path, e))?;
+        if (buf.len() as u64) < want {
+            return Err(changed(
+                &self.path,
+                io::Error::other("it shrank while it was read"),
+            ));
+        }
+        self.hasher.update(&buf);
+        if self.at_end() {
+            let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            if digest != self.digest {
+                return Err(changed(
+                    &self.path,
+                    io::Error::other("it changed while it was read"),
+                ));
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Whether the whole member has been read.
+    pub fn at_end(&self) -> bool {
+        self.reader.limit() == 0
+    }
+}
+
+/// A member being written to the cache; never fails the build: a write error drops the entry.
+pub(crate) struct Store {
+    out: BufWriter<tempfile::NamedTempFile>,
+    hasher: Sha256,
+    len: u64,
+    path: PathBuf,
+    failed: Option<io::Error>,
+}
+
+impl Store {
+    fn put(&mut self, b: &[u8]) {
+        if self.failed.is_none() {
+            if let Err(e) = self.out.write_all(b) {
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Adds bytes of the member.
+    pub fn write(&mut self, b: &[u8]) {
+        self.hasher.update(b);
+        self.len += b.len() as u64;
+        self.put(b);
+    }
+
+    /// Writes the trailer and renames the file into place.
+    pub fn commit(mut self) {
+        let digest = std::mem::take(&mut self.hasher).finalize();
+        self.put(&self.len.to_le_bytes());
+        self.put(&digest);
+        let done = match self.failed.take() {
+            Some(e) => Err(e),
+            None => self
+                .out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|tmp| tmp.persist(&self.path).map_err(|e| e.error).map(|_| ())),
+        };
+        if let Err(e) = done {
+            log::debug!("cached segment {} not written: {e}", self.path.display());
+        }
+    }
+}
+
+/// A size in bytes: digits with an optional `K`, `M`, `G` or `T` (powers of 1024, an optional
+/// `B` or `iB` after it).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let unit = s[digits..].trim().to_ascii_uppercase();
+    let unit = unit
+        .strip_suffix("IB")
+        .or_else(|| unit.strip_suffix('B'))
+        .unwrap_or(&unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> Key {
+        Key::new(Compression::Gzip, 9, 1 << 20, &[n; 32])
+    }
+
+    fn put(c: &SegmentCache, k: Key, member: &[u8]) {
+        let mut s = c.store(k).expect("the cache is writable");
+        s.write(member);
+        s.commit();
+    }
+
+    fn read_all(mut hit: Hit, piece: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !hit.at_end() {
+            out.extend(hit.next_piece(piece).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn keys_differ_by_every_part() {
+        let raw = [1u8; 32];
+        let base = Key::new(Compression::Gzip, 9, 4096, &raw);
+        let others = [
+            Key::new(Compression::Zstd, 9, 4096, &raw),
+            Key::new(Compression::Gzip, 8, 4096, &raw),
+            Key::new(Compression::Gzip, 9, 8192, &raw),
+            Key::new(Compression::Gzip, 9, 4096, &[2u8; 32]),
+        ];
+        for (i, k) in others.iter().enumerate() {
+            assert_ne!(*k, base, "case {i}");
+        }
+        assert_eq!(base, Key::new(Compression::Gzip, 9, 4096, &raw));
+    }
+
+    #[test]
+    fn a_stored_member_reads_back_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(dir.path(), DEFAULT_LIMIT);
+        assert!(c.lookup(&key(1)).is_none(), "empty cache");
+        let member: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        put(&c, key(1), &member);
+        assert_eq!(read_all(c.lookup(&key(1)).unwrap(), 30_000), member);
+        assert!(c.lookup(&key(2)).is_none(), "another key");
+        let u = c.usage().unwrap();
+        assert_eq!(u.entries, 1);
+        assert_eq!(u.bytes, member.len() as u64 + 8 + TRAILER_LEN);
+    }
+
+    #[test]
+    fn a_damaged_entry_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(dir.path(), DEFAULT_LIMIT);
+        let path = c.dir().join(key(1).file_name());
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(&str, Damage); 4] = [
+            ("flipped byte", |b| b[20] ^= 1),
+            ("truncated", |b| b.truncate(b.len() - 1)),
+            ("bad magic", |b| b[0] = b'X'),
+            ("empty", |b| b.clear()),
+        ];
+        for (name, damage) in cases {
+            put(&c, key(1), &[7u8; 5000]);
+            let mut bytes = fs::read(&path).unwrap();
+            damage(&mut bytes);
+            fs::write(&path, bytes).unwrap();
+            assert!(c.lookup(&key(1)).is_none(), "{name}: detected");
+            assert!(!path.exists(), "{name}: removed");
+        }
+    }
+
+    #[test]
+    fn a_change_while_reading_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(dir.path(), DEFAULT_LIMIT);
+        put(&c, key(1), &[7u8; 5000]);
+        let mut hit = c.lookup(&key(1)).unwrap();
+        let path = c.dir().join(key(1).file_name());
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[100] ^= 1;
+        // In place, as a faulty disk or another program would.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        assert_eq!(hit.next_piece(4000).unwrap().len(), 4000);
+        let err = hit.next_piece(4000).unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+    }
+
+    #[test]
+    fn prune_removes_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = 1000 + 8 + TRAILER_LEN;
+        let c = SegmentCache::new(dir.path(), 3 * entry);
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        for n in 0..5u8 {
+            put(&c, key(n), &[n; 1000]);
+            let f = File::open(c.dir().join(key(n).file_name())).unwrap();
+            f.set_modified(t0 + Duration::from_secs(u64::from(n)))
+                .unwrap();
+        }
+        // A hit makes the oldest the newest.
+        assert!(c.lookup(&key(0)).is_some());
+        let removed = c.prune().unwrap();
+        assert_eq!(removed.entries, 2);
+        assert_eq!(c.usage().unwrap().bytes, 3 * entry);
+        let kept: Vec<bool> = (0..5).map(|n| c.lookup(&key(n)).is_some()).collect();
+        assert_eq!(kept, [true, false, false, true, true]);
+        assert_eq!(c.clear().unwrap().entries, 3);
+        assert_eq!(c.usage().unwrap(), Usage::default());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        let cases = [
+            ("0", Some(0)),
+            ("4096", Some(4096)),
+            ("512M", Some(512 << 20)),
+            ("2G", Some(2 << 30)),
+            ("1 GiB", Some(1 << 30)),
+            ("10kb", Some(10 << 10)),
+            ("", None),
+            ("M", None),
+            ("5X", None),
+            ("-1", None),
+            ("99999999999T", None),
+        ];
+        for (i, (s, want)) in cases.into_iter().enumerate() {
+            assert_eq!(parse_size(s), want, "case {i}: {s:?}");
+        }
+    }
+}
