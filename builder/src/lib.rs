@@ -18,6 +18,7 @@ pub mod embedded;
 pub mod error;
 pub mod inspect;
 pub mod kmod;
+pub mod libs;
 pub mod manifest;
 pub mod normalise;
 pub mod output;
