@@ -149,7 +149,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     if fetching == Fetching::Download {
         check_outputs(&outputs, &config, &manifest.0, Some(&plan))?;
     }
-    for w in &plan.warnings {
+    for w in plan.warnings.iter().chain(&plan::runnable(&config, &plan)?) {
         log::warn!("{w}");
     }
     for n in &plan.notes {

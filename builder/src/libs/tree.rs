@@ -138,53 +138,89 @@ pub struct HostTree {
 }
 
 impl HostTree {
-    fn host(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
+    /// Where `path` of this tree is on the host: its parent resolved inside the tree first, so
+    /// a symlink in the sysroot never leads the host out of it. `None` when the parent is not a
+    /// directory of the tree.
+    pub fn host_path(&self, path: &str) -> io::Result<Option<PathBuf>> {
+        if path == "/" {
+            return Ok(Some(self.root.clone()));
+        }
+        let dir = walk(&Resolved(self), parent(path))?;
+        if dir.node != Some(Node::Dir) {
+            return Ok(None);
+        }
+        let name = &path[path.rfind('/').map_or(0, |i| i + 1)..];
+        Ok(Some(
+            self.root
+                .join(join(&dir.real, name).trim_start_matches('/')),
+        ))
     }
+}
 
-    /// Where a resolved path of this tree is on the host.
-    pub fn host_path(&self, path: &str) -> PathBuf {
-        self.host(path)
+/// A host tree asked only about paths whose parents hold no symlinks (as [`walk`] does).
+struct Resolved<'a>(&'a HostTree);
+
+impl Tree for Resolved<'_> {
+    fn node(&self, path: &str) -> io::Result<Option<Node>> {
+        host_node(&self.0.root.join(path.trim_start_matches('/')))
     }
+    fn open(&self, _: &str) -> io::Result<Box<dyn ReadSeek + '_>> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    fn list(&self, _: &str) -> io::Result<Vec<String>> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+fn host_node(host: &std::path::Path) -> io::Result<Option<Node>> {
+    let meta = match fs::symlink_metadata(host) {
+        Ok(m) => m,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let ft = meta.file_type();
+    Ok(Some(if ft.is_symlink() {
+        match fs::read_link(host)?.into_os_string().into_string() {
+            Ok(t) => Node::Symlink(t),
+            Err(_) => Node::Other, // a target that is not UTF-8 leads nowhere we search
+        }
+    } else if ft.is_dir() {
+        Node::Dir
+    } else if ft.is_file() {
+        Node::File
+    } else {
+        Node::Other
+    }))
+}
+
+fn missing() -> io::Error {
+    io::Error::from(io::ErrorKind::NotFound)
 }
 
 impl Tree for HostTree {
     fn node(&self, path: &str) -> io::Result<Option<Node>> {
-        let host = self.host(path);
-        let meta = match fs::symlink_metadata(&host) {
-            Ok(m) => m,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        let ft = meta.file_type();
-        Ok(Some(if ft.is_symlink() {
-            match fs::read_link(&host)?.into_os_string().into_string() {
-                Ok(t) => Node::Symlink(t),
-                Err(_) => Node::Other, // a target that is not UTF-8 leads nowhere we search
-            }
-        } else if ft.is_dir() {
-            Node::Dir
-        } else if ft.is_file() {
-            Node::File
-        } else {
-            Node::Other
-        }))
+        match self.host_path(path)? {
+            Some(host) => host_node(&host),
+            None => Ok(None),
+        }
     }
 
     fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek + '_>> {
-        Ok(Box::new(fs::File::open(self.host(path))?))
+        let host = self.host_path(path)?.ok_or_else(missing)?;
+        Ok(Box::new(fs::File::open(host)?))
     }
 
     fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        let host = self.host_path(path)?.ok_or_else(missing)?;
         let mut names = Vec::new();
-        for e in fs::read_dir(self.host(path))? {
+        for e in fs::read_dir(host)? {
             if let Ok(n) = e?.file_name().into_string() {
                 names.push(n);
             }
@@ -223,7 +259,7 @@ impl Tree for MemTree {
     fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek + '_>> {
         match self.nodes.get(path) {
             Some((Node::File, body)) => Ok(Box::new(Cursor::new(body.clone()))),
-            _ => Err(io::Error::from(io::ErrorKind::NotFound)),
+            _ => Err(missing()),
         }
     }
 
@@ -297,6 +333,31 @@ mod tests {
         assert_eq!(join("/", "../../x"), "/x");
         assert_eq!(parent("/x"), "/");
         assert_eq!(parent("/usr/lib/x"), "/usr/lib");
+    }
+
+    #[test]
+    fn host_tree_never_leaves_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "inside").unwrap();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../../../../../etc", root.join("usr/etc")).unwrap();
+        let t = HostTree { root: root.into() };
+        // /lib -> /usr/lib is the sysroot's /usr/lib, not the host's
+        assert_eq!(t.node("/lib/os-release").unwrap(), Some(Node::File));
+        assert_eq!(t.node("/lib/x86_64-linux-gnu").unwrap(), None);
+        assert_eq!(
+            t.host_path("/usr/etc/passwd").unwrap().unwrap(),
+            root.join("etc/passwd")
+        );
+        let mut body = String::new();
+        t.open("/lib/os-release")
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, "inside");
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod base;
 mod busybox;
 mod fledge;
 mod kernel;
+mod libraries;
 mod mappings;
 mod workload;
 
@@ -42,6 +43,7 @@ use crate::source::Fetched;
 
 pub use base::BASE_DIRS;
 pub use busybox::BASE_APPLETS;
+pub use libraries::{problems, runnable, PlanTree};
 pub use mappings::fhs_mode;
 
 /// A layout that cannot be made.
@@ -85,6 +87,8 @@ pub enum Origin {
     Kernel(String),
     /// The workload spec (`[init] command`, `env`, `workdir`, `user`, `hostname`, `nofile`).
     Workload,
+    /// A shared library (or its link) the program at this path needs (`[build] libraries`).
+    Library { program: String },
 }
 
 impl Origin {
@@ -105,6 +109,7 @@ impl Origin {
             Origin::InitConf => "init.supervise",
             Origin::Kernel(_) => "kernel.modules",
             Origin::Workload => "init",
+            Origin::Library { .. } => "build.libraries",
         };
         (None, key.to_string())
     }
@@ -139,6 +144,9 @@ impl Origin {
             Origin::Applet => format!(
                 "writes {path}, which every image needs as it is (a busybox applet link): choose another destination"
             ),
+            Origin::Library { program } => format!(
+                "writes {path}, which {program} needs from `build.sysroot`: choose another destination"
+            ),
         }
     }
 }
@@ -158,6 +166,7 @@ impl fmt::Display for Origin {
             Origin::InitConf => f.write_str("fledge-init's options (init.supervise)"),
             Origin::Kernel(why) => write!(f, "kernel modules ([kernel]: {why})"),
             Origin::Workload => f.write_str("the workload spec ([init] command, env, ...)"),
+            Origin::Library { program } => write!(f, "the shared libraries of {program}"),
         }
     }
 }
@@ -234,9 +243,10 @@ pub const LAYERS: &[Layer] = &[
     // (coming) a container image's root file system
     busybox::LAYER,
     mappings::LAYER,
-    // (coming) the shared libraries the ELF files placed so far need
     kernel::LAYER,
     fledge::LAYER,
+    // last: it needs every ELF file placed, fledge's own (agent, custom init) included
+    libraries::LAYER,
 ];
 
 /// Checks, for every layer, what can be checked before anything is fetched, so a typo fails at
