@@ -325,7 +325,7 @@ impl Tree for Overlay<'_> {
 
 /// The programs the image cannot boot without: `/init`, busybox and the hand-off target.
 fn must_run(cfg: &Config) -> Vec<&str> {
-    let mut out = vec![paths::INIT, paths::BUSYBOX];
+    let mut out = vec![paths::BUSYBOX, paths::INIT];
     match &cfg.init {
         InitMode::Default { .. } => out.push(paths::AGENT),
         InitMode::Custom {
@@ -453,5 +453,185 @@ fn fix_for(cfg: &Config, p: &Problem) -> String {
         ),
         Problem::WrongTarget { .. } => ": use the program built for x86_64".into(),
         Problem::NotExecutable { .. } => ": check that the file is the program you meant (a download that returned a web page, a truncated file)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::libs::closure::tests::cc;
+    use crate::source::Fetched;
+    use std::path::Path;
+
+    /// A static x86_64 ELF header and nothing else: what busybox needs to pass the check.
+    fn elf_stub() -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+        h[16] = 2; // ET_EXEC
+        h[18] = 62; // EM_X86_64
+        h[20] = 1;
+        h[52] = 64;
+        h
+    }
+
+    struct Fx {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fx {
+        fn new(busybox: &[u8]) -> Fx {
+            let fx = Fx {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            fx.write("busybox", busybox, 0o755);
+            fx
+        }
+
+        fn write(&self, rel: &str, body: &[u8], mode: u32) {
+            let p = self.dir.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, body).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        }
+
+        fn plan(&self, body: &str) -> (Config, Result<Plan, PlanError>) {
+            let text = format!("version = \"1\"\nstrategy = \"initramfs\"\n{body}");
+            let cfg = Config::from_str(&text, &self.dir.path().join("fledge.toml")).unwrap();
+            let bb = self.dir.path().join("busybox");
+            let busybox = Fetched {
+                size: fs::metadata(&bb).unwrap().len(),
+                path: bb,
+                sha256: String::new(),
+                origin: String::new(),
+                cached: false,
+            };
+            let plan = super::super::plan(&Inputs {
+                config: &cfg,
+                busybox: &busybox,
+                agent: None,
+                init: &elf_stub(),
+            });
+            (cfg, plan)
+        }
+    }
+
+    const LS_INIT: &str =
+        "[init]\npath = \"/usr/bin/ls\"\n[mappings]\n\"/usr/bin/ls\" = \"/usr/bin/ls\"\n";
+
+    #[test]
+    fn a_dynamic_init_gets_its_closure_and_runs() {
+        let fx = Fx::new(&elf_stub());
+        let (cfg, plan) = fx.plan(LS_INIT);
+        let plan = plan.unwrap();
+        let tree = PlanTree { plan: &plan };
+        let ld = walk(&tree, "/lib64/ld-linux-x86-64.so.2").unwrap();
+        assert_eq!(ld.node, Some(TNode::File), "{ld:?}");
+        assert!(
+            matches!(plan.nodes[&ld.real].origin, Origin::Library { ref program } if program == "/usr/bin/ls")
+        );
+        assert!(problems(&tree, "/usr/bin/ls").unwrap().is_empty());
+        assert_eq!(runnable(&cfg, &plan).unwrap(), Vec::<String>::new());
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("libc.so.6 for /usr/bin/ls")),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn with_libraries_off_a_dynamic_init_fails_the_build() {
+        let fx = Fx::new(&elf_stub());
+        let (cfg, plan) = fx.plan(&format!("[build]\nlibraries = \"off\"\n{LS_INIT}"));
+        let plan = plan.unwrap();
+        assert!(!plan.nodes.contains_key("/lib64"));
+        let e = runnable(&cfg, &plan).unwrap_err().to_string();
+        for want in [
+            "`mappings.\"/usr/bin/ls\"`",
+            "/lib64/ld-linux-x86-64.so.2",
+            "`build.libraries` is \"off\"",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+    }
+
+    #[test]
+    fn a_web_page_as_busybox_is_refused() {
+        let fx = Fx::new(b"<!DOCTYPE html><html><body>Not found</body></html>");
+        fx.write("init", b"#!/bin/sh\necho hi\n", 0o755);
+        let (cfg, plan) = fx.plan("[init]\nnone = true\n[mappings]\n\"init\" = \"/init\"\n");
+        let plan = plan.unwrap();
+        let e = runnable(&cfg, &plan).unwrap_err().to_string();
+        for want in ["`source.busybox_url`", "/bin/busybox", "<!DOCTYPE html>"] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+    }
+
+    #[test]
+    fn script_inits_need_their_interpreter() {
+        let fx = Fx::new(&elf_stub());
+        fx.write("init", b"#!/bin/sh\necho hi\n", 0o755);
+        fx.write("perl-init", b"#!/usr/bin/perl\nprint 1;\n", 0o755);
+        let (cfg, plan) = fx.plan("[init]\nnone = true\n[mappings]\n\"init\" = \"/init\"\n");
+        assert!(runnable(&cfg, &plan.unwrap()).is_ok(), "/bin/sh is busybox");
+        let (cfg, plan) = fx.plan("[init]\nnone = true\n[mappings]\n\"perl-init\" = \"/init\"\n");
+        let e = runnable(&cfg, &plan.unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains("/init needs the interpreter /usr/bin/perl, which is not in the image"),
+            "{e}"
+        );
+        // mapped, perl brings its own libraries
+        let (cfg, plan) = fx.plan(
+            "[init]\nnone = true\n[mappings]\n\"perl-init\" = \"/init\"\n\"/usr/bin/perl\" = \"/usr/bin/perl\"\n",
+        );
+        assert!(runnable(&cfg, &plan.unwrap()).is_ok());
+    }
+
+    #[test]
+    fn an_ld_so_conf_library_is_linked_where_the_guest_loader_looks() {
+        let fx = Fx::new(&elf_stub());
+        let root = fx.dir.path().join("root");
+        let multi = root.join("usr/lib/x86_64-linux-gnu");
+        fs::create_dir_all(&multi).unwrap();
+        for f in ["ld-linux-x86-64.so.2", "libc.so.6"] {
+            fs::copy(Path::new("/lib/x86_64-linux-gnu").join(f), multi.join(f)).unwrap();
+        }
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        fs::create_dir_all(root.join("lib64")).unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            root.join("lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/ld.so.conf"), "/opt/vendor/lib\n").unwrap();
+        let lib = root.join("opt/vendor/lib/libvendor.so.1");
+        let Some(()) = cc(
+            "gcc",
+            "int vendor(void){return 0;}",
+            &lib,
+            &["-shared", "-fPIC", "-Wl,-soname,libvendor.so.1"],
+        ) else {
+            return;
+        };
+        let exe = fx.dir.path().join("app");
+        let main = "int vendor(void); int main(void){return vendor();}";
+        cc("gcc", main, &exe, &[lib.to_str().unwrap()]).unwrap();
+        let (cfg, plan) = fx.plan("[init]\npath = \"/usr/bin/app\"\n[build]\nsysroot = \"root\"\n[mappings]\n\"app\" = \"/usr/bin/app\"\n");
+        let plan = plan.unwrap();
+        assert!(plan.nodes.contains_key("/opt/vendor/lib/libvendor.so.1"));
+        assert_eq!(
+            plan.nodes["/usr/lib/x86_64-linux-gnu/libvendor.so.1"].kind,
+            Kind::Symlink("/opt/vendor/lib/libvendor.so.1".into())
+        );
+        // the image's own view (no ld.so.conf, no cache) finds everything
+        assert!(runnable(&cfg, &plan).is_ok(), "{:?}", runnable(&cfg, &plan));
+        let Kind::File(Content::Path { path, .. }) =
+            &plan.nodes["/usr/lib/x86_64-linux-gnu/libc.so.6"].kind
+        else {
+            panic!("libc is a file");
+        };
+        assert!(path.starts_with(&root), "taken from the sysroot: {path:?}");
     }
 }
