@@ -149,7 +149,21 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     if fetching == Fetching::Download {
         check_outputs(&outputs, &config, &manifest.0, Some(&plan))?;
     }
-    for w in plan.warnings.iter().chain(&plan::runnable(&config, &plan)?) {
+    // Offline, busybox and the agent may be stand-ins for downloads not made.
+    let unfetched: Vec<&str> = [
+        (fledge_abi::paths::BUSYBOX, Some(&busybox)),
+        (fledge_abi::paths::AGENT, agent.as_ref()),
+    ]
+    .into_iter()
+    .filter(|(_, f)| f.is_some_and(|f| f.sha256.is_empty()))
+    .map(|(p, _)| p)
+    .collect();
+    let strictness = match fetching {
+        Fetching::Download => plan::Strictness::Build,
+        Fetching::Offline => plan::Strictness::Preview,
+    };
+    let runnable = plan::runnable(&config, &plan, strictness, &unfetched)?;
+    for w in plan.warnings.iter().chain(&runnable) {
         log::warn!("{w}");
     }
     for n in &plan.notes {

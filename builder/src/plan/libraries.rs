@@ -338,45 +338,55 @@ fn must_run(cfg: &Config) -> Vec<&str> {
 }
 
 /// Why the program at `path` cannot start in `tree` (empty when it can). A `#!` script's
-/// interpreter is checked the same way, to a bounded depth.
-pub fn problems(tree: &dyn Tree, path: &str) -> io::Result<Vec<Problem>> {
+/// interpreter is checked the same way, to a bounded depth; paths in `unknown` (downloads not
+/// made) are taken as fine. A file that cannot be read is a problem, not an error.
+pub fn problems(tree: &dyn Tree, path: &str, unknown: &[&str]) -> Vec<Problem> {
     let mut path = path.to_string();
     for _ in 0..SCRIPT_DEPTH {
-        let w = walk(tree, &path)?;
+        if unknown.contains(&path.as_str()) {
+            return Vec::new();
+        }
         let not = |why: String| {
             vec![Problem::NotExecutable {
                 path: path.clone(),
                 why,
             }]
         };
-        if w.node != Some(TNode::File) {
-            return Ok(not("it is not in the image".into()));
-        }
-        let head = head_of(tree, &w.real);
-        match elf::read(tree.open(&w.real)?) {
-            Ok(Exec::Elf(_)) => return Ok(closure(tree, &path, X86_64, false)?.problems),
-            Ok(Exec::Script { interp, .. }) => match walk(tree, &interp)?.node {
-                Some(TNode::File) => path = interp,
-                _ => {
-                    return Ok(vec![Problem::Interp {
-                        program: path,
-                        interp,
-                        why: "is not in the image".into(),
-                    }])
-                }
-            },
-            Ok(Exec::Other) => {
-                return Ok(not(format!(
-                    "it is neither an ELF program nor a #! script (it starts with {head:?})"
-                )))
+        let w = match walk(tree, &path) {
+            Ok(w) if w.node == Some(TNode::File) => w,
+            Ok(_) => return not("it is not in the image".into()),
+            Err(e) => return not(e.to_string()),
+        };
+        let read = tree.open(&w.real).map(elf::read);
+        let interp = match read {
+            Ok(Ok(Exec::Elf(_))) => {
+                return closure(tree, &path, X86_64, false)
+                    .map_or_else(|e| not(format!("it cannot be read: {e}")), |c| c.problems)
             }
-            Err(e) => return Ok(not(format!("a broken ELF file: {e}"))),
+            Ok(Ok(Exec::Script { interp, .. })) => interp,
+            Ok(Ok(Exec::Other)) => {
+                let head = head_of(tree, &w.real);
+                return not(format!(
+                    "it is neither an ELF program nor a #! script (it starts with {head:?})"
+                ));
+            }
+            Ok(Err(e)) => return not(format!("a broken ELF file: {e}")),
+            Err(e) => return not(format!("it cannot be read: {e}")),
+        };
+        let found = walk(tree, &interp).is_ok_and(|w| w.node == Some(TNode::File));
+        if !found && !unknown.contains(&interp.as_str()) {
+            return vec![Problem::Interp {
+                program: path,
+                interp,
+                why: "is not in the image".into(),
+            }];
         }
+        path = interp;
     }
-    Ok(vec![Problem::NotExecutable {
+    vec![Problem::NotExecutable {
         path,
         why: format!("#! interpreters nest more than {SCRIPT_DEPTH} deep"),
-    }])
+    }]
 }
 
 fn head_of(tree: &dyn Tree, path: &str) -> String {
@@ -388,39 +398,53 @@ fn head_of(tree: &dyn Tree, path: &str) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// The runnable check of a planned image: `/init`, busybox and the hand-off target must start
-/// (an error naming the config key that placed them); every other ELF program or `#!` script
-/// that cannot is returned as a warning.
-pub fn runnable(cfg: &Config, plan: &Plan) -> Result<Vec<String>, PlanError> {
+/// How the runnable check treats what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// A build: a program the image must start that cannot is an error.
+    Build,
+    /// `validate`, an offline `--dry-run`: everything found is a warning, and the downloads
+    /// that were not made (`unfetched` paths) are not looked at.
+    Preview,
+}
+
+/// The runnable check of a planned image: busybox, `/init` and the hand-off target must start
+/// (with [`Strictness::Build`], an error naming the config key that placed them); every other
+/// ELF program or `#!` script that cannot is returned as a warning.
+pub fn runnable(
+    cfg: &Config,
+    plan: &Plan,
+    strictness: Strictness,
+    unfetched: &[&str],
+) -> Result<Vec<String>, PlanError> {
     let tree = PlanTree { plan };
-    let read = |e: io::Error| PlanError::Read {
-        path: cfg.path.clone(),
-        source: e,
-    };
     let must = must_run(cfg);
-    for p in &must {
-        let found = problems(&tree, p).map_err(read)?;
-        if let Some(first) = found.first() {
-            let origin = plan
-                .nodes
-                .get(*p)
-                .map(|n| n.origin.clone())
-                .unwrap_or(Origin::Base);
-            let (line, key) = origin.key();
-            let list: Vec<String> = found.iter().map(ToString::to_string).collect();
-            let fix = fix_for(cfg, first);
-            return Err(super::invalid(
-                cfg,
-                line,
-                &key,
-                format!(
-                    "places {p}, which cannot start in the guest: {}{fix}",
-                    list.join("; ")
-                ),
-            ));
+    let mut warnings = Vec::new();
+    for p in must.iter().filter(|p| !unfetched.contains(p)) {
+        let found = problems(&tree, p, unfetched);
+        let Some(first) = found.first() else { continue };
+        let origin = plan
+            .nodes
+            .get(*p)
+            .map(|n| n.origin.clone())
+            .unwrap_or(Origin::Base);
+        let (line, key) = origin.key();
+        let list: Vec<String> = found.iter().map(ToString::to_string).collect();
+        let fix = fix_for(cfg, first);
+        let e = super::invalid(
+            cfg,
+            line,
+            &key,
+            format!(
+                "places {p}, which cannot start in the guest: {}{fix}",
+                list.join("; ")
+            ),
+        );
+        match strictness {
+            Strictness::Build => return Err(e),
+            Strictness::Preview => warnings.push(e.to_string()),
         }
     }
-    let mut warnings = Vec::new();
     for (path, node) in &plan.nodes {
         let runs = matches!(node.kind, Kind::File(_)) && node.perm & 0o111 != 0;
         if !runs || must.contains(&path.as_str()) || matches!(node.origin, Origin::Library { .. }) {
@@ -431,7 +455,7 @@ pub fn runnable(cfg: &Config, plan: &Plan) -> Result<Vec<String>, PlanError> {
         if !is_program {
             continue;
         }
-        for p in problems(&tree, path).map_err(read)? {
+        for p in problems(&tree, path, unfetched) {
             warnings.push(format!(
                 "{path} ({}) will not start in the guest: {p}",
                 node.origin
@@ -529,8 +553,11 @@ mod tests {
         assert!(
             matches!(plan.nodes[&ld.real].origin, Origin::Library { ref program } if program == "/usr/bin/ls")
         );
-        assert!(problems(&tree, "/usr/bin/ls").unwrap().is_empty());
-        assert_eq!(runnable(&cfg, &plan).unwrap(), Vec::<String>::new());
+        assert!(problems(&tree, "/usr/bin/ls", &[]).is_empty());
+        assert_eq!(
+            runnable(&cfg, &plan, Strictness::Build, &[]).unwrap(),
+            Vec::<String>::new()
+        );
         assert!(
             plan.notes
                 .iter()
@@ -546,7 +573,9 @@ mod tests {
         let (cfg, plan) = fx.plan(&format!("[build]\nlibraries = \"off\"\n{LS_INIT}"));
         let plan = plan.unwrap();
         assert!(!plan.nodes.contains_key("/lib64"));
-        let e = runnable(&cfg, &plan).unwrap_err().to_string();
+        let e = runnable(&cfg, &plan, Strictness::Build, &[])
+            .unwrap_err()
+            .to_string();
         for want in [
             "`mappings.\"/usr/bin/ls\"`",
             "/lib64/ld-linux-x86-64.so.2",
@@ -562,7 +591,9 @@ mod tests {
         fx.write("init", b"#!/bin/sh\necho hi\n", 0o755);
         let (cfg, plan) = fx.plan("[init]\nnone = true\n[mappings]\n\"init\" = \"/init\"\n");
         let plan = plan.unwrap();
-        let e = runnable(&cfg, &plan).unwrap_err().to_string();
+        let e = runnable(&cfg, &plan, Strictness::Build, &[])
+            .unwrap_err()
+            .to_string();
         for want in ["`source.busybox_url`", "/bin/busybox", "<!DOCTYPE html>"] {
             assert!(e.contains(want), "{want} in {e}");
         }
@@ -574,9 +605,14 @@ mod tests {
         fx.write("init", b"#!/bin/sh\necho hi\n", 0o755);
         fx.write("perl-init", b"#!/usr/bin/perl\nprint 1;\n", 0o755);
         let (cfg, plan) = fx.plan("[init]\nnone = true\n[mappings]\n\"init\" = \"/init\"\n");
-        assert!(runnable(&cfg, &plan.unwrap()).is_ok(), "/bin/sh is busybox");
+        assert!(
+            runnable(&cfg, &plan.unwrap(), Strictness::Build, &[]).is_ok(),
+            "/bin/sh is busybox"
+        );
         let (cfg, plan) = fx.plan("[init]\nnone = true\n[mappings]\n\"perl-init\" = \"/init\"\n");
-        let e = runnable(&cfg, &plan.unwrap()).unwrap_err().to_string();
+        let e = runnable(&cfg, &plan.unwrap(), Strictness::Build, &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("/init needs the interpreter /usr/bin/perl, which is not in the image"),
             "{e}"
@@ -585,7 +621,7 @@ mod tests {
         let (cfg, plan) = fx.plan(
             "[init]\nnone = true\n[mappings]\n\"perl-init\" = \"/init\"\n\"/usr/bin/perl\" = \"/usr/bin/perl\"\n",
         );
-        assert!(runnable(&cfg, &plan.unwrap()).is_ok());
+        assert!(runnable(&cfg, &plan.unwrap(), Strictness::Build, &[]).is_ok());
     }
 
     #[test]
@@ -626,7 +662,11 @@ mod tests {
             Kind::Symlink("/opt/vendor/lib/libvendor.so.1".into())
         );
         // the image's own view (no ld.so.conf, no cache) finds everything
-        assert!(runnable(&cfg, &plan).is_ok(), "{:?}", runnable(&cfg, &plan));
+        assert!(
+            runnable(&cfg, &plan, Strictness::Build, &[]).is_ok(),
+            "{:?}",
+            runnable(&cfg, &plan, Strictness::Build, &[])
+        );
         let Kind::File(Content::Path { path, .. }) =
             &plan.nodes["/usr/lib/x86_64-linux-gnu/libc.so.6"].kind
         else {

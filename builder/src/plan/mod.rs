@@ -43,7 +43,7 @@ use crate::source::Fetched;
 
 pub use base::BASE_DIRS;
 pub use busybox::BASE_APPLETS;
-pub use libraries::{problems, runnable, PlanTree};
+pub use libraries::{problems, runnable, PlanTree, Strictness};
 pub use mappings::fhs_mode;
 
 /// A layout that cannot be made.
