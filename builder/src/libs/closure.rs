@@ -126,6 +126,21 @@ pub fn read_elf(tree: &dyn Tree, real: &str) -> Result<ElfFile, String> {
     }
 }
 
+/// Reads a needed object; a file whose body the tree does not hold (an image read back keeps
+/// only a few) is taken as a fine object of the image's target with nothing to follow.
+fn read_needed(tree: &dyn Tree, real: &str, target: Target) -> Result<ElfFile, String> {
+    if !tree.has_body(real) {
+        return Ok(ElfFile {
+            target,
+            loadable: true,
+            dynamic: elf::Dynamic::default(),
+        });
+    }
+    let e = read_elf(tree, real)?;
+    check_target(e.target, target)?;
+    Ok(e)
+}
+
 /// The closure of the ELF file at `path` (a program, or a library given as a root). `use_conf`
 /// is passed to [`Rules::read`].
 pub fn closure(tree: &dyn Tree, path: &str, target: Target, use_conf: bool) -> io::Result<Closure> {
@@ -209,11 +224,8 @@ impl Search<'_> {
     fn interp(&mut self, interp: &str) -> io::Result<()> {
         let w = walk(self.tree, interp)?;
         let elf = match w.node {
-            Some(Node::File) => read_elf(self.tree, &w.real).and_then(|e| {
-                check_target(e.target, self.target)?;
-                Ok(e)
-            }),
-            _ => Err("is not in the tree".into()),
+            Some(Node::File) => read_needed(self.tree, &w.real, self.target),
+            _ => Err("is not in the image".into()),
         };
         match elf {
             Ok(elf) => self.add(interp, interp.to_string(), w, elf, None, Via::Interp),
@@ -335,9 +347,7 @@ impl Search<'_> {
             name,
             &list,
             |c| {
-                let e = read_elf(tree, &c.walk.real)?;
-                check_target(e.target, target)?;
-                parsed = Some(e);
+                parsed = Some(read_needed(tree, &c.walk.real, target)?);
                 Ok(())
             },
             &mut rejected,

@@ -35,6 +35,11 @@ pub trait Tree {
     fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek + '_>>;
     /// The names in the directory at a resolved `path`.
     fn list(&self, path: &str) -> io::Result<Vec<String>>;
+    /// Whether the body of the regular file at a resolved `path` can be read (an image read
+    /// back keeps only some).
+    fn has_body(&self, _path: &str) -> bool {
+        true
+    }
 }
 
 /// One symlink passed while resolving a path.

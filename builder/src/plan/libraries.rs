@@ -357,6 +357,9 @@ pub fn problems(tree: &dyn Tree, path: &str, unknown: &[&str]) -> Vec<Problem> {
             Ok(_) => return not("it is not in the image".into()),
             Err(e) => return not(e.to_string()),
         };
+        if !tree.has_body(&w.real) {
+            return Vec::new(); // present; what it is cannot be told
+        }
         let read = tree.open(&w.real).map(elf::read);
         let interp = match read {
             Ok(Ok(Exec::Elf(_))) => {

@@ -7,6 +7,7 @@ mod errors;
 mod examples;
 mod help;
 mod kmod;
+mod libraries;
 mod pinned;
 mod safety;
 mod sources;
