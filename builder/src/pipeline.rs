@@ -149,20 +149,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     if fetching == Fetching::Download {
         check_outputs(&outputs, &config, &manifest.0, Some(&plan))?;
     }
-    // Offline, busybox and the agent may be stand-ins for downloads not made.
-    let unfetched: Vec<&str> = [
-        (fledge_abi::paths::BUSYBOX, Some(&busybox)),
-        (fledge_abi::paths::AGENT, agent.as_ref()),
-    ]
-    .into_iter()
-    .filter(|(_, f)| f.is_some_and(|f| f.sha256.is_empty()))
-    .map(|(p, _)| p)
-    .collect();
-    let strictness = match fetching {
-        Fetching::Download => plan::Strictness::Build,
-        Fetching::Offline => plan::Strictness::Preview,
-    };
-    let runnable = plan::runnable(&config, &plan, strictness, &unfetched)?;
+    let runnable = runnable(&config, &plan, (&busybox, agent.as_ref()), fetching)?;
     for w in plan.warnings.iter().chain(&runnable) {
         log::warn!("{w}");
     }
@@ -289,6 +276,29 @@ fn local_busybox(config: &Config) -> Option<PathBuf> {
         None if !l.contains("://") => Some(config.base_dir.join(l)),
         None => None,
     }
+}
+
+/// The runnable check of the plan (errors for a build, warnings for a preview); offline,
+/// busybox and the agent may be stand-ins for downloads not made, which are not looked at.
+fn runnable(
+    config: &Config,
+    plan: &plan::Plan,
+    (busybox, agent): (&Fetched, Option<&Fetched>),
+    fetching: Fetching,
+) -> Result<Vec<String>, Error> {
+    let unfetched: Vec<&str> = [
+        (fledge_abi::paths::BUSYBOX, Some(busybox)),
+        (fledge_abi::paths::AGENT, agent),
+    ]
+    .into_iter()
+    .filter(|(_, f)| f.is_some_and(|f| f.sha256.is_empty()))
+    .map(|(p, _)| p)
+    .collect();
+    let strictness = match fetching {
+        Fetching::Download => plan::Strictness::Build,
+        Fetching::Offline => plan::Strictness::Preview,
+    };
+    Ok(plan::runnable(config, plan, strictness, &unfetched)?)
 }
 
 /// busybox and (in default mode) the agent, fetched or, offline, read when local.

@@ -208,7 +208,8 @@ impl Index {
         };
         let mut out = Vec::new();
         for p in [INIT, handoff.as_str()] {
-            if self.resolve(p).is_ok() {
+            // a missing or non-file start is reported above
+            if matches!(self.resolve(p), Ok((_, mode)) if file_type(mode) == FileType::File) {
                 let found = crate::plan::problems(self, p, &[]);
                 out.extend(found.iter().map(|f| format!("{p} cannot start: {f}")));
             }

@@ -537,6 +537,8 @@ mod tests {
                 busybox: &busybox,
                 agent: None,
                 init: &elf_stub(),
+                modules: None,
+                outputs: &[],
             });
             (cfg, plan)
         }
