@@ -19,6 +19,7 @@ pub mod error;
 pub mod image;
 pub mod inspect;
 pub mod kmod;
+pub mod libs;
 pub mod manifest;
 pub mod normalise;
 pub mod output;

@@ -163,7 +163,8 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         workdir: i.config.working_dir.clone(),
         port: i.config.ports.first().copied(),
     });
-    for w in &plan.warnings {
+    let runnable = runnable(&config, &plan, (&busybox, agent.as_ref()), fetching)?;
+    for w in plan.warnings.iter().chain(&runnable) {
         log::warn!("{w}");
     }
     for n in &plan.notes {
@@ -290,6 +291,29 @@ fn local_busybox(config: &Config) -> Option<PathBuf> {
         None if !l.contains("://") => Some(config.base_dir.join(l)),
         None => None,
     }
+}
+
+/// The runnable check of the plan (errors for a build, warnings for a preview); offline,
+/// busybox and the agent may be stand-ins for downloads not made, which are not looked at.
+fn runnable(
+    config: &Config,
+    plan: &plan::Plan,
+    (busybox, agent): (&Fetched, Option<&Fetched>),
+    fetching: Fetching,
+) -> Result<Vec<String>, Error> {
+    let unfetched: Vec<&str> = [
+        (fledge_abi::paths::BUSYBOX, Some(busybox)),
+        (fledge_abi::paths::AGENT, agent),
+    ]
+    .into_iter()
+    .filter(|(_, f)| f.is_some_and(|f| f.sha256.is_empty()))
+    .map(|(p, _)| p)
+    .collect();
+    let strictness = match fetching {
+        Fetching::Download => plan::Strictness::Build,
+        Fetching::Offline => plan::Strictness::Preview,
+    };
+    Ok(plan::runnable(config, plan, strictness, &unfetched)?)
 }
 
 /// busybox and (in default mode) the agent, fetched or, offline, read when local.

@@ -27,6 +27,10 @@ pub fn source_of(node: &Node) -> String {
         Origin::Mapping { key, .. } => host.unwrap_or_else(|| key.clone()),
         Origin::Kernel(_) if node.kind == Kind::Dir => "generated".into(),
         Origin::Kernel(why) => why.clone(),
+        Origin::Library { program } => match host {
+            Some(h) => format!("{h} (a library of {program})"),
+            None => format!("sysroot (for {program})"),
+        },
     }
 }
 

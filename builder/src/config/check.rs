@@ -7,8 +7,8 @@ use toml::Spanned;
 
 use super::raw::{Ctx, Extra, RawAgent, RawBuild, RawConfig, RawInit, RawSource};
 use super::{
-    parse_sha256, AgentSource, ConfigError, CustomInit, Fetch, InitMode, Location, Mapping,
-    WorkloadKeys, DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
+    parse_sha256, AgentSource, ConfigError, CustomInit, Fetch, InitMode, Libraries, Location,
+    Mapping, WorkloadKeys, DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
 };
 use crate::compress::Compression;
 
@@ -488,6 +488,54 @@ pub(super) fn kernel(
     };
     cx.unknown_keys("kernel", &k.extra, warnings);
     crate::kmod::settings(k, base_dir, |span| cx.at(span))
+}
+
+/// `[build]`: `libraries`, `sysroot` and `extra_libraries`.
+pub(super) fn libraries(
+    cx: &Ctx,
+    b: Option<&RawBuild>,
+    base_dir: &Path,
+) -> Result<Libraries, ConfigError> {
+    let mut out = Libraries::default();
+    let Some(b) = b else { return Ok(out) };
+    if let Some(l) = &b.libraries {
+        out.auto = match l.get_ref().as_str() {
+            "auto" => true,
+            "off" => false,
+            other => {
+                return Err(cx.invalid(
+                    Some(l.span()),
+                    "build.libraries",
+                    format!("is \"{other}\": use \"auto\" (add the shared libraries programs need) or \"off\""),
+                ))
+            }
+        };
+    }
+    if let Some(s) = &b.sysroot {
+        if s.get_ref().is_empty() {
+            return Err(cx.invalid(
+                Some(s.span()),
+                "build.sysroot",
+                "is empty: name the directory libraries come from, or leave it out for /",
+            ));
+        }
+        out.sysroot = base_dir.join(s.get_ref());
+    }
+    if let Some(e) = &b.extra_libraries {
+        if let Some(bad) = e
+            .get_ref()
+            .iter()
+            .find(|n| n.is_empty() || n.contains('\0'))
+        {
+            return Err(cx.invalid(
+                Some(e.span()),
+                "build.extra_libraries",
+                format!("has the entry {bad:?}: give a soname (libnss_dns.so.2) or an absolute path in the sysroot"),
+            ));
+        }
+        out.extra = e.get_ref().clone();
+    }
+    Ok(out)
 }
 
 /// Every mapping: a source key and an absolute, clean destination.

@@ -173,8 +173,34 @@ pub struct Config {
     pub compression_level: Option<i32>,
     /// `[kernel]`: the guest kernel's modules to put in the image; `None` for none.
     pub kernel: Option<crate::kmod::Settings>,
+    /// `[build] libraries`, `sysroot` and `extra_libraries`.
+    pub libraries: Libraries,
     /// Things worth telling the user that do not stop the build.
     pub warnings: Vec<String>,
+}
+
+/// Shared libraries of the programs placed (`[build]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Libraries {
+    /// `libraries = "auto"` (the default) adds every placed program's libraries; `"off"` adds
+    /// none (the runnable check still runs).
+    pub auto: bool,
+    /// `sysroot` (default `/`, relative to the config's directory): the tree libraries are
+    /// taken from, searched as its own dynamic loader would.
+    pub sysroot: PathBuf,
+    /// `extra_libraries` (default none): libraries programs `dlopen`, as sonames searched like a
+    /// `DT_NEEDED` entry or absolute paths in the sysroot; each brings its own closure.
+    pub extra: Vec<String>,
+}
+
+impl Default for Libraries {
+    fn default() -> Self {
+        Libraries {
+            auto: true,
+            sysroot: PathBuf::from("/"),
+            extra: Vec::new(),
+        }
+    }
 }
 
 /// Reads and validates the config at `path`.
@@ -212,6 +238,7 @@ impl Config {
         let image = check::image(&cx, raw.source.as_mut(), &base_dir)?;
         check::from_image_has_image(&cx, &init, image.as_ref())?;
         let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
+        let libraries = check::libraries(&cx, raw.build.as_ref(), &base_dir)?;
         let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
         let mappings = check::mappings(&cx, found, &base_dir)?;
         let kernel = check::kernel(&cx, raw.kernel, &base_dir, &mut warnings)?;
@@ -229,6 +256,7 @@ impl Config {
             compression,
             compression_level,
             kernel,
+            libraries,
             warnings,
         })
     }

@@ -72,6 +72,9 @@ pub(super) struct RawSource {
 pub(super) struct RawBuild {
     pub(super) compression: Option<Spanned<String>>,
     pub(super) compression_level: Option<Spanned<i32>>,
+    pub(super) libraries: Option<Spanned<String>>,
+    pub(super) sysroot: Option<Spanned<String>>,
+    pub(super) extra_libraries: Option<Spanned<Vec<String>>>,
     #[serde(flatten)]
     pub(super) extra: Extra,
 }

@@ -306,3 +306,31 @@ fn dots_are_refused_by_path_component_only() {
         assert!(e.contains("`..`"), "{body}: {e}");
     }
 }
+
+#[test]
+fn build_library_keys() {
+    let c = parse(HEAD).unwrap();
+    assert_eq!(c.libraries, Libraries::default());
+    let text = format!("{HEAD}[build]\nlibraries = \"off\"\nsysroot = \"alpine\"\nextra_libraries = [\"libnss_dns.so.2\"]\n");
+    let c = parse(&text).unwrap();
+    assert!(!c.libraries.auto);
+    assert!(
+        c.libraries.sysroot.ends_with("alpine"),
+        "{:?}",
+        c.libraries.sysroot
+    );
+    assert_eq!(c.libraries.extra, ["libnss_dns.so.2"]);
+    for (i, (bad, key)) in [
+        ("libraries = \"some\"", "`build.libraries`"),
+        ("sysroot = \"\"", "`build.sysroot`"),
+        ("extra_libraries = [\"\"]", "`build.extra_libraries`"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let e = parse(&format!("{HEAD}[build]\n{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "case {i}: {e}");
+    }
+}

@@ -9,11 +9,13 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::io;
 
 use super::format::{escape, mode_string};
 use super::reader::Entry;
 use super::{file_type, FileType};
-use fledge_abi::paths::{INIT, MODULES_LOAD, VOLANT_INIT};
+use crate::libs::tree::{Node, ReadSeek, Tree};
+use fledge_abi::paths::{AGENT, INIT, MODULES_LOAD, VOLANT_INIT};
 
 /// Symlinks followed in one resolution before it counts as a loop (Linux's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
@@ -44,6 +46,8 @@ pub struct Index {
     volant_init: Option<Vec<u8>>,
     /// The body of the module load list, when present.
     modules_load: Option<Vec<u8>>,
+    /// The other bodies the reader kept: the programs PID 1 starts, the musl path file.
+    bodies: HashMap<Box<str>, Vec<u8>>,
 }
 
 impl Index {
@@ -51,9 +55,12 @@ impl Index {
         let path = String::from_utf8_lossy(e.path);
         if path == VOLANT_INIT {
             self.volant_init = e.body.map(<[u8]>::to_vec);
-        }
-        if path == MODULES_LOAD {
+        } else if path == MODULES_LOAD {
             self.modules_load = e.body.map(<[u8]>::to_vec);
+        } else if let Some(b) = e.body {
+            self.bodies.insert(path.as_ref().into(), b.to_vec());
+        } else {
+            self.bodies.remove(path.as_ref());
         }
         let seq = self.modes.len() as u32;
         self.modes.push(Seen {
@@ -174,6 +181,7 @@ impl Index {
         }
         problems.extend(self.volant_init_problem());
         problems.extend(self.module_problems());
+        problems.extend(self.start_problems());
         problems
     }
 
@@ -214,6 +222,25 @@ impl Index {
                 },
             })
             .collect()
+    }
+
+    /// `/init` and the program it hands off to (the agent, or the custom init) have their
+    /// interpreter and libraries in the image (the libraries' own needs are not followed: the
+    /// reader keeps only these programs' bodies).
+    fn start_problems(&self) -> Vec<String> {
+        let handoff = match &self.volant_init {
+            Some(b) => String::from_utf8_lossy(b).trim().to_string(),
+            None => AGENT.to_string(),
+        };
+        let mut out = Vec::new();
+        for p in [INIT, handoff.as_str()] {
+            // a missing or non-file start is reported above
+            if matches!(self.resolve(p), Ok((_, mode)) if file_type(mode) == FileType::File) {
+                let found = crate::plan::problems(self, p, &[]);
+                out.extend(found.iter().map(|f| format!("{p} cannot start: {f}")));
+            }
+        }
+        out
     }
 
     fn init_problem(&self) -> Option<String> {
@@ -271,6 +298,39 @@ impl Index {
             }
             Ok(_) => None,
         }
+    }
+}
+
+/// The image as the library search sees it: types and links for every path, bodies for the
+/// few files kept.
+impl Tree for Index {
+    fn node(&self, path: &str) -> io::Result<Option<Node>> {
+        let Some(mode) = self.mode(path) else {
+            return Ok(None);
+        };
+        Ok(Some(match self.links.get(path) {
+            Some(t) => Node::Symlink(t.to_string()),
+            None => match file_type(mode) {
+                FileType::Dir => Node::Dir,
+                FileType::File => Node::File,
+                _ => Node::Other,
+            },
+        }))
+    }
+
+    fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek + '_>> {
+        match self.bodies.get(path) {
+            Some(b) => Ok(Box::new(io::Cursor::new(b.as_slice()))),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    fn list(&self, _: &str) -> io::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn has_body(&self, path: &str) -> bool {
+        self.bodies.contains_key(path)
     }
 }
 

@@ -12,6 +12,8 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 
+use fledge_abi::paths;
+
 use super::{file_type, FileType};
 use crate::archive::TRAILER;
 use crate::compress::{self, Compression};
@@ -20,14 +22,18 @@ use crate::compress::{self, Compression};
 const PATH_MAX: usize = 4096;
 /// Length of a newc header.
 const HEADER_LEN: usize = 110;
-/// Files whose body the reader hands over (the boot check reads them), with their largest size.
+/// Files whose body the reader hands over (the boot check reads them), with their largest size:
+/// small files the check reads, and the programs PID 1 starts, for the check that they can
+/// (their interpreter and libraries are in the image).
 const KEPT_BODIES: &[(&str, u64)] = &[
-    (fledge_abi::paths::VOLANT_INIT, 4096),
-    (
-        fledge_abi::paths::MODULES_LOAD,
-        fledge_abi::modules::MAX_LEN as u64,
-    ),
+    (paths::VOLANT_INIT, 4096),
+    (paths::MODULES_LOAD, fledge_abi::modules::MAX_LEN as u64),
+    ("/etc/ld-musl-x86_64.path", 4096),
+    (paths::INIT, KEPT_PROGRAM_MAX),
+    (paths::AGENT, KEPT_PROGRAM_MAX),
+    (paths::CUSTOM_INIT, KEPT_PROGRAM_MAX),
 ];
+const KEPT_PROGRAM_MAX: u64 = 32 << 20;
 
 /// One entry as read, borrowed from the reader's buffers until the callback returns.
 #[derive(Debug)]

@@ -570,3 +570,46 @@ fn a_failing_output_is_an_error() {
         );
     }
 }
+
+#[test]
+fn boot_check_wants_a_dynamic_init_with_its_loader_and_libraries() {
+    let ls = std::fs::read("/usr/bin/ls").unwrap();
+    let dev = entry("dev", Kind::Dir, 0o755, 89);
+    let bare = vec![file("init", &ls, 1), dev.clone(), console()];
+    let found = problems(bare);
+    assert!(
+        found.iter().any(|p| p.starts_with(
+            "/init cannot start: /init needs the interpreter /lib64/ld-linux-x86-64.so.2, which is not in the image"
+        )),
+        "{found:?}"
+    );
+    // with the loader and libc (bodies not read back: present is enough) only what is still
+    // missing is named
+    let mut with_libc = vec![
+        file("init", &ls, 1),
+        entry("lib64", Kind::Dir, 0o755, 2),
+        file("lib64/ld-linux-x86-64.so.2", b"loader", 3),
+        entry("lib", Kind::Dir, 0o755, 4),
+        file("lib/libc.so.6", b"libc", 5),
+        dev,
+        console(),
+    ];
+    let found = problems(with_libc.clone());
+    assert!(
+        found
+            .iter()
+            .all(|p| !p.contains("libc.so.6") && !p.contains("interpreter")),
+        "{found:?}"
+    );
+    let needs = crate::libs::closure::read_elf(
+        &crate::libs::tree::HostTree { root: "/".into() },
+        "/usr/bin/ls",
+    )
+    .unwrap()
+    .dynamic
+    .needed;
+    for (i, n) in needs.iter().enumerate() {
+        with_libc.push(file(&format!("lib/{n}"), b"lib", 10 + i as u32));
+    }
+    assert_eq!(problems(with_libc), Vec::<String>::new());
+}

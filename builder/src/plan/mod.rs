@@ -30,6 +30,7 @@ mod busybox;
 mod fledge;
 mod image;
 mod kernel;
+mod libraries;
 mod mappings;
 mod workload;
 
@@ -43,6 +44,7 @@ use crate::source::Fetched;
 
 pub use base::BASE_DIRS;
 pub use busybox::BASE_APPLETS;
+pub use libraries::{problems, runnable, PlanTree, Strictness};
 pub use mappings::fhs_mode;
 
 /// A layout that cannot be made.
@@ -88,6 +90,8 @@ pub enum Origin {
     Image { layer: usize },
     /// The workload spec (`[init] command`, `env`, `workdir`, `user`, `hostname`, `nofile`).
     Workload,
+    /// A shared library (or its link) the program at this path needs (`[build] libraries`).
+    Library { program: String },
 }
 
 impl Origin {
@@ -122,6 +126,7 @@ impl Origin {
             Origin::Kernel(_) => "kernel.modules",
             Origin::Image { .. } => "source.image",
             Origin::Workload => "init",
+            Origin::Library { .. } => "build.libraries",
         };
         (None, key.to_string())
     }
@@ -159,6 +164,9 @@ impl Origin {
             Origin::Image { layer } => format!(
                 "writes {path}, which layer {layer} of the image has as another kind of file: choose another destination"
             ),
+            Origin::Library { program } => format!(
+                "writes {path}, which {program} needs from `build.sysroot`: choose another destination"
+            ),
         }
     }
 }
@@ -179,6 +187,7 @@ impl fmt::Display for Origin {
             Origin::Kernel(why) => write!(f, "kernel modules ([kernel]: {why})"),
             Origin::Image { layer } => write!(f, "layer {layer} of the image (source.image)"),
             Origin::Workload => f.write_str("the workload spec ([init] command, env, ...)"),
+            Origin::Library { program } => write!(f, "the shared libraries of {program}"),
         }
     }
 }
@@ -258,9 +267,10 @@ pub const LAYERS: &[Layer] = &[
     base::LAYER,
     busybox::LAYER,
     mappings::LAYER,
-    // (coming) the shared libraries the ELF files placed so far need
     kernel::LAYER,
     fledge::LAYER,
+    // last: it needs every ELF file placed, fledge's own (agent, custom init) included
+    libraries::LAYER,
 ];
 
 /// Checks, for every layer, what can be checked before anything is fetched, so a typo fails at

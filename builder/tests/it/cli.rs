@@ -85,8 +85,11 @@ fn default_mode_image_reads_back_with_gnu_cpio() {
         ("dev/console", "crw------- 1 0 0 5, 1 "),
         ("dev/null", "crw-rw-rw- 1 0 0 1, 3 "),
         ("init", "-rwxr-xr-x 1 0 0 "),
-        ("bin/kestrel", "-rwxr-xr-x 1 0 0 21 "),
-        ("bin/busybox", "-rwxr-xr-x 1 0 0 39 "),
+        ("bin/kestrel", &format!("-rwxr-xr-x 1 0 0 {} ", AGENT.len())),
+        (
+            "bin/busybox",
+            &format!("-rwxr-xr-x 1 0 0 {} ", BUSYBOX.len()),
+        ),
         ("bin/sh", "lrwxrwxrwx 1 0 0 7 "),
         ("usr/bin/myapp", "-rwxr-x--- 1 0 0 19 "),
         // 0600 on the host: others may not read it in the image either
@@ -156,7 +159,7 @@ fn custom_and_none_modes() {
     );
     assert!(!l.iter().any(|(n, _)| n == "bin/kestrel"));
 
-    p.file("sup", b"my own pid 1", 0o644);
+    p.file("sup", b"#!/bin/sh\n# my own pid 1\n", 0o644);
     p.config("[init]\nnone = true\n[mappings]\n\"sup\" = \"/init\"\n");
     p.build("none.cpio", &[]);
     let l = cpio_listing(&p.path("none.cpio"));
@@ -164,7 +167,10 @@ fn custom_and_none_modes() {
         line(&l, "init").starts_with("-rwxr-xr-x"),
         "none-mode /init is made executable"
     );
-    assert_eq!(cpio_extract(&p.path("none.cpio"), "init"), b"my own pid 1");
+    assert_eq!(
+        cpio_extract(&p.path("none.cpio"), "init"),
+        b"#!/bin/sh\n# my own pid 1\n"
+    );
     assert!(!l
         .iter()
         .any(|(n, _)| n == "bin/kestrel" || n == ".volant_init"));

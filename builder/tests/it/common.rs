@@ -7,8 +7,32 @@ use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
 
-pub const BUSYBOX: &[u8] = b"not really busybox, but bytes to carry\n";
-pub const AGENT: &[u8] = b"agent stand-in bytes\n";
+pub const BUSYBOX: &[u8] = &elf_stub::<103>(b"not really busybox, but bytes to carry\n");
+pub const AGENT: &[u8] = &elf_stub::<85>(b"agent stand-in bytes\n");
+
+/// A 64-byte ELF header of a static x86_64 executable (no program headers) followed by `tail`:
+/// a stand-in the build's runnable check takes for a program. `N` is 64 + `tail.len()`.
+pub const fn elf_stub<const N: usize>(tail: &[u8]) -> [u8; N] {
+    let head: [u8; 64] = [
+        0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, // ident: 64-bit, LE
+        2, 0, 62, 0, 1, 0, 0, 0, // ET_EXEC, EM_X86_64, version 1
+        0, 0, 0, 0, 0, 0, 0, 0, // entry
+        0, 0, 0, 0, 0, 0, 0, 0, // phoff
+        0, 0, 0, 0, 0, 0, 0, 0, // shoff
+        0, 0, 0, 0, 64, 0, 56, 0, 0, 0, 64, 0, 0, 0, 0, 0, // flags, sizes, no headers
+    ];
+    assert!(
+        N == 64 + tail.len(),
+        "elf_stub: N must be 64 + the tail's length"
+    );
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < 64 { head[i] } else { tail[i - 64] };
+        i += 1;
+    }
+    out
+}
 pub const DEFAULT_MODE: &str = "[agent]\nsource_strategy = \"local\"\npath = \"tools/kestrel\"\n";
 
 /// A project directory with a fake busybox and agent, and helpers to run fledge in it.

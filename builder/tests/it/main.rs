@@ -8,6 +8,7 @@ mod examples;
 mod help;
 mod images;
 mod kmod;
+mod libraries;
 mod pinned;
 mod safety;
 mod sources;

@@ -1,0 +1,449 @@
+//! Where the dynamic loader looks for a library, for glibc's `ld-linux` and musl's `ld-musl`.
+//!
+//! glibc (`elf/dl-load.c`): a name with a `/` is a path; otherwise `DT_RPATH` of the requesting
+//! object and of each object that loaded it up to the program (only while the requester has no
+//! `DT_RUNPATH`, and skipping objects that have one), then the requester's `DT_RUNPATH`, then
+//! `ld.so.cache` (here: the directories of the tree's `/etc/ld.so.conf` and its includes, which
+//! is what the cache is built from), then the default directories, unless `DF_1_NODEFLIB`.
+//! `$ORIGIN`, `$LIB` and `$PLATFORM` are expanded; an entry with another `$` token is dropped.
+//!
+//! musl (`ldso/dynlink.c`): `DT_RUNPATH` (or `DT_RPATH`) of the requester and of each object
+//! that loaded it, with `$ORIGIN` only; then the lines of `/etc/ld-musl-<arch>.path`, or
+//! `/lib:/usr/local/lib:/usr/lib` without it. The names musl's libc provides itself
+//! (`libc.so`, `libm.so`, `libpthread.so`, ...) are the loader.
+//!
+//! Both loaders pass over a candidate of another ELF class or machine and keep searching.
+
+use std::io;
+
+use super::elf::Target;
+use super::tree::{join, parent, walk, Node, Tree, Walk};
+
+/// glibc's default directories, multiarch first (Debian's loader order), then the lib64 pair.
+pub const GLIBC_DEFAULT_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
+/// musl's search path when there is no path file.
+pub const MUSL_DEFAULT_DIRS: &[&str] = &["/lib", "/usr/local/lib", "/usr/lib"];
+/// The glibc loader's configuration, read from the tree.
+pub const LD_SO_CONF: &str = "/etc/ld.so.conf";
+/// `AT_PLATFORM` of an x86_64 machine, for `$PLATFORM`.
+const PLATFORM: &str = "x86_64";
+/// Bounds on what configuration files may make us read.
+const CONF_MAX_BYTES: u64 = 1 << 20;
+const CONF_MAX_FILES: usize = 256;
+const CONF_MAX_DEPTH: usize = 8;
+
+/// Which dynamic loader runs a program, from its `PT_INTERP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flavor {
+    Glibc,
+    /// musl, with the architecture part of `ld-musl-<arch>.so.1`.
+    Musl {
+        arch: String,
+    },
+}
+
+impl Flavor {
+    /// The loader named by an interpreter path.
+    pub fn of_interp(interp: &str) -> Flavor {
+        let base = &interp[interp.rfind('/').map_or(0, |i| i + 1)..];
+        match base
+            .strip_prefix("ld-musl-")
+            .and_then(|r| r.strip_suffix(".so.1"))
+        {
+            Some(arch) => Flavor::Musl {
+                arch: arch.to_string(),
+            },
+            None => Flavor::Glibc,
+        }
+    }
+
+    /// True for the names musl's loader answers with itself.
+    pub fn is_builtin(&self, name: &str) -> bool {
+        if !matches!(self, Flavor::Musl { .. }) {
+            return false;
+        }
+        let Some(rest) = name.strip_prefix("lib") else {
+            return false;
+        };
+        ["c", "pthread", "rt", "m", "dl", "util", "xnet"]
+            .iter()
+            .any(
+                |l| match rest.strip_prefix(l).and_then(|r| r.strip_prefix(".so")) {
+                    Some(tail) => tail.is_empty() || tail.starts_with('.'),
+                    None => false,
+                },
+            )
+    }
+}
+
+/// How one tree is searched: the loader's rules plus what its configuration files say.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub flavor: Flavor,
+    /// Searched after the object's own paths: the ld.so.conf directories (glibc) or the musl
+    /// path file's lines (musl, replacing the defaults).
+    pub configured: Vec<String>,
+    /// glibc's default directories (empty for musl: its path is all in `configured`).
+    pub defaults: Vec<String>,
+    /// What `$LIB` expands to.
+    pub lib: String,
+    /// Configuration files read (shown in messages and placed for musl).
+    pub files: Vec<String>,
+}
+
+impl Rules {
+    /// The rules for programs run by `flavor`, read from `tree`. `use_conf`: read
+    /// `/etc/ld.so.conf` (the sysroot, where it stands for `ld.so.cache`) or not (the image,
+    /// which has no cache).
+    pub fn read(tree: &dyn Tree, flavor: Flavor, use_conf: bool) -> io::Result<Rules> {
+        let multiarch = walk(tree, "/lib/x86_64-linux-gnu")?.node == Some(Node::Dir);
+        let lib = if multiarch {
+            "lib/x86_64-linux-gnu"
+        } else {
+            "lib64"
+        };
+        let mut files = Vec::new();
+        let (configured, defaults) = match &flavor {
+            Flavor::Glibc => {
+                let mut dirs = Vec::new();
+                if use_conf {
+                    read_conf(tree, LD_SO_CONF, 0, &mut dirs, &mut files)?;
+                }
+                let defaults = GLIBC_DEFAULT_DIRS.iter().map(|d| d.to_string()).collect();
+                (dirs, defaults)
+            }
+            Flavor::Musl { arch } => {
+                let file = format!("/etc/ld-musl-{arch}.path");
+                let dirs = match read_small(tree, &file)? {
+                    Some(text) => {
+                        files.push(file);
+                        text.split(['\n', ':'])
+                            .map(str::trim)
+                            .filter(|d| d.starts_with('/'))
+                            .map(str::to_string)
+                            .collect()
+                    }
+                    None => MUSL_DEFAULT_DIRS.iter().map(|d| d.to_string()).collect(),
+                };
+                (dirs, Vec::new())
+            }
+        };
+        Ok(Rules {
+            flavor,
+            configured,
+            defaults,
+            lib: lib.to_string(),
+            files,
+        })
+    }
+
+    /// Expands one `DT_RPATH`/`DT_RUNPATH` value for an object whose `$ORIGIN` is `origin`.
+    pub fn expand(&self, value: &str, origin: &str) -> Vec<String> {
+        let musl = matches!(self.flavor, Flavor::Musl { .. });
+        let mut out = Vec::new();
+        'entry: for entry in value.split(':').filter(|e| !e.is_empty()) {
+            let mut s = String::new();
+            let mut rest = entry;
+            while let Some(i) = rest.find('$') {
+                s.push_str(&rest[..i]);
+                rest = &rest[i + 1..];
+                let (token, after) = match rest.strip_prefix('{') {
+                    Some(r) => match r.split_once('}') {
+                        Some((t, a)) => (t, a),
+                        None => continue 'entry,
+                    },
+                    None => {
+                        let end = rest
+                            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                            .unwrap_or(rest.len());
+                        (&rest[..end], &rest[end..])
+                    }
+                };
+                match token {
+                    "ORIGIN" => s.push_str(origin),
+                    "LIB" if !musl => s.push_str(&self.lib),
+                    "PLATFORM" if !musl => s.push_str(PLATFORM),
+                    _ => continue 'entry, // an unknown token drops the entry, as glibc does
+                }
+                rest = after;
+            }
+            s.push_str(rest);
+            if s.starts_with('/') {
+                out.push(join("/", &s));
+            }
+        }
+        out
+    }
+}
+
+/// Reads a small configuration file, `None` when it is absent.
+pub fn read_small(tree: &dyn Tree, path: &str) -> io::Result<Option<String>> {
+    let w = walk(tree, path)?;
+    if w.node != Some(Node::File) {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    io::Read::read_to_string(
+        &mut io::Read::take(tree.open(&w.real)?, CONF_MAX_BYTES),
+        &mut text,
+    )
+    .map_err(|e| io::Error::other(format!("{path}: {e}")))?;
+    Ok(Some(text))
+}
+
+/// Adds the directories of an `ld.so.conf`-format file, following `include` lines.
+fn read_conf(
+    tree: &dyn Tree,
+    path: &str,
+    depth: usize,
+    dirs: &mut Vec<String>,
+    files: &mut Vec<String>,
+) -> io::Result<()> {
+    if depth > CONF_MAX_DEPTH || files.len() >= CONF_MAX_FILES {
+        return Err(io::Error::other(format!(
+            "{path}: ld.so.conf includes nest too deep or too many files"
+        )));
+    }
+    let Some(text) = read_small(tree, path)? else {
+        return Ok(());
+    };
+    files.push(path.to_string());
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if let Some(pattern) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
+            for p in pattern.split_whitespace() {
+                for inc in glob(tree, &join(parent(path), p))? {
+                    read_conf(tree, &inc, depth + 1, dirs, files)?;
+                }
+            }
+        } else if line.starts_with("hwcap") {
+            continue; // obsolete, ignored by current ldconfig
+        } else {
+            for d in line
+                .split([' ', '\t', ',', ':'])
+                .filter(|d| d.starts_with('/'))
+            {
+                let d = join("/", d.split('=').next().unwrap_or(d));
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files matching `pattern`, sorted; wildcards (`*`, `?`) in the last component only.
+fn glob(tree: &dyn Tree, pattern: &str) -> io::Result<Vec<String>> {
+    let (dir, name) = (
+        parent(pattern),
+        &pattern[pattern.rfind('/').map_or(0, |i| i + 1)..],
+    );
+    if !name.contains(['*', '?']) {
+        return Ok(vec![pattern.to_string()]);
+    }
+    let w = walk(tree, dir)?;
+    if w.node != Some(Node::Dir) {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<String> = tree
+        .list(&w.real)?
+        .into_iter()
+        .filter(|n| !n.starts_with('.') && wildcard(name.as_bytes(), n.as_bytes()))
+        .map(|n| join(dir, &n))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
+        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => wildcard(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// A candidate file for a name, resolved in the tree.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The path the loader opens (directory + name).
+    pub path: String,
+    pub walk: Walk,
+}
+
+/// Looks for `name` in `dirs` in order; `accept` reads a candidate and says why it is refused.
+pub fn find_in(
+    tree: &dyn Tree,
+    name: &str,
+    dirs: &[String],
+    mut accept: impl FnMut(&Candidate) -> Result<(), String>,
+    rejected: &mut Vec<String>,
+) -> io::Result<Option<Candidate>> {
+    for d in dirs {
+        let path = join(d, name);
+        let w = walk(tree, &path)?;
+        if w.node != Some(Node::File) {
+            continue;
+        }
+        let c = Candidate { path, walk: w };
+        match accept(&c) {
+            Ok(()) => return Ok(Some(c)),
+            Err(why) => rejected.push(format!("{} ({why})", c.path)),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether an ELF target is what the image runs; the message names both when not.
+pub fn check_target(found: Target, want: Target) -> Result<(), String> {
+    if found == want {
+        Ok(())
+    } else {
+        Err(format!("built for {found}, the image is {want}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::libs::tree::MemTree;
+
+    fn rules(flavor: Flavor) -> Rules {
+        Rules {
+            flavor,
+            configured: Vec::new(),
+            defaults: Vec::new(),
+            lib: "lib64".into(),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn expands_tokens_like_the_loader() {
+        let g = rules(Flavor::Glibc);
+        let cases: &[(&str, &[&str])] = &[
+            ("$ORIGIN/../lib", &["/opt/app/lib"]),
+            ("${ORIGIN}/x:/usr/$LIB", &["/opt/app/bin/x", "/usr/lib64"]),
+            ("/p/$PLATFORM", &["/p/x86_64"]),
+            ("$FOO/x:/ok", &["/ok"]),
+            ("relative:${ORIGIN", &[]),
+            ("", &[]),
+        ];
+        for (i, (v, want)) in cases.iter().enumerate() {
+            assert_eq!(g.expand(v, "/opt/app/bin"), *want, "case {i}: {v}");
+        }
+        let m = rules(Flavor::Musl {
+            arch: "x86_64".into(),
+        });
+        assert_eq!(m.expand("$LIB:$ORIGIN", "/a"), ["/a"]);
+    }
+
+    #[test]
+    fn flavors_and_musl_builtins() {
+        let musl = Flavor::of_interp("/lib/ld-musl-x86_64.so.1");
+        assert_eq!(
+            musl,
+            Flavor::Musl {
+                arch: "x86_64".into()
+            }
+        );
+        assert_eq!(
+            Flavor::of_interp("/lib64/ld-linux-x86-64.so.2"),
+            Flavor::Glibc
+        );
+        for (name, builtin) in [
+            ("libc.so", true),
+            ("libm.so.6", true),
+            ("libpthread.so.0", true),
+            ("libcrypto.so.3", false),
+            ("libcx.so", false),
+            ("libc.musl-x86_64.so.1", false),
+        ] {
+            assert_eq!(musl.is_builtin(name), builtin, "{name}");
+            assert!(!Flavor::Glibc.is_builtin(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn ld_so_conf_with_includes_in_order() {
+        let mut t = MemTree::default();
+        t.put(
+            "/etc/ld.so.conf",
+            Node::File,
+            b"# comment\n/opt/first\ninclude ld.so.conf.d/*.conf\n/opt/last # trailing\n",
+        );
+        t.put(
+            "/etc/ld.so.conf.d/b.conf",
+            Node::File,
+            b"/opt/b\n/opt/first\n",
+        );
+        t.put("/etc/ld.so.conf.d/a.conf", Node::File, b"/opt/a:/opt/a2\n");
+        t.put(
+            "/etc/ld.so.conf.d/.hidden.conf",
+            Node::File,
+            b"/opt/hidden\n",
+        );
+        t.put("/etc/ld.so.conf.d/c.txt", Node::File, b"/opt/c\n");
+        let r = Rules::read(&t, Flavor::Glibc, true).unwrap();
+        assert_eq!(
+            r.configured,
+            ["/opt/first", "/opt/a", "/opt/a2", "/opt/b", "/opt/last"]
+        );
+        let r = Rules::read(&t, Flavor::Glibc, false).unwrap();
+        assert!(r.configured.is_empty());
+    }
+
+    #[test]
+    fn recursive_include_is_bounded() {
+        let mut t = MemTree::default();
+        t.put("/etc/ld.so.conf", Node::File, b"include /etc/ld.so.conf\n");
+        assert!(Rules::read(&t, Flavor::Glibc, true).is_err());
+    }
+
+    #[test]
+    fn musl_path_file_replaces_defaults() {
+        let musl = Flavor::Musl {
+            arch: "x86_64".into(),
+        };
+        let mut t = MemTree::default();
+        let r = Rules::read(&t, musl.clone(), true).unwrap();
+        assert_eq!(r.configured, MUSL_DEFAULT_DIRS);
+        t.put(
+            "/etc/ld-musl-x86_64.path",
+            Node::File,
+            b"/usr/lib/x86_64-linux-musl\n/lib:/opt/m\n",
+        );
+        let r = Rules::read(&t, musl, true).unwrap();
+        assert_eq!(
+            r.configured,
+            ["/usr/lib/x86_64-linux-musl", "/lib", "/opt/m"]
+        );
+        assert_eq!(r.files, ["/etc/ld-musl-x86_64.path"]);
+    }
+
+    #[test]
+    fn wildcards() {
+        for (p, s, m) in [
+            ("*.conf", "x.conf", true),
+            ("*.conf", "x.conf.bak", false),
+            ("a?c", "abc", true),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+        ] {
+            assert_eq!(wildcard(p.as_bytes(), s.as_bytes()), m, "{p} {s}");
+        }
+    }
+}
