@@ -260,7 +260,7 @@ impl Tree for PlanTree<'_> {
             Kind::Dir => TNode::Dir,
             Kind::File(_) => TNode::File,
             Kind::Symlink(t) => TNode::Symlink(t.clone()),
-            Kind::CharDev { .. } => TNode::Other,
+            Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => TNode::Other,
         }))
     }
 
@@ -269,6 +269,14 @@ impl Tree for PlanTree<'_> {
             Some(Kind::File(Content::Path { path, .. })) => Ok(Box::new(fs::File::open(path)?)),
             Some(Kind::File(Content::Bytes(b))) => Ok(Box::new(io::Cursor::new(b.clone()))),
             Some(Kind::File(Content::Empty)) => Ok(Box::new(io::Cursor::new(Vec::new()))),
+            Some(Kind::File(Content::Slice { path, offset, size })) => {
+                // A file of a container layer: its bytes inside the cached layer tar.
+                let mut f = fs::File::open(path)?;
+                io::Seek::seek(&mut f, io::SeekFrom::Start(*offset))?;
+                let mut body = Vec::new();
+                io::Read::read_to_end(&mut io::Read::take(f, *size), &mut body)?;
+                Ok(Box::new(io::Cursor::new(body)))
+            }
             _ => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
@@ -539,6 +547,7 @@ mod tests {
                 init: &elf_stub(),
                 modules: None,
                 outputs: &[],
+                image: None,
             });
             (cfg, plan)
         }
