@@ -59,10 +59,20 @@ pub fn run(path: &Path, view: View, out: &mut dyn Write) -> Result<Report, Inspe
         path: path.into(),
         source,
     })?;
+    run_on(file, path, view, out)
+}
+
+/// [`run`] on an image read from `image`; `path` names it in messages.
+pub fn run_on(
+    image: impl io::Read,
+    path: &Path,
+    view: View,
+    out: &mut dyn Write,
+) -> Result<Report, InspectError> {
     let mut index = check::Index::default();
     let mut records = format::Records::default();
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
-    let walked = reader::walk(file, &mut |e| {
+    let walked = reader::walk(image, &mut |e| {
         index.add(e);
         match view {
             View::List => format::line(&mut out, e),

@@ -9,7 +9,6 @@
 //! compressions mix in any order. Inside one decompressed segment, entries follow each other
 //! with NUL padding allowed between them, and the segment must end between two entries.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 
 use fledge_abi::paths;
@@ -20,6 +19,8 @@ use crate::compress::{self, Compression};
 
 /// Longest path Linux accepts, NUL included.
 const PATH_MAX: usize = 4096;
+/// Most memory an xz segment's decoder may use.
+const XZ_MEMORY_MAX: u64 = 512 << 20;
 /// Length of a newc header.
 const HEADER_LEN: usize = 110;
 /// Files whose body the reader hands over (the boot check reads them), with their largest size:
@@ -85,9 +86,9 @@ pub enum WalkError {
 
 type Sink<'s> = dyn FnMut(&Entry<'_>) -> io::Result<()> + 's;
 
-/// Reads every segment of `file`, calling `sink` for each entry in archive order.
-pub fn walk(file: File, sink: &mut Sink<'_>) -> Result<Summary, WalkError> {
-    let mut raw = Counted::new(BufReader::with_capacity(1 << 16, file));
+/// Reads every segment of `image`, calling `sink` for each entry in archive order.
+pub fn walk<R: Read>(image: R, sink: &mut Sink<'_>) -> Result<Summary, WalkError> {
+    let mut raw = Counted::new(BufReader::with_capacity(1 << 16, image));
     let mut parser = Parser::default();
     let mut summary = Summary::default();
     loop {
@@ -124,14 +125,15 @@ pub fn walk(file: File, sink: &mut Sink<'_>) -> Result<Summary, WalkError> {
 }
 
 /// A decoder that reads one member/frame/stream of `c` from `raw` and leaves what follows.
-fn segment_decoder<'a>(c: Compression, raw: &'a mut Counted) -> Box<dyn Read + 'a> {
+fn segment_decoder<'a, R: Read>(c: Compression, raw: &'a mut Counted<R>) -> Box<dyn Read + 'a> {
     match c {
         Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(raw)),
         Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(raw) {
             Ok(d) => Box::new(d.single_frame()),
             Err(e) => Box::new(io::Cursor::new(Vec::new()).chain(FailWith(Some(e)))),
         },
-        Compression::Xz => match xz2::stream::Stream::new_stream_decoder(u64::MAX, 0) {
+        // Bounded: `xz -9` needs 65 MiB; a header asking for more than this is not an image.
+        Compression::Xz => match xz2::stream::Stream::new_stream_decoder(XZ_MEMORY_MAX, 0) {
             Ok(stream) => Box::new(XzSegment {
                 inner: raw,
                 stream,
@@ -145,13 +147,13 @@ fn segment_decoder<'a>(c: Compression, raw: &'a mut Counted) -> Box<dyn Read + '
 }
 
 /// One xz stream: xz2's own reader reports the bytes after a stream's end as corruption.
-struct XzSegment<'a> {
-    inner: &'a mut Counted,
+struct XzSegment<'a, R> {
+    inner: &'a mut Counted<R>,
     stream: xz2::stream::Stream,
     ended: bool,
 }
 
-impl Read for XzSegment<'_> {
+impl<R: Read> Read for XzSegment<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         use xz2::stream::{Action, Status};
         while !self.ended && !out.is_empty() {
@@ -457,14 +459,14 @@ fn skip<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
 
 /// The raw image: a buffered reader that counts what was consumed and can look ahead a few
 /// bytes across its buffer's edge.
-pub struct Counted {
-    inner: BufReader<File>,
+pub struct Counted<R> {
+    inner: BufReader<R>,
     ahead: Vec<u8>,
     offset: u64,
 }
 
-impl Counted {
-    fn new(inner: BufReader<File>) -> Self {
+impl<R: Read> Counted<R> {
+    fn new(inner: BufReader<R>) -> Self {
         Counted {
             inner,
             ahead: Vec::new(),
@@ -499,7 +501,7 @@ impl Counted {
     }
 }
 
-impl Read for Counted {
+impl<R: Read> Read for Counted<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let buf = self.fill_buf()?;
         let n = buf.len().min(out.len());
@@ -509,7 +511,7 @@ impl Read for Counted {
     }
 }
 
-impl BufRead for Counted {
+impl<R: Read> BufRead for Counted<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.ahead.is_empty() {
             self.inner.fill_buf()

@@ -9,6 +9,8 @@
 //! takes as they are but that will not work as meant (a `base_url` that is not http(s), a disk
 //! checksum without an algorithm, an env name with `=` or a space).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize as _;
 
 use super::template::{Entrypoint, Raw, RawDoc};
@@ -57,32 +59,11 @@ pub(super) fn build(
     facts: &BuildFacts,
     notes: &mut Vec<Note>,
 ) -> Result<Manifest, Violation> {
-    let schema_version = match raw.schema_version.as_deref().map(str::trim) {
-        None | Some("v1") | Some("1") | Some("1.0") => "1.0".to_string(),
-        Some(other) => {
-            return Err(violation(
-                "schema_version",
-                format!("{other:?} is not a known manifest version"),
-                "use \"1.0\" (or the original's \"v1\"), or leave it out",
-            ));
-        }
-    };
+    let schema_version = schema_version(raw)?;
     let name = raw.name.as_deref().unwrap_or("").trim().to_string();
     let version = raw.version.as_deref().unwrap_or("").trim().to_string();
     let runtime = trimmed(&raw.runtime).unwrap_or_else(|| name.clone());
-
-    let mut labels: std::collections::BTreeMap<String, String> = raw
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.trim().to_string()))
-        .collect();
-    if !name.is_empty() {
-        labels.insert("volant.plugin".into(), name.clone());
-    }
-    if !runtime.is_empty() {
-        labels.insert("volant.runtime".into(), runtime.clone());
-    }
-
+    let labels = build_labels(raw, &name, &runtime);
     let resources = Resources {
         cpu_cores: raw
             .resources
@@ -95,89 +76,12 @@ pub(super) fn build(
             .and_then(|r| r.memory_mb)
             .unwrap_or(DEFAULT_MEMORY_MB),
     };
-
     let first_port = check_expose(raw)?;
     let workload = build_workload(raw, first_port, facts, notes)?;
-
     let health_check = raw.health_check.as_ref().map(|h| HealthCheck {
         endpoint: trimmed(&h.endpoint).unwrap_or_else(|| "/".to_string()),
         timeout_ms: h.timeout_ms.unwrap_or(DEFAULT_HEALTH_TIMEOUT_MS),
     });
-
-    let actions = raw
-        .actions
-        .iter()
-        .filter(|(name, _)| {
-            let keep = !name.trim().is_empty();
-            if !keep {
-                note(
-                    notes,
-                    "actions",
-                    format!("action {name:?} has a blank name: dropped, as Volant does"),
-                );
-            }
-            keep
-        })
-        .map(|(name, a)| {
-            let action = Action {
-                description: trimmed(&a.description),
-                method: a.method.as_deref().unwrap_or("").trim().to_string(),
-                path: a.path.as_deref().unwrap_or("").trim().to_string(),
-                timeout_ms: a.timeout_ms,
-            };
-            (name.trim().to_string(), action)
-        })
-        .collect();
-
-    for (i, d) in raw.disks.iter().enumerate() {
-        if let Some(c) = trimmed(&d.checksum).filter(|c| !c.contains(':')) {
-            note(notes, format!("disks[{i}].checksum"), format!("{c:?} has no algorithm prefix; Volant passes it on as written (write \"sha256:<hex>\" to say which)"));
-        }
-    }
-    let disks = raw
-        .disks
-        .iter()
-        .map(|d| Disk {
-            name: d.name.as_deref().unwrap_or("").trim().to_string(),
-            source: d.source.as_deref().unwrap_or("").trim().to_string(),
-            checksum: trimmed(&d.checksum),
-            format: trimmed(&d.format).map(|f| f.to_ascii_lowercase()),
-            readonly: d.readonly,
-            target: trimmed(&d.target),
-        })
-        .collect();
-
-    let cloud_init = match &raw.cloud_init {
-        None => None,
-        Some(c) => Some(CloudInit {
-            datasource: trimmed(&c.datasource).unwrap_or_else(|| "NoCloud".to_string()),
-            seed_mode: trimmed(&c.seed_mode)
-                .map(|s| s.to_ascii_lowercase())
-                .unwrap_or_else(|| "vfat".to_string()),
-            user_data: c.user_data.as_ref().map(doc),
-            meta_data: c.meta_data.as_ref().map(meta_data).transpose()?,
-            network_config: c.network_config.as_ref().map(doc),
-        }),
-    };
-
-    let network = raw.network.as_ref().map(|n| Network {
-        mode: trimmed(&n.mode)
-            .map(|m| m.to_ascii_lowercase())
-            .unwrap_or_else(|| "bridged".to_string()),
-        subnet: trimmed(&n.subnet),
-        gateway: trimmed(&n.gateway),
-        auto_assign: n.auto_assign,
-    });
-
-    let devices = raw
-        .devices
-        .as_ref()
-        .map(|d| Devices {
-            pci_passthrough: d.pci_passthrough.clone(),
-            allowlist: d.allowlist.clone(),
-        })
-        .filter(|d| !d.pci_passthrough.is_empty() || !d.allowlist.is_empty());
-
     Ok(Manifest {
         schema: match raw.schema.as_deref().map(str::trim) {
             None => Some(volant::SCHEMA_URL.to_string()),
@@ -194,13 +98,121 @@ pub(super) fn build(
         resources,
         workload,
         health_check,
-        actions,
-        disks,
-        cloud_init,
-        network,
-        devices,
+        actions: build_actions(raw, notes),
+        disks: build_disks(raw, notes),
+        cloud_init: build_cloud_init(raw)?,
+        network: build_network(raw),
+        devices: build_devices(raw),
         openapi: trimmed(&raw.openapi),
     })
+}
+
+/// The template's `schema_version` as Volant's `"1.0"`.
+fn schema_version(raw: &Raw) -> Result<String, Violation> {
+    match raw.schema_version.as_deref().map(str::trim) {
+        None | Some("v1") | Some("1") | Some("1.0") => Ok("1.0".to_string()),
+        Some(other) => Err(violation(
+            "schema_version",
+            format!("{other:?} is not a known manifest version"),
+            "use \"1.0\" (or the original's \"v1\"), or leave it out",
+        )),
+    }
+}
+
+/// Labels with values trimmed, and `volant.plugin`/`volant.runtime` set as Volant sets them.
+fn build_labels(raw: &Raw, name: &str, runtime: &str) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = raw
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.trim().to_string()))
+        .collect();
+    if !name.is_empty() {
+        labels.insert("volant.plugin".into(), name.to_string());
+    }
+    if !runtime.is_empty() {
+        labels.insert("volant.runtime".into(), runtime.to_string());
+    }
+    labels
+}
+
+/// `[actions.<name>]`, names and fields trimmed; a blank name is dropped, as Volant does.
+fn build_actions(raw: &Raw, notes: &mut Vec<Note>) -> BTreeMap<String, Action> {
+    let mut actions = BTreeMap::new();
+    for (name, a) in &raw.actions {
+        if name.trim().is_empty() {
+            let message = format!("action {name:?} has a blank name: dropped, as Volant does");
+            note(notes, "actions", message);
+            continue;
+        }
+        let action = Action {
+            description: trimmed(&a.description),
+            method: a.method.as_deref().unwrap_or("").trim().to_string(),
+            path: a.path.as_deref().unwrap_or("").trim().to_string(),
+            timeout_ms: a.timeout_ms,
+        };
+        actions.insert(name.trim().to_string(), action);
+    }
+    actions
+}
+
+/// `[[disks]]`, trimmed; a checksum without an algorithm is kept with a note.
+fn build_disks(raw: &Raw, notes: &mut Vec<Note>) -> Vec<Disk> {
+    let mut disks = Vec::new();
+    for (i, d) in raw.disks.iter().enumerate() {
+        let checksum = trimmed(&d.checksum);
+        if let Some(c) = checksum.as_ref().filter(|c| !c.contains(':')) {
+            let message = format!("{c:?} has no algorithm prefix; Volant passes it on as written (write \"sha256:<hex>\" to say which)");
+            note(notes, format!("disks[{i}].checksum"), message);
+        }
+        disks.push(Disk {
+            name: d.name.as_deref().unwrap_or("").trim().to_string(),
+            source: d.source.as_deref().unwrap_or("").trim().to_string(),
+            checksum,
+            format: trimmed(&d.format).map(|f| f.to_ascii_lowercase()),
+            readonly: d.readonly,
+            target: trimmed(&d.target),
+        });
+    }
+    disks
+}
+
+/// `[cloud_init]` with Volant's defaults (`NoCloud`, `vfat`).
+fn build_cloud_init(raw: &Raw) -> Result<Option<CloudInit>, Violation> {
+    let Some(c) = &raw.cloud_init else {
+        return Ok(None);
+    };
+    Ok(Some(CloudInit {
+        datasource: trimmed(&c.datasource).unwrap_or_else(|| "NoCloud".to_string()),
+        seed_mode: trimmed(&c.seed_mode)
+            .map(|s| s.to_ascii_lowercase())
+            .unwrap_or_else(|| "vfat".to_string()),
+        user_data: c.user_data.as_ref().map(doc),
+        meta_data: c.meta_data.as_ref().map(meta_data).transpose()?,
+        network_config: c.network_config.as_ref().map(doc),
+    }))
+}
+
+/// `[network]`: the mode defaults to `bridged` when the table is there.
+fn build_network(raw: &Raw) -> Option<Network> {
+    raw.network.as_ref().map(|n| Network {
+        mode: trimmed(&n.mode)
+            .map(|m| m.to_ascii_lowercase())
+            .unwrap_or_else(|| "bridged".to_string()),
+        subnet: trimmed(&n.subnet),
+        gateway: trimmed(&n.gateway),
+        auto_assign: n.auto_assign,
+    })
+}
+
+/// `[devices]`, left out when it lists nothing.
+fn build_devices(raw: &Raw) -> Option<Devices> {
+    raw.devices
+        .as_ref()
+        .map(|d| Devices {
+            pci_passthrough: d.pci_passthrough.clone(),
+            allowlist: d.allowlist.clone(),
+        })
+        .filter(|d| !d.pci_passthrough.is_empty() || !d.allowlist.is_empty())
 }
 
 /// Checks `[[network.expose]]` and returns the first port.
@@ -346,8 +358,8 @@ fn build_env(
     raw: &Raw,
     w: &super::template::RawWorkload,
     notes: &mut Vec<Note>,
-) -> Result<std::collections::BTreeMap<String, String>, Violation> {
-    let mut env = std::collections::BTreeMap::new();
+) -> Result<BTreeMap<String, String>, Violation> {
+    let mut env = BTreeMap::new();
     for (table, vars) in [("env", &raw.env), ("workload.env", &w.env)] {
         for (k, v) in vars {
             let (key, value) = (k.trim(), v.trim());
