@@ -72,6 +72,7 @@ fuzz_target!(|input: Input| {
         compression,
         level: None,
         threads: usize::from(input.threads % 3) + 1,
+        cache: None,
     };
     let mut file = tempfile::tempfile().expect("a temporary file");
     compress::write_image(&entries, &opts, &mut file).expect("the writer takes clean entries");
