@@ -339,8 +339,15 @@ fn must_run(cfg: &Config) -> Vec<&str> {
         InitMode::Custom {
             init: CustomInit::InImage(p),
         } => out.push(p),
-        InitMode::Custom { .. } => out.push(paths::CUSTOM_INIT),
-        InitMode::None => {}
+        InitMode::Custom {
+            init: CustomInit::Host(_),
+        } => out.push(paths::CUSTOM_INIT),
+        // The workload spec's program: found in the image's PATH by the workload layer, its
+        // libraries placed like any other ELF file's; not a fixed path to check here.
+        InitMode::Custom {
+            init: CustomInit::Command | CustomInit::FromImage,
+        }
+        | InitMode::None => {}
     }
     out
 }
