@@ -113,7 +113,7 @@ impl Archive {
         self.entries.len() != before
     }
 
-    /// Parses an uncompressed newc archive up to its trailer.
+    /// Parses an uncompressed newc image: one archive or several in a row, each up to its trailer.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         let mut entries = Vec::new();
         let mut at = 0;
@@ -139,7 +139,19 @@ impl Archive {
             let name = String::from_utf8_lossy(name).into_owned();
             let data_at = pad4(name_at + namesize);
             if name == TRAILER {
-                return Ok(Self { entries });
+                // An image may be several archives in a row (one per segment), with NUL
+                // padding between them, as the kernel reads it.
+                let next = bytes[data_at.min(bytes.len())..]
+                    .iter()
+                    .position(|&b| b != 0)
+                    .map(|n| data_at + n);
+                match next {
+                    Some(n) => {
+                        at = n;
+                        continue;
+                    }
+                    None => return Ok(Self { entries }),
+                }
             }
             let data = bytes
                 .get(data_at..data_at + filesize)
@@ -241,6 +253,14 @@ mod tests {
             );
             assert_eq!(b.ino, i as u32 + 1, "member {i} inode");
         }
+    }
+
+    #[test]
+    fn archives_in_a_row_read_as_one_image() {
+        let mut bytes = sample().to_bytes();
+        bytes.extend_from_slice(&[0; 512]);
+        bytes.extend(sample().to_bytes());
+        assert_eq!(Archive::parse(&bytes).unwrap().entries.len(), 12);
     }
 
     #[test]
