@@ -191,18 +191,26 @@ impl Root {
             .prefix("fledge-image-")
             .tempdir()
             .expect("create temp dir");
-        let out = Command::new("cpio")
-            .args(["-idm", "--quiet", "--no-absolute-filenames", "-F"])
-            .arg(image)
-            .current_dir(dir.path())
-            .output()
-            .expect("run cpio (apt-get install cpio)");
-        assert!(
-            out.status.success(),
-            "cpio -i {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let bytes = std::fs::read(image).expect("read the image");
+        // `cpio -i` stops at the first trailer; the builder writes one archive per segment.
+        for part in archives(&bytes) {
+            let mut child = Command::new("cpio")
+                .args(["-idm", "--quiet", "--no-absolute-filenames"])
+                .current_dir(dir.path())
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run cpio (apt-get install cpio)");
+            std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), part)
+                .expect("feed cpio");
+            let out = child.wait_with_output().expect("wait for cpio");
+            assert!(
+                out.status.success(),
+                "cpio -i {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Root { dir }
     }
 
@@ -416,4 +424,29 @@ impl Drop for Pid1 {
 /// Runs the init to the end with `STANDIN=script` and returns what happened.
 pub fn run_standin(root: &Root, script: &str, timeout: Duration) -> Finished {
     Pid1::start(root, &[("STANDIN", script)], Launch::Direct).finish(timeout)
+}
+
+/// The newc archives of an uncompressed image, in order: each runs up to its trailer and the
+/// padding after it; NUL bytes between archives are skipped, as the kernel does.
+fn archives(bytes: &[u8]) -> Vec<&[u8]> {
+    let field = |at: usize, i: usize| -> usize {
+        let hex = std::str::from_utf8(&bytes[at + 6 + 8 * i..at + 14 + 8 * i]).expect("hex");
+        usize::from_str_radix(hex, 16).expect("a newc header field")
+    };
+    let pad4 = |n: usize| n.div_ceil(4) * 4;
+    let (mut parts, mut start, mut at) = (Vec::new(), 0, 0);
+    while at + 110 <= bytes.len() {
+        assert_eq!(&bytes[at..at + 6], b"070701", "newc magic at offset {at}");
+        let (namesize, filesize) = (field(at, 11), field(at, 6));
+        let name = &bytes[at + 110..at + 110 + namesize.saturating_sub(1)];
+        at = pad4(pad4(at + 110 + namesize) + filesize);
+        if name == b"TRAILER!!!" {
+            let next = bytes[at.min(bytes.len())..].iter().position(|&b| b != 0);
+            let end = next.map_or(bytes.len(), |n| at + n);
+            parts.push(&bytes[start..end]);
+            start = end;
+            at = end;
+        }
+    }
+    parts
 }
