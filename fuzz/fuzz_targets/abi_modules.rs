@@ -13,9 +13,15 @@ fuzz_target!(|text: &str| {
         assert!(m.is_valid());
         let line = m.to_string();
         let mut back = modules::parse(&line);
-        let again = back.next().expect("a printed entry parses").expect("and is valid");
+        let again = back
+            .next()
+            .expect("a printed entry parses")
+            .expect("and is valid");
         assert_eq!(again, m, "line {line:?}");
-        assert!(back.next().is_none(), "one entry prints as one line: {line:?}");
+        assert!(
+            back.next().is_none(),
+            "one entry prints as one line: {line:?}"
+        );
     }
     let lines = text.lines().count();
     assert!(seen <= lines, "{seen} entries from {lines} lines");

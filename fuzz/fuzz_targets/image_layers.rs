@@ -77,7 +77,10 @@ fn check(tree: &Tree) {
     for (path, _) in tree.iter() {
         assert!(!path.starts_with('/'), "absolute key {path:?}");
         for c in path.split('/') {
-            assert!(!c.is_empty() && c != "." && c != "..", "bad component in {path:?}");
+            assert!(
+                !c.is_empty() && c != "." && c != "..",
+                "bad component in {path:?}"
+            );
         }
         let mut prefix = String::new();
         let parts: Vec<&str> = path.split('/').collect();

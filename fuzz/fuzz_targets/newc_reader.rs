@@ -17,12 +17,19 @@ fuzz_target!(|data: &[u8]| {
         count += 1;
         assert!(e.path.starts_with(b"/"), "relative path {:?}", e.path);
         for c in e.path.split(|&b| b == b'/').skip(1) {
-            assert!(c != b"." && c != b"..", "path {:?} keeps a dot component", e.path);
+            assert!(
+                c != b"." && c != b"..",
+                "path {:?} keeps a dot component",
+                e.path
+            );
         }
         Ok(())
     });
     if let Ok(summary) = walked {
-        assert_eq!(summary.entries, count, "summary disagrees with the entries seen");
+        assert_eq!(
+            summary.entries, count,
+            "summary disagrees with the entries seen"
+        );
     }
 });
 

@@ -157,7 +157,7 @@ fn console() -> Result<(), Error> {
 }
 
 fn options() -> Options {
-    let (opts, warnings) = Options::load(&sys::cstring(paths::INIT_CONF), options::CMDLINE_PATH);
+    let (opts, warnings) = options::load(&sys::cstring(paths::INIT_CONF), options::CMDLINE_PATH);
     klog::set_target(opts.log);
     for w in warnings {
         log::warn!("{w}");
