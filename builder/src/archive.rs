@@ -150,6 +150,8 @@ pub enum ArchiveError {
     },
     #[error("entry {path}: {what} does not fit the newc format (limit 4 GiB - 1)")]
     TooLarge { path: String, what: &'static str },
+    #[error("entry {TRAILER}: the newc format ends an archive at an entry of that name, so the kernel would not create it")]
+    ReservedName,
     #[error("cannot write the archive: {0}")]
     Write(#[from] io::Error),
 }
@@ -184,6 +186,9 @@ impl<W: Write> NewcWriter<W> {
 
     /// Appends one entry: header, name, body, padding.
     pub fn append(&mut self, e: &Entry) -> Result<(), ArchiveError> {
+        if e.path == TRAILER {
+            return Err(ArchiveError::ReservedName);
+        }
         let size = e.body_len();
         let size32 = u32::try_from(size).map_err(|_| ArchiveError::TooLarge {
             path: e.path.clone(),
@@ -362,6 +367,18 @@ mod tests {
         b"00000000", b"00000000", b"00000000", b"00000000", b"00000000", b"0000000B", b"00000000",
         b"TRAILER!!!\0", b"\0\0\0",
     ];
+
+    #[test]
+    fn an_entry_named_as_the_trailer_is_refused() {
+        let mut w = NewcWriter::new(Vec::new());
+        let e = Entry::new(TRAILER, Kind::Dir, 0o755, 1, 2, 0);
+        assert!(matches!(w.append(&e), Err(ArchiveError::ReservedName)));
+        let nested = Entry::new(&format!("usr/{TRAILER}"), Kind::Dir, 0o755, 2, 2, 0);
+        assert!(
+            w.append(&nested).is_ok(),
+            "only the root name is the trailer"
+        );
+    }
 
     #[test]
     fn newc_bytes_of_each_kind_hardlinks_trailer_and_padding() {

@@ -27,13 +27,14 @@ struct Input {
     entries: Vec<(String, Shape, u16, u16, u16)>,
 }
 
-/// A path the writer accepts: non-empty components without NUL, `.` or `..`.
+/// A path the writer accepts: non-empty components without NUL, `.` or `..`, and not the
+/// trailer's name (the writer refuses it: the kernel would not create it).
 fn clean(name: &str) -> Option<String> {
     let parts: Vec<&str> = name
         .split('/')
         .filter(|c| !c.is_empty() && *c != "." && *c != "..")
         .collect();
-    if parts.is_empty() || name.contains('\0') {
+    if parts.is_empty() || name.contains('\0') || parts == [fledge::archive::TRAILER] {
         return None;
     }
     Some(parts.join("/"))

@@ -6,8 +6,9 @@
 //! `waitpid(-1, WNOHANG)` until nothing is left to reap: SIGCHLDs coalesce, so one wake-up may
 //! stand for many exits, orphans included. Every signal but SIGCHLD is passed on to the target
 //! (see [`action`]). The target's exit, or SIGTERM, SIGINT (Ctrl-Alt-Del) or SIGPWR to PID 1,
-//! starts the shutdown: SIGTERM to what is left, a grace period, SIGKILL, and return once every
-//! child is reaped.
+//! or the ACPI power button (the kernel's ACPI events, read from a netlink socket that raises
+//! SIGIO; the hypervisor's "power down", for guests without a keyboard), starts the shutdown:
+//! SIGTERM to what is left, a grace period, SIGKILL, and return once every child is reaped.
 
 use alloc::string::ToString;
 use core::ffi::c_int;
@@ -27,17 +28,21 @@ enum Action {
     Forward(c_int),
     /// Pass on this signal and start the orderly shutdown (grace period, then SIGKILL).
     Shutdown(c_int),
+    /// `SIGIO` from the ACPI event socket: read it, shut down if the power button was pressed.
+    Acpi,
 }
 
 /// Every signal is passed on but SIGCHLD (the fault signals are never blocked, so never read;
 /// SIGKILL and SIGSTOP never reach a process). SIGTERM and SIGINT - what Ctrl-Alt-Del becomes
 /// once `RB_DISABLE_CAD` is set - start the shutdown and are passed on; SIGPWR (power failing)
-/// starts it too and reaches the target as SIGTERM, the signal programs handle.
-fn action(sig: c_int) -> Action {
+/// starts it too and reaches the target as SIGTERM, the signal programs handle. With the ACPI
+/// event socket open (`acpi`), SIGIO is its and stays with PID 1.
+fn action(sig: c_int, acpi: bool) -> Action {
     match sig {
         libc::SIGCHLD => Action::Ignore,
         libc::SIGTERM | libc::SIGINT => Action::Shutdown(sig),
         libc::SIGPWR => Action::Shutdown(libc::SIGTERM),
+        libc::SIGIO if acpi => Action::Acpi,
         _ => Action::Forward(sig),
     }
 }
@@ -52,6 +57,13 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
     let blocked = SigSet::all_but_faults();
     let original = blocked.block().map_err(|cause| Error::Signals { cause })?;
     sys::disable_ctrl_alt_del();
+    let acpi = match sys::AcpiEvents::open() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            log::debug!("no ACPI events (the power button will not shut down): {e}");
+            None
+        }
+    };
     let main = sys::spawn(&cmd, &original, &messages).map_err(|cause| Error::Fork {
         target: target.to_string(),
         cause,
@@ -89,10 +101,22 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
         let Some(sig) = blocked.wait(timeout) else {
             continue; // a timeout
         };
-        let (forward, shutdown) = match action(sig) {
+        let (forward, shutdown) = match action(sig, acpi.is_some()) {
             Action::Ignore => continue,
+            Action::Acpi
+                if acpi
+                    .as_ref()
+                    .is_some_and(sys::AcpiEvents::power_button_pressed) =>
+            {
+                log::info!("power button pressed: shutting down");
+                (libc::SIGTERM, true)
+            }
+            Action::Acpi => continue,
             Action::Forward(s) => (s, false),
-            Action::Shutdown(s) => (s, true),
+            Action::Shutdown(s) => {
+                log::info!("{}: shutting down", shutdown_cause(sig));
+                (s, true)
+            }
         };
         if outcome.is_none() {
             let _ = sys::kill(main, forward);
@@ -107,6 +131,15 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
 
 /// Reaps every child that has exited. Returns the target's outcome if it was among them, and
 /// whether no children are left at all.
+/// What a shutdown signal to PID 1 usually means, for the log.
+fn shutdown_cause(sig: c_int) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT (Ctrl-Alt-Del)",
+        libc::SIGPWR => "SIGPWR (power failing)",
+        _ => "SIGTERM",
+    }
+}
+
 fn reap(main: i32) -> (Option<Outcome>, bool) {
     let mut ended = None;
     loop {
@@ -136,10 +169,20 @@ mod tests {
                 libc::SIGPWR => Action::Shutdown(libc::SIGTERM),
                 s => Action::Forward(s),
             };
-            assert_eq!(action(sig), want, "signal {sig}");
+            assert_eq!(action(sig, false), want, "signal {sig}");
+            let with_acpi = if sig == libc::SIGIO {
+                Action::Acpi
+            } else {
+                want
+            };
+            assert_eq!(
+                action(sig, true),
+                with_acpi,
+                "signal {sig} with ACPI events"
+            );
         }
         assert_eq!(
-            action(libc::SIGRTMIN() + 2),
+            action(libc::SIGRTMIN() + 2, true),
             Action::Forward(libc::SIGRTMIN() + 2)
         );
     }

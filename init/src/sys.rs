@@ -9,6 +9,7 @@
 
 use alloc::ffi::CString;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::ffi::{c_int, CStr};
 use core::fmt;
@@ -697,6 +698,82 @@ impl NetSocket {
         rt.rt_gateway = sockaddr_in(gateway);
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
         self.ioctl(SIOCADDRT, &mut rt)
+    }
+}
+
+/// A generic netlink socket subscribed to the kernel's ACPI events (`fledge_init::acpi`), set
+/// to raise `SIGIO` at PID 1 when one arrives, so the signal loop notices it.
+pub struct AcpiEvents {
+    fd: c_int,
+    family: u16,
+}
+
+impl Drop for AcpiEvents {
+    fn drop(&mut self) {
+        close(self.fd);
+    }
+}
+
+impl AcpiEvents {
+    /// Opens and subscribes; `Err(ENOENT)` when the kernel has no ACPI event family (no ACPI).
+    pub fn open() -> Result<AcpiEvents, Errno> {
+        // SAFETY: socket takes plain integers.
+        let fd = check(unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_GENERIC,
+            )
+        })?;
+        let mut sock = AcpiEvents { fd, family: 0 };
+        let request = fledge_init::acpi::family_request(1);
+        // SAFETY: `request` is a valid buffer of that length; the kernel only reads it.
+        check(unsafe { libc::send(fd, request.as_ptr().cast(), request.len(), 0) as c_int })?;
+        // The kernel answers while `send` runs, so the reply is already queued: never block.
+        let mut buf = vec![0u8; 8192];
+        let n = sock.recv(&mut buf, libc::MSG_DONTWAIT)?;
+        let (family, group) = fledge_init::acpi::family_reply(&buf[..n])
+            .map_err(|e| Errno(if e < 0 { -e } else { libc::ENOENT }))?;
+        sock.family = family;
+        // SAFETY: the option value is a u32 of the size passed.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_NETLINK,
+                libc::NETLINK_ADD_MEMBERSHIP,
+                (&group as *const u32).cast(),
+                core::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        })?;
+        // SAFETY: fcntl on our own descriptor with integer arguments.
+        check(unsafe { libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) })?;
+        // SAFETY: as above.
+        check(unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_ASYNC | libc::O_NONBLOCK) })?;
+        Ok(sock)
+    }
+
+    fn recv(&self, buf: &mut [u8], flags: c_int) -> Result<usize, Errno> {
+        // SAFETY: `buf` is writable for its whole length.
+        let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+        if n < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Reads every event waiting; true when one of them is the power button.
+    pub fn power_button_pressed(&self) -> bool {
+        let mut buf = vec![0u8; 8192];
+        let mut pressed = false;
+        while let Ok(n) = self.recv(&mut buf, libc::MSG_DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+            let events = fledge_init::acpi::events(&buf[..n], self.family);
+            pressed |= events.iter().any(fledge_init::acpi::Event::is_power_button);
+        }
+        pressed
     }
 }
 

@@ -201,9 +201,10 @@ fn get(port: u16) -> String {
     answer
 }
 
-#[test]
-fn run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down() {
-    let test = "run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down";
+/// `fledge run` of the http-service example with the Debian kernel's `modules` in the image:
+/// the health check passes from the host, the host reaches the server, and SIGINT to `fledge
+/// run` shuts the guest down in order on `machine`, fledge-init logging `shutdown` first.
+fn http_example_under_fledge_run(test: &str, modules: &[&str], machine: &str, shutdown: &str) {
     let Some((host, tools)) = setup(test) else {
         return;
     };
@@ -212,11 +213,11 @@ fn run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down() {
     };
     let server = &fledge_tests::guest_bins().http_service;
     let p = Project::example(&host, "http-service", &[(server, "bin/http-service")]).unwrap();
-    // Debian's kernel has virtio-net and virtio-pci as modules only.
+    // Debian's kernel has the virtio drivers and the ACPI button driver as modules only.
     let config = p.path().join("fledge.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text += &format!(
-        "\n[kernel]\nmodules = [\"virtio_net\", \"virtio_pci\"]\nmodules_dir = {:?}\n",
+        "\n[kernel]\nmodules = {modules:?}\nmodules_dir = {:?}\n",
         tree.display().to_string()
     );
     std::fs::write(&config, text).unwrap();
@@ -245,7 +246,13 @@ fn run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down() {
         answer.ends_with("hello from the fledge http-service example\n"),
         "{answer}"
     );
-    eprintln!("http-service under fledge run (TCG): {line}");
+    eprintln!("http-service under fledge run (TCG, {machine}): {line}");
+    let err = r.stderr.lock().unwrap().clone();
+    assert!(
+        err.contains(&format!("under TCG on -M {machine} ")),
+        "{}",
+        r.output()
+    );
 
     let qemu = r.children();
     assert_eq!(qemu.len(), 1, "one QEMU child: {qemu:?}\n{}", r.output());
@@ -256,8 +263,9 @@ fn run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down() {
         err.contains("interrupted: asking the guest to power down"),
         "{all}"
     );
-    // Ctrl-Alt-Del reached fledge-init as SIGINT; it passed it on to the script, which stopped
+    // The request reached fledge-init, which passed a signal on to the script, which stopped
     // the server and exited 0; fledge-init reported that and powered off.
+    assert!(out.contains(shutdown), "{all}");
     assert!(out.contains("http-service example: stopped"), "{all}");
     assert!(out.contains("fledge-init: exit-status=0"), "{all}");
     assert!(out.contains("reboot: Power down"), "{all}");
@@ -270,6 +278,30 @@ fn run_serves_the_http_example_to_the_host_and_sigint_shuts_it_down() {
         gone(qemu[0]),
         "QEMU (pid {}) is still running:\n{all}",
         qemu[0]
+    );
+}
+
+#[test]
+fn run_serves_the_http_example_on_q35_and_ctrl_alt_del_shuts_it_down() {
+    // virtio-pci and no virtio-mmio: q35, where Ctrl-C is Ctrl-Alt-Del, SIGINT to fledge-init
+    // (the kernel's keyboard driver is built in).
+    http_example_under_fledge_run(
+        "run_serves_the_http_example_on_q35_and_ctrl_alt_del_shuts_it_down",
+        &["virtio_net", "virtio_pci"],
+        "q35",
+        "fledge-init: SIGINT (Ctrl-Alt-Del): shutting down",
+    );
+}
+
+#[test]
+fn run_serves_the_http_example_on_microvm_and_the_power_button_shuts_it_down() {
+    // virtio-mmio and the ACPI button driver: microvm, no keyboard; Ctrl-C presses the ACPI
+    // power button, which fledge-init reads from the kernel's ACPI events.
+    http_example_under_fledge_run(
+        "run_serves_the_http_example_on_microvm_and_the_power_button_shuts_it_down",
+        &["virtio_net", "virtio_mmio", "button"],
+        "microvm",
+        "fledge-init: power button pressed: shutting down",
     );
 }
 

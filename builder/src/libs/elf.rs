@@ -310,6 +310,20 @@ mod tests {
         for (i, (bytes, want)) in cases.iter().enumerate() {
             assert_eq!(&read(Cursor::new(bytes)).unwrap(), want, "case {i}");
         }
+        // Only the kernel's first SHEBANG_MAX bytes are read; each byte that is not UTF-8
+        // becomes one replacement character, so the name may be longer in bytes (a fuzzed input).
+        let mut long = b"#!/bin\xff\xff\xff\xff\xff\xff\xff\xff\xff".to_vec();
+        long.resize(300, b'W');
+        let Exec::Script { interp, arg: None } = read(Cursor::new(&long)).unwrap() else {
+            panic!("a long #! line is a script");
+        };
+        let want = format!(
+            "/bin{}{}",
+            "\u{fffd}".repeat(9),
+            "W".repeat(SHEBANG_MAX - 2 - 4 - 9)
+        );
+        assert_eq!(interp, want);
+        assert!(interp.len() > SHEBANG_MAX && interp.chars().count() <= SHEBANG_MAX);
     }
 
     #[test]

@@ -388,6 +388,13 @@ impl Stack<'_> {
         }
         let resolved = self.resolve(path, false);
         let path = resolved.as_str();
+        if path.strip_prefix('/') == Some(crate::archive::TRAILER) {
+            let (line, key) = node.origin.key();
+            return Err(self.invalid(line, &key, format!(
+                "puts {path} in the image, but the newc format ends an archive at an entry named {}: the kernel would not create it (give it another name)",
+                crate::archive::TRAILER
+            )));
+        }
         self.parents(path, &node.origin)?;
         if let Some(old) = self.plan.nodes.get(path) {
             match (&old.kind, &node.kind) {

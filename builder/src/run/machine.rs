@@ -175,7 +175,7 @@ pub fn choose(
         missing.push("virtio_net");
     }
     if missing.is_empty() {
-        return (Machine::Microvm, None);
+        return microvm_or_q35(drivers, network);
     }
     let known = if drivers.builtin.is_some() {
         "neither built into the kernel nor in the image"
@@ -190,6 +190,36 @@ pub fn choose(
         )),
     )
 }
+
+/// microvm has no keyboard: Ctrl-C reaches fledge-init only as the ACPI power button, which needs
+/// the kernel's `button` driver. Without it (known from the kernel's built-ins and the image),
+/// q35 - whose Ctrl-Alt-Del needs no module - when it can drive the network card, else microvm
+/// with the reason Ctrl-C will not work.
+fn microvm_or_q35(drivers: &GuestDrivers, network: bool) -> (Machine, Option<String>) {
+    if drivers.builtin.is_none() || drivers.has(POWER_BUTTON_DRIVER) {
+        return (Machine::Microvm, None);
+    }
+    let why = format!(
+        "the guest has no ACPI power button driver ({POWER_BUTTON_DRIVER}: neither built into the \
+         kernel nor in the image), and microvm has no keyboard for Ctrl-Alt-Del"
+    );
+    if !network || drivers.has("virtio_pci") {
+        return (
+            Machine::Q35,
+            Some(format!("Ctrl-C could not stop microvm: {why}")),
+        );
+    }
+    (
+        Machine::Microvm,
+        Some(format!(
+            "Ctrl-C will not reach fledge-init ({why}; add \"{POWER_BUTTON_DRIVER}\" to \
+             [kernel] modules)"
+        )),
+    )
+}
+
+/// The kernel module of the ACPI power button (`drivers/acpi/button.c`).
+const POWER_BUTTON_DRIVER: &str = "button";
 
 /// The modules the guest needs for its network card on `machine` that it is known not to have:
 /// empty when it has them, or when the kernel's built-ins are unknown (it may have them).
@@ -336,11 +366,42 @@ mod tests {
         };
         assert_eq!(choose(true, &modules, true), (Machine::Microvm, None));
         let builtin = GuestDrivers {
-            builtin: Some(set(&["virtio_mmio"])),
+            builtin: Some(set(&["virtio_mmio", "button"])),
             image: BTreeSet::new(),
         };
         assert_eq!(choose(true, &builtin, false), (Machine::Microvm, None));
         assert_eq!(choose(false, &modules, true).0, Machine::Q35);
+    }
+
+    #[test]
+    fn microvm_needs_the_power_button_for_ctrl_c() {
+        let debian = |image: &[&str]| GuestDrivers {
+            builtin: Some(set(&["i8042", "atkbd"])),
+            image: set(image),
+        };
+        let with_button = debian(&["virtio_mmio", "virtio_net", "button"]);
+        assert_eq!(choose(true, &with_button, true), (Machine::Microvm, None));
+
+        // No button, q35 can drive the card: q35, saying why.
+        let (m, why) = choose(
+            true,
+            &debian(&["virtio_mmio", "virtio_net", "virtio_pci"]),
+            true,
+        );
+        assert_eq!(m, Machine::Q35);
+        let why = why.unwrap();
+        assert!(why.starts_with("Ctrl-C could not stop microvm"), "{why}");
+        assert!(
+            why.contains("(button: neither built into the kernel nor in the image)"),
+            "{why}"
+        );
+        let (m, _) = choose(true, &debian(&["virtio_mmio"]), false);
+        assert_eq!(m, Machine::Q35, "no network: q35 needs nothing");
+
+        // No button and no PCI transport: microvm, with a warning and the fix.
+        let (m, why) = choose(true, &debian(&["virtio_mmio", "virtio_net"]), true);
+        assert_eq!(m, Machine::Microvm);
+        assert!(why.unwrap().contains("add \"button\" to [kernel] modules"));
     }
 
     #[test]

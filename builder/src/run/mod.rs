@@ -186,8 +186,10 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     let drivers = guest_drivers(&kernel, &o.image)?;
     let wanted = !forwards.is_empty();
     let (machine, why) = machine::choose(machine::qemu_has_microvm(&qemu), &drivers, wanted);
-    if let Some(why) = why {
-        log::info!("using -M {}: {why}", machine.name());
+    match (why, machine) {
+        (Some(why), Machine::Microvm) => log::warn!("using -M microvm: {why}"),
+        (Some(why), _) => log::info!("using -M {}: {why}", machine.name()),
+        (None, _) => {}
     }
     let network = wanted && {
         let missing = machine::missing_nic_drivers(machine, &drivers);

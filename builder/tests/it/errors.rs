@@ -38,6 +38,11 @@ const CASES: &[(&str, &str, &str)] = &[
         "fledge.toml:10: `mappings.\"tools/kestrel\"` has destination \"/usr/../etc/k\", which must not contain `..`: write the absolute image path it means",
     ),
     (
+        "a file named as the newc trailer",
+        "HEAD AGENT[mappings]\n\"tools/kestrel\" = \"/TRAILER!!!\"\n",
+        "fledge.toml:10: `mappings.\"tools/kestrel\"` puts /TRAILER!!! in the image, but the newc format ends an archive at an entry named TRAILER!!!: the kernel would not create it (give it another name)",
+    ),
+    (
         "no /init in none mode",
         "HEAD [init]\nnone = true\n",
         "fledge.toml: `init.none` is true, but no mapping provides /init: add `\"./your-init\" = \"/init\"` under [mappings]",
