@@ -88,7 +88,7 @@ pub fn first_device(proc_net_dev: &str) -> Option<String> {
         .lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(name, _)| name.trim())
-        .find(|n| *n != "lo" && !n.contains(' ') && !n.contains('|'))
+        .find(|n| !n.is_empty() && *n != "lo" && !n.contains(' ') && !n.contains('|'))
         .map(ToString::to_string)
 }
 
@@ -149,6 +149,8 @@ mod tests {
         let dev = "Inter-|   Receive\n face |bytes\n    lo: 1 2\n  eth0: 3 4\n";
         assert_eq!(first_device(dev).as_deref(), Some("eth0"));
         assert_eq!(first_device("    lo: 1 2\n"), None);
+        // A line with nothing before its colon names no device (a fuzzed input).
+        assert_eq!(first_device("1ne\n :10.0.2.3:1.1.1.1"), None);
         assert_eq!(classful([172, 16, 0, 1]), [255, 255, 0, 0]);
         assert_eq!(classful([192, 168, 0, 1]), [255, 255, 255, 0]);
     }

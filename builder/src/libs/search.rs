@@ -17,7 +17,7 @@
 use std::io;
 
 use super::elf::Target;
-use super::tree::{join, parent, walk, Node, Tree, Walk};
+use super::tree::{is_symlink_loop, join, parent, walk, Node, Tree, Walk};
 
 /// glibc's default directories, multiarch first (Debian's loader order), then the lib64 pair.
 pub const GLIBC_DEFAULT_DIRS: &[&str] = &[
@@ -294,7 +294,15 @@ pub fn find_in(
 ) -> io::Result<Option<Candidate>> {
     for d in dirs {
         let path = join(d, name);
-        let w = walk(tree, &path)?;
+        let w = match walk(tree, &path) {
+            Ok(w) => w,
+            // open() fails with ELOOP and the loader tries the next directory.
+            Err(e) if is_symlink_loop(&e) => {
+                rejected.push(format!("{path} ({e})"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if w.node != Some(Node::File) {
             continue;
         }
@@ -349,6 +357,51 @@ mod tests {
             arch: "x86_64".into(),
         });
         assert_eq!(m.expand("$LIB:$ORIGIN", "/a"), ["/a"]);
+    }
+
+    #[test]
+    fn an_include_cycle_in_ld_so_conf_is_an_error_naming_the_file() {
+        let mut t = MemTree::default();
+        t.put(
+            "/etc/ld.so.conf",
+            Node::File,
+            b"include /etc/ld.so.conf.d/*.conf\n/opt/lib\n",
+        );
+        t.put(
+            "/etc/ld.so.conf.d/x.conf",
+            Node::File,
+            b"/srv/lib\ninclude /etc/ld.so.conf\n",
+        );
+        let err = Rules::read(&t, Flavor::Glibc, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(": ld.so.conf includes nest too deep or too many files"),
+            "{err}"
+        );
+        assert!(err.starts_with("/etc/ld.so.conf"), "{err}");
+        t.put("/etc/ld.so.conf.d/x.conf", Node::File, b"/srv/lib\n");
+        let ok = Rules::read(&t, Flavor::Glibc, true).unwrap();
+        assert_eq!(ok.configured[..2], ["/srv/lib", "/opt/lib"]);
+    }
+
+    #[test]
+    fn a_directory_in_a_symlink_loop_is_passed_over_as_the_loader_does() {
+        let mut t = MemTree::default();
+        t.put("/usr/lib/ping", Node::Symlink("pong".into()), b"");
+        t.put("/usr/lib/pong", Node::Symlink("/usr/lib/ping".into()), b"");
+        t.put("/usr/lib/x86_64-linux-gnu/libz.so.1", Node::File, b"z");
+        let dirs = [
+            "/usr/lib/ping".to_string(),
+            "/usr/lib/x86_64-linux-gnu".to_string(),
+        ];
+        let mut rejected = Vec::new();
+        let found = find_in(&t, "libz.so.1", &dirs, |_| Ok(()), &mut rejected).unwrap();
+        assert_eq!(found.unwrap().path, "/usr/lib/x86_64-linux-gnu/libz.so.1");
+        assert_eq!(
+            rejected,
+            ["/usr/lib/ping/libz.so.1 (more than 40 symlinks resolving /usr/lib/ping/libz.so.1)"]
+        );
     }
 
     #[test]

@@ -62,6 +62,17 @@ pub struct Walk {
     pub links: Vec<Link>,
 }
 
+/// A lookup passed more than [`MAX_LINKS`] symlinks (`ELOOP`): a loop, most likely. The loader
+/// takes it as "not here" and goes on searching; [`is_symlink_loop`] tells it from other errors.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_LINKS} symlinks resolving {0}")]
+pub struct SymlinkLoop(pub String);
+
+/// Whether `e` is [`walk`]'s [`SymlinkLoop`].
+pub fn is_symlink_loop(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SymlinkLoop>())
+}
+
 /// Resolves `path` inside `tree`, following every symlink (at most [`MAX_LINKS`]).
 pub fn walk(tree: &dyn Tree, path: &str) -> io::Result<Walk> {
     let mut todo: Vec<String> = components(path).rev().map(str::to_string).collect();
@@ -84,9 +95,7 @@ pub fn walk(tree: &dyn Tree, path: &str) -> io::Result<Walk> {
         match tree.node(&next)? {
             Some(Node::Symlink(target)) => {
                 if links.len() == MAX_LINKS {
-                    return Err(io::Error::other(format!(
-                        "more than {MAX_LINKS} symlinks resolving {path}"
-                    )));
+                    return Err(io::Error::other(SymlinkLoop(path.to_string())));
                 }
                 if target.starts_with('/') {
                     cur.clear();
