@@ -160,10 +160,14 @@ impl Tuning {
     /// gains from long segments, which its multi-threaded encoder compresses in parallel. xz
     /// compresses a segment larger than a piece as independent blocks of one piece, so its
     /// segments stay within one piece (see bench/README.md for the sizes).
+    ///
+    /// An uncompressed image is one archive: segments would gain it nothing (it is never
+    /// cached, and copying needs no threads), and one archive is what `cpio -i` reads whole.
     fn limits_for(&self, c: Compression) -> plan::Limits {
         match c {
             Compression::Zstd => self.zstd,
             Compression::Xz => self.xz,
+            Compression::None => plan::Limits::UNCUT,
             _ => self.limits,
         }
     }

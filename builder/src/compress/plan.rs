@@ -39,6 +39,15 @@ pub(crate) struct Limits {
     pub max: u64,
 }
 
+impl Limits {
+    /// No cut at all: one segment.
+    pub const UNCUT: Limits = Limits {
+        min: u64::MAX,
+        average: u64::MAX,
+        max: u64::MAX,
+    };
+}
+
 /// Cuts `entries` into segments as the module doc describes.
 ///
 /// An empty list gives one empty segment, so the image is still a valid archive holding only
