@@ -40,6 +40,8 @@ pub const EXIT_NO_STATUS: i32 = 121;
 
 /// How long the guest gets to shut down after the power-down request before QEMU is killed.
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(30);
+/// How often the power button is pressed again while the guest is shutting down.
+const REPRESS: Duration = Duration::from_secs(3);
 
 /// A failure before or while starting the guest.
 #[derive(Debug, thiserror::Error)]
@@ -356,6 +358,9 @@ struct Watch {
     timed_out: bool,
     /// When the power-down was asked for; QEMU is killed [`SHUTDOWN_BOUND`] later.
     stopping: Option<Instant>,
+    /// When the power button was last pressed: it is pressed again every [`REPRESS`] until the
+    /// guest is down, for a guest that was still booting (nothing listened yet) the first time.
+    pressed: Option<Instant>,
     interrupts_handled: usize,
 }
 
@@ -369,6 +374,7 @@ impl Watch {
             unhealthy: false,
             timed_out: false,
             stopping: None,
+            pressed: None,
             interrupts_handled: 0,
         }
     }
@@ -427,6 +433,7 @@ impl Watch {
             if self.stopping.is_some() {
                 log::warn!("second interrupt: killing QEMU");
                 let _ = child.0.kill();
+                self.pressed = None;
                 return;
             }
             log::info!("interrupted: asking the guest to power down (Ctrl-C again kills it)");
@@ -445,6 +452,9 @@ impl Watch {
             self.stop(qmp, s.guest.machine);
             return;
         }
+        if self.stopping.is_some() && self.pressed.is_some_and(|t| t.elapsed() >= REPRESS) {
+            self.press(qmp);
+        }
         if self.stopping.is_some_and(|t| t.elapsed() >= SHUTDOWN_BOUND) {
             log::warn!(
                 "the guest did not power down within {} s: killing QEMU",
@@ -452,24 +462,34 @@ impl Watch {
             );
             let _ = child.0.kill();
             self.stopping = Some(Instant::now() + Duration::from_secs(3600));
+            self.pressed = None;
         }
     }
 
     /// Asks the guest to power down: the ACPI power button, and on q35 also Ctrl-Alt-Del, which
     /// the kernel's built-in keyboard driver turns into SIGINT to PID 1 (fledge-init's orderly
     /// shutdown in supervise mode).
-    fn stop(&mut self, qmp: Option<&mut qmp::Qmp>, machine: Machine) {
+    fn stop(&mut self, mut qmp: Option<&mut qmp::Qmp>, machine: Machine) {
         self.stopping = Some(Instant::now());
+        self.press(qmp.as_deref_mut());
         let Some(q) = qmp else {
             return;
         };
-        if let Err(e) = q.system_powerdown() {
-            log::warn!("QMP system_powerdown failed: {e}");
-        }
         if machine == Machine::Q35 {
             if let Err(e) = q.ctrl_alt_delete() {
                 log::warn!("QMP send-key ctrl-alt-delete failed: {e}");
             }
+        }
+    }
+
+    /// Presses the ACPI power button.
+    fn press(&mut self, qmp: Option<&mut qmp::Qmp>) {
+        let Some(q) = qmp else {
+            return;
+        };
+        self.pressed = Some(Instant::now());
+        if let Err(e) = q.system_powerdown() {
+            log::warn!("QMP system_powerdown failed: {e}");
         }
     }
 
