@@ -3,6 +3,12 @@
 //! workload's base URL every 50 ms, each request bounded to 5 s, until a 2xx answer; the window
 //! is the manifest's `timeout_ms` but never under 2 minutes, as the agent does. Here the URL is
 //! the host end of the forwarded port, so a pass means the service answers from the host.
+//!
+//! QEMU's port forwarder accepts a connection before the guest listens and holds it until the
+//! guest answers (its SYN to a guest whose network is not up yet is retried with backoff), so a
+//! probe made then can wait out its whole bound though the service came up meanwhile. A probe
+//! that has not answered within 250 ms therefore gets company: another probe starts beside it
+//! (at most 20 at a time), and the first 2xx of any of them counts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
@@ -13,6 +19,11 @@ use std::time::{Duration, Instant};
 const INTERVAL: Duration = Duration::from_millis(50);
 /// Bound on one probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A probe unanswered this long gets another one started beside it.
+const STAGGER: Duration = Duration::from_millis(250);
+/// Most probes in flight at once: enough that a new one starts every [`STAGGER`] while all
+/// are held for their whole bound.
+const MAX_IN_FLIGHT: usize = 20;
 /// Volant's agent never waits less than this for a workload to become healthy.
 pub const MIN_WINDOW: Duration = Duration::from_secs(120);
 
@@ -66,15 +77,37 @@ fn poll(url: &str, window: Duration, stop: &AtomicBool) -> Health {
         .http_status_as_error(false)
         .build()
         .into();
+    let (tx, rx) = mpsc::channel::<Result<(), String>>();
     let start = Instant::now();
-    let mut last = String::from("no probe was made");
+    let mut last = format!("{url} did not answer");
+    let mut in_flight = 0usize;
+    let mut next = start; // when the next probe may start
     while start.elapsed() < window && !stop.load(Ordering::Relaxed) {
-        match agent.get(url).call() {
-            Ok(r) if r.status().is_success() => return Health::Healthy(start.elapsed()),
-            Ok(r) => last = format!("{url} answered {}", r.status()),
-            Err(e) => last = format!("{url}: {e}"),
+        let now = Instant::now();
+        if now >= next && in_flight < MAX_IN_FLIGHT {
+            in_flight += 1;
+            next = now + STAGGER;
+            let (agent, url, tx) = (agent.clone(), url.to_string(), tx.clone());
+            std::thread::spawn(move || {
+                let result = match agent.get(&url).call() {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("{url} answered {}", r.status())),
+                    Err(e) => Err(format!("{url}: {e}")),
+                };
+                let _ = tx.send(result); // the poll may be over
+            });
         }
-        std::thread::sleep(INTERVAL);
+        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            Ok(Ok(())) => return Health::Healthy(start.elapsed()),
+            Ok(Err(e)) => {
+                in_flight -= 1;
+                last = e;
+                if in_flight == 0 {
+                    next = Instant::now() + INTERVAL;
+                }
+            }
+            Err(_) => {} // a probe is still out: time for company, if there is room
+        }
     }
     Health::Failed(last)
 }
@@ -136,6 +169,43 @@ mod tests {
         };
         server.join().unwrap();
         assert!(matches!(outcome, Health::Healthy(_)), "{outcome:?}");
+    }
+
+    /// Like QEMU's forwarder before the guest listens: the first connection is accepted and
+    /// held unanswered; the next one is answered. It is started beside the held one after the
+    /// stagger, not once the held one's 5 s are out.
+    #[test]
+    fn a_held_probe_gets_company_after_the_stagger() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (held, _) = listener.accept().unwrap();
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            drop(held);
+        });
+        let h = poll(
+            &url(port, "/"),
+            Duration::from_secs(20),
+            &AtomicBool::new(false),
+        );
+        server.join().unwrap();
+        let Health::Healthy(after) = h else {
+            panic!("{h:?}")
+        };
+        assert!(
+            after >= STAGGER,
+            "the second probe started after the stagger: {after:?}"
+        );
+        assert!(
+            after < PROBE_TIMEOUT,
+            "not after the first probe's bound: {after:?}"
+        );
     }
 
     #[test]
