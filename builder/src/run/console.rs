@@ -26,6 +26,8 @@ pub struct Seen {
     pub panic: Option<String>,
     /// Whether the guest printed anything yet.
     pub any_output: bool,
+    /// Whether the kernel said it powers off or restarts (an orderly end, status line or not).
+    pub shut_down: bool,
     tail: VecDeque<String>,
     partial: String,
 }
@@ -63,6 +65,9 @@ impl Seen {
     fn line(&mut self, line: String) {
         if let Some(s) = status_line(&line) {
             self.status = Some(s);
+        }
+        if line.contains("reboot: Power down") || line.contains("reboot: Restarting system") {
+            self.shut_down = true;
         }
         if self.panic.is_none() && line.contains("Kernel panic - not syncing") {
             self.panic = Some(line.trim().to_owned());
@@ -150,6 +155,9 @@ mod tests {
         s.feed(b"atus=7\r\n[ 2.0] Kernel panic - not syncing: Attempted to kill init!\n");
         assert_eq!(s.status, Some(7));
         assert!(s.panic.as_deref().unwrap().ends_with("kill init!"));
+        assert!(!s.shut_down);
+        s.feed(b"[    4.389467] reboot: Power down\r\n");
+        assert!(s.shut_down);
         for i in 0..100 {
             s.feed(format!("line {i}\n").as_bytes());
         }

@@ -517,6 +517,11 @@ fn report(w: &mut Watch, ended: &Ended, seen: &console::Seen) {
     match ended {
         Ended::Status(s) => log::info!("the workload exited with status {s} ({ms} ms after boot)"),
         Ended::Panicked(p) => log::error!("the guest kernel panicked: {p}"),
+        // An orderly power-off: the image's /init (not a supervising fledge-init) ended it.
+        Ended::NoStatus if seen.shut_down => log::warn!(
+            "the guest powered off without fledge-init's exit-status line, so its status is \
+             unknown: only a supervising fledge-init (`[init] supervise = true`) reports one"
+        ),
         Ended::NoStatus => log::error!(
             "QEMU ended without fledge-init's exit-status line; the console's last lines:\n{}",
             seen.tail()
