@@ -101,17 +101,24 @@ fn c_str(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// The netlink and generic netlink headers of a message of `len` bytes (port id 0: the
+/// kernel's), with room for the rest.
+fn header(len: usize, kind: u16, flags: u16, seq: u32, cmd: u8) -> Vec<u8> {
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&kind.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[cmd, 1, 0, 0]);
+    m
+}
+
 /// The request for the family's id and groups (`CTRL_CMD_GETFAMILY`).
 pub fn family_request(seq: u32) -> Vec<u8> {
     let name_attr = NLA_HDR + FAMILY.len() + 1;
     let len = NLMSG_HDR + GENL_HDR + align4(name_attr);
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&GENL_ID_CTRL.to_ne_bytes());
-    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    m.extend_from_slice(&[CTRL_CMD_GETFAMILY, 1, 0, 0]);
+    let mut m = header(len, GENL_ID_CTRL, NLM_F_REQUEST, seq, CTRL_CMD_GETFAMILY);
     m.extend_from_slice(&(name_attr as u16).to_ne_bytes());
     m.extend_from_slice(&CTRL_ATTR_FAMILY_NAME.to_ne_bytes());
     m.extend_from_slice(FAMILY.as_bytes());
@@ -193,13 +200,7 @@ pub fn event_message(family: u16, event: &Event) -> Vec<u8> {
     body[36..40].copy_from_slice(&event.kind.to_ne_bytes());
     body[40..44].copy_from_slice(&event.data.to_ne_bytes());
     let len = NLMSG_HDR + GENL_HDR + NLA_HDR + EVENT_LEN;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&family.to_ne_bytes());
-    m.extend_from_slice(&0u16.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[ACPI_GENL_CMD_EVENT, 1, 0, 0]);
+    let mut m = header(len, family, 0, 0, ACPI_GENL_CMD_EVENT);
     m.extend_from_slice(&((NLA_HDR + EVENT_LEN) as u16).to_ne_bytes());
     m.extend_from_slice(&ACPI_GENL_ATTR_EVENT.to_ne_bytes());
     m.extend_from_slice(&body);

@@ -7,16 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 fn entry(path: &str, kind: Kind, perm: u32, ino: u32) -> Entry {
-    Entry {
-        path: path.into(),
-        kind,
-        perm,
-        uid: 0,
-        gid: 0,
-        ino,
-        nlink: 1,
-        mtime: 7,
-    }
+    Entry::new(path, kind, perm, ino, 1, 7)
 }
 
 fn file(path: &str, body: &[u8], ino: u32) -> Entry {

@@ -32,16 +32,7 @@ fn a_dynamic_init_builds_reproducibly_with_its_libraries() {
 fn inspect_check_refuses_a_dynamic_init_without_its_loader() {
     let p = Project::new();
     let ls = std::fs::read("/usr/bin/ls").unwrap();
-    let e = |path: &str, kind, perm, ino| Entry {
-        path: path.into(),
-        kind,
-        perm,
-        uid: 0,
-        gid: 0,
-        ino,
-        nlink: 1,
-        mtime: 1,
-    };
+    let e = |path: &str, kind, perm, ino| Entry::new(path, kind, perm, ino, 1, 1);
     let mut w = NewcWriter::new(Vec::new());
     for entry in [
         e("dev", Kind::Dir, 0o755, 1),
