@@ -9,9 +9,13 @@
 #
 # Usage: bash qemu/fetch-kernel.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel.
+#   FLEDGE_QEMU_KERNEL_PKG=linux-image-6.1.0-56-amd64 fetches that package instead of the one the
+#   metapackage depends on today (to reproduce a report against an older or newer kernel).
 # Result: CACHE_DIR/vmlinuz (a symlink to the extracted kernel) and CACHE_DIR/modules (a symlink
-# to CACHE_DIR/lib/modules/<release>, with modules.dep). The kernel's path is printed last.
-# Idempotent: a second run with the kernel already extracted does nothing and needs no network.
+# to CACHE_DIR/lib/modules/<release>, with modules.dep); CACHE_DIR/package names the package.
+# The kernel release is printed on stderr, the kernel's path last on stdout.
+# Idempotent: a second run with the kernel already extracted does nothing and needs no network
+# (unless FLEDGE_QEMU_KERNEL_PKG names another package than the cached one).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +36,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 depmod=$(command -v depmod || ls /usr/sbin/depmod /sbin/depmod 2>/dev/null | head -n1)
 
-if [ -e "$cache/vmlinuz" ] && [ -e "$cache/modules/modules.dep" ]; then
+wanted=${FLEDGE_QEMU_KERNEL_PKG:-}
+if [ -n "$wanted" ] && ! [[ $wanted =~ ^linux-image-[0-9][A-Za-z0-9.+~-]*$ ]]; then
+    echo "fetch-kernel: FLEDGE_QEMU_KERNEL_PKG=$wanted is not a kernel package name such as linux-image-6.1.0-56-amd64" >&2
+    exit 1
+fi
+cached=$(cat "$cache/package" 2>/dev/null || true)
+if [ -e "$cache/vmlinuz" ] && [ -e "$cache/modules/modules.dep" ] &&
+    { [ -z "$wanted" ] || [ "$wanted" = "$cached" ]; }; then
+    release=$(basename "$(readlink "$cache/modules")")
+    echo "fetch-kernel: kernel $release${cached:+ ($cached)}, cached in $cache" >&2
     echo "$cache/vmlinuz"
     exit 0
 fi
@@ -42,6 +55,9 @@ resolve() {
     apt-cache depends linux-image-amd64 2>/dev/null |
         sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
 }
+if [ -n "$wanted" ]; then
+    resolve() { echo "$wanted"; }
+fi
 pkg=$(resolve || true)
 if [ -z "$pkg" ]; then
     echo "fetch-kernel: linux-image-amd64 not in the apt cache; running apt-get update" >&2
@@ -63,7 +79,10 @@ if ! (cd "$work" && apt-get download -qq "$pkg"); then
     echo "fetch-kernel: download failed; running apt-get update and trying again" >&2
     sudo_if_needed apt-get update -qq
     pkg=$(resolve || true)
-    (cd "$work" && apt-get download -qq "$pkg")
+    if ! (cd "$work" && apt-get download -qq "$pkg"); then
+        echo "fetch-kernel: Debian serves no package $pkg (apt-cache policy $pkg)" >&2
+        exit 1
+    fi
 fi
 deb=$(ls "$work"/*.deb)
 dpkg -x "$deb" "$work/root"
@@ -90,4 +109,7 @@ cp "$kernel" "$cache/$name.tmp"
 mv "$cache/$name.tmp" "$cache/$name"
 ln -sfn "$name" "$cache/vmlinuz.tmp"
 mv -T "$cache/vmlinuz.tmp" "$cache/vmlinuz"
+echo "$pkg" > "$cache/package.tmp"
+mv -T "$cache/package.tmp" "$cache/package"
+echo "fetch-kernel: kernel $release ($pkg), fetched into $cache" >&2
 echo "$cache/vmlinuz"
