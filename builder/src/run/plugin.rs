@@ -121,26 +121,7 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
     })
 }
 
-/// The port of an `http(s)://host[:port][/path]` URL (80/443 when it names none).
-pub fn port_of(url: &str) -> Option<u16> {
-    let (scheme, rest) = url.trim().split_once("://")?;
-    let default = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let after_host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']')?.1,
-        None => host_port.split_once(':').map_or("", |(_, p)| p),
-    };
-    let port = after_host.strip_prefix(':').unwrap_or(after_host);
-    if port.is_empty() {
-        return Some(default);
-    }
-    port.parse().ok().filter(|&p| p > 0)
-}
+pub use crate::manifest::volant::port_of;
 
 /// The manifest beside an image: the one `*.manifest.json` in its directory whose
 /// `initramfs.url` is the image's path (as `fledge build` writes it).
