@@ -27,6 +27,23 @@ fn the_workload_gets_ptys_shared_memory_mqueue_cgroup2_dev_links_and_lo() {
     assert_eq!(report_field(net, "lo"), "up", "{net}");
 }
 
+/// Volant's agent, as PID 1, mounts proc, devpts, `/run` and `/tmp` again on top of
+/// fledge-init's: a pty opened after that still works (the `/dev/ptmx` fledge-init leaves opens
+/// the devpts on top), and the `/dev` links still resolve through the new proc.
+#[test]
+fn ptys_and_dev_links_survive_the_agents_second_mounts() {
+    require_pid1!();
+    let run = run_standin(&exec_root(), "remount,pty,devices", TIMEOUT);
+    assert!(run.ended_by_itself, "hung:\n{}", run.output);
+    let remount = line_starting(&run, "STANDIN-REMOUNT");
+    // The second devpts, proc and tmpfs instances were stacked, not refused.
+    for field in ["devpts", "proc", "run", "tmp"] {
+        assert_eq!(report_field(remount, field), "ok", "{remount}");
+    }
+    assert_printed(&run, "STANDIN-PTY ok");
+    assert_printed(&run, "fd=ok");
+}
+
 /// A spec as the builder writes it: the program found through the spec's `PATH`, argv with a
 /// space in an argument, env, working directory, open-file limit, hostname.
 fn app_spec(root: &Root, script: &str) -> Workload {
