@@ -1,6 +1,7 @@
 //! What `fledge run` takes from a Volant manifest (`<name>.manifest.json`, as `fledge build`
-//! writes it): the name (the guest's host name), `resources` (memory and CPUs), the workload's
-//! port from `workload.base_url`, and `health_check`.
+//! writes it): the name (the guest's host name), `runtime`, `resources` (memory and CPUs), the
+//! workload's port from `workload.base_url`, `health_check`, and the whole manifest as compact
+//! JSON (what a default-mode image's agent is given).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,12 +17,16 @@ const MAX_MANIFEST: u64 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plugin {
     pub name: String,
+    /// `runtime`, else the name (as Volant's `Normalize` does).
+    pub runtime: String,
     pub cpus: u64,
     pub memory_mb: u64,
     /// The guest TCP port the workload serves on.
     pub port: Option<u16>,
     /// `health_check.endpoint` and `timeout_ms`.
     pub health: Option<(String, i64)>,
+    /// The manifest as compact JSON; `None` without one.
+    pub json: Option<String>,
 }
 
 impl Plugin {
@@ -35,11 +40,13 @@ impl Plugin {
             .unwrap_or("vm")
             .to_owned();
         Plugin {
+            runtime: name.clone(),
             name,
             cpus: 1,
             memory_mb: 512,
             port: None,
             health: None,
+            json: None,
         }
     }
 }
@@ -47,6 +54,7 @@ impl Plugin {
 #[derive(Deserialize)]
 struct Raw {
     name: String,
+    runtime: Option<String>,
     resources: RawResources,
     workload: Option<RawWorkload>,
     health_check: Option<RawHealth>,
@@ -94,6 +102,7 @@ pub fn load(path: &Path) -> Result<Plugin, RunError> {
 /// Parses manifest JSON; the error names the field.
 pub fn parse(text: &str) -> Result<Plugin, String> {
     let raw: Raw = serde_json::from_str(text).map_err(|e| format!("not a Volant manifest: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(text).expect("parsed just above");
     let positive = |v: i64, field: &str| {
         u64::try_from(v)
             .ok()
@@ -112,12 +121,19 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
         let endpoint = h.endpoint.filter(|e| !e.trim().is_empty())?;
         Some((endpoint, h.timeout_ms.unwrap_or(0)))
     });
+    let runtime = raw
+        .runtime
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| raw.name.clone());
     Ok(Plugin {
         name: raw.name,
+        runtime,
         cpus,
         memory_mb,
         port,
         health,
+        json: Some(value.to_string()),
     })
 }
 
@@ -176,16 +192,23 @@ mod tests {
             "workload":{"type":"http","base_url":"http://127.0.0.1:8080","entrypoint":["/x"]},
             "health_check":{"endpoint":"/healthz","timeout_ms":5000},
             "initramfs":{"url":"/tmp/x.cpio.gz"}}"#;
+        let json = serde_json::from_str::<serde_json::Value>(ok)
+            .unwrap()
+            .to_string();
         assert_eq!(
             parse(ok).unwrap(),
             Plugin {
                 name: "web".into(),
+                runtime: "web".into(),
                 cpus: 2,
                 memory_mb: 256,
                 port: Some(8080),
                 health: Some(("/healthz".into(), 5000)),
+                json: Some(json),
             }
         );
+        let rt = ok.replace("\"name\":\"web\"", "\"name\":\"web\",\"runtime\":\"rt\"");
+        assert_eq!(parse(&rt).unwrap().runtime, "rt");
         let zero = ok.replace("\"cpu_cores\":2", "\"cpu_cores\":0");
         assert!(parse(&zero).unwrap_err().contains("resources.cpu_cores"));
         let no_port = ok.replace("http://127.0.0.1:8080", "nope");
