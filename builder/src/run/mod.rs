@@ -537,7 +537,7 @@ impl Watch {
                     "the health check did not pass within {window} s ({why}); the console's last lines:\n{}",
                     console.seen().tail()
                 );
-                self.stop(qmp, s.guest.machine);
+                self.end(s, qmp, child);
                 return;
             }
             _ => {}
@@ -553,13 +553,10 @@ impl Watch {
             }
             if s.hard_stop {
                 log::info!("interrupted: stopping the VM hard (killing QEMU)");
-                let _ = child.0.kill();
-                self.killed = true;
-                self.stopping = Some(Instant::now() + Duration::from_secs(3600));
-                return;
+            } else {
+                log::info!("interrupted: asking the guest to power down (Ctrl-C again kills it)");
             }
-            log::info!("interrupted: asking the guest to power down (Ctrl-C again kills it)");
-            self.stop(qmp, s.guest.machine);
+            self.end(s, qmp, child);
             return;
         }
         if let Some(t) = o
@@ -568,10 +565,15 @@ impl Watch {
         {
             self.timed_out = true;
             log::error!(
-                "--timeout {} s reached: asking the guest to power down",
-                t.as_secs()
+                "--timeout {} s reached: {}",
+                t.as_secs(),
+                if s.hard_stop {
+                    "stopping the VM hard (killing QEMU)"
+                } else {
+                    "asking the guest to power down"
+                }
             );
-            self.stop(qmp, s.guest.machine);
+            self.end(s, qmp, child);
             return;
         }
         if self.stopping.is_some() && self.pressed.is_some_and(|t| t.elapsed() >= REPRESS) {
@@ -586,6 +588,17 @@ impl Watch {
             self.stopping = Some(Instant::now() + Duration::from_secs(3600));
             self.pressed = None;
         }
+    }
+
+    /// Ends the run: [`Watch::stop`], or with [`Setup::hard_stop`] QEMU killed at once (Volant's
+    /// agent as PID 1 has no orderly shutdown to wait for).
+    fn end(&mut self, s: &Setup, qmp: Option<&mut qmp::Qmp>, child: &mut vm::Guarded) {
+        if !s.hard_stop {
+            return self.stop(qmp, s.guest.machine);
+        }
+        let _ = child.0.kill();
+        self.killed = true;
+        self.stopping = Some(Instant::now() + Duration::from_secs(3600));
     }
 
     /// Asks the guest to power down: the ACPI power button, and on q35 also Ctrl-Alt-Del, which
@@ -640,9 +653,9 @@ fn report(w: &mut Watch, ended: &Ended, seen: &console::Seen) {
         Ended::Status(s) => log::info!("the workload exited with status {s} ({ms} ms after boot)"),
         Ended::Panicked(p) => log::error!("the guest kernel panicked: {p}"),
         // An orderly power-off: the image's /init (not a supervising fledge-init) ended it.
-        Ended::NoStatus if w.killed => log::info!(
-            "the VM was stopped hard at Ctrl-C: Volant's agent as PID 1 reports no exit status"
-        ),
+        Ended::NoStatus if w.killed => {
+            log::info!("the VM was stopped hard: Volant's agent as PID 1 reports no exit status")
+        }
         Ended::NoStatus if seen.shut_down => log::warn!(
             "the guest powered off without fledge-init's exit-status line, so its status is \
              unknown: only a supervising fledge-init (`[init] supervise = true`) reports one"
