@@ -181,6 +181,8 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     // The kernel command line's fledge.supervise= wins over the image's, as in fledge-init.
     let supervised =
         agent.map(|a| crate::inspect::check::supervise_option(&o.append).unwrap_or(a.supervised));
+    // The manifest names the agent itself as its workload: see the warning below.
+    let self_start = o.plugin.program.as_deref() == Some(fledge_abi::paths::AGENT);
     let mut forwards = o.publish.clone();
     let host_port = |forwards: &mut Vec<(u16, u16)>, guest: u16| match forwards
         .iter()
@@ -203,7 +205,7 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         (Some(_), _) => {
             let agent_host = host_port(&mut forwards, volant::AGENT_PORT)?;
             let mut urls = vec![health::url(agent_host, "/healthz")];
-            if let Some((endpoint, _)) = &o.plugin.health {
+            if let (Some((endpoint, _)), false) = (&o.plugin.health, self_start) {
                 let path = format!("/v1/{}", endpoint.trim().trim_start_matches('/'));
                 urls.push(health::url(agent_host, &path));
             }
@@ -258,14 +260,26 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     };
     let mut api = None;
     let cmdline = if supervised.is_some() {
-        if o.plugin.json.is_none() {
+        // A manifest naming the agent as its workload (the default manifest of a default-mode
+        // build without a manifest.toml) would make the agent start itself, which would start
+        // itself again, and so on.
+        let mut json = o.plugin.json.clone();
+        if self_start {
+            log::warn!(
+                "the manifest's workload.entrypoint is the agent itself ({}): given it, the agent \
+                 would start itself again and again, so it gets no manifest and starts no \
+                 workload (name your program in manifest.toml's workload.entrypoint)",
+                fledge_abi::paths::AGENT
+            );
+            json = None;
+        } else if o.plugin.json.is_none() {
             log::warn!(
                 "no manifest for this default-mode image: Volant's agent gets none and starts no \
                  workload (give one with -m)"
             );
         }
         if network {
-            let a = volant::Api::start(&o.plugin.name, o.plugin.json.clone())
+            let a = volant::Api::start(&o.plugin.name, json.clone())
                 .map_err(io("cannot start the manifest API on 127.0.0.1"))?;
             api = Some(a);
         }
@@ -273,7 +287,7 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
             name: o.plugin.name.clone(),
             runtime: o.plugin.runtime.clone(),
             api_port: api.as_ref().map(|a| a.port),
-            manifest: o.plugin.json.clone(),
+            manifest: json,
         };
         let (cmdline, note) = volant::fit(&params, line);
         if let Some(n) = note {

@@ -27,6 +27,8 @@ pub struct Plugin {
     pub health: Option<(String, i64)>,
     /// The manifest as compact JSON; `None` without one.
     pub json: Option<String>,
+    /// The program the workload starts (`workload.entrypoint[0]`).
+    pub program: Option<String>,
 }
 
 impl Plugin {
@@ -47,6 +49,7 @@ impl Plugin {
             port: None,
             health: None,
             json: None,
+            program: None,
         }
     }
 }
@@ -70,6 +73,8 @@ struct RawResources {
 #[derive(Deserialize)]
 struct RawWorkload {
     base_url: Option<String>,
+    #[serde(default)]
+    entrypoint: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +116,11 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
     };
     let cpus = positive(raw.resources.cpu_cores, "resources.cpu_cores")?;
     let memory_mb = positive(raw.resources.memory_mb, "resources.memory_mb")?;
+    let program = raw
+        .workload
+        .as_ref()
+        .and_then(|w| w.entrypoint.first())
+        .map(|e| e.trim().to_string());
     let port = match raw.workload.and_then(|w| w.base_url) {
         Some(url) => Some(
             port_of(&url).ok_or_else(|| format!("workload.base_url `{url}` names no TCP port"))?,
@@ -134,6 +144,7 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
         port,
         health,
         json: Some(value.to_string()),
+        program,
     })
 }
 
@@ -205,6 +216,7 @@ mod tests {
                 port: Some(8080),
                 health: Some(("/healthz".into(), 5000)),
                 json: Some(json),
+                program: Some("/x".into()),
             }
         );
         let rt = ok.replace("\"name\":\"web\"", "\"name\":\"web\",\"runtime\":\"rt\"");

@@ -12,7 +12,8 @@
 //!   on `base_url` (2 minutes); then listens on `:8080` answering `/healthz` and proxying
 //!   `/v1/<path>` to `base_url`, printing `STANDIN-AGENT listening on :8080`. When 8080 is taken
 //!   it prints the real agent's `pid1 cannot exit; halting` and hangs as PID 1 (exits 1 when
-//!   not). With no manifest it starts nothing and waits, as the real one does.
+//!   not). With no manifest it starts no workload and still listens (`/healthz` only), as the
+//!   real one does.
 //! - `serve:PORT`: an HTTP server on `0.0.0.0:PORT` answering every GET with 200 and
 //!   `STANDIN-PAGE <path>`; prints `STANDIN-SERVE listening on :PORT`.
 
@@ -170,13 +171,40 @@ fn exchange(authority: &str, path: &str) -> std::io::Result<Vec<u8>> {
 /// The agent: manifest, workload, health, then `:8080`.
 pub fn agent() {
     std::thread::spawn(reap);
-    let Some((m, from)) = manifest() else {
-        say("STANDIN-AGENT no manifest: waiting");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
+    let base = match manifest() {
+        Some((m, from)) => {
+            say(&format!("STANDIN-AGENT manifest={from}"));
+            start_workload(&m)
+        }
+        None => {
+            say("STANDIN-AGENT no manifest: no workload");
+            None
         }
     };
-    say(&format!("STANDIN-AGENT manifest={from}"));
+    let listener = match TcpListener::bind(("0.0.0.0", AGENT_PORT)) {
+        Ok(l) => l,
+        Err(e) => {
+            say(&format!(
+                "STANDIN-AGENT cannot listen on :{AGENT_PORT}: {e}"
+            ));
+            if crate::getpid() == 1 {
+                say("pid1 cannot exit; halting");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            std::process::exit(1);
+        }
+    };
+    say(&format!("STANDIN-AGENT listening on :{AGENT_PORT}"));
+    for conn in listener.incoming().flatten() {
+        let base = base.clone();
+        std::thread::spawn(move || answer_agent(conn, base.as_ref()));
+    }
+}
+
+/// Starts the manifest's workload and waits for its health check; returns its base URL split.
+fn start_workload(m: &serde_json::Value) -> Option<(String, String)> {
     let w = &m["workload"];
     let argv: Vec<String> = w["entrypoint"]
         .as_array()
@@ -220,26 +248,7 @@ pub fn agent() {
             "STANDIN-AGENT workload healthy at {authority}{path}"
         ));
     }
-    let listener = match TcpListener::bind(("0.0.0.0", AGENT_PORT)) {
-        Ok(l) => l,
-        Err(e) => {
-            say(&format!(
-                "STANDIN-AGENT cannot listen on :{AGENT_PORT}: {e}"
-            ));
-            if crate::getpid() == 1 {
-                say("pid1 cannot exit; halting");
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-            }
-            std::process::exit(1);
-        }
-    };
-    say(&format!("STANDIN-AGENT listening on :{AGENT_PORT}"));
-    for conn in listener.incoming().flatten() {
-        let base = base.clone();
-        std::thread::spawn(move || answer_agent(conn, base.as_ref()));
-    }
+    base
 }
 
 /// Reaps every child, as the real agent does with `wait4(-1)`.
