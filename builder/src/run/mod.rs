@@ -164,7 +164,8 @@ struct Setup {
     /// Default mode without supervision: Volant's agent is PID 1 and has no orderly shutdown,
     /// so Ctrl-C kills QEMU at once.
     hard_stop: bool,
-    _api: Option<volant::Api>,
+    /// The manifest API, serving while the guest runs.
+    api: Option<volant::Api>,
     _dir: tempfile::TempDir,
 }
 
@@ -326,7 +327,7 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         health,
         forward_names,
         hard_stop: supervised == Some(false),
-        _api: api,
+        api,
         _dir: dir,
     })
 }
@@ -399,7 +400,7 @@ pub fn run(mut o: Options, interrupted: &AtomicUsize) -> Result<Ended, RunError>
         s.guest.cpus,
         if s.guest.cpus == 1 { "" } else { "s" },
         forwards_note(&s.guest.forwards, &s.forward_names),
-        s._api.as_ref().map_or(String::new(), |a| format!(
+        s.api.as_ref().map_or(String::new(), |a| format!(
             ", manifest API on 127.0.0.1:{} (guest: {}:{})",
             a.port,
             volant::API_HOST,
