@@ -185,6 +185,10 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     // The manifest names the agent itself as its workload: see the warning below.
     let self_start = o.plugin.program.as_deref() == Some(fledge_abi::paths::AGENT);
     let mut forwards = o.publish.clone();
+    // `--publish 0:GUEST`: a free host port, picked before the health check's URLs use it.
+    for f in forwards.iter_mut().filter(|f| f.0 == 0) {
+        f.0 = vm::free_port().map_err(io("cannot find a free TCP port"))?;
+    }
     let host_port = |forwards: &mut Vec<(u16, u16)>, guest: u16| match forwards
         .iter()
         .find(|(_, g)| *g == guest)
