@@ -21,6 +21,7 @@ custom-init      -                     -
 default          example-agent         example-agent
 none             example-none-init     none-init
 http-service     example-http-service  http-service
+agent-web        fledge-standins       fledge-standin
 '
 
 # The table row of example $1, or nothing.

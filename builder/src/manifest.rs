@@ -18,9 +18,11 @@
 //! Mapping from the original's format: a string `workload.entrypoint` plus `args` becomes the
 //! `entrypoint` array; `[env]` becomes `workload.env`; `[[network.expose]]` is not part of
 //! Volant's manifest and only sets the default `base_url`
-//! (`http://127.0.0.1:<first exposed port, else 8080>`); `workload.type` defaults to `http`;
-//! `runtime` defaults to `name`; labels `volant.plugin`/`volant.runtime` are set from name and
-//! runtime as Volant's `Normalize` does; `schema_version` `"v1"` (the original's) becomes
+//! (`http://127.0.0.1:<first exposed port>`, else port 8080, or 8081 in default mode, where the
+//! agent listens on 8080 - a default-mode workload port of 8080 is refused, naming the key that set it);
+//! `workload.type` defaults to `http` (`exec` and `grpc`, newer Volant's, need no `base_url`);
+//! `runtime` defaults to `name`; labels `volant.plugin`, `volant.image` (newer Volant's name for it)
+//! and `volant.runtime` are set from name and runtime as Volant's `Normalize` does; `schema_version` `"v1"` (the original's) becomes
 //! Volant's `"1.0"`; `enabled` defaults to `true` (Volant reads a missing `enabled` as false).
 //! An empty or missing entrypoint (the original's minimal example) becomes [`DEFAULT_ENTRYPOINT`],
 //! because Volant requires one. Values are normalised as Volant's `Normalize` does (see
@@ -45,6 +47,9 @@ use self::volant::{Manifest, Violation};
 pub const DEFAULT_ENTRYPOINT: &str = "/bin/kestrel";
 /// Port of the default `base_url` when no port is exposed.
 pub const DEFAULT_PORT: u16 = 8080;
+/// Port of the default `base_url` when no port is exposed, in default mode: the agent listens on
+/// 8080 there ([`volant::AGENT_PORT`]), so the workload gets the next one.
+pub const DEFAULT_AGENT_MODE_PORT: u16 = 8081;
 /// Version of a manifest made without a template.
 pub const DEFAULT_VERSION: &str = "0.1.0";
 /// Default CPU count.
@@ -164,6 +169,10 @@ pub struct BuildFacts<'a> {
     pub program: Option<&'a str>,
     /// What a container image's config says about its workload (`[source] image`).
     pub image: Option<&'a ImageFacts>,
+    /// Default mode: Volant's agent is the guest's program and holds port
+    /// [`volant::AGENT_PORT`], so the workload's port may not be that one (the default `base_url`
+    /// uses [`DEFAULT_AGENT_MODE_PORT`]).
+    pub agent: bool,
 }
 
 /// A container image's workload, the defaults for what `manifest.toml` leaves out: its
@@ -188,6 +197,7 @@ fn placeholder() -> BuildFacts<'static> {
         base_url: None,
         program: None,
         image: None,
+        agent: false,
     }
 }
 
@@ -288,7 +298,7 @@ pub fn load_or_default(
 }
 
 /// The manifest used without a `manifest.toml`: `name`, version [`DEFAULT_VERSION`], runtime
-/// `name`, 1 CPU, 512 MiB, an http workload at `http://127.0.0.1:8080` started as
+/// `name`, 1 CPU, 512 MiB, an http workload at `http://127.0.0.1:8080` (8081 in default mode) started as
 /// [`DEFAULT_ENTRYPOINT`], enabled, no network section.
 pub fn default_template(name: &str) -> Template {
     Template {
@@ -327,6 +337,16 @@ pub fn default_name(artifact: &Path) -> String {
     } else {
         name
     }
+}
+
+/// Checks the template as a build in default mode (`agent`, see [`BuildFacts::agent`]) or not
+/// will render it, before anything is built; [`load_template`] checks it for the other modes.
+pub fn check_mode(t: &Template, agent: bool) -> Result<(), ManifestError> {
+    let facts = BuildFacts {
+        agent,
+        ..placeholder()
+    };
+    check(t, &facts, &mut Vec::new()).map(drop)
 }
 
 /// Merges a template with build facts into Volant's manifest, validated with Volant's rules, as

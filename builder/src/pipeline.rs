@@ -122,6 +122,7 @@ fn load(req: &Request) -> Result<(Config, (PathBuf, manifest::Template)), Error>
     let name = manifest::default_name(&req.output);
     let entrypoint = started_program(&config).unwrap_or(manifest::DEFAULT_ENTRYPOINT);
     let template = manifest::load_or_default(&path, explicit, &name, entrypoint)?;
+    manifest::check_mode(&template, default_mode(&config))?;
     Ok((config, (path, template)))
 }
 
@@ -503,6 +504,11 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
     Ok((pending, sha256, len))
 }
 
+/// Default mode: the image starts Volant's agent, which listens on port 8080.
+fn default_mode(config: &Config) -> bool {
+    matches!(config.init, InitMode::Default { .. })
+}
+
 /// The program the image starts when it is not the agent: the custom init, or `/init`.
 fn started_program(config: &Config) -> Option<&str> {
     match &config.init {
@@ -540,6 +546,7 @@ fn render_manifest(
         base_url: req.base_url.as_deref(),
         program,
         image: prepared.image.as_ref(),
+        agent: default_mode(&prepared.config),
     };
     let json = manifest::render(template, &facts)?;
     let path = manifest::manifest_path(artifact, template.name());

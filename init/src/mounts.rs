@@ -195,11 +195,14 @@ fn mount_one(sys: &mut impl Sys, m: &Mount) -> Result<(), Error> {
     }
 }
 
-/// Makes the [`LINKS`], and `/dev/ptmx` the multiplexer of the `/dev/pts` just mounted: a
-/// symlink `pts/ptmx` where there is none, else `/dev/pts/ptmx` bind-mounted over the node.
-/// Every mount of devtmpfs is the same file system - in a namespace test, the host's own
-/// `/dev` - so the init never deletes from it. Failures are warnings: only some programs need
-/// these.
+/// Makes the [`LINKS`], and a `/dev/ptmx` that opens the devpts at `/dev/pts`: the node
+/// devtmpfs made is left as it is, and only where there is none (a `/dev` that is not
+/// devtmpfs) a symlink `pts/ptmx` is made. Since Linux 4.7 opening that node finds the devpts
+/// mounted at `pts` beside it, the topmost one, so a devpts the workload mounts again later
+/// (Volant's agent does, as PID 1) serves its ptys; a bind mount of `/dev/pts/ptmx` over the node
+/// would keep pointing into the first, hidden instance. Every mount of devtmpfs is the same file
+/// system - in a namespace test, the host's own `/dev` - so the init never deletes from it.
+/// Failures are warnings: only some programs need these.
 pub fn make_links() {
     for (target, link) in LINKS {
         match sys::symlink(target, link) {
@@ -211,13 +214,10 @@ pub fn make_links() {
     if sys::lstat_mode(pts_ptmx, false).is_none() {
         return; // no devpts
     }
-    let result = match sys::lstat_mode(ptmx, false) {
-        None => sys::symlink(c"pts/ptmx", ptmx),
-        Some(m) if m & libc::S_IFMT == libc::S_IFLNK => Ok(()),
-        Some(_) => sys::mount(pts_ptmx, ptmx, c"none", libc::MS_BIND, None),
-    };
-    if let Err(e) = result {
-        log::warn!("failed to point /dev/ptmx at /dev/pts/ptmx: {e}");
+    if sys::lstat_mode(ptmx, false).is_none() {
+        if let Err(e) = sys::symlink(c"pts/ptmx", ptmx) {
+            log::warn!("failed to link /dev/ptmx to pts/ptmx: {e}");
+        }
     }
 }
 

@@ -355,3 +355,220 @@ fn run_without_a_kernel_names_where_it_looked() {
         "{err}"
     );
 }
+
+/// `GET path` on 127.0.0.1:`port`: the whole answer.
+fn get_path(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+/// A default-mode project as Volant's plugins are: the stand-in is the agent (`STANDIN` from
+/// `[init] env`: first the agent's second mounts and a pty opened after them, then the agent),
+/// and a workload the manifest names, serving on 8081 (the stand-in again, `serve:8081`). With
+/// Debian's kernel, the virtio network and ACPI button drivers as modules. `fill` bytes of
+/// noise in the manifest's env make it too long for the kernel command line.
+fn agent_project(host: &Host, tools: &Tools, tree: &Path, supervise: bool, fill: usize) -> Project {
+    let script = if supervise {
+        "agent"
+    } else {
+        "remount,pty,agent"
+    };
+    let supervise = if supervise { "supervise = true\n" } else { "" };
+    let p = Project::default_mode(
+        host,
+        tools,
+        &format!("{supervise}env = {{ STANDIN = \"{script}\" }}"),
+    )
+    .unwrap();
+    p.copy_executable(&tools.standin, "web").unwrap();
+    let config = p.path().join("fledge.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!(
+        "\n[mappings]\n\"web\" = \"/usr/bin/web\"\n\n[kernel]\nmodules = [\"virtio_net\", \
+         \"virtio_mmio\", \"button\"]\nmodules_dir = {:?}\n",
+        tree.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..fill)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    std::fs::write(
+        p.path().join("manifest.toml"),
+        format!(
+            "name = \"agentweb\"\nversion = \"0.1.0\"\n\n[resources]\ncpu_cores = 1\n\
+             memory_mb = 256\n\n[workload]\nentrypoint = \"/usr/bin/web\"\n\n[env]\n\
+             STANDIN = \"serve:8081\"\nNOISE = \"{noise}\"\n\n[[network.expose]]\nport = 8081\n\n\
+             [health_check]\nendpoint = \"/ready\"\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Waits for `healthy after` on stderr; returns the line and the agent's host port in it.
+fn wait_healthy(r: &Running) -> (String, u16) {
+    let deadline = Instant::now() + Duration::from_secs(200);
+    let line = loop {
+        let err = r.stderr.lock().unwrap().clone();
+        if let Some(l) = err.lines().find(|l| l.contains("healthy after ")) {
+            break l.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never healthy:\n{}", r.output());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let port = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no URL in `{line}`"));
+    (line, port)
+}
+
+/// The `started` event's forwards as (host, guest, to).
+fn forwards(events: &Path) -> Vec<(u64, u64, String)> {
+    let text = std::fs::read_to_string(events).unwrap();
+    let started: serde_json::Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "started")
+        .unwrap_or_else(|| panic!("no started event in {text}"));
+    started["forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let n = |k: &str| f[k].as_u64().unwrap();
+            (n("host"), n("guest"), f["to"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// Default mode with the agent as PID 1, as Volant boots it and with no `--append`: the agent
+/// finds its manifest on the command line, mounts devpts again and still opens a pty, starts
+/// the workload, and answers on the forwarded 8080 (`/healthz`, and the workload's page through
+/// `/v1/`); Ctrl-C stops the VM at once, as announced.
+#[test]
+fn run_boots_a_default_mode_plugin_as_volant_does() {
+    let test = "run_boots_a_default_mode_plugin_as_volant_does";
+    let Some((host, tools)) = setup(test) else {
+        return;
+    };
+    let Some(tree) = host.module_tree(test) else {
+        return;
+    };
+    let p = agent_project(&host, tools, &tree, false, 0);
+    let events = p.path().join("events.jsonl");
+    let events_arg = events.display().to_string();
+    let mut r = Running::start(
+        &host,
+        tools,
+        p.path(),
+        &["--accel", "tcg", "--json", &events_arg],
+    );
+    let (line, port) = wait_healthy(&r);
+    eprintln!("default mode under fledge run (TCG): {line}");
+    assert!(line.contains("/healthz and http://127.0.0.1:"), "{line}");
+    assert!(line.ends_with("/v1/ready answer"), "{line}");
+    r.wait_for_console("STANDIN-AGENT listening on :8080");
+    let out = r.stdout.lock().unwrap().clone();
+    assert!(
+        out.contains("STANDIN-AGENT manifest=cmdline"),
+        "{}",
+        r.output()
+    );
+    assert!(out.contains("STANDIN-REMOUNT proc=ok"), "{}", r.output());
+    assert!(out.contains("devpts=ok"), "{}", r.output());
+    assert!(out.contains("STANDIN-PTY ok"), "{}", r.output());
+    let health = get_path(port, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+    assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
+    let page = get_path(port, "/v1/hello/page");
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(page.ends_with("STANDIN-PAGE /hello/page\n"), "{page}");
+    let f = forwards(&events);
+    assert!(
+        f.iter()
+            .any(|(h, g, to)| *h == port as u64 && *g == 8080 && to == "agent"),
+        "{f:?}"
+    );
+    assert!(
+        f.iter().any(|(_, g, to)| *g == 8081 && to == "workload"),
+        "{f:?}"
+    );
+    let err = r.stderr.lock().unwrap().clone();
+    assert!(err.contains("Ctrl-C stops the VM hard"), "{}", r.output());
+
+    let qemu = r.children();
+    let asked = Instant::now();
+    r.interrupt();
+    let (status, out, err) = r.finish();
+    let all = format!("status {status}\n----- stdout -----\n{out}\n----- stderr -----\n{err}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "at once: {all}");
+    assert!(err.contains("interrupted: stopping the VM hard"), "{all}");
+    assert_eq!(status.code(), Some(121), "{all}");
+    assert!(qemu.iter().all(|&q| gone(q)), "QEMU is gone: {all}");
+}
+
+/// Supervised default mode with a manifest too long for the kernel command line: the agent
+/// fetches it from fledge run's API, the workload answers through the agent, and Ctrl-C gives
+/// fledge-init's shutdown lines and the agent's status.
+#[test]
+fn run_supervises_the_agent_which_fetches_a_long_manifest_from_the_api() {
+    let test = "run_supervises_the_agent_which_fetches_a_long_manifest_from_the_api";
+    let Some((host, tools)) = setup(test) else {
+        return;
+    };
+    let Some(tree) = host.module_tree(test) else {
+        return;
+    };
+    let p = agent_project(&host, tools, &tree, true, 3000);
+    let r = Running::start(&host, tools, p.path(), &["--accel", "tcg"]);
+    let (line, port) = wait_healthy(&r);
+    eprintln!("supervised default mode under fledge run (TCG): {line}");
+    let err = r.stderr.lock().unwrap().clone();
+    assert!(
+        err.contains("over x86's 2047: left off it"),
+        "{}",
+        r.output()
+    );
+    assert!(
+        err.contains("the agent fetched its manifest from fledge run's API (/api/v1/images/agentweb/manifest)"),
+        "{}",
+        r.output()
+    );
+    assert!(!err.contains("Ctrl-C stops the VM hard"), "{}", r.output());
+    let out = r.stdout.lock().unwrap().clone();
+    assert!(out.contains("STANDIN-AGENT manifest=api"), "{}", r.output());
+    let page = get_path(port, "/v1/");
+    assert!(page.ends_with("STANDIN-PAGE /\n"), "{page}");
+
+    r.interrupt();
+    let (status, out, err) = r.finish();
+    let all = format!("status {status}\n----- stdout -----\n{out}\n----- stderr -----\n{err}");
+    assert!(
+        out.contains("fledge-init: power button pressed: shutting down"),
+        "{all}"
+    );
+    let code = out
+        .lines()
+        .find_map(|l| l.split("fledge-init: exit-status=").nth(1))
+        .and_then(|c| c.trim().parse::<i32>().ok())
+        .unwrap_or_else(|| panic!("no exit-status line: {all}"));
+    assert_eq!(status.code(), Some(code), "{all}");
+    assert!(
+        err.contains(&format!("the workload exited with status {code}")),
+        "{all}"
+    );
+}

@@ -2,6 +2,8 @@
 //! `lo`), the workload spec and its overrides, the module list, the shutdown signals, the
 //! exit-status line and fatal lines on a stderr that is not the console.
 
+use std::time::Duration;
+
 use fledge_abi::workload::Workload;
 use fledge_tests::{require_pid1, run_standin, Launch, Pid1, Root};
 
@@ -25,6 +27,63 @@ fn the_workload_gets_ptys_shared_memory_mqueue_cgroup2_dev_links_and_lo() {
     );
     let net = line_starting(&run, "STANDIN-NET");
     assert_eq!(report_field(net, "lo"), "up", "{net}");
+}
+
+/// Volant's agent, as PID 1, mounts proc, devpts, `/run` and `/tmp` again on top of
+/// fledge-init's: a pty opened after that still works (the `/dev/ptmx` fledge-init leaves opens
+/// the devpts on top), and the `/dev` links still resolve through the new proc.
+#[test]
+fn ptys_and_dev_links_survive_the_agents_second_mounts() {
+    require_pid1!();
+    let run = run_standin(&exec_root(), "remount,pty,devices", TIMEOUT);
+    assert!(run.ended_by_itself, "hung:\n{}", run.output);
+    let remount = line_starting(&run, "STANDIN-REMOUNT");
+    // The second devpts, proc and tmpfs instances were stacked, not refused.
+    for field in ["devpts", "proc", "run", "tmp"] {
+        assert_eq!(report_field(remount, field), "ok", "{remount}");
+    }
+    assert_printed(&run, "STANDIN-PTY ok");
+    assert_printed(&run, "fd=ok");
+}
+
+/// `json` as Volant passes a manifest (`VOLANT_MANIFEST`, `volant.manifest=`): gzip, then
+/// base64 URL alphabet without padding.
+fn volant_encoded(json: &str) -> String {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(json.as_bytes()).unwrap();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gz.finish().unwrap())
+}
+
+/// The stand-in agent behaves as Volant's where the tests rely on it: with the manifest in
+/// `VOLANT_MANIFEST` it starts the workload, waits for its health, and when the workload holds
+/// 8080 it cannot listen and, as PID 1, hangs with the real agent's line.
+#[test]
+fn the_standin_agent_hangs_like_volants_when_the_workload_takes_8080() {
+    require_pid1!();
+    let manifest = r#"{"name":"clash","workload":{"type":"http","base_url":"http://127.0.0.1:8080",
+        "entrypoint":["/bin/kestrel"],"env":{"STANDIN":"serve:8080"}},
+        "health_check":{"endpoint":"/","timeout_ms":1000}}"#;
+    let encoded = volant_encoded(manifest);
+    let env = [("STANDIN", "agent"), ("VOLANT_MANIFEST", encoded.as_str())];
+    let root = exec_root();
+    let run = Pid1::start(&root, &env, Launch::Direct);
+    run.wait_for("STANDIN-AGENT manifest=env", TIMEOUT);
+    run.wait_for("STANDIN-SERVE listening on :8080", TIMEOUT);
+    run.wait_for("STANDIN-AGENT workload healthy at 127.0.0.1:8080/", TIMEOUT);
+    run.wait_for("pid1 cannot exit; halting", TIMEOUT);
+    let finished = run.finish(Duration::from_secs(2));
+    assert!(
+        !finished.ended_by_itself,
+        "it hangs rather than ending:\n{}",
+        finished.output
+    );
+    assert!(
+        !finished.output.contains("STANDIN-AGENT listening"),
+        "{}",
+        finished.output
+    );
 }
 
 /// A spec as the builder writes it: the program found through the spec's `PATH`, argv with a

@@ -15,7 +15,7 @@ use super::format::{escape, mode_string};
 use super::reader::Entry;
 use super::{file_type, FileType};
 use crate::libs::tree::{Node, ReadSeek, Tree};
-use fledge_abi::paths::{AGENT, INIT, MODULES_LOAD, VOLANT_INIT};
+use fledge_abi::paths::{AGENT, INIT, INIT_CONF, MODULES_LOAD, VOLANT_INIT, WORKLOAD};
 
 /// Symlinks followed in one resolution before it counts as a loop (Linux's `MAXSYMLINKS`).
 const MAX_LINKS: usize = 40;
@@ -50,7 +50,41 @@ pub struct Index {
     bodies: HashMap<Box<str>, Vec<u8>>,
 }
 
+/// Default mode, as the image says: `/init` is fledge-init, and it starts Volant's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentStart {
+    /// `fledge.supervise=1` in `/etc/fledge-init.conf` (the kernel command line can override).
+    pub supervised: bool,
+}
+
 impl Index {
+    /// `Some` when `/init` is fledge-init (it names its own config file, `/etc/fledge-init.conf`)
+    /// and what it starts is `/bin/kestrel`: no `/.volant_init`, no argv in the workload spec.
+    pub fn agent_start(&self) -> Option<AgentStart> {
+        let init = self.bodies.get(INIT)?;
+        let marker = INIT_CONF.as_bytes();
+        if !init.windows(marker.len()).any(|w| w == marker) {
+            return None;
+        }
+        if self.volant_init.is_some() || !self.bodies.contains_key(AGENT) {
+            return None;
+        }
+        if let Some(spec) = self.bodies.get(WORKLOAD) {
+            let spec = fledge_abi::workload::Workload::decode(&String::from_utf8_lossy(spec));
+            if spec.map_or(true, |w| !w.argv.is_empty()) {
+                return None;
+            }
+        }
+        let conf = self
+            .bodies
+            .get(INIT_CONF)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        Some(AgentStart {
+            supervised: supervise_option(&conf).unwrap_or(false),
+        })
+    }
+
     pub fn add(&mut self, e: &Entry<'_>) {
         let path = String::from_utf8_lossy(e.path);
         if path == VOLANT_INIT {
@@ -371,4 +405,21 @@ pub fn lexical(link: &str, target: &str) -> String {
         }
     }
     join(parts.into_iter())
+}
+
+/// The last `fledge.supervise=` setting in `text` (fledge-init's options: whitespace-separated
+/// tokens, `#` starting a comment line), as fledge-init reads it; `None` when there is none or
+/// its value is not one fledge-init takes.
+pub fn supervise_option(text: &str) -> Option<bool> {
+    let key = format!("{}=", fledge_abi::options::SUPERVISE);
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .filter_map(|t| t.strip_prefix(&key))
+        .next_back()
+        .and_then(|v| match v {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => None,
+        })
 }

@@ -51,6 +51,8 @@ pub struct Report {
     pub problems: Vec<String>,
     /// The kernel modules of the load list, in order (printable lines); `None` without one.
     pub modules: Option<Vec<String>>,
+    /// Default mode: fledge-init starts Volant's agent (and whether it supervises it).
+    pub agent: Option<check::AgentStart>,
 }
 
 /// Reads the image at `path` and writes `view` of it to `out`.
@@ -121,6 +123,7 @@ pub fn run_on(
         summary,
         problems,
         modules,
+        agent: index.agent_start(),
     })
 }
 

@@ -33,6 +33,9 @@ const KEPT_BODIES: &[(&str, u64)] = &[
     (paths::INIT, KEPT_PROGRAM_MAX),
     (paths::AGENT, KEPT_PROGRAM_MAX),
     (paths::CUSTOM_INIT, KEPT_PROGRAM_MAX),
+    // What fledge-init reads: whether it supervises, and whether it starts the agent.
+    (paths::INIT_CONF, 64 << 10),
+    (paths::WORKLOAD, fledge_abi::workload::MAX_LEN as u64),
 ];
 const KEPT_PROGRAM_MAX: u64 = 32 << 20;
 

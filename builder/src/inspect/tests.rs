@@ -604,3 +604,48 @@ fn boot_check_wants_a_dynamic_init_with_its_loader_and_libraries() {
     }
     assert_eq!(problems(with_libc), Vec::<String>::new());
 }
+
+/// Default mode is read from the image: fledge-init as /init (it names its config file), the
+/// agent, no custom init, no argv in the workload spec; supervision from the baked options.
+#[test]
+fn the_agent_start_is_read_from_the_image() {
+    let init = file("init", b"\x7fELF.../etc/fledge-init.conf...", 1);
+    let agent = file("bin/kestrel", b"\x7fELF agent", 2);
+    let bin = entry("bin", Kind::Dir, 0o755, 3);
+    let etc = entry("etc", Kind::Dir, 0o755, 4);
+    let conf = |text: &str| file("etc/fledge-init.conf", text.as_bytes(), 5);
+    let start = |entries: &[Entry]| show(&archive(entries), View::Check).unwrap().1.agent;
+    assert_eq!(
+        start(&[init.clone(), bin.clone(), agent.clone()]),
+        Some(check::AgentStart { supervised: false })
+    );
+    assert_eq!(
+        start(&[
+            init.clone(),
+            bin.clone(),
+            agent.clone(),
+            etc.clone(),
+            conf("# baked\nfledge.supervise=1 fledge.grace_ms=100\n")
+        ]),
+        Some(check::AgentStart { supervised: true })
+    );
+    // Not fledge-init, no agent, or a custom init: not default mode.
+    let other = file("init", b"#!/bin/sh\n", 1);
+    assert_eq!(start(&[other, bin.clone(), agent.clone()]), None);
+    assert_eq!(start(&[init.clone(), bin.clone()]), None);
+    let custom = file(".volant_init", b"/sbin/custom-init\n", 6);
+    assert_eq!(start(&[init, bin, agent, custom]), None);
+}
+
+#[test]
+fn supervise_options_read_as_fledge_init_reads_them() {
+    use check::supervise_option as s;
+    assert_eq!(s(""), None);
+    assert_eq!(s("fledge.supervise=1"), Some(true));
+    assert_eq!(
+        s("fledge.supervise=1 quiet fledge.supervise=0"),
+        Some(false)
+    );
+    assert_eq!(s("# fledge.supervise=1\n"), None);
+    assert_eq!(s("fledge.supervise=maybe"), None);
+}

@@ -19,8 +19,8 @@ use super::volant::{
     Network, Resources, Violation, Workload,
 };
 use super::{
-    BuildFacts, DEFAULT_CPU_CORES, DEFAULT_ENTRYPOINT, DEFAULT_HEALTH_TIMEOUT_MS,
-    DEFAULT_MEMORY_MB, DEFAULT_PORT,
+    BuildFacts, DEFAULT_AGENT_MODE_PORT, DEFAULT_CPU_CORES, DEFAULT_ENTRYPOINT,
+    DEFAULT_HEALTH_TIMEOUT_MS, DEFAULT_MEMORY_MB, DEFAULT_PORT,
 };
 
 fn violation(field: impl Into<String>, problem: impl Into<String>, fix: &str) -> Violation {
@@ -119,7 +119,8 @@ fn schema_version(raw: &Raw) -> Result<String, Violation> {
     }
 }
 
-/// Labels with values trimmed, and `volant.plugin`/`volant.runtime` set as Volant sets them.
+/// Labels with values trimmed, and `volant.plugin`, `volant.image` and `volant.runtime` set as
+/// Volant (older and newer) sets them.
 fn build_labels(raw: &Raw, name: &str, runtime: &str) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> = raw
         .labels
@@ -127,7 +128,9 @@ fn build_labels(raw: &Raw, name: &str, runtime: &str) -> BTreeMap<String, String
         .map(|(k, v)| (k.clone(), v.trim().to_string()))
         .collect();
     if !name.is_empty() {
+        // Older Volant's label, and newer Volant's (which calls plugins images).
         labels.insert("volant.plugin".into(), name.to_string());
+        labels.insert("volant.image".into(), name.to_string());
     }
     if !runtime.is_empty() {
         labels.insert("volant.runtime".into(), runtime.to_string());
@@ -264,6 +267,7 @@ fn build_workload(
 ) -> Result<Workload, Violation> {
     // A container image's config fills what the template leaves out.
     let image = facts.image.cloned().unwrap_or_default();
+    let exposed = first_port.is_some();
     let first_port = first_port.or(image.port);
     let w = raw.workload.clone().unwrap_or_default();
     let mut entrypoint = build_entrypoint(&w, facts.program, notes)?;
@@ -278,13 +282,32 @@ fn build_workload(
     }
     let kind = match trimmed(&w.kind) {
         None => "http".to_string(),
-        Some(k) if k.eq_ignore_ascii_case("http") => "http".to_string(),
-        Some(k) => k,
+        Some(k) => volant::WORKLOAD_TYPES
+            .iter()
+            .find(|t| k.eq_ignore_ascii_case(t))
+            .map_or(k, |t| t.to_string()),
     };
-    let base_url = trimmed(&w.base_url)
-        .unwrap_or_else(|| format!("http://127.0.0.1:{}", first_port.unwrap_or(DEFAULT_PORT)));
-    if volant::go_url_parse(&base_url).is_ok() && !volant::is_http_base_url(&base_url) {
-        note(notes, "workload.base_url", format!("{base_url:?} is not an http(s)://host[:port] URL; Volant accepts it, but its agent sends HTTP requests to base_url"));
+    let written = trimmed(&w.base_url);
+    // In default mode the agent holds 8080, so the workload's default port is another one.
+    let default_port = if facts.agent {
+        DEFAULT_AGENT_MODE_PORT
+    } else {
+        DEFAULT_PORT
+    };
+    let base_url = match (&written, first_port) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(port)) => Some(format!("http://127.0.0.1:{port}")),
+        // Only an http workload needs one (newer Volant's exec and grpc do not).
+        (None, None) if kind == "http" => Some(format!("http://127.0.0.1:{default_port}")),
+        (None, None) => None,
+    };
+    if let Some(url) = &base_url {
+        if volant::go_url_parse(url).is_ok() && !volant::is_http_base_url(url) {
+            note(notes, "workload.base_url", format!("{url:?} is not an http(s)://host[:port] URL; Volant accepts it, but its agent sends HTTP requests to base_url"));
+        }
+    }
+    if facts.agent {
+        check_agent_port(base_url.as_deref(), written.is_some(), exposed)?;
     }
     Ok(Workload {
         kind,
@@ -293,6 +316,41 @@ fn build_workload(
         env,
         workdir: trimmed(&w.workdir).or(image.workdir),
     })
+}
+
+/// Default mode: the workload may not listen on the agent's port. Volant reaches the VM only
+/// through the agent on 8080, and the agent, finding the port taken once the workload is up,
+/// hangs as PID 1 (`pid1 cannot exit; halting`). The error names the key that set the port.
+fn check_agent_port(base_url: Option<&str>, written: bool, exposed: bool) -> Result<(), Violation> {
+    let agent = volant::AGENT_PORT;
+    if base_url.and_then(volant::port_of) != Some(agent) {
+        return Ok(());
+    }
+    let why = format!(
+        "is port {agent}, the port Volant's agent listens on in default mode: Volant reaches the \
+         VM only through the agent there, and a workload holding it leaves the agent unable to \
+         listen (as PID 1 it then hangs)"
+    );
+    let (field, fix) = if written {
+        (
+            "workload.base_url",
+            "serve the workload on another port and name it in workload.base_url, e.g. \
+             \"http://127.0.0.1:8081\"",
+        )
+    } else if exposed {
+        (
+            "network.expose[0].port",
+            "serve the workload on another port and expose that one (network.expose), e.g. \
+             port = 8081",
+        )
+    } else {
+        (
+            "network.expose",
+            "the container image exposes it: serve the workload on another port and name it \
+             with [[network.expose]] port = <port> (or workload.base_url)",
+        )
+    };
+    Err(violation(field, why, fix))
 }
 
 /// `entrypoint` (+ `args`) as Volant normalises it: every item trimmed, blank items dropped;

@@ -26,6 +26,7 @@ fn facts(artifact: &Path) -> BuildFacts<'_> {
         base_url: None,
         program: None,
         image: None,
+        agent: false,
     }
 }
 
@@ -151,7 +152,7 @@ fn webserver_maps_entrypoint_args_env_and_port() {
     assert_eq!(json["$schema"], volant::SCHEMA_URL);
     assert_eq!(
         json["labels"],
-        json!({"volant.plugin": "hello-web", "volant.runtime": "hello-web"})
+        json!({"volant.image": "hello-web", "volant.plugin": "hello-web", "volant.runtime": "hello-web"})
     );
     assert!(json.get("env").is_none());
 }
@@ -238,7 +239,7 @@ fn the_guides_manifest_example_is_produced() {
     let extra = ours.as_object_mut().unwrap();
     assert_eq!(
         extra.remove("labels"),
-        Some(json!({"volant.plugin": "myapp", "volant.runtime": "myapp"}))
+        Some(json!({"volant.image": "myapp", "volant.plugin": "myapp", "volant.runtime": "myapp"}))
     );
     assert_eq!(
         extra["initramfs"]
@@ -264,6 +265,7 @@ fn url_and_base_url_set_initramfs_url() {
                 base_url,
                 program: None,
                 image: None,
+                agent: false,
             },
         )
         .unwrap()
@@ -443,9 +445,128 @@ fn rule_action_timeout_not_negative() {
 }
 
 #[test]
-fn rule_workload_type_http() {
-    let err = expect_field("[workload]\ntype = \"grpc\"\n", "workload.type");
+fn rule_workload_type_http_exec_or_grpc() {
+    let err = expect_field("[workload]\ntype = \"soap\"\n", "workload.type");
     assert!(err.to_string().starts_with("manifest.toml:4:"), "{err}");
+}
+
+/// Newer Volant's `exec` and `grpc` workloads need an entrypoint but no `base_url`: none is
+/// made up for them, one written or exposed is kept; `http` still gets its default.
+#[test]
+fn exec_and_grpc_workloads_need_no_base_url() {
+    for kind in ["exec", "GRPC"] {
+        let m = render_text(&format!(
+            "{BASE}[workload]\ntype = \"{kind}\"\nentrypoint = \"/bin/job\"\n"
+        ))
+        .unwrap();
+        assert_eq!(m.workload.kind, kind.to_ascii_lowercase());
+        assert_eq!(m.workload.base_url, None, "{kind}");
+        let json = serde_json::to_value(&m).unwrap();
+        assert!(json["workload"].get("base_url").is_none(), "{json}");
+    }
+    let m = render_text(&format!(
+        "{BASE}[workload]\ntype = \"grpc\"\n[[network.expose]]\nport = 50051\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        m.workload.base_url.as_deref(),
+        Some("http://127.0.0.1:50051")
+    );
+    let mut m = render_text(&format!("{BASE}[workload]\ntype = \"exec\"\n")).unwrap();
+    m.workload.entrypoint.clear();
+    let v = m.validate().unwrap_err();
+    assert_eq!(v.field, "workload.entrypoint");
+    assert!(v.problem.contains("an exec workload"), "{v:?}");
+}
+
+/// Renders `BASE` + `extra` as a default-mode build does (the agent holds 8080).
+fn render_default_mode(extra: &str) -> Result<Manifest, ManifestError> {
+    let t = parse_template(&format!("{BASE}{extra}"), Path::new("manifest.toml"))?;
+    check_mode(&t, true)?;
+    let f = BuildFacts {
+        agent: true,
+        ..facts(Path::new("/out/plugin.cpio.gz"))
+    };
+    render_manifest(&t, &f)
+}
+
+/// In default mode a workload port of 8080 is refused, naming the key that set it and why; the
+/// same template builds in the other modes.
+#[test]
+fn default_mode_refuses_the_agents_port() {
+    let cases = [
+        (
+            "[[network.expose]]\nport = 8080\n",
+            "network.expose[0].port",
+            4,
+        ),
+        (
+            "[workload]\nbase_url = \"http://127.0.0.1:8080/api\"\n",
+            "workload.base_url",
+            4,
+        ),
+    ];
+    for (extra, field, line) in cases {
+        let err = render_default_mode(extra).unwrap_err();
+        assert_eq!(err.field(), Some(field), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("manifest.toml:{line}: {field} is port 8080")),
+            "{text}"
+        );
+        assert!(text.contains("Volant's agent listens on"), "{text}");
+        assert!(text.contains("8081"), "the fix names another port: {text}");
+        assert!(render_text(&format!("{BASE}{extra}")).is_ok(), "{extra}");
+    }
+    // A container image exposing 8080 with nothing in the template.
+    let t = parse_template(BASE, Path::new("manifest.toml")).unwrap();
+    let image = ImageFacts {
+        port: Some(8080),
+        ..ImageFacts::default()
+    };
+    let f = BuildFacts {
+        agent: true,
+        image: Some(&image),
+        ..facts(Path::new("/out/plugin.cpio.gz"))
+    };
+    let err = render_manifest(&t, &f).unwrap_err();
+    assert_eq!(err.field(), Some("network.expose"), "{err}");
+    assert!(
+        err.to_string().contains("container image exposes it"),
+        "{err}"
+    );
+    // Another port is fine.
+    let m = render_default_mode("[[network.expose]]\nport = 9000\n").unwrap();
+    assert_eq!(
+        m.workload.base_url.as_deref(),
+        Some("http://127.0.0.1:9000")
+    );
+}
+
+/// Without a port anywhere, a default-mode manifest gets 8081, the others keep 8080; the
+/// default manifest (no manifest.toml) too.
+#[test]
+fn default_mode_defaults_to_a_port_beside_the_agents() {
+    let m = render_default_mode("").unwrap();
+    assert_eq!(
+        m.workload.base_url.as_deref(),
+        Some(format!("http://127.0.0.1:{DEFAULT_AGENT_MODE_PORT}").as_str())
+    );
+    assert_ne!(DEFAULT_AGENT_MODE_PORT, volant::AGENT_PORT);
+    let t = default_template("app");
+    check_mode(&t, true).unwrap();
+    let f = BuildFacts {
+        agent: true,
+        ..facts(Path::new("/out/plugin.cpio.gz"))
+    };
+    let json = render(&t, &f).unwrap();
+    assert_eq!(json["workload"]["base_url"], "http://127.0.0.1:8081");
+    assert_schema_valid("default, default mode", &json);
+    let m = render_text(BASE).unwrap();
+    assert_eq!(
+        m.workload.base_url.as_deref(),
+        Some("http://127.0.0.1:8080")
+    );
 }
 
 /// What Go's `url.Parse` refuses is refused; what it takes is taken (Volant checks no more).
@@ -477,9 +598,13 @@ fn rule_base_url_parses_as_go_does() {
         )
         .unwrap_or_else(|e| panic!("{ok}: {e}"));
         let m = render_manifest(&t, &facts(Path::new("/o/p.img"))).unwrap();
-        assert_eq!(m.workload.base_url, ok);
+        assert_eq!(m.workload.base_url.as_deref(), Some(ok));
     }
-    expect_rule(|m| m.workload.base_url = String::new(), "workload.base_url");
+    expect_rule(|m| m.workload.base_url = None, "workload.base_url");
+    expect_rule(
+        |m| m.workload.base_url = Some(" ".into()),
+        "workload.base_url",
+    );
 }
 
 #[test]
@@ -588,6 +713,7 @@ fn rule_initramfs_url_kind() {
             base_url: base,
             program: None,
             image: None,
+            agent: false,
         };
         let err = render(&t, &f).unwrap_err();
         assert_eq!(

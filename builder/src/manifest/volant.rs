@@ -67,9 +67,11 @@ pub struct Resources {
 /// What the agent starts and where it reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Workload {
+    /// `http`, `exec` or `grpc` (newer Volant's three); only `http` needs `base_url`.
     #[serde(rename = "type")]
     pub kind: String,
-    pub base_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
     pub entrypoint: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -153,6 +155,35 @@ pub struct Devices {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowlist: Vec<String>,
 }
+
+/// The TCP port Volant's agent listens on in the guest (`:8080`, and vsock port 8080): Volant
+/// reaches every VM only through it.
+pub const AGENT_PORT: u16 = 8080;
+
+/// The port of an `http(s)://host[:port][/path]` URL (80/443 when it names none).
+pub fn port_of(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.1,
+        None => host_port.split_once(':').map_or("", |(_, p)| p),
+    };
+    let port = after_host.strip_prefix(':').unwrap_or(after_host);
+    if port.is_empty() {
+        return Some(default);
+    }
+    port.parse().ok().filter(|&p| p > 0)
+}
+
+/// The workload types Volant's `Workload.Validate` accepts (newer Volant added `exec` and
+/// `grpc`, which need no `base_url`).
+pub const WORKLOAD_TYPES: [&str; 3] = ["http", "exec", "grpc"];
 
 /// A rule a manifest breaks: the field (a dotted path, e.g. `workload.base_url`), what is wrong,
 /// and how to fix it.
@@ -488,31 +519,37 @@ impl Manifest {
 
     fn validate_workload(&self) -> Result<(), Violation> {
         let w = &self.workload;
-        if !w.kind.trim().eq_ignore_ascii_case("http") {
+        let kind = w.kind.trim().to_ascii_lowercase();
+        if !WORKLOAD_TYPES.contains(&kind.as_str()) {
             return Err(violation(
                 "workload.type",
                 format!("{:?} is not supported by Volant", w.kind),
-                "set workload.type = \"http\" or leave it out",
+                "set workload.type = \"http\", \"exec\" or \"grpc\", or leave it out (http)",
             ));
         }
-        if blank(&w.base_url) {
+        let base_url = w.base_url.as_deref().unwrap_or("");
+        if kind == "http" && blank(base_url) {
             return Err(violation(
                 "workload.base_url",
                 "is required for an http workload",
                 "set workload.base_url = \"http://127.0.0.1:<port>\" or expose a port",
             ));
         }
-        if let Err(why) = go_url_parse(w.base_url.trim()) {
+        // Volant parses base_url only for an http workload.
+        if let (true, Err(why)) = (kind == "http", go_url_parse(base_url.trim())) {
             return Err(violation(
                 "workload.base_url",
-                format!("{:?} is not a URL ({why})", w.base_url),
+                format!("{base_url:?} is not a URL ({why})"),
                 "write it as \"http://127.0.0.1:<port>\"",
             ));
         }
         if w.entrypoint.first().is_none_or(|e| blank(e)) {
             return Err(violation(
                 "workload.entrypoint",
-                "is required for an http workload",
+                format!(
+                    "is required for {} {kind} workload",
+                    if kind == "grpc" { "a" } else { "an" }
+                ),
                 "set workload.entrypoint = \"/path/to/program\" (in the image)",
             ));
         }

@@ -50,11 +50,24 @@ pub struct Poller {
 impl Poller {
     /// Starts polling `url` until a 2xx answer, `window` has passed, or it is dropped.
     pub fn start(url: String, window: Duration) -> Poller {
+        Poller::start_all(vec![url], window)
+    }
+
+    /// Polls each of `urls` in turn until it answers 2xx, all within `window`: healthy when the
+    /// last one has answered.
+    pub fn start_all(urls: Vec<String>, window: Duration) -> Poller {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, result) = mpsc::channel();
         let flag = Arc::clone(&stop);
         std::thread::spawn(move || {
-            let _ = tx.send(poll(&url, window, &flag));
+            let start = Instant::now();
+            let failed = urls.iter().find_map(|url| {
+                match poll(url, window.saturating_sub(start.elapsed()), &flag) {
+                    Health::Failed(why) => Some(why),
+                    Health::Healthy(_) => None,
+                }
+            });
+            let _ = tx.send(failed.map_or(Health::Healthy(start.elapsed()), Health::Failed));
         });
         Poller { stop, result }
     }

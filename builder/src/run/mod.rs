@@ -7,6 +7,11 @@
 //! Ctrl-C into an ACPI power-down over QMP ([`qmp`]); and end with the workload's exit status as
 //! fledge-init reports it on the console (`fledge-init: exit-status=N`).
 //!
+//! A default-mode image (fledge-init hands off to Volant's agent) is booted as Volant's
+//! orchestrator boots it ([`volant`]): the `volant.*` parameters with the manifest, a manifest
+//! API on the host's loopback, the agent's port 8080 forwarded too, and "healthy" meaning the
+//! agent's `/healthz` and the manifest's health endpoint through the agent's `/v1` proxy.
+//!
 //! Exit status of `fledge run` ([`Ended::code`]): the workload's status (0-255) when fledge-init
 //! reported one; otherwise [`EXIT_TIMEOUT`], [`EXIT_UNHEALTHY`], [`EXIT_PANIC`] or
 //! [`EXIT_NO_STATUS`]; 1 when the run could not start (no kernel, no QEMU, a failed build).
@@ -19,6 +24,7 @@ pub mod machine;
 pub mod plugin;
 pub mod qmp;
 pub mod vm;
+pub mod volant;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -151,7 +157,15 @@ pub fn interrupts() -> Result<Arc<AtomicUsize>, RunError> {
 struct Setup {
     qemu: PathBuf,
     guest: vm::Guest,
-    health: Option<(String, Duration)>,
+    /// The URLs that must answer 2xx, in order, and the window.
+    health: Option<(Vec<String>, Duration)>,
+    /// What each forward reaches: `workload`, `agent` or `published`.
+    forward_names: Vec<&'static str>,
+    /// Default mode without supervision: Volant's agent is PID 1 and has no orderly shutdown,
+    /// so Ctrl-C kills QEMU at once.
+    hard_stop: bool,
+    /// The manifest API, serving while the guest runs.
+    api: Option<volant::Api>,
     _dir: tempfile::TempDir,
 }
 
@@ -164,28 +178,53 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     if let Some(n) = note {
         log::info!("{n}");
     }
+    let (drivers, agent) = guest_drivers(&kernel, &o.image)?;
+    // The kernel command line's fledge.supervise= wins over the image's, as in fledge-init.
+    let supervised =
+        agent.map(|a| crate::inspect::check::supervise_option(&o.append).unwrap_or(a.supervised));
+    // The manifest names the agent itself as its workload: see the warning below.
+    let self_start = o.plugin.program.as_deref() == Some(fledge_abi::paths::AGENT);
     let mut forwards = o.publish.clone();
-    let health = match o.plugin.port {
-        Some(port) => {
-            let host = match forwards.iter().find(|(_, g)| *g == port) {
-                Some((h, _)) => *h,
-                None => {
-                    let h = vm::free_port().map_err(io("cannot find a free TCP port"))?;
-                    forwards.push((h, port));
-                    h
-                }
-            };
-            o.plugin
-                .health
-                .as_ref()
-                .map(|(endpoint, ms)| (health::url(host, endpoint), health::window(*ms)))
-        }
-        None => None,
-    };
+    // `--publish 0:GUEST`: a free host port, picked before the health check's URLs use it.
     for f in forwards.iter_mut().filter(|f| f.0 == 0) {
         f.0 = vm::free_port().map_err(io("cannot find a free TCP port"))?;
     }
-    let drivers = guest_drivers(&kernel, &o.image)?;
+    let host_port = |forwards: &mut Vec<(u16, u16)>, guest: u16| match forwards
+        .iter()
+        .find(|(_, g)| *g == guest)
+    {
+        Some((h, _)) => Ok(*h),
+        None => {
+            let h = vm::free_port().map_err(io("cannot find a free TCP port"))?;
+            forwards.push((h, guest));
+            Ok::<u16, RunError>(h)
+        }
+    };
+    let workload_host = o
+        .plugin
+        .port
+        .map(|port| host_port(&mut forwards, port))
+        .transpose()?;
+    let health = match (supervised, workload_host) {
+        // Default mode: what Volant sees, through the agent.
+        (Some(_), _) => {
+            let agent_host = host_port(&mut forwards, volant::AGENT_PORT)?;
+            let mut urls = vec![health::url(agent_host, "/healthz")];
+            if let (Some((endpoint, _)), false) = (&o.plugin.health, self_start) {
+                let path = format!("/v1/{}", endpoint.trim().trim_start_matches('/'));
+                urls.push(health::url(agent_host, &path));
+            }
+            let ms = o.plugin.health.as_ref().map_or(0, |h| h.1);
+            Some((urls, health::window(ms)))
+        }
+        (None, Some(host)) => o
+            .plugin
+            .health
+            .as_ref()
+            .map(|(endpoint, ms)| (vec![health::url(host, endpoint)], health::window(*ms))),
+        (None, None) => None,
+    };
+
     let wanted = !forwards.is_empty();
     let (machine, why) = machine::choose(machine::qemu_has_microvm(&qemu), &drivers, wanted);
     match (why, machine) {
@@ -210,15 +249,66 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         forwards.clear();
     }
     let health = health.filter(|_| network);
+    let forward_names = forwards
+        .iter()
+        .map(|&(_, g)| match g {
+            volant::AGENT_PORT if supervised.is_some() => "agent",
+            g if Some(g) == o.plugin.port => "workload",
+            _ => "published",
+        })
+        .collect();
     let hostname = machine::hostname(&o.plugin.name);
-    let cmdline = machine::cmdline(
-        machine,
-        accel,
-        &hostname,
-        network,
-        machine::host_tsc_khz(),
-        &o.append,
-    );
+    let tsc = machine::host_tsc_khz();
+    let line = |extra: &str| {
+        let append = format!("{extra} {}", o.append.trim());
+        machine::cmdline(machine, accel, &hostname, network, tsc, &append)
+    };
+    let mut api = None;
+    let cmdline = if supervised.is_some() {
+        // A manifest naming the agent as its workload (the default manifest of a default-mode
+        // build without a manifest.toml) would make the agent start itself, which would start
+        // itself again, and so on.
+        let mut json = o.plugin.json.clone();
+        if self_start {
+            log::warn!(
+                "the manifest's workload.entrypoint is the agent itself ({}): given it, the agent \
+                 would start itself again and again, so it gets no manifest and starts no \
+                 workload (name your program in manifest.toml's workload.entrypoint)",
+                fledge_abi::paths::AGENT
+            );
+            json = None;
+        } else if o.plugin.json.is_none() {
+            log::warn!(
+                "no manifest for this default-mode image: Volant's agent gets none and starts no \
+                 workload (give one with -m)"
+            );
+        }
+        if network {
+            let a = volant::Api::start(&o.plugin.name, json.clone())
+                .map_err(io("cannot start the manifest API on 127.0.0.1"))?;
+            api = Some(a);
+        }
+        let params = volant::Params {
+            name: o.plugin.name.clone(),
+            runtime: o.plugin.runtime.clone(),
+            api_port: api.as_ref().map(|a| a.port),
+            manifest: json,
+        };
+        let (cmdline, note) = volant::fit(&params, line);
+        if let Some(n) = note {
+            log::info!("{n}");
+        }
+        cmdline
+    } else {
+        line("")
+    };
+    if cmdline.len() > volant::CMDLINE_MAX {
+        log::warn!(
+            "the kernel command line is {} bytes: x86 kernels keep only the first {}",
+            cmdline.len(),
+            volant::CMDLINE_MAX
+        );
+    }
     let dir = tempfile::Builder::new()
         .prefix("fledge-run.")
         .tempdir()
@@ -239,15 +329,25 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         qemu,
         guest,
         health,
+        forward_names,
+        hard_stop: supervised == Some(false),
+        api,
         _dir: dir,
     })
 }
 
-/// The kernel's built-ins and the modules the image loads (by name).
+/// The kernel's built-ins and the modules the image loads (by name), and whether the image
+/// starts Volant's agent (default mode).
 fn guest_drivers(
     kernel: &std::path::Path,
     image: &std::path::Path,
-) -> Result<machine::GuestDrivers, RunError> {
+) -> Result<
+    (
+        machine::GuestDrivers,
+        Option<crate::inspect::check::AgentStart>,
+    ),
+    RunError,
+> {
     let bytes = std::fs::read(kernel).map_err(io(format!("cannot read {}", kernel.display())))?;
     let builtin = kernel::release(&bytes).and_then(|r| kernel::builtins(kernel, &r));
     if let Some((p, _)) = &builtin {
@@ -259,16 +359,20 @@ fn guest_drivers(
             path: image.to_path_buf(),
             source,
         })?;
+    let agent = report.agent;
     let image = report
         .modules
         .unwrap_or_default()
         .iter()
         .filter_map(|line| kernel::module_name(line.split_whitespace().next().unwrap_or("")))
         .collect();
-    Ok(machine::GuestDrivers {
-        builtin: builtin.map(|(_, b)| b),
-        image,
-    })
+    Ok((
+        machine::GuestDrivers {
+            builtin: builtin.map(|(_, b)| b),
+            image,
+        },
+        agent,
+    ))
 }
 
 /// Boots the guest and follows it to the end. `interrupted` counts Ctrl-Cs (see
@@ -292,24 +396,44 @@ pub fn run(mut o: Options, interrupted: &AtomicUsize) -> Result<Ended, RunError>
     };
     let console = console::Console::start(child.0.stdout.take().expect("piped"), out);
     log::info!(
-        "booting {} under {} on -M {} ({} MiB, {} CPU{}){}",
+        "booting {} under {} on -M {} ({} MiB, {} CPU{}){}{}",
         o.image.display(),
         s.guest.accel.name(),
         s.guest.machine.name(),
         s.guest.memory_mb,
         s.guest.cpus,
         if s.guest.cpus == 1 { "" } else { "s" },
-        forwards_note(&s.guest.forwards)
+        forwards_note(&s.guest.forwards, &s.forward_names),
+        s.api.as_ref().map_or(String::new(), |a| format!(
+            ", manifest API on 127.0.0.1:{} (guest: {}:{})",
+            a.port,
+            volant::API_HOST,
+            a.port
+        ))
     );
     let mut qmp = qmp::Qmp::connect(&s.guest.qmp, Duration::from_secs(10))
         .map_err(|e| log::warn!("no QMP connection to QEMU ({e}): Ctrl-C will kill the guest"))
         .ok();
+    if s.hard_stop {
+        log::info!(
+            "Volant's agent is PID 1 in this image and has no orderly shutdown: Ctrl-C stops the \
+             VM hard, at once, with no exit status (`[init] supervise = true` gives an orderly \
+             shutdown and the status)"
+        );
+    }
     let poller = s
         .health
         .as_ref()
-        .map(|(url, w)| health::Poller::start(url.clone(), *w));
+        .map(|(urls, w)| health::Poller::start_all(urls.clone(), *w));
     let mut w = Watch::new(start, o.events.take());
-    w.emit(serde_json::json!({"event": "started", "machine": s.guest.machine.name(), "accel": s.guest.accel.name(), "forwards": s.guest.forwards}));
+    let forwards: Vec<serde_json::Value> = s
+        .guest
+        .forwards
+        .iter()
+        .zip(&s.forward_names)
+        .map(|((h, g), to)| serde_json::json!({"host": h, "guest": g, "to": to}))
+        .collect();
+    w.emit(serde_json::json!({"event": "started", "machine": s.guest.machine.name(), "accel": s.guest.accel.name(), "forwards": forwards}));
     loop {
         if child
             .0
@@ -337,13 +461,14 @@ pub fn run(mut o: Options, interrupted: &AtomicUsize) -> Result<Ended, RunError>
     Ok(ended)
 }
 
-fn forwards_note(f: &[(u16, u16)]) -> String {
+fn forwards_note(f: &[(u16, u16)], names: &[&str]) -> String {
     if f.is_empty() {
         return String::new();
     }
     let list: Vec<String> = f
         .iter()
-        .map(|(h, g)| format!("127.0.0.1:{h} -> guest:{g}"))
+        .zip(names)
+        .map(|((h, g), to)| format!("127.0.0.1:{h} -> guest:{g} ({to})"))
         .collect();
     format!(", forwarding {}", list.join(", "))
 }
@@ -362,6 +487,8 @@ struct Watch {
     /// guest is down, for a guest that was still booting (nothing listened yet) the first time.
     pressed: Option<Instant>,
     interrupts_handled: usize,
+    /// QEMU was killed at Ctrl-C, as asked ([`Setup::hard_stop`]).
+    killed: bool,
 }
 
 impl Watch {
@@ -376,6 +503,7 @@ impl Watch {
             stopping: None,
             pressed: None,
             interrupts_handled: 0,
+            killed: false,
         }
     }
 
@@ -411,9 +539,15 @@ impl Watch {
             Some(health::Health::Healthy(_)) => {
                 self.healthy = true;
                 let ms = self.ms();
-                let url = s.health.as_ref().map(|h| h.0.as_str()).unwrap_or("");
-                log::info!("healthy after {ms} ms: {url} answers");
-                self.emit(serde_json::json!({"event": "healthy", "url": url}));
+                let urls = s.health.as_ref().map(|h| h.0.clone()).unwrap_or_default();
+                let (list, verb) = (
+                    urls.join(" and "),
+                    if urls.len() == 1 { "answers" } else { "answer" },
+                );
+                log::info!("healthy after {ms} ms: {list} {verb}");
+                self.emit(
+                    serde_json::json!({"event": "healthy", "url": urls.last(), "urls": urls}),
+                );
             }
             Some(health::Health::Failed(why)) if self.stopping.is_none() => {
                 self.unhealthy = true;
@@ -422,7 +556,7 @@ impl Watch {
                     "the health check did not pass within {window} s ({why}); the console's last lines:\n{}",
                     console.seen().tail()
                 );
-                self.stop(qmp, s.guest.machine);
+                self.end(s, qmp, child);
                 return;
             }
             _ => {}
@@ -436,8 +570,12 @@ impl Watch {
                 self.pressed = None;
                 return;
             }
-            log::info!("interrupted: asking the guest to power down (Ctrl-C again kills it)");
-            self.stop(qmp, s.guest.machine);
+            if s.hard_stop {
+                log::info!("interrupted: stopping the VM hard (killing QEMU)");
+            } else {
+                log::info!("interrupted: asking the guest to power down (Ctrl-C again kills it)");
+            }
+            self.end(s, qmp, child);
             return;
         }
         if let Some(t) = o
@@ -446,10 +584,15 @@ impl Watch {
         {
             self.timed_out = true;
             log::error!(
-                "--timeout {} s reached: asking the guest to power down",
-                t.as_secs()
+                "--timeout {} s reached: {}",
+                t.as_secs(),
+                if s.hard_stop {
+                    "stopping the VM hard (killing QEMU)"
+                } else {
+                    "asking the guest to power down"
+                }
             );
-            self.stop(qmp, s.guest.machine);
+            self.end(s, qmp, child);
             return;
         }
         if self.stopping.is_some() && self.pressed.is_some_and(|t| t.elapsed() >= REPRESS) {
@@ -464,6 +607,17 @@ impl Watch {
             self.stopping = Some(Instant::now() + Duration::from_secs(3600));
             self.pressed = None;
         }
+    }
+
+    /// Ends the run: [`Watch::stop`], or with [`Setup::hard_stop`] QEMU killed at once (Volant's
+    /// agent as PID 1 has no orderly shutdown to wait for).
+    fn end(&mut self, s: &Setup, qmp: Option<&mut qmp::Qmp>, child: &mut vm::Guarded) {
+        if !s.hard_stop {
+            return self.stop(qmp, s.guest.machine);
+        }
+        let _ = child.0.kill();
+        self.killed = true;
+        self.stopping = Some(Instant::now() + Duration::from_secs(3600));
     }
 
     /// Asks the guest to power down: the ACPI power button, and on q35 also Ctrl-Alt-Del, which
@@ -518,6 +672,9 @@ fn report(w: &mut Watch, ended: &Ended, seen: &console::Seen) {
         Ended::Status(s) => log::info!("the workload exited with status {s} ({ms} ms after boot)"),
         Ended::Panicked(p) => log::error!("the guest kernel panicked: {p}"),
         // An orderly power-off: the image's /init (not a supervising fledge-init) ended it.
+        Ended::NoStatus if w.killed => {
+            log::info!("the VM was stopped hard: Volant's agent as PID 1 reports no exit status")
+        }
         Ended::NoStatus if seen.shut_down => log::warn!(
             "the guest powered off without fledge-init's exit-status line, so its status is \
              unknown: only a supervising fledge-init (`[init] supervise = true`) reports one"

@@ -1,6 +1,7 @@
 //! What `fledge run` takes from a Volant manifest (`<name>.manifest.json`, as `fledge build`
-//! writes it): the name (the guest's host name), `resources` (memory and CPUs), the workload's
-//! port from `workload.base_url`, and `health_check`.
+//! writes it): the name (the guest's host name), `runtime`, `resources` (memory and CPUs), the
+//! workload's port from `workload.base_url`, `health_check`, and the whole manifest as compact
+//! JSON (what a default-mode image's agent is given).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -16,12 +17,18 @@ const MAX_MANIFEST: u64 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plugin {
     pub name: String,
+    /// `runtime`, else the name (as Volant's `Normalize` does).
+    pub runtime: String,
     pub cpus: u64,
     pub memory_mb: u64,
     /// The guest TCP port the workload serves on.
     pub port: Option<u16>,
     /// `health_check.endpoint` and `timeout_ms`.
     pub health: Option<(String, i64)>,
+    /// The manifest as compact JSON; `None` without one.
+    pub json: Option<String>,
+    /// The program the workload starts (`workload.entrypoint[0]`).
+    pub program: Option<String>,
 }
 
 impl Plugin {
@@ -35,11 +42,14 @@ impl Plugin {
             .unwrap_or("vm")
             .to_owned();
         Plugin {
+            runtime: name.clone(),
             name,
             cpus: 1,
             memory_mb: 512,
             port: None,
             health: None,
+            json: None,
+            program: None,
         }
     }
 }
@@ -47,6 +57,7 @@ impl Plugin {
 #[derive(Deserialize)]
 struct Raw {
     name: String,
+    runtime: Option<String>,
     resources: RawResources,
     workload: Option<RawWorkload>,
     health_check: Option<RawHealth>,
@@ -62,6 +73,8 @@ struct RawResources {
 #[derive(Deserialize)]
 struct RawWorkload {
     base_url: Option<String>,
+    #[serde(default)]
+    entrypoint: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +107,7 @@ pub fn load(path: &Path) -> Result<Plugin, RunError> {
 /// Parses manifest JSON; the error names the field.
 pub fn parse(text: &str) -> Result<Plugin, String> {
     let raw: Raw = serde_json::from_str(text).map_err(|e| format!("not a Volant manifest: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(text).expect("parsed just above");
     let positive = |v: i64, field: &str| {
         u64::try_from(v)
             .ok()
@@ -102,6 +116,11 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
     };
     let cpus = positive(raw.resources.cpu_cores, "resources.cpu_cores")?;
     let memory_mb = positive(raw.resources.memory_mb, "resources.memory_mb")?;
+    let program = raw
+        .workload
+        .as_ref()
+        .and_then(|w| w.entrypoint.first())
+        .map(|e| e.trim().to_string());
     let port = match raw.workload.and_then(|w| w.base_url) {
         Some(url) => Some(
             port_of(&url).ok_or_else(|| format!("workload.base_url `{url}` names no TCP port"))?,
@@ -112,35 +131,24 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
         let endpoint = h.endpoint.filter(|e| !e.trim().is_empty())?;
         Some((endpoint, h.timeout_ms.unwrap_or(0)))
     });
+    let runtime = raw
+        .runtime
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| raw.name.clone());
     Ok(Plugin {
         name: raw.name,
+        runtime,
         cpus,
         memory_mb,
         port,
         health,
+        json: Some(value.to_string()),
+        program,
     })
 }
 
-/// The port of an `http(s)://host[:port][/path]` URL (80/443 when it names none).
-pub fn port_of(url: &str) -> Option<u16> {
-    let (scheme, rest) = url.trim().split_once("://")?;
-    let default = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let after_host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']')?.1,
-        None => host_port.split_once(':').map_or("", |(_, p)| p),
-    };
-    let port = after_host.strip_prefix(':').unwrap_or(after_host);
-    if port.is_empty() {
-        return Some(default);
-    }
-    port.parse().ok().filter(|&p| p > 0)
-}
+pub use crate::manifest::volant::port_of;
 
 /// The manifest beside an image: the one `*.manifest.json` in its directory whose
 /// `initramfs.url` is the image's path (as `fledge build` writes it).
@@ -195,16 +203,24 @@ mod tests {
             "workload":{"type":"http","base_url":"http://127.0.0.1:8080","entrypoint":["/x"]},
             "health_check":{"endpoint":"/healthz","timeout_ms":5000},
             "initramfs":{"url":"/tmp/x.cpio.gz"}}"#;
+        let json = serde_json::from_str::<serde_json::Value>(ok)
+            .unwrap()
+            .to_string();
         assert_eq!(
             parse(ok).unwrap(),
             Plugin {
                 name: "web".into(),
+                runtime: "web".into(),
                 cpus: 2,
                 memory_mb: 256,
                 port: Some(8080),
                 health: Some(("/healthz".into(), 5000)),
+                json: Some(json),
+                program: Some("/x".into()),
             }
         );
+        let rt = ok.replace("\"name\":\"web\"", "\"name\":\"web\",\"runtime\":\"rt\"");
+        assert_eq!(parse(&rt).unwrap().runtime, "rt");
         let zero = ok.replace("\"cpu_cores\":2", "\"cpu_cores\":0");
         assert!(parse(&zero).unwrap_err().contains("resources.cpu_cores"));
         let no_port = ok.replace("http://127.0.0.1:8080", "nope");

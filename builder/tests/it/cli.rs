@@ -512,3 +512,35 @@ fn default_manifest_names_the_program_the_image_starts() {
         );
     }
 }
+
+/// A default-mode workload on the agent's port 8080 is refused before anything is built, naming
+/// the key; the same manifest builds in custom mode, and a default-mode build without a port
+/// gets 8081.
+#[test]
+fn default_mode_refuses_a_workload_on_the_agents_port() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    p.file(
+        "manifest.toml",
+        b"name = \"web\"\nversion = \"1\"\n[[network.expose]]\nport = 8080\n[workload]\nentrypoint = \"/bin/web\"\n",
+        0o644,
+    );
+    let o = p.fledge(&["build", "-o", "web.cpio.gz"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("manifest.toml:4: network.expose[0].port is port 8080"),
+        "{err}"
+    );
+    assert!(err.contains("agent"), "{err}");
+    assert!(!p.path("web.cpio.gz").exists(), "nothing written");
+
+    p.file("manifest.toml", b"name = \"web\"\nversion = \"1\"\n", 0o644);
+    p.build("web.cpio.gz", &[]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path("web.manifest.json")).unwrap()).unwrap();
+    assert_eq!(json["workload"]["base_url"], "http://127.0.0.1:8081");
+    assert_eq!(json["labels"]["volant.image"], "web");
+}

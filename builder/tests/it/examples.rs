@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The examples the smoke runs boot; a new example directory must be added here too.
-const EXPECTED: [&str; 4] = ["custom-init", "default", "http-service", "none"];
+const EXPECTED: [&str; 5] = [
+    "agent-web",
+    "custom-init",
+    "default",
+    "http-service",
+    "none",
+];
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")

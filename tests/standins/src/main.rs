@@ -25,11 +25,15 @@
 //! - `burst:N`: start N children that all exit the moment this process exits
 //! - `hygiene`: `STANDIN-HYGIENE mask=.. sigpipe=.. fds=.. session_leader=..`
 //! - `sleep:MS`; `poweroff`: power off (as PID 1) or exit 0
+//! - `remount`, `agent`, `serve:PORT`: the Volant agent's part (see [`agent`]); `pty`:
+//!   `STANDIN-PTY ok` when a pty pair opens through `/dev/ptmx` and passes a byte
 //!
 //! At the end of the list it powers off when it is PID 1 (it was exec'd by the init), else
 //! exits 0. The reboot call is made only as PID 1, so a stray run on a host is harmless.
 #![no_main]
 #![allow(unsafe_code)]
+
+mod agent;
 
 use std::ffi::{c_char, c_int, CStr};
 use std::io::Write;
@@ -118,6 +122,10 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
             "connect" => connect(arg),
             "sleep" => std::thread::sleep(Duration::from_millis(num())),
             "poweroff" => poweroff(),
+            "remount" => agent::remount(),
+            "agent" => agent::agent(),
+            "serve" => agent::serve(num() as u16),
+            "pty" => agent::pty(),
             _ => fail(&format!("unknown action {action:?}")),
         }
     }
