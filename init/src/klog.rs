@@ -48,7 +48,7 @@ pub fn open_kmsg() {
     LOGGER
         .stderr_console
         .store(sys::stderr_is_console(), Ordering::Relaxed);
-    if let Ok(fd) = sys::open_wo(c"/dev/kmsg") {
+    if let Ok(fd) = sys::open_forever(c"/dev/kmsg") {
         LOGGER.kmsg.store(fd, Ordering::Relaxed);
     }
     if let Ok(text) = sys::read_to_string(c"/proc/sys/kernel/printk", 64) {

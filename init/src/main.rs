@@ -22,6 +22,7 @@ mod modules;
 mod mounts;
 mod net;
 mod options;
+mod power;
 mod status;
 mod supervise;
 mod sys;
@@ -144,15 +145,7 @@ fn console() -> Result<(), Error> {
     if missing.is_empty() {
         return Ok(());
     }
-    let fd = sys::open_rw(c"/dev/console", false).map_err(|cause| Error::Console { cause })?;
-    for &m in &missing {
-        if m != fd {
-            sys::dup2(fd, m).map_err(|cause| Error::Console { cause })?;
-        }
-    }
-    if fd > 2 {
-        sys::close(fd);
-    }
+    sys::fill_stdio(c"/dev/console", &missing).map_err(|cause| Error::Console { cause })?;
     Ok(())
 }
 
@@ -204,12 +197,7 @@ fn finish(status: i32) -> ! {
     if sys::getpid() != 1 {
         sys::exit(status);
     }
-    let cmd = if REBOOT.load(Ordering::Relaxed) {
-        libc::RB_AUTOBOOT
-    } else {
-        libc::RB_POWER_OFF
-    };
-    let cause = sys::reboot(cmd);
+    let cause = sys::reboot(REBOOT.load(Ordering::Relaxed));
     // Still here: the reboot was refused. Exiting would panic the kernel; wait instead.
     log::error!("reboot failed: {cause}");
     loop {

@@ -57,7 +57,7 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
     let blocked = SigSet::all_but_faults();
     let original = blocked.block().map_err(|cause| Error::Signals { cause })?;
     sys::disable_ctrl_alt_del();
-    let acpi = match sys::AcpiEvents::open() {
+    let acpi = match crate::power::AcpiEvents::open() {
         Ok(a) => Some(a),
         Err(e) => {
             log::debug!("no ACPI events (the power button will not shut down): {e}");
@@ -106,7 +106,7 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
             Action::Acpi
                 if acpi
                     .as_ref()
-                    .is_some_and(sys::AcpiEvents::power_button_pressed) =>
+                    .is_some_and(crate::power::AcpiEvents::power_button_pressed) =>
             {
                 log::info!("power button pressed: shutting down");
                 (libc::SIGTERM, true)
