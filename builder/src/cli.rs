@@ -7,11 +7,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+mod run;
+
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::compress::Compression;
-use crate::pipeline::{self, Request};
-use crate::{inspect, preview, progress, scaffold};
+use fledge::compress::Compression;
+use fledge::pipeline::{self, Request};
+use fledge::{inspect, preview, progress, scaffold};
 
 type Result<T> = anyhow::Result<T>;
 
@@ -40,7 +42,7 @@ pub enum Command {
     /// Boot an image (or build fledge.toml and boot it) under QEMU the way Volant would: the
     /// console streamed, the workload's port forwarded, the health check polled; exits with the
     /// workload's status.
-    Run(crate::run::cli::RunArgs),
+    Run(run::RunArgs),
     /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
     New(NewArgs),
     /// Show, prune or clear the cache of compressed segments that makes rebuilds fast.
@@ -129,7 +131,7 @@ pub enum CacheAction {
 }
 
 fn size_arg(s: &str) -> std::result::Result<u64, String> {
-    crate::compress::parse_size(s).ok_or_else(|| "use bytes, or a size like 512M or 2G".into())
+    fledge::compress::parse_size(s).ok_or_else(|| "use bytes, or a size like 512M or 2G".into())
 }
 
 #[derive(Debug, Args)]
@@ -227,10 +229,10 @@ pub fn main() -> i32 {
     progress::allow(!cli.quiet);
     let command = match cli.command {
         // `fledge run` handles its own signals: a Ctrl-C powers the guest down.
-        Command::Run(a) => return crate::run::cli::main(a, cli.quiet),
+        Command::Run(a) => return fledge::run::start::main(a.into(), cli.quiet),
         c => c,
     };
-    if let Err(e) = crate::output::clean_up_on_signals() {
+    if let Err(e) = fledge::output::clean_up_on_signals() {
         log::debug!("cannot watch for signals: {e}");
     }
     let result = match command {
@@ -288,7 +290,7 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         out.write_all(preview::format_plan(&prepared.plan).as_bytes())
             .map_err(Stdout)?;
         if let Some(m) = &prepared.modules {
-            out.write_all(crate::kmod::explain(m).as_bytes())
+            out.write_all(fledge::kmod::explain(m).as_bytes())
                 .map_err(Stdout)?;
         }
         drop(out);
@@ -359,11 +361,11 @@ fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
 }
 
 fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
-    use crate::compress::SegmentCache;
+    use fledge::compress::SegmentCache;
     use indicatif::HumanBytes;
     let root = a
         .cache_dir
-        .unwrap_or_else(crate::source::Fetcher::default_cache_dir);
+        .unwrap_or_else(fledge::source::Fetcher::default_cache_dir);
     let configured = SegmentCache::from_env(&root)?;
     let dir = configured.dir().display().to_string();
     let err = |e: std::io::Error| anyhow::anyhow!("cannot read the segment cache {dir}: {e}");
@@ -418,7 +420,7 @@ fn validate(a: ValidateArgs, quiet: bool) -> Result<()> {
     let default_config = PathBuf::from("fledge.toml");
     if let (None, Some(m)) = (&a.config, &a.manifest) {
         if !default_config.exists() {
-            crate::manifest::load_template(m)?;
+            fledge::manifest::load_template(m)?;
             if !quiet {
                 say!("{}: valid", m.display());
             }

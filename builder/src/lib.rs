@@ -3,15 +3,36 @@
 //! One build flows through one module per stage, each taking the previous stage's value:
 //!
 //! ```text
-//! config::load ─> source (busybox, agent) ─> plan::plan (the layer stack) ─> normalise
-//!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
+//! config::load ─> source (fetch and cache: busybox, agent) ─> plan::plan (the layer stack:
+//!      base, image, busybox, mappings, libs, kmod, fledge's own files) ─> normalise
+//!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render ─> output
 //! ```
 //!
-//! [`pipeline::build`] runs them in that order and owns the atomic output; [`cli`] is the thin
-//! command-line front end.
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | `fledge.toml`: raw TOML shapes and one check per table |
+//! | [`source`] | the outside world: downloads with their bounds, the content-addressed cache |
+//! | [`image`] | container images read in-process: references, registries, layouts, layers |
+//! | [`plan`] | the image as a stack of sources and the precedence between them |
+//! | [`libs`] | the shared-library closure of the programs placed (ELF, loader search) |
+//! | [`kmod`] | kernel modules of the guest kernel's tree and their load order |
+//! | [`normalise`] | owners, times, inodes, order, hardlinks: the byte-for-byte guarantee |
+//! | [`archive`] | the newc writer |
+//! | [`compress`] | compressions, segments and the segment cache |
+//! | [`manifest`] | `manifest.toml` into Volant's manifest JSON |
+//! | [`output`] | every file written atomically, temporary files removed on signals |
+//! | [`pipeline`] | one build, stage by stage ([`pipeline::build`]) |
+//! | [`inspect`] | reading images back: listing, tree, boot checks |
+//! | [`run`] | `fledge run`: booting a plugin under QEMU and checking its health |
+//! | [`scaffold`] | `fledge new` |
+//! | [`preview`], [`progress`] | `--dry-run` listings, progress bars |
+//! | [`embedded`] | the `fledge-init` binary carried inside `fledge` |
+//! | [`error`], [`util`] | the library's error type, message helpers |
+//!
+//! The command line is the binary's alone (`src/main.rs`, `src/cli.rs`): the library has
+//! no command-line types.
 
 pub mod archive;
-pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod embedded;

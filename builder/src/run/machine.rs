@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::vm;
 
-/// `--accel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which acceleration to use (`fledge run --accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccelChoice {
     /// KVM, without probing (fails if it does not work).
     Kvm,
@@ -19,6 +19,27 @@ pub enum AccelChoice {
     Tcg,
     /// KVM when `/dev/kvm` opens and a probe boot prints the kernel banner, else TCG.
     Auto,
+}
+
+impl AccelChoice {
+    /// Every choice by name, as the command line spells them.
+    pub const NAMES: [&'static str; 3] = ["auto", "kvm", "tcg"];
+}
+
+impl std::str::FromStr for AccelChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AccelChoice, String> {
+        match s {
+            "auto" => Ok(AccelChoice::Auto),
+            "kvm" => Ok(AccelChoice::Kvm),
+            "tcg" => Ok(AccelChoice::Tcg),
+            _ => Err(format!(
+                "`{s}` is not one of {}",
+                AccelChoice::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 /// The acceleration in use.

@@ -16,13 +16,13 @@
 //! reported one; otherwise [`EXIT_TIMEOUT`], [`EXIT_UNHEALTHY`], [`EXIT_PANIC`] or
 //! [`EXIT_NO_STATUS`]; 1 when the run could not start (no kernel, no QEMU, a failed build).
 
-pub mod cli;
 pub mod console;
 pub mod health;
 pub mod kernel;
 pub mod machine;
 pub mod plugin;
 pub mod qmp;
+pub mod start;
 pub mod vm;
 pub mod volant;
 

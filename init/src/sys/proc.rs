@@ -156,7 +156,7 @@ pub fn kill(pid: i32, sig: c_int) -> Result<(), Errno> {
 /// One `waitpid(-1, WNOHANG)`: `Ok(Some((pid, status)))` for a reaped child, `Ok(None)` when
 /// children remain but none has exited, `Err(ECHILD)` when there are none left.
 pub fn reap_one() -> Result<Option<(i32, c_int)>, Errno> {
-    let reaped = r(rustix::process::waitpid(None, WaitOptions::NOHANG))?;
+    let reaped = r(rustix::process::wait(WaitOptions::NOHANG))?;
     Ok(reaped.map(|(pid, status)| (pid.as_raw_nonzero().get(), status.as_raw())))
 }
 

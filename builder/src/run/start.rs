@@ -1,58 +1,37 @@
-//! The `fledge run` subcommand: its flags, and the thin function that builds (given a config),
-//! reads the manifest and hands over to [`super::run`].
+//! Starting `fledge run` from what the command line gave ([`Start`]): build first (given a
+//! config), read the manifest, and hand over to [`super::run`].
 
 use std::path::PathBuf;
 use std::time::Duration;
-
-use clap::Args;
 
 use super::machine::AccelChoice;
 use super::{plugin, EventSink, JsonLines, Options, RunError};
 use crate::pipeline::{self, Request};
 
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// An initramfs image to boot [default: build -c's config first].
-    #[arg(conflicts_with = "config")]
+/// What `fledge run` was asked to do, as the command line gives it.
+#[derive(Debug)]
+pub struct Start {
+    /// An initramfs image to boot; `None`: build `config` first.
     pub image: Option<PathBuf>,
-    /// Build this configuration first (as `fledge build` does) and boot the result
-    /// [default: fledge.toml].
-    #[arg(short, long, value_name = "FILE")]
+    /// The configuration to build [default: fledge.toml].
     pub config: Option<PathBuf>,
-    /// With IMAGE: the Volant manifest JSON [default: the *.manifest.json beside the image that
-    /// names it]; with a config: the manifest template, as for `fledge build -m`.
-    #[arg(short, long, value_name = "FILE")]
+    /// With `image`: the Volant manifest JSON; with a config: the manifest template.
     pub manifest: Option<PathBuf>,
-    /// The kernel [default: $FLEDGE_KERNEL, /boot/vmlinuz-$(uname -r), the newest
-    /// /boot/vmlinuz-*].
-    #[arg(long, value_name = "PATH")]
+    /// The kernel ([`super::kernel::locate`] finds one when `None`).
     pub kernel: Option<PathBuf>,
     /// More kernel command-line parameters, after Volant's.
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "",
-        hide_default_value = true,
-        allow_hyphen_values = true
-    )]
     pub append: String,
-    /// Forward host TCP port HOST to guest port GUEST (HOST 0: a free port); the workload's
-    /// port from the manifest's base_url is always forwarded, from a free port unless named here.
-    #[arg(long, value_name = "HOST:GUEST")]
+    /// `HOST:GUEST` port forwards, as written.
     pub publish: Vec<String>,
-    /// Acceleration: auto uses KVM only when a short probe boot works.
-    #[arg(long, value_enum, default_value = "auto", value_name = "KIND")]
     pub accel: AccelChoice,
-    /// Power the guest down after this many seconds (exit status 124).
-    #[arg(long, value_name = "S")]
+    /// Seconds before the guest is powered down.
     pub timeout: Option<u64>,
-    /// Write JSON events (started, booted, healthy, exited) one a line to FILE, or to stderr.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    /// Where JSON events go: a file, or `-` for stderr.
     pub json: Option<PathBuf>,
 }
 
 /// Runs `fledge run`; returns its exit status (see [`super`]).
-pub fn main(a: RunArgs, quiet: bool) -> i32 {
+pub fn main(a: Start, quiet: bool) -> i32 {
     match prepare_and_run(a, quiet) {
         Ok(code) => code,
         Err(e) => {
@@ -62,7 +41,7 @@ pub fn main(a: RunArgs, quiet: bool) -> i32 {
     }
 }
 
-fn prepare_and_run(a: RunArgs, quiet: bool) -> anyhow::Result<i32> {
+fn prepare_and_run(a: Start, quiet: bool) -> anyhow::Result<i32> {
     let publish = a
         .publish
         .iter()
