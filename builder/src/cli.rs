@@ -84,27 +84,11 @@ impl From<ModeArg> for scaffold::Mode {
     }
 }
 
-/// `--compression` ([`Compression`]).
-// The variants carry no doc comments on purpose: clap would turn them into per-value help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CompressionArg {
-    Gzip,
-    Zstd,
-    Xz,
-    Lz4,
-    None,
-}
-
-impl From<CompressionArg> for Compression {
-    fn from(c: CompressionArg) -> Self {
-        match c {
-            CompressionArg::Gzip => Compression::Gzip,
-            CompressionArg::Zstd => Compression::Zstd,
-            CompressionArg::Xz => Compression::Xz,
-            CompressionArg::Lz4 => Compression::Lz4,
-            CompressionArg::None => Compression::None,
-        }
-    }
+/// `--compression`: one of [`Compression::ALL`] by name.
+fn compression_parser() -> impl clap::builder::TypedValueParser<Value = Compression> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Compression::ALL.map(Compression::name))
+        .map(|name| Compression::from_name(&name).expect("a listed name"))
 }
 
 #[derive(Debug, Args)]
@@ -154,8 +138,8 @@ pub struct BuildArgs {
     #[arg(short, long, default_value = "plugin.cpio.gz", value_name = "FILE")]
     pub output: PathBuf,
     /// Compression [default: [build] compression in the config, else gzip].
-    #[arg(long, value_enum, value_name = "KIND")]
-    pub compression: Option<CompressionArg>,
+    #[arg(long, value_name = "KIND", value_parser = compression_parser())]
+    pub compression: Option<Compression>,
     /// Compression level [default: the format's best fit for initramfs].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub level: Option<i32>,
@@ -275,7 +259,7 @@ fn request(config: PathBuf, manifest: Option<PathBuf>, output: PathBuf) -> Reque
 
 fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     let mut req = request(a.config, a.manifest, a.output);
-    req.compression = a.compression.map(Compression::from);
+    req.compression = a.compression;
     req.level = a.level;
     req.threads = a.threads;
     req.url = a.url;
