@@ -18,7 +18,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -34,10 +34,6 @@ const TRAILER_LEN: u64 = 8 + 32;
 pub const DEFAULT_LIMIT: u64 = 512 << 20;
 /// Environment variable that sets the bound (`512M`, `2G`, bytes; 0 turns the cache off).
 pub const LIMIT_ENV: &str = "FLEDGE_CACHE_MAX_SIZE";
-/// Prefix of files being written.
-const TEMP_PREFIX: &str = ".tmp-";
-/// A temporary file older than this was left by a build that was killed.
-const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
 
 /// The segment cache inside `cache_root`, fledge's cache directory.
 pub fn segment_dir(cache_root: &Path) -> PathBuf {
@@ -165,6 +161,7 @@ impl SegmentCache {
     /// Cache entries (named by a key), with their size and last use; removes stale temporary
     /// files on the way. Files of other names are left alone.
     fn files(&self) -> io::Result<Vec<CacheFile>> {
+        crate::output::sweep(&self.dir);
         let dir = match fs::read_dir(&self.dir) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -180,12 +177,6 @@ impl SegmentCache {
                 continue;
             }
             let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if name.starts_with(TEMP_PREFIX) {
-                if used.elapsed().is_ok_and(|age| age > STALE_TEMP) {
-                    let _ = fs::remove_file(item.path());
-                }
-                continue;
-            }
             if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
                 out.push(CacheFile {
                     path: item.path(),
@@ -234,12 +225,8 @@ impl SegmentCache {
     /// A writer that stores a member under `key` when committed; `None` when the directory
     /// cannot be written (the build goes on without caching).
     pub(crate) fn store(&self, key: Key) -> Option<Store> {
-        let started = fs::create_dir_all(&self.dir).and_then(|()| {
-            tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
-                .tempfile_in(&self.dir)
-        });
-        let tmp = match started {
+        let path = self.dir.join(key.file_name());
+        let tmp = match crate::output::Pending::cache_entry(&path) {
             Ok(t) => t,
             Err(e) => {
                 log::debug!("segment cache {} not written: {e}", self.dir.display());
@@ -250,7 +237,7 @@ impl SegmentCache {
             out: BufWriter::with_capacity(64 << 10, tmp),
             hasher: keyed_hasher(&key),
             len: 0,
-            path: self.dir.join(key.file_name()),
+            path,
             failed: None,
         };
         s.put(MAGIC);
@@ -357,7 +344,7 @@ impl Hit {
 
 /// A member being written to the cache; never fails the build: a write error drops the entry.
 pub(crate) struct Store {
-    out: BufWriter<tempfile::NamedTempFile>,
+    out: BufWriter<crate::output::Pending>,
     hasher: Sha256,
     len: u64,
     path: PathBuf,
@@ -391,7 +378,7 @@ impl Store {
                 .out
                 .into_inner()
                 .map_err(|e| e.into_error())
-                .and_then(|tmp| tmp.persist(&self.path).map_err(|e| e.error).map(|_| ())),
+                .and_then(|tmp| crate::output::commit(vec![tmp]).map_err(|(_, e)| e)),
         };
         if let Err(e) = done {
             log::debug!("cached segment {} not written: {e}", self.path.display());
@@ -424,6 +411,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn key(n: u8) -> Key {
         Key::new(Compression::Gzip, 9, 1 << 20, &[n; 32])

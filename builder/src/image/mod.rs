@@ -182,6 +182,8 @@ pub enum Problem {
     Registry { url: String, message: String },
     #[error("cannot reach {url}: {message}; check the network, or pin the image by digest once it is in the cache")]
     Unreachable { url: String, message: String },
+    #[error("{url}: {message}; the registry is failing: try again later, or pin the image by digest once it is in the cache")]
+    Unavailable { url: String, message: String },
     #[error("cache {}: {source}", path.display())]
     Cache { path: PathBuf, source: io::Error },
 }
@@ -220,17 +222,10 @@ pub struct Image {
 
 /// Writes a cache file atomically.
 pub(crate) fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), Problem> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = |source| Problem::Cache {
+    crate::output::write(path, bytes).map_err(|source| Problem::Cache {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    })
 }
 
 /// Reads the image `spec` names, pulling what the cache lacks, and applies its layers.

@@ -70,7 +70,7 @@ impl Blobs for Dir {
         )
     }
 
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem> {
+    fn blob(&mut self, d: &Digest, _size: Option<u64>) -> Result<Box<dyn Read>, Problem> {
         let path = self.blob_path(d);
         Ok(Box::new(File::open(&path).map_err(read_err(&path))?))
     }
@@ -154,7 +154,7 @@ impl Blobs for Archive {
         read_json(self.member(&name)?, &self.where_(&name))
     }
 
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem> {
+    fn blob(&mut self, d: &Digest, _size: Option<u64>) -> Result<Box<dyn Read>, Problem> {
         self.member(&format!("blobs/sha256/{}", d.hex()))
     }
 }

@@ -28,11 +28,11 @@ pub struct Resolved {
 pub trait Blobs {
     /// The bytes of a manifest or index (at most [`MAX_JSON`]), not yet checked.
     fn manifest(&mut self, d: &Digest) -> Result<Vec<u8>, Problem>;
-    /// A blob's bytes as a stream, not yet checked.
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem>;
+    /// A blob's bytes as a stream, not yet checked; `size` is its descriptor's.
+    fn blob(&mut self, d: &Digest, size: Option<u64>) -> Result<Box<dyn Read>, Problem>;
     /// The bytes of an image config (at most [`MAX_JSON`]), checked.
     fn config(&mut self, d: &Digest) -> Result<Vec<u8>, Problem> {
-        read_checked(self.blob(d)?, d, "image config")
+        read_checked(self.blob(d, None)?, d, "image config")
     }
 }
 
@@ -74,13 +74,43 @@ pub fn finish(
         .iter()
         .map(descriptor_digest)
         .collect::<Result<_, _>>()?;
+    let sizes: Vec<u64> = manifest.layers().iter().map(|d| d.size()).collect();
     let named: Vec<Option<Digest>> = blobs.iter().cloned().map(Some).collect();
-    let layers = layers(&named, &diff_ids, cache, |i| src.blob(&blobs[i]))?;
+    let layers = layers(&named, &diff_ids, cache, |i| {
+        // No more than the descriptor says, whatever the transport.
+        let blob = src.blob(&blobs[i], Some(sizes[i]))?;
+        Ok(Box::new(Capped {
+            inner: blob,
+            left: sizes[i],
+            size: sizes[i],
+        }) as Box<dyn Read>)
+    })?;
     Ok(Resolved {
         digest,
         config,
         layers,
     })
+}
+
+/// A blob read no further than its descriptor's size: one byte more is an error.
+struct Capped {
+    inner: Box<dyn Read>,
+    left: u64,
+    size: u64,
+}
+
+impl Read for Capped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(layer::Oversized(self.size)));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Makes sure every layer is in the cache: `open(i)` gives the blob of layer `i`, whose
