@@ -369,14 +369,20 @@ fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
     let err = |e: std::io::Error| anyhow::anyhow!("cannot read the segment cache {dir}: {e}");
     let (verb, removed, cache) = match a.action.unwrap_or(CacheAction::Show) {
         CacheAction::Show => {
-            let u = configured.usage().map_err(err)?;
+            let (u, l) = configured.usage_by_kind().map_err(err)?;
             println!("cache {}", root.display());
             println!(
-                "compressed segments: {} in {}, {} (limit {})",
+                "compressed segments: {} in {}, {} (limit {}, with the layers)",
                 u.entries,
                 dir,
                 HumanBytes(u.bytes),
                 HumanBytes(configured.limit())
+            );
+            println!(
+                "image layers: {} in {}, {}",
+                l.entries,
+                configured.layer_dir().display(),
+                HumanBytes(l.bytes)
             );
             return Ok(());
         }
@@ -389,7 +395,7 @@ fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
     if !quiet {
         let left = cache.usage().map_err(err)?;
         println!(
-            "{verb} {dir}: removed {} segments ({}), {} left ({})",
+            "{verb} {dir} and the image layers: removed {} entries ({}), {} left ({})",
             removed.entries,
             HumanBytes(removed.bytes),
             left.entries,

@@ -13,7 +13,9 @@
 //! written under a temporary name and renamed into place, so concurrent builds can share the
 //! directory. Eviction is least recently used: a hit sets the file's mtime to now, and after a
 //! build the oldest files go while the total is over the limit ([`LIMIT_ENV`], default
-//! [`DEFAULT_LIMIT`]; 0 turns the cache off).
+//! [`DEFAULT_LIMIT`]; 0 turns the cache off). The bound counts the uncompressed image layers
+//! (`<cache dir>/layers/<diff_id>`, whose use also sets their mtime) with the segments: both
+//! are derived data, shown, pruned and cleared together.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -80,6 +82,8 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub struct SegmentCache {
     dir: PathBuf,
+    /// `<cache dir>/layers`, counted in the same bound.
+    layers: PathBuf,
     limit: u64,
 }
 
@@ -88,6 +92,7 @@ impl SegmentCache {
     pub fn new(cache_root: &Path, limit: u64) -> SegmentCache {
         SegmentCache {
             dir: segment_dir(cache_root),
+            layers: cache_root.join("layers"),
             limit,
         }
     }
@@ -116,12 +121,33 @@ impl SegmentCache {
         self.limit > 0
     }
 
-    /// Entries and bytes held now (a missing directory holds nothing).
+    /// Entries and bytes held now, segments and layers (a missing directory holds nothing).
     pub fn usage(&self) -> io::Result<Usage> {
-        Ok(self.files()?.iter().fold(Usage::default(), |u, f| Usage {
-            entries: u.entries + 1,
-            bytes: u.bytes + f.size,
-        }))
+        let (s, l) = self.usage_by_kind()?;
+        Ok(Usage {
+            entries: s.entries + l.entries,
+            bytes: s.bytes + l.bytes,
+        })
+    }
+
+    /// What the segments and what the image layers hold.
+    pub fn usage_by_kind(&self) -> io::Result<(Usage, Usage)> {
+        let (mut s, mut l) = (Usage::default(), Usage::default());
+        for f in self.files()? {
+            let u = if f.path.starts_with(&self.layers) {
+                &mut l
+            } else {
+                &mut s
+            };
+            u.entries += 1;
+            u.bytes += f.size;
+        }
+        Ok((s, l))
+    }
+
+    /// The directory of the uncompressed image layers.
+    pub fn layer_dir(&self) -> &Path {
+        &self.layers
     }
 
     /// Removes the least recently used entries until at most the limit is held, and
@@ -158,30 +184,34 @@ impl SegmentCache {
         Ok(removed)
     }
 
-    /// Cache entries (named by a key), with their size and last use; removes stale temporary
-    /// files on the way. Files of other names are left alone.
+    /// Cache entries (segments named by a key and starting with [`MAGIC`], layers named by
+    /// their `diff_id`), with their size and last use; removes stale temporary files on the
+    /// way. Files of other names or contents are left alone.
     fn files(&self) -> io::Result<Vec<CacheFile>> {
-        crate::output::sweep(&self.dir);
-        let dir = match fs::read_dir(&self.dir) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
         let mut out = Vec::new();
-        for item in dir {
-            let item = item?;
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        for (dir, segments) in [(&self.dir, true), (&self.layers, false)] {
+            crate::output::sweep(dir);
+            let list = match fs::read_dir(dir) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for item in list {
+                let item = item?;
+                let name = item.file_name();
+                let name = name.to_string_lossy();
+                let Ok(meta) = item.metadata() else { continue };
+                let keyed = name.len() == 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !meta.is_file() || !keyed || (segments && !starts_with_magic(&item.path())) {
+                    continue;
+                }
                 out.push(CacheFile {
                     path: item.path(),
                     size: meta.len(),
-                    used,
+                    used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 });
             }
         }
@@ -243,6 +273,13 @@ impl SegmentCache {
         s.put(MAGIC);
         Some(s)
     }
+}
+
+fn starts_with_magic(path: &Path) -> bool {
+    let mut magic = [0u8; MAGIC.len()];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == MAGIC)
 }
 
 struct CacheFile {

@@ -244,9 +244,12 @@ pub(crate) fn write_image_tuned(
             segments.len(),
             c.dir().display()
         );
-        // Keeping the cache within its bound is housekeeping: the image is already written.
+    }
+    // Keeping the cache (segments and image layers) within its bound is housekeeping: the
+    // image is already written.
+    if let Some(c) = &opts.cache {
         if let Err(e) = c.prune() {
-            log::warn!("cannot prune the segment cache {}: {e}", c.dir().display());
+            log::warn!("cannot prune the cache {}: {e}", c.dir().display());
         }
     }
     Ok(Stats {

@@ -18,8 +18,26 @@ pub use crate::source::store::Hashing;
 use super::tree::{NodeKind, TarEntry, Tree, What};
 use super::{Digest, Problem};
 
-/// Largest uncompressed layer accepted (a decompression bomb stops here).
+/// Largest layer blob or uncompressed layer ever read.
 pub const MAX_LAYER_BYTES: u64 = 32 << 30;
+/// The variable bounding one uncompressed layer (a decompression bomb stops there).
+pub const LIMIT_VAR: &str = "FLEDGE_LAYER_MAX_SIZE";
+/// Its default.
+pub const DEFAULT_LIMIT: u64 = 4 << 30;
+
+/// The bound on one uncompressed layer: [`LIMIT_VAR`] (`4G`, `512M`, bytes) or the default.
+pub fn limit() -> Result<u64, Problem> {
+    match std::env::var(LIMIT_VAR) {
+        Ok(v) if !v.trim().is_empty() => crate::compress::parse_size(&v)
+            .filter(|n| *n > 0 && *n <= MAX_LAYER_BYTES)
+            .ok_or_else(|| {
+                Problem::Invalid(format!(
+                    "{LIMIT_VAR}={v:?} is not a size between 1 byte and 32G (e.g. 4G, 512M); unset it for the default"
+                ))
+            }),
+        _ => Ok(DEFAULT_LIMIT),
+    }
+}
 
 /// Where the uncompressed tar of the layer with this `diff_id` lives in the cache.
 pub fn cached_path(cache: &Path, diff_id: &Digest) -> PathBuf {
@@ -40,6 +58,7 @@ pub fn unpack(
         path: dir.to_path_buf(),
         source,
     };
+    let limit = limit()?;
     let mut tmp = crate::output::Pending::cache_entry(&dest).map_err(cache_err)?;
     let mut packed = Hashing::new(blob, MAX_LAYER_BYTES);
     let mut magic = [0u8; 4];
@@ -52,7 +71,14 @@ pub fn unpack(
         }
         _ => Box::new(head),
     };
-    let mut plain = Hashing::new(stream, MAX_LAYER_BYTES);
+    let mut plain = Hashing::named(
+        stream,
+        limit,
+        format!(
+            "{} uncompressed ({LIMIT_VAR})",
+            indicatif::HumanBytes(limit)
+        ),
+    );
     let mut out = io::BufWriter::with_capacity(256 << 10, tmp.file());
     io::copy(&mut plain, &mut out).map_err(|e| read_fail(diff_id, e))?;
     out.flush().map_err(cache_err)?;

@@ -136,6 +136,10 @@ where
         let path = layer::cached_path(cache, diff_id);
         if path.is_file() {
             log::debug!("layer {}: {diff_id} is cached", i + 1);
+            // A use, for the cache's least-recently-used pruning; failing only ages it.
+            if let Ok(f) = std::fs::File::open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
         } else {
             log::info!("layer {}/{}: {}", i + 1, diff_ids.len(), diff_id.short());
             layer::unpack(open(i)?, blob.as_ref(), diff_id, cache)?;

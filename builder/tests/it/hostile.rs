@@ -35,11 +35,9 @@ fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// An image of one plain tar layer holding `/srv/hello`; `claimed` replaces the layer's size in
-/// its descriptor.
-fn image(claimed: Option<u64>) -> Image {
+/// A tar of one file.
+fn tar_of(name: &str, body: &[u8]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
-    let body = b"hello from the layer\n";
     let mut h = tar::Header::new_gnu();
     h.set_size(body.len() as u64);
     h.set_mode(0o644);
@@ -47,12 +45,23 @@ fn image(claimed: Option<u64>) -> Image {
     h.set_gid(0);
     h.set_mtime(0);
     h.set_cksum();
-    tar.append_data(&mut h, "srv/hello", &body[..]).unwrap();
-    let layer = tar.into_inner().unwrap();
+    tar.append_data(&mut h, name, body).unwrap();
+    tar.into_inner().unwrap()
+}
+
+/// An image of one plain tar layer holding `/srv/hello`; `claimed` replaces the layer's size in
+/// its descriptor.
+fn image(claimed: Option<u64>) -> Image {
+    let tar = tar_of("srv/hello", b"hello from the layer\n");
+    image_of(tar.clone(), &tar, claimed)
+}
+
+/// An image of one layer: the blob `layer` whose uncompressed tar is `tar`.
+fn image_of(layer: Vec<u8>, tar: &[u8], claimed: Option<u64>) -> Image {
     let layer_hex = sha(&layer);
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_hex}")]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha(tar))]},
     })
     .to_string()
     .into_bytes();
@@ -318,4 +327,40 @@ fn a_signal_during_a_layer_pull_leaves_no_temporary_file() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(held(&p.path("cache")).1, Vec::<String>::new());
     assert_eq!(held(&layers).0, 0, "no bytes of the layer kept");
+}
+
+#[test]
+fn a_layer_bomb_stops_at_the_layer_bound_and_layers_count_in_the_cache() {
+    let tar = tar_of("srv/zeros", &vec![0u8; 8 << 20]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar).unwrap();
+    let blob = gz.finish().unwrap();
+    assert!(blob.len() < 64 << 10, "a small blob: {}", blob.len());
+    let (host, _) = registry(image_of(blob, &tar, None), Blob::Honest);
+    let p = project(&host);
+    let bound = [QUICK, &[("FLEDGE_LAYER_MAX_SIZE", "1M")]].concat();
+    let o = p.fledge_env(&["build", "-o", "out.cpio"], &bound);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("more than 1.00 MiB uncompressed (FLEDGE_LAYER_MAX_SIZE)"),
+        "{err}"
+    );
+    assert_eq!(held(&p.path("cache/layers")), (0, vec![]));
+
+    // Within the bound the layer is cached, shown by `fledge cache`, and pruned with the rest.
+    p.build("out.cpio", QUICK);
+    let (bytes, _) = held(&p.path("cache/layers"));
+    assert!(bytes >= 8 << 20, "{bytes}");
+    let shown = p.ok(&["cache"]);
+    assert!(shown.contains("image layers: 1 in"), "{shown}");
+    let pruned = p.ok(&["cache", "prune", "--max-size", "1M"]);
+    assert!(pruned.contains("removed 1 entries"), "{pruned}");
+    assert_eq!(held(&p.path("cache/layers")).0, 0);
+    // A build within a cache bound smaller than the layer keeps the cache within it.
+    p.build(
+        "again.cpio",
+        &[QUICK, &[("FLEDGE_CACHE_MAX_SIZE", "1M")]].concat(),
+    );
+    assert!(held(&p.path("cache/layers")).0 <= 1 << 20);
 }
