@@ -9,7 +9,9 @@
 //!
 //! Layout: `<cache dir>/segments/<key in hex>`, each file [`MAGIC`], the member as it goes into
 //! the image, then a trailer of the member's length (u64 LE) and sha256(key, member). A file
-//! that fails that check is removed with a warning and its segment compressed again. Files are
+//! that fails that check is removed with a warning and its segment compressed again. The
+//! trailer only shows a file is whole (anyone who can write the cache can compute it): before
+//! a member is used, [`Hit::proves`] decompresses it and compares it with the segment's bytes. Files are
 //! written under a temporary name and renamed into place, so concurrent builds can share the
 //! directory. Eviction is least recently used: a hit sets the file's mtime to now, and after a
 //! build the oldest files go while the total is over the limit ([`LIMIT_ENV`], default
@@ -341,6 +343,32 @@ pub(crate) struct Hit {
 }
 
 impl Hit {
+    /// Whether the member is the compression (as `compression`) of exactly the `raw_len`
+    /// bytes that hash to `raw`: it is decompressed, every concatenated member to the end as
+    /// the kernel reads it, and compared. The trailer's digest only shows the file is whole:
+    /// anyone who can write the cache can compute it, so this is what keeps a shared cache
+    /// from putting other files in an image. Read through the same open file as the replay,
+    /// so a file swapped in afterwards is not what was proven.
+    pub fn proves(&self, compression: Compression, raw: &[u8; 32], raw_len: u64) -> bool {
+        let member = At {
+            file: self.reader.get_ref(),
+            pos: MAGIC.len() as u64,
+            end: MAGIC.len() as u64 + self.reader.limit(),
+        };
+        let decoded = super::decode::decoder(compression, Box::new(member));
+        let mut hasher = Sha256::new();
+        // One byte more than the segment is enough to know it is not the segment.
+        match io::copy(&mut decoded.take(raw_len + 1), &mut HashSink(&mut hasher)) {
+            Ok(n) if n == raw_len => <[u8; 32]>::from(hasher.finalize()) == *raw,
+            _ => false,
+        }
+    }
+
+    /// The cache file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The next at most `max` bytes of the member, hashed again on the way: the piece that
     /// ends the member is an error when the file changed since it was checked.
     pub fn next_piece(&mut self, max: usize) -> Result<Vec<u8>, CompressError> {
@@ -376,6 +404,25 @@ impl Hit {
     /// Whether the whole member has been read.
     pub fn at_end(&self) -> bool {
         self.reader.limit() == 0
+    }
+}
+
+/// A range of a file read with `pread`, leaving the file's offset where it is.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
