@@ -887,3 +887,35 @@ fn fledges_own_paths_are_never_the_images() {
     );
     assert!(e.contains("init.supervise"), "{e}");
 }
+
+#[test]
+fn what_the_init_exec_or_setuid_would_refuse_fails_the_build() {
+    let fx = fixture();
+    let big = "v".repeat(200 << 10);
+    let cases = [
+        (
+            "[init]\ncommand = [\"/bin/busybox\"]\nuser = \"4294967295:4294967295\"\n".to_string(),
+            "`init.user`",
+            "id 4294967295",
+        ),
+        (
+            format!("[init]\ncommand = [\"/bin/busybox\"]\nenv = {{ BIG = \"{big}\" }}\n"),
+            "`init.env`",
+            "(E2BIG)",
+        ),
+        (
+            format!("[init]\ncommand = [\"/bin/busybox\", \"{big}\"]\n"),
+            "`init.command`",
+            "(E2BIG)",
+        ),
+    ];
+    for (i, (body, key, text)) in cases.iter().enumerate() {
+        let e = plan_of(&fx, body).unwrap_err().to_string();
+        assert!(
+            e.contains(key) && e.contains(text),
+            "case {i}: {}",
+            &e[..e.len().min(300)]
+        );
+        assert!(e.len() < 400, "case {i}: one short line, {} bytes", e.len());
+    }
+}
