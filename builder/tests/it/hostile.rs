@@ -364,3 +364,62 @@ fn a_layer_bomb_stops_at_the_layer_bound_and_layers_count_in_the_cache() {
     );
     assert!(held(&p.path("cache/layers")).0 <= 1 << 20);
 }
+
+#[test]
+fn an_output_onto_an_image_input_is_refused_and_the_input_kept() {
+    let img = image(None);
+    let p = Project::new();
+    // An OCI layout of the image, and the same as a tar file.
+    let blobs = p.path("layout/blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for b in [&img.manifest, &img.config, &img.layer] {
+        std::fs::write(blobs.join(sha(b)), b).unwrap();
+    }
+    std::fs::write(
+        p.path("layout/oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", sha(&img.manifest)), "size": img.manifest.len()}]});
+    std::fs::write(p.path("layout/index.json"), index.to_string()).unwrap();
+    let mut tar = tar::Builder::new(std::fs::File::create(p.path("image.tar")).unwrap());
+    tar.append_dir_all(".", p.path("layout")).unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let cases = [
+        (
+            "oci:layout",
+            "layout/index.json",
+            "the OCI layout's index.json",
+        ),
+        (
+            "oci:layout",
+            "layout/oci-layout",
+            "the OCI layout's oci-layout",
+        ),
+        (
+            "oci-archive:image.tar",
+            "image.tar",
+            "the image archive (source.image)",
+        ),
+    ];
+    for (image, out, why) in cases {
+        p.config(&format!("image = \"{image}\"\n{DEFAULT_MODE}"));
+        p.ok(&["build", "-o", "fine.cpio"]);
+        let before = std::fs::read(p.path(out)).unwrap();
+        let o = p.fledge(&["build", "-o", out]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "-o {out}: {err}");
+        assert!(
+            err.contains("-o/--output") && err.contains(why),
+            "-o {out}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(p.path(out)).unwrap(),
+            before,
+            "-o {out} unchanged"
+        );
+    }
+}
