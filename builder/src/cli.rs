@@ -475,7 +475,10 @@ struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
+        // fledge's own messages; the libraries' (ureq's request traces, rustls) stay out of
+        // `-v` unless they are warnings or errors.
+        let ours = m.target().starts_with("fledge");
+        m.level() <= log::max_level() && (ours || m.level() <= log::Level::Warn)
     }
 
     fn log(&self, r: &log::Record) {

@@ -171,13 +171,16 @@ fn pick_manifest(
         }
         if json.get("manifests").is_some() {
             let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
-                Problem::Invalid(format!("index {digest} is not an image index: {e}"))
+                Problem::Invalid(format!("index {digest} is not an image index: {}", why(e)))
             })?;
             digest = pick_platform(&index, platform, &digest)?;
             continue;
         }
         let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| {
-            Problem::Invalid(format!("manifest {digest} is not an image manifest: {e}"))
+            Problem::Invalid(format!(
+                "manifest {digest} is not an image manifest: {}",
+                why(e)
+            ))
         })?;
         return Ok((digest, manifest));
     }
@@ -204,7 +207,7 @@ fn pick_platform(index: &ImageIndex, want: &Platform, at: &Digest) -> Result<Dig
     }
     Err(Problem::Invalid(format!(
         "index {at} has no image for {want} (it has: {}); set `source.image_platform` to one of them",
-        if seen.is_empty() { "none with a platform".to_string() } else { seen.join(", ") }
+        if seen.is_empty() { "none with a platform".to_string() } else { crate::util::listed(&seen, ", ") }
     )))
 }
 
@@ -214,7 +217,7 @@ pub fn parse_config(
     platform: &Platform,
 ) -> Result<(ImageConfig, Vec<Digest>), Problem> {
     let cfg = ImageConfiguration::from_reader(bytes)
-        .map_err(|e| Problem::Invalid(format!("the image config is not valid: {e}")))?;
+        .map_err(|e| Problem::Invalid(format!("the image config is not valid: {}", why(e))))?;
     let (os, arch) = (cfg.os().to_string(), cfg.architecture().to_string());
     if os != platform.os || arch != platform.arch {
         log::warn!("the image is for {os}/{arch}, not {platform}; it may not run in the guest");
@@ -229,6 +232,16 @@ pub fn parse_config(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((ImageConfig::from_oci(&cfg), diff_ids))
+}
+
+/// What is wrong with an OCI document, in the parser's words (its JSON error names the line
+/// and column; the library's own text is only "serde failed").
+pub fn why(e: oci_spec::OciSpecError) -> String {
+    match e {
+        oci_spec::OciSpecError::SerDe(e) => e.to_string(),
+        oci_spec::OciSpecError::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The sha256 digest of a descriptor (other algorithms are refused).

@@ -369,7 +369,7 @@ impl Stack<'_> {
             let node = self.plan.nodes.get(&here);
             let image_link = node.filter(|n| matches!(n.origin, Origin::Image { .. }));
             if let Some(Kind::Symlink(t)) = image_link.map(|n| &n.kind) {
-                if (!last || follow) && links < 40 {
+                if (!last || follow) && links < crate::util::MAX_LINKS {
                     links += 1;
                     done.pop();
                     if t.starts_with('/') {
