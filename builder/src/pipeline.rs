@@ -140,9 +140,24 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         check_outputs(&outputs, &config, &manifest.0, modules.as_ref(), None)?;
     }
     let (busybox, agent) = fetch_inputs(req, &config, fetching)?;
-    // Offline the image is not pulled: its reference was checked with the config.
+    // Offline the image is not pulled, but what the cache holds of it is checked as a build
+    // checks it.
     let image = match (&config.image, fetching) {
         (Some(spec), Fetching::Download) => Some(crate::image::load(spec, &req.cache_dir)?),
+        (Some(spec), Fetching::Offline) => match crate::image::load_cached(spec, &req.cache_dir) {
+            Ok(image) => Some(image),
+            Err(crate::image::ImageError {
+                problem: crate::image::Problem::Offline { url },
+                ..
+            }) => {
+                log::info!(
+                    "image {}: {url} is not in the cache; a build pulls and checks it",
+                    spec.text
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         _ => None,
     };
     let plan = plan::plan(&plan::Inputs {

@@ -184,6 +184,8 @@ pub enum Problem {
     Unreachable { url: String, message: String },
     #[error("{url}: {message}; the registry is failing: try again later, or pin the image by digest once it is in the cache")]
     Unavailable { url: String, message: String },
+    #[error("{url} is not in the cache, and this command does not download")]
+    Offline { url: String },
     #[error("cache {}: {source}", path.display())]
     Cache { path: PathBuf, source: io::Error },
 }
@@ -230,11 +232,21 @@ pub(crate) fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), Problem> {
 
 /// Reads the image `spec` names, pulling what the cache lacks, and applies its layers.
 pub fn load(spec: &Spec, cache: &Path) -> Result<Image, ImageError> {
+    load_from(spec, cache, true)
+}
+
+/// [`load`] without the network: a registry image from the cache alone (a tag as it resolved
+/// last time); what the cache lacks is [`Problem::Offline`]. `validate` checks images so.
+pub fn load_cached(spec: &Spec, cache: &Path) -> Result<Image, ImageError> {
+    load_from(spec, cache, false)
+}
+
+fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageError> {
     let err = |problem| ImageError {
         image: spec.text.clone(),
         problem,
     };
-    let resolved = resolve::resolve(spec, cache).map_err(err)?;
+    let resolved = resolve::resolve(spec, cache, network).map_err(err)?;
     log::info!(
         "image {}: {} ({} layers)",
         spec.text,

@@ -32,9 +32,17 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 
 /// Resolves a registry image: the tag (asked again each build, the last answer used when the
 /// registry cannot be reached) or digest, then manifests, config and layers through the cache.
-pub fn resolve(r: &RegistryRef, spec: &Spec, cache: &Path) -> Result<Resolved, Problem> {
+/// Without `network`, only the cache answers.
+pub fn resolve(
+    r: &RegistryRef,
+    spec: &Spec,
+    cache: &Path,
+    network: bool,
+) -> Result<Resolved, Problem> {
+    let mut client = Client::new(r, spec.plain_http, &auth::files(), NetLimits::from_env());
+    client.offline = !network;
     let mut src = Cached {
-        client: Client::new(r, spec.plain_http, &auth::files(), NetLimits::from_env()),
+        client,
         store: BlobStore::new(cache),
     };
     let memo = cache
@@ -47,6 +55,10 @@ pub fn resolve(r: &RegistryRef, spec: &Spec, cache: &Path) -> Result<Resolved, P
                 log::info!("image {r}: the tag resolved to {d}");
                 d
             }
+            Err(e @ Problem::Offline { .. }) => std::fs::read_to_string(&memo)
+                .ok()
+                .and_then(|s| Digest::parse(s.trim()).ok())
+                .ok_or(e)?,
             Err(e @ (Problem::Unreachable { .. } | Problem::Unavailable { .. })) => {
                 let remembered = std::fs::read_to_string(&memo)
                     .ok()
@@ -132,6 +144,8 @@ pub struct Client {
     plain_http: bool,
     /// `source.image_plain_http` was set.
     plain_http_key: bool,
+    /// No request is made: each is [`Problem::Offline`].
+    pub offline: bool,
 }
 
 impl Client {
@@ -161,6 +175,7 @@ impl Client {
             authorization: None,
             plain_http,
             plain_http_key,
+            offline: false,
         }
     }
 
@@ -206,6 +221,11 @@ impl Client {
         url: &str,
         accept: Option<&str>,
     ) -> Result<(ureq::http::Response<ureq::Body>, NetLimits), Problem> {
+        if self.offline {
+            return Err(Problem::Offline {
+                url: url.to_string(),
+            });
+        }
         let (agent, limits) = self.agent(url)?;
         let mut retried = false;
         let mut answered = false;

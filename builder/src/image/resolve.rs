@@ -37,7 +37,7 @@ pub trait Blobs {
 }
 
 /// Resolves `spec` to its manifest, config and cached layers.
-pub fn resolve(spec: &Spec, cache: &Path) -> Result<Resolved, Problem> {
+pub fn resolve(spec: &Spec, cache: &Path, network: bool) -> Result<Resolved, Problem> {
     match &spec.reference {
         ImageRef::OciDir { dir, tag } => {
             let mut src = oci::Dir::open(dir)?;
@@ -54,7 +54,7 @@ pub fn resolve(spec: &Spec, cache: &Path) -> Result<Resolved, Problem> {
         ImageRef::DockerArchive { file, name } => {
             oci::docker_archive(file, name.as_deref(), &spec.platform, cache)
         }
-        ImageRef::Registry(r) => registry::resolve(r, spec, cache),
+        ImageRef::Registry(r) => registry::resolve(r, spec, cache, network),
     }
 }
 

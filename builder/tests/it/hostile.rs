@@ -365,11 +365,8 @@ fn a_layer_bomb_stops_at_the_layer_bound_and_layers_count_in_the_cache() {
     assert!(held(&p.path("cache/layers")).0 <= 1 << 20);
 }
 
-#[test]
-fn an_output_onto_an_image_input_is_refused_and_the_input_kept() {
-    let img = image(None);
-    let p = Project::new();
-    // An OCI layout of the image, and the same as a tar file.
+/// `layout/`: an OCI layout of `img`.
+fn layout(p: &Project, img: &Image) {
     let blobs = p.path("layout/blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     for b in [&img.manifest, &img.config, &img.layer] {
@@ -384,6 +381,55 @@ fn an_output_onto_an_image_input_is_refused_and_the_input_kept() {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": format!("sha256:{}", sha(&img.manifest)), "size": img.manifest.len()}]});
     std::fs::write(p.path("layout/index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn validate_runs_the_image_checks_of_a_build_without_the_network() {
+    let p = Project::new();
+    // A layer that is a text file, under the digests that name it.
+    let text = b"not a tar archive, just text\n".repeat(40);
+    layout(&p, &image_of(text.clone(), &text, None));
+    p.config(&format!("image = \"oci:layout\"\n{DEFAULT_MODE}"));
+    let o = p.fledge(&["validate"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("layer 1"), "{err}");
+    // An unknown image user, as `build` would say.
+    std::fs::remove_dir_all(p.path("layout")).unwrap();
+    layout(&p, &image(None));
+    p.config("image = \"oci:layout\"\n[init]\ncommand = [\"/bin/busybox\"]\nuser = \"ghost\"\n");
+    let o = p.fledge(&["validate"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`init.user`") && err.contains("ghost"),
+        "{err}"
+    );
+    // A registry image that is not in the cache: valid, and nothing was asked of the registry.
+    let (host, hits) = registry(image(None), Blob::Honest);
+    p.config(&format!(
+        "image = \"docker://{host}/app:v1\"\n{DEFAULT_MODE}"
+    ));
+    let out = p.ok(&["validate"]);
+    assert_eq!(hits.tags.load(Ordering::SeqCst), 0, "{out}");
+    // Once pulled, validate checks it from the cache: a damaged cached layer fails it.
+    p.build("pulled.cpio", QUICK);
+    for e in std::fs::read_dir(p.path("cache/layers")).unwrap().flatten() {
+        std::fs::write(e.path(), b"damaged").unwrap();
+    }
+    let o = p.fledge(&["validate"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("layer 1"), "{err}");
+    assert_eq!(hits.tags.load(Ordering::SeqCst), 1, "only the build asked");
+}
+
+#[test]
+fn an_output_onto_an_image_input_is_refused_and_the_input_kept() {
+    let img = image(None);
+    let p = Project::new();
+    // An OCI layout of the image, and the same as a tar file.
+    layout(&p, &img);
     let mut tar = tar::Builder::new(std::fs::File::create(p.path("image.tar")).unwrap());
     tar.append_dir_all(".", p.path("layout")).unwrap();
     tar.finish().unwrap();
