@@ -614,6 +614,19 @@ fn render_manifest(
         source,
     };
     let text = serde_json::to_string_pretty(&json).expect("JSON values serialise") + "\n";
+    if text.len() as u64 > manifest::MAX_LEN {
+        return Err(manifest::ManifestError::Invalid {
+            location: path.display().to_string(),
+            field: "the manifest".into(),
+            problem: format!(
+                "would be {} bytes, over the {} bytes `fledge run` reads",
+                text.len(),
+                manifest::MAX_LEN
+            ),
+            fix: "shorten workload.env (an image's Env comes into it) or the other fields".into(),
+        }
+        .into());
+    }
     let mut pending = Pending::create(&path).map_err(m_err)?;
     pending.file().write_all(text.as_bytes()).map_err(m_err)?;
     Ok(pending)
