@@ -630,4 +630,21 @@ mod tests {
             assert_eq!(parse_size(s), want, "case {i}: {s:?}");
         }
     }
+
+    #[test]
+    fn clear_removes_only_cache_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(dir.path(), 1 << 20);
+        put(&c, key(1), b"member");
+        // A file of another program, named like an entry but not one.
+        let foreign = c.dir().join("a".repeat(64));
+        fs::write(&foreign, b"not a segment").unwrap();
+        let layer = c.layer_dir().join("b".repeat(64));
+        fs::create_dir_all(c.layer_dir()).unwrap();
+        fs::write(&layer, b"tar bytes").unwrap();
+        assert_eq!(c.usage_by_kind().unwrap().0.entries, 1);
+        let removed = c.clear().unwrap();
+        assert_eq!(removed.entries, 2, "the segment and the layer");
+        assert!(foreign.exists() && !layer.exists());
+    }
 }
