@@ -34,6 +34,12 @@ pub const HEADER: &str = "fledge-workload 1";
 pub const MAX_HOSTNAME: usize = 64;
 /// The longest spec file the init reads.
 pub const MAX_LEN: usize = 1024 * 1024;
+/// The longest argument or environment string `execve` takes, its NUL included: the kernel's
+/// `MAX_ARG_STRLEN` (32 pages); a longer one fails the exec with E2BIG.
+pub const MAX_ARG_STRLEN: usize = 128 * 1024;
+/// The largest user or group id: `u32::MAX` is `(uid_t)-1`, which `setuid` and `setgid` take
+/// for "leave unchanged".
+pub const MAX_ID: u32 = u32::MAX - 1;
 
 /// One decoded workload spec; `Default` is the empty spec (every setting left as it is).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,6 +93,13 @@ pub enum Problem {
     Number(&'static str, String),
     /// A hostname that is empty, longer than [`MAX_HOSTNAME`] or contains `/` or whitespace.
     Hostname(String),
+    /// An `arg` or `env` string of this many bytes, over [`MAX_ARG_STRLEN`] with its NUL;
+    /// the start of the string.
+    ArgTooLong(&'static str, usize, String),
+    /// A user or group id over [`MAX_ID`].
+    Id(&'static str, u32),
+    /// The encoded spec has this many bytes, over [`MAX_LEN`].
+    TooLong(usize),
 }
 
 impl fmt::Display for SpecError {
@@ -108,8 +121,45 @@ impl fmt::Display for SpecError {
                 f,
                 "hostname \"{h}\" must be 1-{MAX_HOSTNAME} bytes without `/` or spaces"
             ),
+            Problem::ArgTooLong(k, n, head) => write!(
+                f,
+                "`{k}` \"{head}...\" is {n} bytes, over the {} bytes exec takes for one string (E2BIG)",
+                MAX_ARG_STRLEN - 1
+            ),
+            Problem::Id(k, n) => write!(
+                f,
+                "`{k}` id {n} is not a valid id (at most {MAX_ID}; {} means \"unchanged\" to setuid)",
+                u32::MAX
+            ),
+            Problem::TooLong(n) => write!(
+                f,
+                "the spec is {n} bytes, over the {MAX_LEN} bytes fledge-init reads"
+            ),
         }
     }
+}
+
+/// Fails for a string `execve` refuses (with its NUL, over [`MAX_ARG_STRLEN`]).
+fn exec_size(key: &'static str, s: &str) -> Result<(), SpecError> {
+    if s.len() < MAX_ARG_STRLEN {
+        return Ok(());
+    }
+    let mut end = 40;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Err(problem(Problem::ArgTooLong(
+        key,
+        s.len(),
+        String::from(&s[..end]),
+    )))
+}
+
+fn check_id(key: &'static str, id: u32) -> Result<(), SpecError> {
+    if id > MAX_ID {
+        return Err(problem(Problem::Id(key, id)));
+    }
+    Ok(())
 }
 
 fn problem(what: Problem) -> SpecError {
@@ -122,10 +172,19 @@ impl Workload {
     pub fn validate(&self) -> Result<(), SpecError> {
         for a in &self.argv {
             no_nul("arg", a)?;
+            exec_size("arg", a)?;
         }
         for e in &self.env {
             no_nul("env", e)?;
+            exec_size("env", e)?;
             check_env(e)?;
+        }
+        if let Some((uid, gid)) = self.user {
+            check_id("user", uid)?;
+            check_id("user", gid)?;
+        }
+        for g in &self.groups {
+            check_id("groups", *g)?;
         }
         if let Some(c) = &self.cwd {
             no_nul("cwd", c)?;
@@ -182,6 +241,9 @@ impl Workload {
         }
         if let Some(h) = &self.hostname {
             line("hostname", h);
+        }
+        if out.len() > MAX_LEN {
+            return Err(problem(Problem::TooLong(out.len())));
         }
         Ok(out)
     }
@@ -324,6 +386,7 @@ fn unescape(value: &str) -> Result<String, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
     use alloc::string::ToString;
     use alloc::vec;
 
@@ -459,5 +522,39 @@ mod tests {
         for (i, w) in cases.into_iter().enumerate() {
             assert!(w.encode().is_err(), "case {i}: {w:?}");
         }
+    }
+
+    #[test]
+    fn what_exec_and_setuid_refuse_is_refused_when_encoding() {
+        let err = |w: Workload| w.encode().unwrap_err().to_string();
+        let mut w = full();
+        w.env.push(format!("BIG={}", "x".repeat(200 << 10)));
+        let e = err(w);
+        assert!(
+            e.contains("`env` \"BIG=xxx") && e.contains("(E2BIG)"),
+            "{e}"
+        );
+        assert!(e.len() < 200, "the message is short: {}", e.len());
+        let mut w = full();
+        w.argv.push("y".repeat(MAX_ARG_STRLEN));
+        assert!(err(w).contains("`arg`"));
+        let mut w = full();
+        w.argv.push("y".repeat(MAX_ARG_STRLEN - 1));
+        assert!(w.encode().is_ok(), "the longest string exec takes");
+        let mut w = full();
+        w.user = Some((u32::MAX, u32::MAX));
+        assert!(err(w).contains("`user` id 4294967295"));
+        let mut w = full();
+        w.groups.push(u32::MAX);
+        assert!(err(w).contains("`groups` id 4294967295"));
+        let mut w = full();
+        w.env = (0..20)
+            .map(|i| format!("V{i}={}", "z".repeat(100 << 10)))
+            .collect();
+        let e = err(w);
+        assert!(
+            e.contains("over the 1048576 bytes fledge-init reads"),
+            "{e}"
+        );
     }
 }

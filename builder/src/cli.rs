@@ -355,14 +355,20 @@ fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
     let err = |e: std::io::Error| anyhow::anyhow!("cannot read the segment cache {dir}: {e}");
     let (verb, removed, cache) = match a.action.unwrap_or(CacheAction::Show) {
         CacheAction::Show => {
-            let u = configured.usage().map_err(err)?;
+            let (u, l) = configured.usage_by_kind().map_err(err)?;
             println!("cache {}", root.display());
             println!(
-                "compressed segments: {} in {}, {} (limit {})",
+                "compressed segments: {} in {}, {} (limit {}, with the layers)",
                 u.entries,
                 dir,
                 HumanBytes(u.bytes),
                 HumanBytes(configured.limit())
+            );
+            println!(
+                "image layers: {} in {}, {}",
+                l.entries,
+                configured.layer_dir().display(),
+                HumanBytes(l.bytes)
             );
             return Ok(());
         }
@@ -375,7 +381,7 @@ fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
     if !quiet {
         let left = cache.usage().map_err(err)?;
         println!(
-            "{verb} {dir}: removed {} segments ({}), {} left ({})",
+            "{verb} {dir} and the image layers: removed {} entries ({}), {} left ({})",
             removed.entries,
             HumanBytes(removed.bytes),
             left.entries,
@@ -455,7 +461,10 @@ struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::max_level()
+        // fledge's own messages; the libraries' (ureq's request traces, rustls) stay out of
+        // `-v` unless they are warnings or errors.
+        let ours = m.target().starts_with("fledge");
+        m.level() <= log::max_level() && (ours || m.level() <= log::Level::Warn)
     }
 
     fn log(&self, r: &log::Record) {

@@ -45,6 +45,8 @@ use self::volant::{Manifest, Violation};
 /// The program Volant's agent starts when the template names none: the agent's own path in a
 /// default-mode image.
 pub const DEFAULT_ENTRYPOINT: &str = "/bin/kestrel";
+/// The largest manifest a build writes and `fledge run` (or a plugin host) is asked to read.
+pub const MAX_LEN: u64 = 8 << 20;
 /// Port of the default `base_url` when no port is exposed.
 pub const DEFAULT_PORT: u16 = 8080;
 /// Port of the default `base_url` when no port is exposed, in default mode: the agent listens on

@@ -1,10 +1,13 @@
 //! Every file fledge writes: written to a temporary file beside its final name, synced, and
 //! renamed into place only when complete, so no reader ever sees half a file.
 //!
-//! This module owns the temporary names (`.NAME.XXXXXX.tmp`), their cleanup (on drop, on
-//! SIGINT/SIGTERM/SIGHUP once [`clean_up_on_signals`] runs, and stale ones a killed build left),
-//! and the commit of a group of files (image + manifest) as one step under a lock on their
-//! directory, with the directory synced before success is reported.
+//! This module owns every temporary file of the builder - outputs, downloads, cache blobs,
+//! uncompressed layers, cached segments: one naming scheme (`.NAME.XXXXXX.tmp`, locked while
+//! written), their cleanup (on drop, on SIGINT/SIGTERM/SIGHUP once [`clean_up_on_signals`]
+//! runs, and stale ones a killed build left, by [`sweep`]), and the commit of a group of files
+//! (image + manifest) as one step under a lock on their directory, with the directory synced
+//! before success is reported. Cache entries ([`Pending::cache_entry`]) skip the syncs: every
+//! reader of the cache verifies what it reads.
 
 use std::fs::{self, File};
 use std::io;
@@ -26,14 +29,28 @@ pub struct Pending {
     path: PathBuf,
     mode: u32,
     replace: bool,
+    /// Synced (data and directory) on commit.
+    durable: bool,
 }
 
 impl Pending {
-    /// Starts writing `path` (mode 0644 once committed).
+    /// Starts writing `path` (mode 0644 once committed); stale temporary files of the same
+    /// name go first.
     pub fn create(path: &Path) -> io::Result<Pending> {
+        remove_stale(path);
+        Self::start(path, true)
+    }
+
+    /// Starts writing a cache entry at `path`: like [`Pending::create`], but not synced on
+    /// commit and without a look for stale files of its name (the cache's owner calls
+    /// [`sweep`] once for its directory).
+    pub fn cache_entry(path: &Path) -> io::Result<Pending> {
+        Self::start(path, false)
+    }
+
+    fn start(path: &Path, durable: bool) -> io::Result<Pending> {
         let dir = parent(path);
         fs::create_dir_all(dir)?;
-        remove_stale(path);
         let tmp = loop {
             let tmp = {
                 // Created and registered under one lock, so a signal handler sees every file.
@@ -59,7 +76,15 @@ impl Pending {
             path: path.to_path_buf(),
             mode: 0o644,
             replace: true,
+            durable,
         })
+    }
+
+    /// Changes the final name, in the same directory (a download named by its digest once
+    /// it is complete).
+    pub fn rename_to(&mut self, path: &Path) {
+        debug_assert_eq!(parent(path), parent(&self.path));
+        self.path = path.to_path_buf();
     }
 
     /// Permission bits of the committed file (0644 unless set).
@@ -95,7 +120,20 @@ impl Pending {
             .expect("present until committed")
             .as_file();
         f.set_permissions(fs::Permissions::from_mode(self.mode))?;
-        f.sync_all()
+        if self.durable {
+            f.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl io::Write for Pending {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.file().write(b)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
     }
 }
 
@@ -130,6 +168,7 @@ pub fn commit(files: Vec<Pending>) -> Result<(), (PathBuf, io::Error)> {
     }
     let dir = File::open(parent(first.path())).map_err(at(first.path()))?;
     flock(&dir, FlockOperation::LockExclusive).map_err(|e| at(first.path())(e.into()))?;
+    let durable = files.iter().any(|f| f.durable);
     let mut dirs = vec![parent(first.path()).to_path_buf()];
     for mut f in files {
         let tmp = f.tmp.take().expect("present until committed");
@@ -145,8 +184,10 @@ pub fn commit(files: Vec<Pending>) -> Result<(), (PathBuf, io::Error)> {
             dirs.push(d);
         }
     }
-    for d in &dirs {
-        File::open(d).and_then(|f| f.sync_all()).map_err(at(d))?;
+    if durable {
+        for d in &dirs {
+            File::open(d).and_then(|f| f.sync_all()).map_err(at(d))?;
+        }
     }
     Ok(())
 }
@@ -155,17 +196,27 @@ pub fn commit(files: Vec<Pending>) -> Result<(), (PathBuf, io::Error)> {
 /// a build still writing them.
 fn remove_stale(path: &Path) {
     let prefix = format!(".{}.", file_name(path));
-    let Ok(entries) = fs::read_dir(parent(path)) else {
+    remove_stale_in(parent(path), |name| {
+        name.strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .is_some_and(is_random_part)
+    });
+}
+
+/// Removes every temporary file of ours in `dir` that a killed build left (not locked by a
+/// build still writing it). A missing directory holds none.
+pub fn sweep(dir: &Path) {
+    remove_stale_in(dir, is_temp_name);
+}
+
+fn remove_stale_in(dir: &Path, ours: impl Fn(&str) -> bool) {
+    let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name
-            .strip_prefix(&prefix)
-            .and_then(|r| r.strip_suffix(".tmp"))
-            .is_some_and(is_random_part);
-        if !ours || !e.file_type().is_ok_and(|t| t.is_file()) {
+        if !ours(name) || !e.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let Ok(f) = File::open(e.path()) else {
@@ -191,22 +242,6 @@ pub fn is_temp_name(name: &str) -> bool {
         .and_then(|r| r.strip_suffix(".tmp"))
         .and_then(|r| r.rsplit_once('.'))
         .is_some_and(|(n, random)| !n.is_empty() && is_random_part(random))
-}
-
-/// Registers a temporary file another stage writes (e.g. a download into the cache) so a
-/// signal removes it too; dropping the guard unregisters it.
-pub fn remove_on_signal(path: &Path) -> SignalGuard {
-    track(path, true);
-    SignalGuard(path.to_path_buf())
-}
-
-/// See [`remove_on_signal`].
-pub struct SignalGuard(PathBuf);
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        track(&self.0, false);
-    }
 }
 
 fn track(path: &Path, live: bool) {

@@ -138,12 +138,27 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     let modules = kernel_modules(&config)?;
     let outputs = output_paths(req, &manifest.1);
     if fetching == Fetching::Download {
-        check_outputs(&outputs, &config, &manifest.0, None)?;
+        check_outputs(&outputs, &config, &manifest.0, modules.as_ref(), None)?;
     }
     let (busybox, agent) = fetch_inputs(req, &config, fetching)?;
-    // Offline the image is not pulled: its reference was checked with the config.
+    // Offline the image is not pulled, but what the cache holds of it is checked as a build
+    // checks it.
     let image = match (&config.image, fetching) {
         (Some(spec), Fetching::Download) => Some(crate::image::load(spec, &req.cache_dir)?),
+        (Some(spec), Fetching::Offline) => match crate::image::load_cached(spec, &req.cache_dir) {
+            Ok(image) => Some(image),
+            Err(crate::image::ImageError {
+                problem: crate::image::Problem::Offline { url },
+                ..
+            }) => {
+                log::info!(
+                    "image {}: {url} is not in the cache; a build pulls and checks it",
+                    spec.text
+                );
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         _ => None,
     };
     let plan = plan::plan(&plan::Inputs {
@@ -156,7 +171,13 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         image: image.as_ref(),
     })?;
     if fetching == Fetching::Download {
-        check_outputs(&outputs, &config, &manifest.0, Some(&plan))?;
+        check_outputs(
+            &outputs,
+            &config,
+            &manifest.0,
+            modules.as_ref(),
+            Some(&plan),
+        )?;
     }
     let image = image.map(|i| manifest::ImageFacts {
         argv: i.config.argv(),
@@ -213,12 +234,12 @@ fn output_paths(req: &Request, template: &manifest::Template) -> [PathBuf; 2] {
 }
 
 /// Refuses outputs that would destroy something: an existing path that is not a regular file,
-/// or a file the build reads (the config, the manifest template and, once planned, every host
-/// file of the image).
+/// or a file the build reads ([`inputs_of`]).
 fn check_outputs(
     outputs: &[PathBuf; 2],
     config: &Config,
     template: &Path,
+    modules: Option<&crate::kmod::Modules>,
     plan: Option<&Plan>,
 ) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
@@ -236,7 +257,7 @@ fn check_outputs(
             )));
         }
         let mine = Some((meta.dev(), meta.ino()));
-        let inputs = inputs_of(config, template, plan);
+        let inputs = inputs_of(config, template, modules, plan);
         if let Some((name, _)) = inputs.iter().find(|(_, p)| id(p) == mine) {
             return Err(refuse(format!(
                 "is {}, which is {name}: a build never overwrites its inputs; choose another name",
@@ -247,8 +268,14 @@ fn check_outputs(
     Ok(())
 }
 
-/// Every host file the build reads, with what it is for messages.
-fn inputs_of(config: &Config, template: &Path, plan: Option<&Plan>) -> Vec<(String, PathBuf)> {
+/// Every host file the build reads, with what it is for messages: the one list the `-o` guard
+/// checks. A new kind of input is added here.
+fn inputs_of(
+    config: &Config,
+    template: &Path,
+    modules: Option<&crate::kmod::Modules>,
+    plan: Option<&Plan>,
+) -> Vec<(String, PathBuf)> {
     let mut inputs: Vec<(String, PathBuf)> = vec![
         ("the build's config".into(), config.path.clone()),
         ("the manifest template".into(), template.to_path_buf()),
@@ -270,6 +297,45 @@ fn inputs_of(config: &Config, template: &Path, plan: Option<&Plan>) -> Vec<(Stri
             format!("the source of mappings.\"{}\"", m.key),
             m.source.clone(),
         ));
+    }
+    use crate::image::ImageRef;
+    match config.image.as_ref().map(|i| &i.reference) {
+        Some(ImageRef::OciArchive { file, .. } | ImageRef::DockerArchive { file, .. }) => {
+            inputs.push(("the image archive (source.image)".into(), file.clone()));
+        }
+        Some(ImageRef::OciDir { dir, .. }) => {
+            for name in ["index.json", "oci-layout"] {
+                inputs.push((
+                    format!("the OCI layout's {name} (source.image)"),
+                    dir.join(name),
+                ));
+            }
+            let blobs = dir.join("blobs/sha256");
+            for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+                inputs.push(("a blob of the OCI layout (source.image)".into(), e.path()));
+            }
+        }
+        _ => {}
+    }
+    if let Some(m) = modules {
+        for name in [
+            "modules.dep",
+            "modules.alias",
+            "modules.softdep",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
+            inputs.push((
+                format!("the module tree's {name} (kernel.modules_dir)"),
+                m.dir.join(name),
+            ));
+        }
+        for f in m.files.iter().chain(&m.firmware) {
+            inputs.push((
+                format!("the source of {} ([kernel])", f.path),
+                f.from.clone(),
+            ));
+        }
     }
     for (path, node) in plan.iter().flat_map(|p| &p.nodes) {
         if let crate::archive::Kind::File(crate::archive::Content::Path { path: host, .. }) =
@@ -555,6 +621,19 @@ fn render_manifest(
         source,
     };
     let text = serde_json::to_string_pretty(&json).expect("JSON values serialise") + "\n";
+    if text.len() as u64 > manifest::MAX_LEN {
+        return Err(manifest::ManifestError::Invalid {
+            location: path.display().to_string(),
+            field: "the manifest".into(),
+            problem: format!(
+                "would be {} bytes, over the {} bytes `fledge run` reads",
+                text.len(),
+                manifest::MAX_LEN
+            ),
+            fix: "shorten workload.env (an image's Env comes into it) or the other fields".into(),
+        }
+        .into());
+    }
     let mut pending = Pending::create(&path).map_err(m_err)?;
     pending.file().write_all(text.as_bytes()).map_err(m_err)?;
     Ok(pending)

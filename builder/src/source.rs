@@ -6,10 +6,14 @@
 //! (`blobs/<sha256>`, plus `urls/<sha256 of the URL>` naming the blob a URL gave last time), so a
 //! second build of the same config needs no network. Every file is hashed; when a digest is
 //! expected, a mismatch fails the build naming both digests. A download is bounded in time and
-//! size ([`net`]), tried twice when the failure may pass, and written to a temporary file of our
-//! own naming that is removed on failure; one left by a killed build is removed by the next.
+//! size ([`net`], the builder's one HTTP client), tried twice when the failure may pass, and
+//! written through the blob store ([`store`]) into a temporary file that is removed on failure
+//! or a signal; one left by a killed build is removed by the next.
 
 pub mod net;
+pub mod store;
+
+pub use store::sha256_reader;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -225,18 +229,19 @@ impl Fetcher {
             Some(want) => want.to_string(),
             None => remembered?,
         };
-        let blob = self.cache.join("blobs").join(&digest);
-        let (actual, size) = hash_file(what, &blob).ok()?;
-        (actual == digest).then(|| {
-            log::debug!("{what}: {url} found in the cache");
-            Fetched {
-                path: blob,
-                sha256: digest,
-                size,
-                origin: url.into(),
-                cached: true,
-            }
+        let (path, size) = self.store().verified(&digest)?;
+        log::debug!("{what}: {url} found in the cache");
+        Some(Fetched {
+            path,
+            sha256: digest,
+            size,
+            origin: url.into(),
+            cached: true,
         })
+    }
+
+    fn store(&self) -> store::BlobStore {
+        store::BlobStore::new(&self.cache)
     }
 
     fn url_index(&self, url: &str) -> PathBuf {
@@ -262,14 +267,8 @@ impl Fetcher {
                 url: url.into(),
                 message,
             })?;
-        let blobs = self.cache.join("blobs");
-        fs::create_dir_all(&blobs).map_err(|source| SourceError::Cache {
-            path: blobs.clone(),
-            source,
-        })?;
-        remove_stale_temps(&blobs);
         log::info!("{what}: downloading {url}");
-        let mut result = self.download_once(what, url, &blobs, &limits);
+        let mut result = self.download_once(what, url, &limits);
         if let Err(Fail::Net(e)) = &result {
             if e.transient {
                 log::warn!(
@@ -278,18 +277,16 @@ impl Fetcher {
                     limits.retry_delay.as_secs_f64()
                 );
                 std::thread::sleep(limits.retry_delay);
-                result = self
-                    .download_once(what, url, &blobs, &limits)
-                    .map_err(|f| match f {
-                        Fail::Net(e) => Fail::Net(NetError {
-                            message: format!("{} (tried twice)", e.message),
-                            ..e
-                        }),
-                        other => other,
-                    });
+                result = self.download_once(what, url, &limits).map_err(|f| match f {
+                    Fail::Net(e) => Fail::Net(NetError {
+                        message: format!("{} (tried twice)", e.message),
+                        ..e
+                    }),
+                    other => other,
+                });
             }
         }
-        let got = result.map_err(|f| match f {
+        let blob = result.map_err(|f| match f {
             Fail::Net(e) => SourceError::Download {
                 what: what.into(),
                 url: url.into(),
@@ -297,70 +294,53 @@ impl Fetcher {
             },
             Fail::Cache(e) => e,
         })?;
-        verify(what, url, sha256, &got.digest)?;
-        let blob = blobs.join(&got.digest);
-        got.tmp.persist(&blob).map_err(|e| SourceError::Cache {
-            path: blob.clone(),
-            source: e.error,
+        let stored = blob.commit(sha256).map_err(|e| match e {
+            store::CommitError::Mismatch { actual } => SourceError::ChecksumMismatch {
+                what: what.into(),
+                location: url.into(),
+                expected: sha256.unwrap_or_default().into(),
+                actual,
+            },
+            store::CommitError::Io(source) => SourceError::Cache {
+                path: self.store().dir().to_path_buf(),
+                source,
+            },
         })?;
-        write_atomic(&self.url_index(url), got.digest.as_bytes())?;
+        write_atomic(&self.url_index(url), stored.hex.as_bytes())?;
         Ok(Fetched {
-            path: blob,
-            sha256: got.digest,
-            size: got.size,
+            path: stored.path,
+            sha256: stored.hex,
+            size: stored.size,
             origin: url.into(),
             cached: false,
         })
     }
 
-    /// One GET into a temporary file in `blobs` (removed when the result is dropped unused).
+    /// One GET into a blob writer of the store (nothing is kept when it is dropped unused).
     fn download_once(
         &self,
         what: &str,
         url: &str,
-        blobs: &Path,
         limits: &NetLimits,
-    ) -> Result<Downloaded, Fail> {
+    ) -> Result<store::BlobWriter, Fail> {
         let (mut reader, length) = net::get(url, limits).map_err(Fail::Net)?;
+        let blobs = self.store();
         let cache_err = |source| {
             Fail::Cache(SourceError::Cache {
-                path: blobs.to_path_buf(),
+                path: blobs.dir().to_path_buf(),
                 source,
             })
         };
-        let mut tmp = temp_in(blobs).map_err(cache_err)?;
-        // A signal ends the build without unwinding: the handler removes the file then.
-        let on_signal = crate::output::remove_on_signal(tmp.path());
+        let mut blob = blobs.writer().map_err(cache_err)?;
         let bar = crate::progress::Bar::bytes(&format!("{what}: downloading"), length);
-        let copied = copy_hashed(&mut reader, tmp.as_file_mut(), limits.max_bytes, |n| {
-            bar.inc(n)
-        });
+        let copied = copy(&mut reader, &mut blob, |n| bar.inc(n));
         bar.finish();
-        let (digest, size) = copied.map_err(|e| match e {
+        copied.map_err(|e| match e {
             CopyError::Read(e) => Fail::Net(net::body_error(e, limits)),
             CopyError::Write(e) => cache_err(e),
-            CopyError::TooBig => Fail::Net(NetError::permanent(format!(
-                "the body is larger than the download cap of {}",
-                limits.cap_text()
-            ))),
         })?;
-        tmp.as_file().sync_all().map_err(cache_err)?;
-        Ok(Downloaded {
-            tmp: tmp.into_temp_path(),
-            _on_signal: on_signal,
-            digest: hex::encode(digest),
-            size,
-        })
+        Ok(blob)
     }
-}
-
-/// A complete download in its temporary file, removed when dropped (or on a signal) unless
-/// persisted.
-struct Downloaded {
-    tmp: tempfile::TempPath,
-    _on_signal: crate::output::SignalGuard,
-    digest: String,
-    size: u64,
 }
 
 /// Largest release description read from the GitHub API.
@@ -444,31 +424,18 @@ pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> 
     Ok((hex::encode(digest), size))
 }
 
-/// sha256 and length of everything `r` yields.
-pub fn sha256_reader(r: &mut impl Read) -> io::Result<([u8; 32], u64)> {
-    copy_hashed(r, &mut io::sink(), u64::MAX, |_| {}).map_err(|e| match e {
-        CopyError::Read(e) | CopyError::Write(e) => e,
-        CopyError::TooBig => unreachable!("no length exceeds u64::MAX"),
-    })
-}
-
-/// Why [`copy_hashed`] stopped.
+/// Why [`copy`] stopped.
 enum CopyError {
     Read(io::Error),
     Write(io::Error),
-    /// More than the cap was offered.
-    TooBig,
 }
 
-/// Copies `r` to `w`, hashing what passes and telling `progress` each chunk's length; stops
-/// when more than `cap` bytes come.
-fn copy_hashed(
+/// Copies `r` to `w`, telling `progress` each chunk's length.
+fn copy(
     r: &mut impl Read,
     w: &mut impl Write,
-    cap: u64,
     mut progress: impl FnMut(u64),
-) -> Result<([u8; 32], u64), CopyError> {
-    let mut hasher = Sha256::new();
+) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
@@ -479,49 +446,10 @@ fn copy_hashed(
             Err(e) => return Err(CopyError::Read(e)),
         };
         size += n as u64;
-        if size > cap {
-            return Err(CopyError::TooBig);
-        }
-        hasher.update(&buf[..n]);
         w.write_all(&buf[..n]).map_err(CopyError::Write)?;
         progress(n as u64);
     }
-    Ok((hasher.finalize().into(), size))
-}
-
-/// Prefix of our temporary files in the cache: `.dl-<pid>-<random>.tmp`.
-const TEMP_PREFIX: &str = ".dl-";
-const TEMP_SUFFIX: &str = ".tmp";
-
-/// A temporary file in `dir` named after this process, removed when dropped.
-fn temp_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)
-}
-
-/// Removes temporary files of ours in `dir` whose process is gone (a build killed while
-/// downloading). Others' files and those of running builds are left alone.
-fn remove_stale_temps(dir: &Path) {
-    let Ok(list) = fs::read_dir(dir) else { return };
-    for e in list.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX))
-            .and_then(|rest| rest.split_once('-')?.0.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
-            log::debug!(
-                "cache: removing {}, left by a build that stopped",
-                name.to_string_lossy()
-            );
-            let _ = fs::remove_file(e.path());
-        }
-    }
+    Ok(size)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
@@ -921,12 +849,12 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let blobs = cache.path().join("blobs");
         fs::create_dir_all(&blobs).unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        let stale = format!("{TEMP_PREFIX}{dead}-abc{TEMP_SUFFIX}");
-        let live = format!("{TEMP_PREFIX}{}-def{TEMP_SUFFIX}", std::process::id());
-        for n in [&stale, &live, &"unrelated".to_string()] {
+        // A build still writing holds its file locked; a stopped one's is not locked.
+        let live = crate::output::Pending::create(&blobs.join("download")).unwrap();
+        let live_name = fs::read_dir(&blobs).unwrap().flatten().next().unwrap();
+        let live_name = live_name.file_name().to_string_lossy().into_owned();
+        let stale = ".download.AbC123.tmp".to_string();
+        for n in [&stale, &"unrelated".to_string()] {
             fs::write(blobs.join(n), b"partial").unwrap();
         }
         let (url, _) = serve(b"bytes");
@@ -936,9 +864,10 @@ mod tests {
         let left = temps_left(cache.path());
         assert!(!left.contains(&stale), "{left:?}");
         assert!(
-            left.contains(&live) && left.contains(&"unrelated".to_string()),
+            left.contains(&live_name) && left.contains(&"unrelated".to_string()),
             "{left:?}"
         );
+        drop(live);
     }
 
     #[test]

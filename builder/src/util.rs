@@ -1,6 +1,25 @@
-//! Small helpers every stage uses: how a host path and its kind are shown in messages.
+//! Small helpers every stage uses: how a host path and its kind are shown in messages, and the
+//! one symlink limit every resolver of the builder keeps.
 
 use std::path::{Path, PathBuf};
+
+/// Most symlinks one path resolution follows before it counts as a loop (the kernel's
+/// `MAXSYMLINKS`): the one limit of every resolver, in-image or host.
+pub const MAX_LINKS: usize = 40;
+
+/// Most items a message lists before it says how many more there are.
+pub const LISTED: usize = 10;
+
+/// `items` joined with `sep` for a one-line message: the first [`LISTED`], then `and N more`.
+pub fn listed<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    let mut out: Vec<&str> = items.iter().take(LISTED).map(AsRef::as_ref).collect();
+    let more = items.len().saturating_sub(LISTED);
+    let tail = format!("and {more} more");
+    if more > 0 {
+        out.push(&tail);
+    }
+    out.join(sep)
+}
 
 /// `path` for messages, without the `./` a relative config directory leaves inside it
 /// (`././app` -> `./app`).
@@ -56,4 +75,16 @@ pub fn read_bounded(path: &std::path::Path, cap: u64) -> std::io::Result<String>
         ));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_lists_are_summarised() {
+        let many: Vec<String> = (0..10_000).map(|i| format!("tag{i}")).collect();
+        let text = super::listed(&many, ", ");
+        assert!(text.ends_with("tag9, and 9990 more"), "{text}");
+        assert!(text.len() < 120);
+        assert_eq!(super::listed(&["a", "b"], "; "), "a; b");
+    }
 }

@@ -9,16 +9,20 @@
 //!
 //! Layout: `<cache dir>/segments/<key in hex>`, each file [`MAGIC`], the member as it goes into
 //! the image, then a trailer of the member's length (u64 LE) and sha256(key, member). A file
-//! that fails that check is removed with a warning and its segment compressed again. Files are
+//! that fails that check is removed with a warning and its segment compressed again. The
+//! trailer only shows a file is whole (anyone who can write the cache can compute it): before
+//! a member is used, [`Hit::proves`] decompresses it and compares it with the segment's bytes. Files are
 //! written under a temporary name and renamed into place, so concurrent builds can share the
 //! directory. Eviction is least recently used: a hit sets the file's mtime to now, and after a
 //! build the oldest files go while the total is over the limit ([`LIMIT_ENV`], default
-//! [`DEFAULT_LIMIT`]; 0 turns the cache off).
+//! [`DEFAULT_LIMIT`]; 0 turns the cache off). The bound counts the uncompressed image layers
+//! (`<cache dir>/layers/<diff_id>`, whose use also sets their mtime) with the segments: both
+//! are derived data, shown, pruned and cleared together.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -34,10 +38,6 @@ const TRAILER_LEN: u64 = 8 + 32;
 pub const DEFAULT_LIMIT: u64 = 512 << 20;
 /// Environment variable that sets the bound (`512M`, `2G`, bytes; 0 turns the cache off).
 pub const LIMIT_ENV: &str = "FLEDGE_CACHE_MAX_SIZE";
-/// Prefix of files being written.
-const TEMP_PREFIX: &str = ".tmp-";
-/// A temporary file older than this was left by a build that was killed.
-const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
 
 /// The segment cache inside `cache_root`, fledge's cache directory.
 pub fn segment_dir(cache_root: &Path) -> PathBuf {
@@ -84,6 +84,8 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub struct SegmentCache {
     dir: PathBuf,
+    /// `<cache dir>/layers`, counted in the same bound.
+    layers: PathBuf,
     limit: u64,
 }
 
@@ -92,6 +94,7 @@ impl SegmentCache {
     pub fn new(cache_root: &Path, limit: u64) -> SegmentCache {
         SegmentCache {
             dir: segment_dir(cache_root),
+            layers: cache_root.join("layers"),
             limit,
         }
     }
@@ -120,12 +123,33 @@ impl SegmentCache {
         self.limit > 0
     }
 
-    /// Entries and bytes held now (a missing directory holds nothing).
+    /// Entries and bytes held now, segments and layers (a missing directory holds nothing).
     pub fn usage(&self) -> io::Result<Usage> {
-        Ok(self.files()?.iter().fold(Usage::default(), |u, f| Usage {
-            entries: u.entries + 1,
-            bytes: u.bytes + f.size,
-        }))
+        let (s, l) = self.usage_by_kind()?;
+        Ok(Usage {
+            entries: s.entries + l.entries,
+            bytes: s.bytes + l.bytes,
+        })
+    }
+
+    /// What the segments and what the image layers hold.
+    pub fn usage_by_kind(&self) -> io::Result<(Usage, Usage)> {
+        let (mut s, mut l) = (Usage::default(), Usage::default());
+        for f in self.files()? {
+            let u = if f.path.starts_with(&self.layers) {
+                &mut l
+            } else {
+                &mut s
+            };
+            u.entries += 1;
+            u.bytes += f.size;
+        }
+        Ok((s, l))
+    }
+
+    /// The directory of the uncompressed image layers.
+    pub fn layer_dir(&self) -> &Path {
+        &self.layers
     }
 
     /// Removes the least recently used entries until at most the limit is held, and
@@ -162,35 +186,34 @@ impl SegmentCache {
         Ok(removed)
     }
 
-    /// Cache entries (named by a key), with their size and last use; removes stale temporary
-    /// files on the way. Files of other names are left alone.
+    /// Cache entries (segments named by a key and starting with [`MAGIC`], layers named by
+    /// their `diff_id`), with their size and last use; removes stale temporary files on the
+    /// way. Files of other names or contents are left alone.
     fn files(&self) -> io::Result<Vec<CacheFile>> {
-        let dir = match fs::read_dir(&self.dir) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
         let mut out = Vec::new();
-        for item in dir {
-            let item = item?;
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let Ok(meta) = item.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if name.starts_with(TEMP_PREFIX) {
-                if used.elapsed().is_ok_and(|age| age > STALE_TEMP) {
-                    let _ = fs::remove_file(item.path());
+        for (dir, segments) in [(&self.dir, true), (&self.layers, false)] {
+            crate::output::sweep(dir);
+            let list = match fs::read_dir(dir) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for item in list {
+                let item = item?;
+                let name = item.file_name();
+                let name = name.to_string_lossy();
+                let Ok(meta) = item.metadata() else { continue };
+                let keyed = name.len() == 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !meta.is_file() || !keyed || (segments && !starts_with_magic(&item.path())) {
+                    continue;
                 }
-                continue;
-            }
-            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
                 out.push(CacheFile {
                     path: item.path(),
                     size: meta.len(),
-                    used,
+                    used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 });
             }
         }
@@ -234,12 +257,8 @@ impl SegmentCache {
     /// A writer that stores a member under `key` when committed; `None` when the directory
     /// cannot be written (the build goes on without caching).
     pub(crate) fn store(&self, key: Key) -> Option<Store> {
-        let started = fs::create_dir_all(&self.dir).and_then(|()| {
-            tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
-                .tempfile_in(&self.dir)
-        });
-        let tmp = match started {
+        let path = self.dir.join(key.file_name());
+        let tmp = match crate::output::Pending::cache_entry(&path) {
             Ok(t) => t,
             Err(e) => {
                 log::debug!("segment cache {} not written: {e}", self.dir.display());
@@ -250,12 +269,19 @@ impl SegmentCache {
             out: BufWriter::with_capacity(64 << 10, tmp),
             hasher: keyed_hasher(&key),
             len: 0,
-            path: self.dir.join(key.file_name()),
+            path,
             failed: None,
         };
         s.put(MAGIC);
         Some(s)
     }
+}
+
+fn starts_with_magic(path: &Path) -> bool {
+    let mut magic = [0u8; MAGIC.len()];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == MAGIC)
 }
 
 struct CacheFile {
@@ -317,6 +343,32 @@ pub(crate) struct Hit {
 }
 
 impl Hit {
+    /// Whether the member is the compression (as `compression`) of exactly the `raw_len`
+    /// bytes that hash to `raw`: it is decompressed, every concatenated member to the end as
+    /// the kernel reads it, and compared. The trailer's digest only shows the file is whole:
+    /// anyone who can write the cache can compute it, so this is what keeps a shared cache
+    /// from putting other files in an image. Read through the same open file as the replay,
+    /// so a file swapped in afterwards is not what was proven.
+    pub fn proves(&self, compression: Compression, raw: &[u8; 32], raw_len: u64) -> bool {
+        let member = At {
+            file: self.reader.get_ref(),
+            pos: MAGIC.len() as u64,
+            end: MAGIC.len() as u64 + self.reader.limit(),
+        };
+        let decoded = super::decode::decoder(compression, Box::new(member));
+        let mut hasher = Sha256::new();
+        // One byte more than the segment is enough to know it is not the segment.
+        match io::copy(&mut decoded.take(raw_len + 1), &mut HashSink(&mut hasher)) {
+            Ok(n) if n == raw_len => <[u8; 32]>::from(hasher.finalize()) == *raw,
+            _ => false,
+        }
+    }
+
+    /// The cache file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The next at most `max` bytes of the member, hashed again on the way: the piece that
     /// ends the member is an error when the file changed since it was checked.
     pub fn next_piece(&mut self, max: usize) -> Result<Vec<u8>, CompressError> {
@@ -355,9 +407,28 @@ impl Hit {
     }
 }
 
+/// A range of a file read with `pread`, leaving the file's offset where it is.
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// A member being written to the cache; never fails the build: a write error drops the entry.
 pub(crate) struct Store {
-    out: BufWriter<tempfile::NamedTempFile>,
+    out: BufWriter<crate::output::Pending>,
     hasher: Sha256,
     len: u64,
     path: PathBuf,
@@ -391,7 +462,7 @@ impl Store {
                 .out
                 .into_inner()
                 .map_err(|e| e.into_error())
-                .and_then(|tmp| tmp.persist(&self.path).map_err(|e| e.error).map(|_| ())),
+                .and_then(|tmp| crate::output::commit(vec![tmp]).map_err(|(_, e)| e)),
         };
         if let Err(e) = done {
             log::debug!("cached segment {} not written: {e}", self.path.display());
@@ -424,6 +495,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn key(n: u8) -> Key {
         Key::new(Compression::Gzip, 9, 1 << 20, &[n; 32])
@@ -557,5 +629,22 @@ mod tests {
         for (i, (s, want)) in cases.into_iter().enumerate() {
             assert_eq!(parse_size(s), want, "case {i}: {s:?}");
         }
+    }
+
+    #[test]
+    fn clear_removes_only_cache_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(dir.path(), 1 << 20);
+        put(&c, key(1), b"member");
+        // A file of another program, named like an entry but not one.
+        let foreign = c.dir().join("a".repeat(64));
+        fs::write(&foreign, b"not a segment").unwrap();
+        let layer = c.layer_dir().join("b".repeat(64));
+        fs::create_dir_all(c.layer_dir()).unwrap();
+        fs::write(&layer, b"tar bytes").unwrap();
+        assert_eq!(c.usage_by_kind().unwrap().0.entries, 1);
+        let removed = c.clear().unwrap();
+        assert_eq!(removed.entries, 2, "the segment and the layer");
+        assert!(foreign.exists() && !layer.exists());
     }
 }

@@ -244,9 +244,12 @@ pub(crate) fn write_image_tuned(
             segments.len(),
             c.dir().display()
         );
-        // Keeping the cache within its bound is housekeeping: the image is already written.
+    }
+    // Keeping the cache (segments and image layers) within its bound is housekeeping: the
+    // image is already written.
+    if let Some(c) = &opts.cache {
         if let Err(e) = c.prune() {
-            log::warn!("cannot prune the segment cache {}: {e}", c.dir().display());
+            log::warn!("cannot prune the cache {}: {e}", c.dir().display());
         }
     }
     Ok(Stats {
@@ -432,8 +435,9 @@ impl Producer<'_> {
                 "segment size differs from its plan",
             )));
         }
-        let key = self.cache.map(|_| self.key(&Sha256::digest(&buf).into()));
-        if let Some(hit) = self.lookup(key) {
+        let raw: [u8; 32] = Sha256::digest(&buf).into();
+        let key = self.cache.map(|_| self.key(&raw));
+        if let Some(hit) = self.lookup(key, &raw, raw_len) {
             return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
         }
         self.outbox.compress((true, true), raw_len, buf, key)?;
@@ -443,15 +447,16 @@ impl Producer<'_> {
     /// A segment larger than a piece: hashed in one pass (when there is a cache), then, unless
     /// cached, rendered again and cut into pieces.
     fn big(&mut self, entries: &[Entry], raw_len: u64) -> Result<bool, Produce> {
-        let key = match self.cache {
+        let (key, raw) = match self.cache {
             Some(_) => {
                 let mut h = Sha256::new();
                 render(entries, &mut HashSink(&mut h))?;
-                Some(self.key(&h.finalize().into()))
+                let raw: [u8; 32] = h.finalize().into();
+                (Some(self.key(&raw)), raw)
             }
-            None => None,
+            None => (None, [0; 32]),
         };
-        if let Some(hit) = self.lookup(key) {
+        if let Some(hit) = self.lookup(key, &raw, raw_len) {
             return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
         }
         let mut cutter = Cutter {
@@ -478,8 +483,19 @@ impl Producer<'_> {
         Key::new(c.compression, c.level.0, c.chunk, raw)
     }
 
-    fn lookup(&self, key: Option<Key>) -> Option<Hit> {
-        self.cache.zip(key).and_then(|(c, k)| c.lookup(&k))
+    /// The cached member of the segment whose bytes hash to `raw`, once proven to be their
+    /// compression; a member that is not is removed with a warning and compressed again.
+    fn lookup(&self, key: Option<Key>, raw: &[u8; 32], raw_len: u64) -> Option<Hit> {
+        let hit = self.cache.zip(key).and_then(|(c, k)| c.lookup(&k))?;
+        if hit.proves(self.codec.compression, raw, raw_len) {
+            return Some(hit);
+        }
+        log::warn!(
+            "cached segment {} does not decompress to the bytes it stands for (a damaged or forged cache); compressing it again",
+            hit.path().display()
+        );
+        let _ = std::fs::remove_file(hit.path());
+        None
     }
 }
 

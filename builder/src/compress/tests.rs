@@ -564,3 +564,52 @@ fn a_full_cache_is_pruned_to_its_limit() {
     assert!(image == cold && stats.cached == 0);
     assert!(!off.dir().exists(), "no cache directory when off");
 }
+
+#[test]
+fn a_forged_cached_segment_is_detected_and_the_image_stays_a_cold_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (entries, _) = image(tmp.path());
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let label = c.name();
+        let cache = roomy(&tmp.path().join(label));
+        let (cold, stats) = build_cached(&entries, c, 2, SMALL, Some(&cache));
+        // What anyone who can write the cache can do: a member of their own making, framed
+        // with the magic, its length and the digest computed from the public key and bytes.
+        let mut forged_archive = Vec::new();
+        let mut w = crate::archive::NewcWriter::new(&mut forged_archive);
+        w.append(&entry("PWNED", bytes(b"owned\n".to_vec()), 999, 1))
+            .unwrap();
+        w.finish().unwrap();
+        let member = match c {
+            Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&forged_archive).unwrap();
+                e.finish().unwrap()
+            }
+            _ => zstd::encode_all(&forged_archive[..], 1).unwrap(),
+        };
+        let victims = cache_files(&cache);
+        for victim in &victims {
+            let key = hex::decode(victim.file_name().unwrap().to_str().unwrap()).unwrap();
+            let mut h = Sha256::new();
+            h.update(&key);
+            h.update(&member);
+            let mut file = cache::MAGIC.to_vec();
+            file.extend(&member);
+            file.extend((member.len() as u64).to_le_bytes());
+            file.extend(h.finalize());
+            std::fs::write(victim, &file).unwrap();
+        }
+        let (warm, again) = build_cached(&entries, c, 2, SMALL, Some(&cache));
+        assert!(
+            warm == cold,
+            "{label}: the image is a cold build's, no /PWNED"
+        );
+        assert_eq!(again.cached, 0, "{label}: every forged segment redone");
+        let (_, repaired) = build_cached(&entries, c, 2, SMALL, Some(&cache));
+        assert_eq!(
+            repaired.cached, stats.segments,
+            "{label}: the entries are rewritten"
+        );
+    }
+}

@@ -487,7 +487,11 @@ pub(super) fn kernel(
         return Ok(None);
     };
     cx.unknown_keys("kernel", &k.extra, warnings);
-    crate::kmod::settings(k, base_dir, |span| cx.at(span))
+    crate::kmod::settings(k, base_dir).map_err(|e| ConfigError::Invalid {
+        at: cx.at(e.span),
+        key: e.key.into(),
+        problem: e.problem,
+    })
 }
 
 /// `[build]`: `libraries`, `sysroot` and `extra_libraries`.

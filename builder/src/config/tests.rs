@@ -334,3 +334,14 @@ fn build_library_keys() {
         assert!(e.contains(key), "case {i}: {e}");
     }
 }
+
+#[test]
+fn a_nul_in_an_env_value_is_blamed_on_the_value() {
+    let e = err(&format!(
+        "{HEAD}[init]\nenv = {{ GOOD_NAME = \"a\\u0000b\" }}\n"
+    ));
+    assert!(
+        e.contains("`init.env`") && e.contains("in the value of \"GOOD_NAME\""),
+        "{e}"
+    );
+}

@@ -31,6 +31,13 @@ pub(super) fn keys(
     if let Some(env) = init.env.take() {
         let span = env.span();
         for (name, value) in env.into_inner() {
+            if value.contains('\0') {
+                return Err(cx.invalid(
+                    Some(span),
+                    "init.env",
+                    format!("has a NUL character in the value of {name:?}: environment values are C strings"),
+                ));
+            }
             let entry = format!("{name}={value}");
             if name.contains('=') || !workload::valid_env(&entry) {
                 return Err(cx.invalid(

@@ -8,53 +8,34 @@
 //! is extracted. The compression (none, gzip, zstd) is read from the blob's first bytes, so a
 //! mislabelled media type does not matter.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
+pub use crate::source::store::Hashing;
 
 use super::tree::{NodeKind, TarEntry, Tree, What};
 use super::{Digest, Problem};
 
-/// Largest uncompressed layer accepted (a decompression bomb stops here).
+/// Largest layer blob or uncompressed layer ever read.
 pub const MAX_LAYER_BYTES: u64 = 32 << 30;
+/// The variable bounding one uncompressed layer (a decompression bomb stops there).
+pub const LIMIT_VAR: &str = "FLEDGE_LAYER_MAX_SIZE";
+/// Its default.
+pub const DEFAULT_LIMIT: u64 = 4 << 30;
 
-/// A reader that hashes what passes through and fails past a size limit.
-pub struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    pub len: u64,
-    limit: u64,
-}
-
-impl<R: Read> Hashing<R> {
-    pub fn new(inner: R, limit: u64) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-            limit,
-        }
-    }
-
-    /// Reads what is left and returns the digest of everything read.
-    pub fn finish(mut self) -> io::Result<Digest> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(Digest::from_bytes(self.hasher.finalize().into()))
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        if self.len > self.limit {
-            return Err(io::Error::other(format!("more than {} bytes", self.limit)));
-        }
-        Ok(n)
+/// The bound on one uncompressed layer: [`LIMIT_VAR`] (`4G`, `512M`, bytes) or the default.
+pub fn limit() -> Result<u64, Problem> {
+    match std::env::var(LIMIT_VAR) {
+        Ok(v) if !v.trim().is_empty() => crate::compress::parse_size(&v)
+            .filter(|n| *n > 0 && *n <= MAX_LAYER_BYTES)
+            .ok_or_else(|| {
+                Problem::Invalid(format!(
+                    "{LIMIT_VAR}={v:?} is not a size between 1 byte and 32G (e.g. 4G, 512M); unset it for the default"
+                ))
+            }),
+        _ => Ok(DEFAULT_LIMIT),
     }
 }
 
@@ -77,8 +58,8 @@ pub fn unpack(
         path: dir.to_path_buf(),
         source,
     };
-    fs::create_dir_all(dir).map_err(cache_err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cache_err)?;
+    let limit = limit()?;
+    let mut tmp = crate::output::Pending::cache_entry(&dest).map_err(cache_err)?;
     let mut packed = Hashing::new(blob, MAX_LAYER_BYTES);
     let mut magic = [0u8; 4];
     let got = read_up_to(&mut packed, &mut magic).map_err(|e| read_fail(diff_id, e))?;
@@ -90,10 +71,20 @@ pub fn unpack(
         }
         _ => Box::new(head),
     };
-    let mut plain = Hashing::new(stream, MAX_LAYER_BYTES);
-    io::copy(&mut plain, tmp.as_file_mut()).map_err(|e| read_fail(diff_id, e))?;
-    let actual = plain.finish().map_err(|e| read_fail(diff_id, e))?;
-    let packed_actual = packed.finish().map_err(|e| read_fail(diff_id, e))?;
+    let mut plain = Hashing::named(
+        stream,
+        limit,
+        format!(
+            "{} uncompressed ({LIMIT_VAR})",
+            indicatif::HumanBytes(limit)
+        ),
+    );
+    let mut out = io::BufWriter::with_capacity(256 << 10, tmp.file());
+    io::copy(&mut plain, &mut out).map_err(|e| read_fail(diff_id, e))?;
+    out.flush().map_err(cache_err)?;
+    drop(out);
+    let actual = Digest::from_bytes(plain.finish().map_err(|e| read_fail(diff_id, e))?);
+    let packed_actual = Digest::from_bytes(packed.finish().map_err(|e| read_fail(diff_id, e))?);
     if let Some(want) = digest {
         if packed_actual != *want {
             return Err(Problem::Digest {
@@ -108,12 +99,38 @@ pub fn unpack(
             actual: actual.to_string(),
         });
     }
-    tmp.as_file_mut().flush().map_err(cache_err)?;
-    tmp.persist(&dest).map_err(|e| cache_err(e.error))?;
+    crate::output::commit(vec![tmp]).map_err(|(_, e)| cache_err(e))?;
     Ok(dest)
 }
 
+/// A blob that goes on past its descriptor's size (bytes): not the blob the digest names.
+#[derive(Debug)]
+pub struct Oversized(pub u64);
+
+impl std::fmt::Display for Oversized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "it is larger than its descriptor's size of {} bytes",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Oversized {}
+
+/// A failed read of a layer: a download that failed (its limit named), a blob longer than its
+/// descriptor says, or data that cannot be decompressed.
 fn read_fail(diff_id: &Digest, e: io::Error) -> Problem {
+    let inner = e.get_ref();
+    if let Some(f) = crate::source::net::BodyFailure::of(&e) {
+        return Problem::Invalid(format!("layer {diff_id}: cannot download it: {f}"));
+    }
+    if let Some(o) = inner.and_then(|i| i.downcast_ref::<Oversized>()) {
+        return Problem::Invalid(format!(
+            "the blob of layer {diff_id} does not match its digest: {o}; the image is damaged or was changed"
+        ));
+    }
     Problem::Invalid(format!("layer {diff_id} cannot be decompressed: {e}"))
 }
 
@@ -173,7 +190,7 @@ pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Re
                 .map_err(|e| at(e.entry, e.problem))?;
         }
     }
-    let actual = hashing.finish().map_err(read_err)?;
+    let actual = Digest::from_bytes(hashing.finish().map_err(read_err)?);
     if actual != *diff_id {
         return Err(Problem::Digest {
             what: format!("cached layer {} (diff_id {diff_id})", path.display()),

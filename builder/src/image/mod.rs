@@ -182,6 +182,10 @@ pub enum Problem {
     Registry { url: String, message: String },
     #[error("cannot reach {url}: {message}; check the network, or pin the image by digest once it is in the cache")]
     Unreachable { url: String, message: String },
+    #[error("{url}: {message}; the registry is failing: try again later, or pin the image by digest once it is in the cache")]
+    Unavailable { url: String, message: String },
+    #[error("{url} is not in the cache, and this command does not download")]
+    Offline { url: String },
     #[error("cache {}: {source}", path.display())]
     Cache { path: PathBuf, source: io::Error },
 }
@@ -220,26 +224,29 @@ pub struct Image {
 
 /// Writes a cache file atomically.
 pub(crate) fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), Problem> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let err = |source| Problem::Cache {
+    crate::output::write(path, bytes).map_err(|source| Problem::Cache {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    })
 }
 
 /// Reads the image `spec` names, pulling what the cache lacks, and applies its layers.
 pub fn load(spec: &Spec, cache: &Path) -> Result<Image, ImageError> {
+    load_from(spec, cache, true)
+}
+
+/// [`load`] without the network: a registry image from the cache alone (a tag as it resolved
+/// last time); what the cache lacks is [`Problem::Offline`]. `validate` checks images so.
+pub fn load_cached(spec: &Spec, cache: &Path) -> Result<Image, ImageError> {
+    load_from(spec, cache, false)
+}
+
+fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageError> {
     let err = |problem| ImageError {
         image: spec.text.clone(),
         problem,
     };
-    let resolved = resolve::resolve(spec, cache).map_err(err)?;
+    let resolved = resolve::resolve(spec, cache, network).map_err(err)?;
     log::info!(
         "image {}: {} ({} layers)",
         spec.text,

@@ -70,7 +70,7 @@ impl Blobs for Dir {
         )
     }
 
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem> {
+    fn blob(&mut self, d: &Digest, _size: Option<u64>) -> Result<Box<dyn Read>, Problem> {
         let path = self.blob_path(d);
         Ok(Box::new(File::open(&path).map_err(read_err(&path))?))
     }
@@ -154,7 +154,7 @@ impl Blobs for Archive {
         read_json(self.member(&name)?, &self.where_(&name))
     }
 
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem> {
+    fn blob(&mut self, d: &Digest, _size: Option<u64>) -> Result<Box<dyn Read>, Problem> {
         self.member(&format!("blobs/sha256/{}", d.hex()))
     }
 }
@@ -174,8 +174,12 @@ fn read_json(r: impl Read, what: &str) -> Result<Vec<u8>, Problem> {
 
 fn parse_index(r: impl Read, what: &str) -> Result<ImageIndex, Problem> {
     let bytes = read_json(r, what)?;
-    ImageIndex::from_reader(&bytes[..])
-        .map_err(|e| Problem::Invalid(format!("{what} is not an OCI image index: {e}")))
+    ImageIndex::from_reader(&bytes[..]).map_err(|e| {
+        Problem::Invalid(format!(
+            "{what} is not an OCI image index: {}",
+            resolve::why(e)
+        ))
+    })
 }
 
 /// The entry of a layout's `index.json` that `tag` names (or the only one).
@@ -203,7 +207,7 @@ pub fn pick_from_index(
     let listed = if names.is_empty() {
         "no tags".to_string()
     } else {
-        names.join(", ")
+        crate::util::listed(&names, ", ")
     };
     Err(Problem::Invalid(match tag {
         Some(t) => format!("{at} has no image tagged {t:?} (it has: {listed})"),
@@ -264,7 +268,7 @@ pub fn docker_archive(
             path.display(),
             list.len(),
             name.map(|n| format!("{n:?}")).unwrap_or_else(|| "chosen".into()),
-            if all.is_empty() { "its indexes".into() } else { all.join(", ") }
+            if all.is_empty() { "its indexes".into() } else { crate::util::listed(&all, ", ") }
         )));
     };
     let config_bytes = read_json(

@@ -9,16 +9,20 @@
 //! for registries on this machine (`localhost`, `127.0.0.1`, `[::1]`) or with
 //! `source.image_plain_http = true`; credentials never go to a token service over plain HTTP
 //! unless one of those holds for it too, and never follow a redirect (to a CDN). Every request
-//! has a connect and a per-read timeout, so a dead network fails instead of hanging.
+//! goes through the builder's one HTTP client ([`crate::source::net`]) with its `FLEDGE_HTTP_*`
+//! bounds; a blob is also bounded by its descriptor's size, and a timeout, refused connection
+//! or 5xx is tried once more. Manifests and configs are kept in the blob store
+//! ([`crate::source::store`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::auth::{self, Credentials};
 use super::reference::{is_loopback, Pick, RegistryRef};
 use super::resolve::{self, Blobs, Resolved};
 use super::{Digest, Problem, Spec, MAX_JSON};
+use crate::source::net::{self, NetLimits};
+use crate::source::store::BlobStore;
 
 /// What a manifest request accepts: OCI and Docker v2, indexes and manifests.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -28,10 +32,18 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 
 /// Resolves a registry image: the tag (asked again each build, the last answer used when the
 /// registry cannot be reached) or digest, then manifests, config and layers through the cache.
-pub fn resolve(r: &RegistryRef, spec: &Spec, cache: &Path) -> Result<Resolved, Problem> {
+/// Without `network`, only the cache answers.
+pub fn resolve(
+    r: &RegistryRef,
+    spec: &Spec,
+    cache: &Path,
+    network: bool,
+) -> Result<Resolved, Problem> {
+    let mut client = Client::new(r, spec.plain_http, &auth::files(), NetLimits::from_env());
+    client.offline = !network;
     let mut src = Cached {
-        client: Client::new(r, spec.plain_http, &auth::files()),
-        cache: cache.to_path_buf(),
+        client,
+        store: BlobStore::new(cache),
     };
     let memo = cache
         .join("images")
@@ -43,12 +55,16 @@ pub fn resolve(r: &RegistryRef, spec: &Spec, cache: &Path) -> Result<Resolved, P
                 log::info!("image {r}: the tag resolved to {d}");
                 d
             }
-            Err(e @ Problem::Unreachable { .. }) => {
+            Err(e @ Problem::Offline { .. }) => std::fs::read_to_string(&memo)
+                .ok()
+                .and_then(|s| Digest::parse(s.trim()).ok())
+                .ok_or(e)?,
+            Err(e @ (Problem::Unreachable { .. } | Problem::Unavailable { .. })) => {
                 let remembered = std::fs::read_to_string(&memo)
                     .ok()
                     .and_then(|s| Digest::parse(s.trim()).ok())
                     .ok_or(e)?;
-                log::warn!("image {r}: registry unreachable; using {remembered}, what the tag resolved to last time");
+                log::warn!("image {r}: the registry cannot be reached or answers with errors; using {remembered}, what the tag resolved to last time");
                 remembered
             }
             Err(e) => return Err(e),
@@ -61,10 +77,10 @@ pub fn resolve(r: &RegistryRef, spec: &Spec, cache: &Path) -> Result<Resolved, P
     Ok(resolved)
 }
 
-/// Registry blobs through the cache: manifests and configs are kept as `blobs/<hex>`.
+/// Registry blobs through the cache: manifests and configs are kept in the blob store.
 struct Cached {
     client: Client,
-    cache: PathBuf,
+    store: BlobStore,
 }
 
 impl Cached {
@@ -73,19 +89,15 @@ impl Cached {
         let bytes = self
             .client
             .small(&format!("manifests/{tag}"), Some(ACCEPT))?;
-        let d = Digest::of(&bytes);
-        crate::image::write_cache(&self.blob_path(&d), &bytes)?;
-        Ok(d)
+        self.put(&bytes)
     }
 
-    fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.cache.join("blobs").join(d.hex())
-    }
-
-    /// A cached small blob, when present and intact.
-    fn cached(&self, d: &Digest) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.blob_path(d)).ok()?;
-        (Digest::of(&bytes) == *d).then_some(bytes)
+    fn put(&self, bytes: &[u8]) -> Result<Digest, Problem> {
+        let stored = self.store.put(bytes).map_err(|source| Problem::Cache {
+            path: self.store.dir().to_path_buf(),
+            source,
+        })?;
+        Digest::parse(&format!("sha256:{}", stored.hex)).map_err(Problem::Invalid)
     }
 
     fn small(
@@ -94,12 +106,12 @@ impl Cached {
         d: &Digest,
         accept: Option<&str>,
     ) -> Result<Vec<u8>, Problem> {
-        if let Some(b) = self.cached(d) {
+        if let Some(b) = self.store.read(d.hex(), MAX_JSON) {
             return Ok(b);
         }
         let bytes = self.client.small(&path, accept)?;
         resolve::check(&bytes, d, "blob")?;
-        crate::image::write_cache(&self.blob_path(d), &bytes)?;
+        self.put(&bytes)?;
         Ok(bytes)
     }
 }
@@ -113,14 +125,16 @@ impl Blobs for Cached {
         self.small(format!("blobs/{d}"), d, None)
     }
 
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem> {
-        self.client.stream(&format!("blobs/{d}"))
+    fn blob(&mut self, d: &Digest, size: Option<u64>) -> Result<Box<dyn Read>, Problem> {
+        self.client.stream(&format!("blobs/{d}"), size)
     }
 }
 
 /// One repository of one registry, with the authorization it has earned so far.
 pub struct Client {
-    agent: ureq::Agent,
+    /// The agent and its limits, or why the environment's limits are wrong (an error at the
+    /// first request, so a build from the cache is not stopped by them).
+    agent: Result<(ureq::Agent, NetLimits), String>,
     /// `https://host` (or `http://` where allowed).
     base: String,
     repo: String,
@@ -130,19 +144,20 @@ pub struct Client {
     plain_http: bool,
     /// `source.image_plain_http` was set.
     plain_http_key: bool,
+    /// No request is made: each is [`Problem::Offline`].
+    pub offline: bool,
 }
 
 impl Client {
-    pub fn new(r: &RegistryRef, plain_http_key: bool, auth_files: &[PathBuf]) -> Client {
+    pub fn new(
+        r: &RegistryRef,
+        plain_http_key: bool,
+        auth_files: &[PathBuf],
+        limits: Result<NetLimits, String>,
+    ) -> Client {
         let plain_http = plain_http_key || r.is_loopback();
         let scheme = if plain_http { "http" } else { "https" };
-        let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .http_status_as_error(false)
-            .user_agent(concat!("fledge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = limits.map(|l| (net::agent(&l, false), l));
         let creds = auth::find(auth_files, &r.host, &r.repo);
         if let Some(c) = &creds {
             log::debug!(
@@ -160,6 +175,7 @@ impl Client {
             authorization: None,
             plain_http,
             plain_http_key,
+            offline: false,
         }
     }
 
@@ -167,80 +183,133 @@ impl Client {
         format!("{}/v2/{}/{path}", self.base, self.repo)
     }
 
+    fn agent(&self, url: &str) -> Result<(ureq::Agent, NetLimits), Problem> {
+        self.agent.clone().map_err(|message| Problem::Registry {
+            url: url.to_string(),
+            message,
+        })
+    }
+
     /// A small body (at most [`MAX_JSON`]).
     fn small(&mut self, path: &str, accept: Option<&str>) -> Result<Vec<u8>, Problem> {
         let url = self.url(path);
-        let resp = self.get(&url, accept)?;
-        resp.into_body()
-            .with_config()
-            .limit(MAX_JSON)
-            .read_to_vec()
-            .map_err(|e| Problem::Registry {
-                url,
-                message: format!("cannot read the answer: {e}"),
-            })
+        let (resp, limits) = self.get(&url, accept)?;
+        let cap = Some((
+            MAX_JSON,
+            format!("{MAX_JSON} bytes, the most a manifest may have"),
+        ));
+        let mut body = net::Limited::new(resp, &limits, cap).map_err(|e| failure(&url, e))?;
+        let mut bytes = Vec::new();
+        body.read_to_end(&mut bytes)
+            .map_err(|e| failure(&url, net::body_error(e, &limits)))?;
+        Ok(bytes)
     }
 
-    /// A blob as a stream.
-    fn stream(&mut self, path: &str) -> Result<Box<dyn Read>, Problem> {
+    /// A blob as a stream, bounded by its descriptor's `size` when known.
+    fn stream(&mut self, path: &str, size: Option<u64>) -> Result<Box<dyn Read>, Problem> {
         let url = self.url(path);
-        let resp = self.get(&url, None)?;
-        Ok(Box::new(resp.into_body().into_reader()))
+        let (resp, limits) = self.get(&url, None)?;
+        let cap = size.map(|n| (n, format!("its descriptor's size of {n} bytes")));
+        let body = net::Limited::new(resp, &limits, cap).map_err(|e| failure(&url, e))?;
+        Ok(Box::new(body))
     }
 
-    /// GET with the authorization earned so far; a 401 is answered once.
+    /// GET with the authorization earned so far; a 401 is answered once, and a failure that
+    /// may pass (no connection, a timeout, 5xx) is tried once more.
     fn get(
         &mut self,
         url: &str,
         accept: Option<&str>,
-    ) -> Result<ureq::http::Response<ureq::Body>, Problem> {
-        for attempt in 0..2 {
-            let mut req = self.agent.get(url);
+    ) -> Result<(ureq::http::Response<ureq::Body>, NetLimits), Problem> {
+        if self.offline {
+            return Err(Problem::Offline {
+                url: url.to_string(),
+            });
+        }
+        let (agent, limits) = self.agent(url)?;
+        let mut retried = false;
+        let mut answered = false;
+        loop {
+            let mut req = agent.get(url);
             if let Some(a) = accept {
                 req = req.header("Accept", a);
             }
             if let Some(a) = &self.authorization {
                 req = req.header("Authorization", a);
             }
-            let resp = req.call().map_err(|e| network(url, e))?;
-            let status = resp.status().as_u16();
-            if status == 200 {
-                return Ok(resp);
-            }
-            let fail = |message: String| Problem::Registry {
-                url: url.to_string(),
-                message,
+            let transient = match req.call() {
+                Err(e) => {
+                    let e = net::request_error(e, &limits);
+                    if !e.transient || retried {
+                        return Err(network(url, e, retried));
+                    }
+                    e.message
+                }
+                Ok(resp) if resp.status().as_u16() == 200 => return Ok((resp, limits)),
+                Ok(resp) if net::transient_status(resp.status().as_u16()) => {
+                    let status = resp.status().as_u16();
+                    if retried {
+                        return Err(Problem::Unavailable {
+                            url: url.to_string(),
+                            message: format!("the registry answered HTTP {status} (tried twice)"),
+                        });
+                    }
+                    format!("the registry answered HTTP {status}")
+                }
+                Ok(resp) => {
+                    self.refused(url, resp, &mut answered)?;
+                    continue;
+                }
             };
-            match status {
-                401 if attempt == 0 => {
-                    let challenge = resp
-                        .headers()
-                        .get("www-authenticate")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    self.answer(url, &challenge)?;
-                }
-                401 | 403 => {
-                    let who = match &self.creds {
-                        Some(c) => {
-                            format!("the credentials of {} from {}", c.user, c.from.display())
-                        }
-                        None => "anonymous access".to_string(),
-                    };
-                    return Err(fail(format!(
-                        "the registry refused {who} (HTTP {status}): log in with `skopeo login` or `docker login`, or check the repository name"
-                    )));
-                }
-                404 => {
-                    return Err(fail(
-                        "not found (HTTP 404): check the repository, tag or digest".into(),
-                    ))
-                }
-                s => return Err(fail(format!("HTTP {s}"))),
-            }
+            log::warn!(
+                "{url}: {transient}; trying again in {} s",
+                limits.retry_delay.as_secs_f64()
+            );
+            std::thread::sleep(limits.retry_delay);
+            retried = true;
         }
-        unreachable!("the second attempt returns")
+    }
+
+    /// A status that is neither success nor worth another try: a 401 is answered once (then
+    /// `Ok` means ask again), anything else is the error.
+    fn refused(
+        &mut self,
+        url: &str,
+        resp: ureq::http::Response<ureq::Body>,
+        answered: &mut bool,
+    ) -> Result<(), Problem> {
+        let status = resp.status().as_u16();
+        let fail = |message: String| Problem::Registry {
+            url: url.to_string(),
+            message,
+        };
+        match status {
+            401 if !*answered => {
+                *answered = true;
+                let challenge = resp
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                self.answer(url, &challenge)
+            }
+            401 | 403 => {
+                let who = match &self.creds {
+                    Some(c) => {
+                        format!("the credentials of {} from {}", c.user, c.from.display())
+                    }
+                    None => "anonymous access".to_string(),
+                };
+                Err(fail(format!(
+                        "the registry refused {who} (HTTP {status}): log in with `skopeo login` or `docker login`, or check the repository name"
+                    )))
+            }
+            404 => Err(fail(
+                "not found (HTTP 404): check the repository, tag or digest".into(),
+            )),
+            s => Err(fail(format!("HTTP {s}"))),
+        }
     }
 
     /// Answers a `WWW-Authenticate` challenge: basic with the credentials, or a bearer token.
@@ -285,26 +354,38 @@ impl Client {
         let scope = param(params, "scope")
             .map(str::to_string)
             .unwrap_or_else(|| format!("repository:{}:pull", self.repo));
-        let mut req = self.agent.get(realm).query("scope", &scope);
+        let (agent, limits) = self.agent.clone()?;
+        let mut req = agent.get(realm).query("scope", &scope);
         if let Some(service) = param(params, "service") {
             req = req.query("service", service);
         }
         if let Some(c) = &self.creds {
             req = req.header("Authorization", &c.basic());
         }
-        let resp = req
-            .call()
-            .map_err(|e| format!("token service {realm}: {e}"))?;
+        let resp = req.call().map_err(|e| {
+            format!(
+                "token service {realm}: {}",
+                net::request_error(e, &limits).message
+            )
+        })?;
         let status = resp.status().as_u16();
         if status != 200 {
             return Err(format!("the token service {realm} answered HTTP {status}: check the credentials (`skopeo login`)"));
         }
-        let body = resp
-            .into_body()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| format!("token service {realm}: {e}"))?;
+        let cap = Some((
+            1 << 20,
+            "1 MiB, the most a token answer may have".to_string(),
+        ));
+        let mut body = Vec::new();
+        net::Limited::new(resp, &limits, cap)
+            .map_err(|e| format!("token service {realm}: {}", e.message))?
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                format!(
+                    "token service {realm}: {}",
+                    net::body_error(e, &limits).message
+                )
+            })?;
         let json: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| format!("token service {realm}: not JSON: {e}"))?;
         json.get("token")
@@ -315,20 +396,31 @@ impl Client {
     }
 }
 
-/// A failed request: `Unreachable` when nothing answered (so a cached answer may do).
-fn network(url: &str, e: ureq::Error) -> Problem {
-    match e {
-        ureq::Error::Io(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::HostNotFound
-        | ureq::Error::Timeout(_) => Problem::Unreachable {
+/// A failed request: `Unreachable` when nothing answered in time (so a cached answer may do).
+fn network(url: &str, e: net::NetError, retried: bool) -> Problem {
+    let message = if retried {
+        format!("{} (tried twice)", e.message)
+    } else {
+        e.message
+    };
+    if e.transient {
+        Problem::Unreachable {
             url: url.to_string(),
-            message: e.to_string(),
-        },
-        e => Problem::Registry {
+            message,
+        }
+    } else {
+        Problem::Registry {
             url: url.to_string(),
-            message: e.to_string(),
-        },
+            message,
+        }
+    }
+}
+
+/// A body that cannot be read.
+fn failure(url: &str, e: net::NetError) -> Problem {
+    Problem::Registry {
+        url: url.to_string(),
+        message: e.message,
     }
 }
 

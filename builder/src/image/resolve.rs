@@ -28,16 +28,16 @@ pub struct Resolved {
 pub trait Blobs {
     /// The bytes of a manifest or index (at most [`MAX_JSON`]), not yet checked.
     fn manifest(&mut self, d: &Digest) -> Result<Vec<u8>, Problem>;
-    /// A blob's bytes as a stream, not yet checked.
-    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read>, Problem>;
+    /// A blob's bytes as a stream, not yet checked; `size` is its descriptor's.
+    fn blob(&mut self, d: &Digest, size: Option<u64>) -> Result<Box<dyn Read>, Problem>;
     /// The bytes of an image config (at most [`MAX_JSON`]), checked.
     fn config(&mut self, d: &Digest) -> Result<Vec<u8>, Problem> {
-        read_checked(self.blob(d)?, d, "image config")
+        read_checked(self.blob(d, None)?, d, "image config")
     }
 }
 
 /// Resolves `spec` to its manifest, config and cached layers.
-pub fn resolve(spec: &Spec, cache: &Path) -> Result<Resolved, Problem> {
+pub fn resolve(spec: &Spec, cache: &Path, network: bool) -> Result<Resolved, Problem> {
     match &spec.reference {
         ImageRef::OciDir { dir, tag } => {
             let mut src = oci::Dir::open(dir)?;
@@ -54,7 +54,7 @@ pub fn resolve(spec: &Spec, cache: &Path) -> Result<Resolved, Problem> {
         ImageRef::DockerArchive { file, name } => {
             oci::docker_archive(file, name.as_deref(), &spec.platform, cache)
         }
-        ImageRef::Registry(r) => registry::resolve(r, spec, cache),
+        ImageRef::Registry(r) => registry::resolve(r, spec, cache, network),
     }
 }
 
@@ -74,13 +74,43 @@ pub fn finish(
         .iter()
         .map(descriptor_digest)
         .collect::<Result<_, _>>()?;
+    let sizes: Vec<u64> = manifest.layers().iter().map(|d| d.size()).collect();
     let named: Vec<Option<Digest>> = blobs.iter().cloned().map(Some).collect();
-    let layers = layers(&named, &diff_ids, cache, |i| src.blob(&blobs[i]))?;
+    let layers = layers(&named, &diff_ids, cache, |i| {
+        // No more than the descriptor says, whatever the transport.
+        let blob = src.blob(&blobs[i], Some(sizes[i]))?;
+        Ok(Box::new(Capped {
+            inner: blob,
+            left: sizes[i],
+            size: sizes[i],
+        }) as Box<dyn Read>)
+    })?;
     Ok(Resolved {
         digest,
         config,
         layers,
     })
+}
+
+/// A blob read no further than its descriptor's size: one byte more is an error.
+struct Capped {
+    inner: Box<dyn Read>,
+    left: u64,
+    size: u64,
+}
+
+impl Read for Capped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(layer::Oversized(self.size)));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Makes sure every layer is in the cache: `open(i)` gives the blob of layer `i`, whose
@@ -106,6 +136,10 @@ where
         let path = layer::cached_path(cache, diff_id);
         if path.is_file() {
             log::debug!("layer {}: {diff_id} is cached", i + 1);
+            // A use, for the cache's least-recently-used pruning; failing only ages it.
+            if let Ok(f) = std::fs::File::open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
         } else {
             log::info!("layer {}/{}: {}", i + 1, diff_ids.len(), diff_id.short());
             layer::unpack(open(i)?, blob.as_ref(), diff_id, cache)?;
@@ -137,13 +171,16 @@ fn pick_manifest(
         }
         if json.get("manifests").is_some() {
             let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| {
-                Problem::Invalid(format!("index {digest} is not an image index: {e}"))
+                Problem::Invalid(format!("index {digest} is not an image index: {}", why(e)))
             })?;
             digest = pick_platform(&index, platform, &digest)?;
             continue;
         }
         let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| {
-            Problem::Invalid(format!("manifest {digest} is not an image manifest: {e}"))
+            Problem::Invalid(format!(
+                "manifest {digest} is not an image manifest: {}",
+                why(e)
+            ))
         })?;
         return Ok((digest, manifest));
     }
@@ -170,7 +207,7 @@ fn pick_platform(index: &ImageIndex, want: &Platform, at: &Digest) -> Result<Dig
     }
     Err(Problem::Invalid(format!(
         "index {at} has no image for {want} (it has: {}); set `source.image_platform` to one of them",
-        if seen.is_empty() { "none with a platform".to_string() } else { seen.join(", ") }
+        if seen.is_empty() { "none with a platform".to_string() } else { crate::util::listed(&seen, ", ") }
     )))
 }
 
@@ -180,7 +217,7 @@ pub fn parse_config(
     platform: &Platform,
 ) -> Result<(ImageConfig, Vec<Digest>), Problem> {
     let cfg = ImageConfiguration::from_reader(bytes)
-        .map_err(|e| Problem::Invalid(format!("the image config is not valid: {e}")))?;
+        .map_err(|e| Problem::Invalid(format!("the image config is not valid: {}", why(e))))?;
     let (os, arch) = (cfg.os().to_string(), cfg.architecture().to_string());
     if os != platform.os || arch != platform.arch {
         log::warn!("the image is for {os}/{arch}, not {platform}; it may not run in the guest");
@@ -195,6 +232,16 @@ pub fn parse_config(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((ImageConfig::from_oci(&cfg), diff_ids))
+}
+
+/// What is wrong with an OCI document, in the parser's words (its JSON error names the line
+/// and column; the library's own text is only "serde failed").
+pub fn why(e: oci_spec::OciSpecError) -> String {
+    match e {
+        oci_spec::OciSpecError::SerDe(e) => e.to_string(),
+        oci_spec::OciSpecError::Io(e) => e.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// The sha256 digest of a descriptor (other algorithms are refused).

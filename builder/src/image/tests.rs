@@ -776,3 +776,14 @@ fn a_registry_with_bearer_tokens_and_an_offline_rebuild() {
     let img = err.unwrap_or_else(|e| panic!("pinned by digest, everything is cached: {e}"));
     assert_eq!(body(&img.tree, "/bin/app"), b"v2");
 }
+
+#[test]
+fn exposed_port_0_is_no_port() {
+    let cfg = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"ExposedPorts": {"0/tcp": {}, "8080/tcp": {}}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    let cfg = oci_spec::image::ImageConfiguration::from_reader(cfg.to_string().as_bytes()).unwrap();
+    assert_eq!(crate::image::ImageConfig::from_oci(&cfg).ports, [8080]);
+}

@@ -25,8 +25,7 @@ use std::sync::Arc;
 pub const MAX_ENTRIES: usize = 2_000_000;
 /// Longest path inside the image.
 pub const MAX_PATH: usize = 4096;
-/// Most symlinks followed while resolving one name (Linux's own limit).
-const MAX_LINKS: usize = 40;
+use crate::util::MAX_LINKS;
 
 /// What a path of the image is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,6 +32,8 @@ impl ImageConfig {
                 Some(_) => None,
                 None => p.parse().ok(),
             })
+            // Port 0 is no port a service listens on: a `base_url` with it reaches nothing.
+            .filter(|p| *p != 0)
             .collect();
         // The config stores them as a map: order them so the build does not depend on it.
         ports.sort_unstable();

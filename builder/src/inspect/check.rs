@@ -17,8 +17,7 @@ use super::{file_type, FileType};
 use crate::libs::tree::{Node, ReadSeek, Tree};
 use fledge_abi::paths::{AGENT, INIT, INIT_CONF, MODULES_LOAD, VOLANT_INIT, WORKLOAD};
 
-/// Symlinks followed in one resolution before it counts as a loop (Linux's `MAXSYMLINKS`).
-const MAX_LINKS: usize = 40;
+use crate::util::MAX_LINKS;
 
 /// Directories whose programs are linked to busybox applets or the agent: a dangling link here
 /// breaks commands the guest runs.

@@ -24,8 +24,65 @@ use settings::check_release;
 pub use settings::{settings, RawKernel, Request, Settings, HOST_MODULES};
 use tree::Tree;
 
-/// The largest index file (`modules.dep`, `modules.alias`, ...) read.
-pub const INDEX_LIMIT: u64 = 64 << 20;
+/// The largest index file (`modules.dep`, `modules.alias`, ...) read (Debian's are below 2 MiB).
+pub const INDEX_LIMIT: u64 = 16 << 20;
+/// The variable bounding every byte the stage reads and decompresses, all files together.
+pub const BUDGET_VAR: &str = "FLEDGE_MODULES_MAX_SIZE";
+/// Its default.
+pub const DEFAULT_BUDGET: u64 = 512 << 20;
+
+/// One bound on every byte `[kernel]` reads and holds (index files, modules decompressed,
+/// firmware), so many small compressed files cannot add up to more memory than it allows.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    left: u64,
+    limit: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::new(DEFAULT_BUDGET)
+    }
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget { left: limit, limit }
+    }
+
+    /// [`BUDGET_VAR`] (`512M`, `2G`, bytes) or the default; a bad value names the variable.
+    pub fn from_env() -> Result<Budget, KmodError> {
+        match std::env::var(BUDGET_VAR) {
+            Ok(v) if !v.trim().is_empty() => crate::compress::parse_size(&v)
+                .filter(|n| *n > 0)
+                .map(Budget::new)
+                .ok_or(KmodError::BadBudget { value: v }),
+            _ => Ok(Budget::default()),
+        }
+    }
+
+    /// Reads `path` with `read(cap)`, `cap` the smaller of `per_file` and what is left, and
+    /// charges what it gave; a file over what is left is an error naming the total bound.
+    pub fn read(
+        &mut self,
+        path: &Path,
+        per_file: u64,
+        read: impl FnOnce(u64) -> Result<Vec<u8>, KmodError>,
+    ) -> Result<Vec<u8>, KmodError> {
+        let cap = per_file.min(self.left);
+        match read(cap) {
+            Ok(bytes) => {
+                self.left -= (bytes.len() as u64).min(self.left);
+                Ok(bytes)
+            }
+            Err(KmodError::TooLarge { .. }) if cap < per_file => Err(KmodError::OverBudget {
+                path: path.to_path_buf(),
+                limit: self.limit,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// Kernel modules that cannot be put in the image.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +130,12 @@ pub enum KmodError {
     Stale { path: PathBuf, dep: String },
     #[error("kernel.modules: {} is larger than {limit} bytes", shown(path))]
     TooLarge { path: PathBuf, limit: u64 },
+    #[error("kernel.modules: {} takes the modules, firmware and index files over {limit} bytes in all ({BUDGET_VAR}): load fewer modules or raise the bound", shown(path))]
+    OverBudget { path: PathBuf, limit: u64 },
+    #[error(
+        "{BUDGET_VAR}={value:?} is not a size (e.g. 512M, 2G, bytes); unset it for the default"
+    )]
+    BadBudget { value: String },
     #[error("kernel.modules: cannot decompress {}: {source}", shown(path))]
     Decompress {
         path: PathBuf,
@@ -155,7 +218,8 @@ pub fn load_list(release: &str, modules: &[resolve::Resolved]) -> String {
 
 /// Resolves, reads and checks the modules `settings` asks for.
 pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
-    let tree = Tree::open(&settings.dir)?;
+    let mut budget = Budget::from_env()?;
+    let tree = Tree::open_within(&settings.dir, &mut budget)?;
     let resolution = resolve::resolve(&tree, &settings.modules)?;
     let root = canonical(&settings.dir)?;
     let release = match &settings.version {
@@ -180,6 +244,7 @@ pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
         loaded: BTreeSet::new(),
         firmware: Vec::new(),
         warnings: resolution.warnings.clone(),
+        budget,
     };
     let files = resolution
         .modules
@@ -210,6 +275,8 @@ struct Reader<'a> {
     loaded: BTreeSet<String>,
     firmware: Vec<Placed>,
     warnings: Vec<String>,
+    /// What is left to read.
+    budget: Budget,
 }
 
 impl Reader<'_> {
@@ -224,7 +291,9 @@ impl Reader<'_> {
             });
         }
         inside(self.root, &path)?;
-        let bytes = modinfo::read_module(&path)?;
+        let bytes = self.budget.read(&path, modinfo::MODULE_LIMIT, |cap| {
+            modinfo::read_module(&path, cap)
+        })?;
         let info = modinfo::parse(&bytes, &path)?;
         let found = info.release.clone().ok_or_else(|| KmodError::NotModule {
             path: path.clone(),
@@ -246,7 +315,7 @@ impl Reader<'_> {
         }
         self.loaded.insert(m.name.clone());
         for fw in &info.firmware {
-            match find_firmware(self.fw_root.as_deref(), fw)? {
+            match find_firmware(self.fw_root.as_deref(), fw, &mut self.budget)? {
                 Some(p) if !self.firmware.iter().any(|f| f.path == p.path) => self.firmware.push(p),
                 Some(_) => {}
                 None => {
@@ -287,7 +356,11 @@ fn inside(root: &Path, path: &Path) -> Result<PathBuf, KmodError> {
 }
 
 /// Firmware `name` from `fw_root` (plain, `.zst` or `.xz`), decompressed, for `/lib/firmware`.
-fn find_firmware(fw_root: Option<&Path>, name: &str) -> Result<Option<Placed>, KmodError> {
+fn find_firmware(
+    fw_root: Option<&Path>,
+    name: &str,
+    budget: &mut Budget,
+) -> Result<Option<Placed>, KmodError> {
     let Some(fw_root) = fw_root.filter(|r| r.is_dir()) else {
         return Ok(None);
     };
@@ -305,10 +378,10 @@ fn find_firmware(fw_root: Option<&Path>, name: &str) -> Result<Option<Placed>, K
             continue;
         }
         let real = inside(&root, &path)?;
-        let bytes = match suffix {
-            "" => read_bounded(&real, modinfo::MODULE_LIMIT)?,
-            _ => modinfo::decompress(&real, suffix)?,
-        };
+        let bytes = budget.read(&real, modinfo::MODULE_LIMIT, |cap| match suffix {
+            "" => read_bounded(&real, cap),
+            _ => modinfo::decompress(&real, suffix, cap),
+        })?;
         return Ok(Some(Placed {
             path: format!("/lib/firmware/{name}"),
             bytes: Arc::from(bytes),

@@ -2,7 +2,8 @@
 //!
 //! Compressed modules (`.ko.xz`, `.ko.zst`, `.ko.gz`) are decompressed here, at build time, so
 //! the image holds plain `.ko` files: `finit_module` then needs no decompressor in the kernel
-//! (`MODULE_DECOMPRESS`) or in fledge-init. Input and output are bounded by [`MODULE_LIMIT`].
+//! (`MODULE_DECOMPRESS`) or in fledge-init. Input and output are bounded by [`MODULE_LIMIT`]
+//! and by what is left of the stage's [`super::Budget`].
 
 use std::io::Read;
 use std::path::Path;
@@ -27,19 +28,21 @@ pub struct ModInfo {
     pub depends: Vec<String>,
 }
 
-/// The module at `path`, decompressed according to its suffix.
-pub fn read_module(path: &Path) -> Result<Vec<u8>, KmodError> {
+/// The module at `path`, decompressed according to its suffix, at most `limit` bytes (at most
+/// [`MODULE_LIMIT`]) both ways.
+pub fn read_module(path: &Path, limit: u64) -> Result<Vec<u8>, KmodError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     match [".xz", ".zst", ".gz"].iter().find(|s| name.ends_with(*s)) {
-        Some(suffix) => decompress(path, suffix),
-        None => read_bounded(path, MODULE_LIMIT),
+        Some(suffix) => decompress(path, suffix, limit),
+        None => read_bounded(path, limit.min(MODULE_LIMIT)),
     }
 }
 
 /// The file at `path` decompressed as its `suffix` (`.xz`, `.zst` or `.gz`) says, bounded by
-/// [`MODULE_LIMIT`] both ways.
-pub fn decompress(path: &Path, suffix: &str) -> Result<Vec<u8>, KmodError> {
-    let compressed = read_bounded(path, MODULE_LIMIT)?;
+/// `limit` (at most [`MODULE_LIMIT`]) both ways: decompression stops one byte past it.
+pub fn decompress(path: &Path, suffix: &str, limit: u64) -> Result<Vec<u8>, KmodError> {
+    let limit = limit.min(MODULE_LIMIT);
+    let compressed = read_bounded(path, limit)?;
     let input = compressed.as_slice();
     let decoded: Box<dyn Read + '_> =
         match suffix {
@@ -55,16 +58,16 @@ pub fn decompress(path: &Path, suffix: &str) -> Result<Vec<u8>, KmodError> {
         };
     let mut out = Vec::new();
     decoded
-        .take(MODULE_LIMIT + 1)
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|source| KmodError::Decompress {
             path: path.to_path_buf(),
             source,
         })?;
-    if out.len() as u64 > MODULE_LIMIT {
+    if out.len() as u64 > limit {
         return Err(KmodError::TooLarge {
             path: path.to_path_buf(),
-            limit: MODULE_LIMIT,
+            limit,
         });
     }
     Ok(out)

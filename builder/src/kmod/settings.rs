@@ -8,7 +8,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::tree;
-use crate::config::{ConfigError, Location};
 
 /// Where module trees are on this machine when only `kernel.version` is given.
 pub const HOST_MODULES: &str = "/lib/modules";
@@ -46,19 +45,22 @@ pub struct RawKernel {
     pub extra: std::collections::BTreeMap<String, toml::Value>,
 }
 
-type Span = Option<std::ops::Range<usize>>;
+/// Where in `fledge.toml` a value is (a byte range), when known.
+pub type Span = Option<std::ops::Range<usize>>;
 
-/// Checks `[kernel]`; `None` when it asks for no modules. `at` turns a span into a location.
-pub fn settings(
-    raw: RawKernel,
-    base_dir: &Path,
-    at: impl Fn(Span) -> Location,
-) -> Result<Option<Settings>, ConfigError> {
-    let bad = |span: Span, key: &str, problem: String| ConfigError::Invalid {
-        at: at(span),
-        key: key.into(),
-        problem,
-    };
+/// A `[kernel]` key whose value is wrong; the config makes it its error at the key's line (so
+/// this module needs nothing of the config's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}` {problem}")]
+pub struct KeyError {
+    pub span: Span,
+    pub key: &'static str,
+    pub problem: String,
+}
+
+/// Checks `[kernel]`; `None` when it asks for no modules.
+pub fn settings(raw: RawKernel, base_dir: &Path) -> Result<Option<Settings>, KeyError> {
+    let bad = |span: Span, key: &'static str, problem: String| KeyError { span, key, problem };
     let modules = match &raw.modules {
         Some(m) => requests(m.get_ref()).map_err(|p| bad(Some(m.span()), "kernel.modules", p))?,
         None => Vec::new(),
@@ -150,11 +152,7 @@ mod tests {
 
     fn parse(kernel: &str) -> Result<Option<Settings>, String> {
         let raw: RawKernel = toml::from_str(kernel).map_err(|e| e.to_string())?;
-        let at = |_| Location {
-            file: "fledge.toml".into(),
-            line: None,
-        };
-        settings(raw, Path::new("/cfg"), at).map_err(|e| e.to_string())
+        settings(raw, Path::new("/cfg")).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -559,3 +559,36 @@ fn debian_kernel_tree() {
     .to_string();
     assert!(e.contains("closest: virtio_net"), "{e}");
 }
+
+#[test]
+fn compressed_modules_and_index_files_share_one_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Small compressed files that decompress to 600 KiB each.
+    let big = [module_elf(&["name=big"]), vec![0u8; 600 << 10]].concat();
+    let (xz, zst) = (tmp.path().join("a.ko.xz"), tmp.path().join("b.ko.zst"));
+    fs::write(&xz, compress(&big, ".xz")).unwrap();
+    fs::write(&zst, compress(&big, ".zst")).unwrap();
+    assert!(fs::metadata(&xz).unwrap().len() < 4096);
+    let mut budget = Budget::new(1 << 20);
+    let read = |b: &mut Budget, p: &Path| {
+        b.read(p, modinfo::MODULE_LIMIT, |cap| modinfo::read_module(p, cap))
+    };
+    assert_eq!(read(&mut budget, &xz).unwrap().len(), big.len());
+    let e = read(&mut budget, &zst).unwrap_err().to_string();
+    assert!(
+        e.contains("b.ko.zst") && e.contains("1048576 bytes in all (FLEDGE_MODULES_MAX_SIZE)"),
+        "{e}"
+    );
+    // Index files count too: a tree whose modules.alias is over what is left is refused.
+    let (_t, dir) = fixture();
+    let mut alias = fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
+    while alias.len() < 300 << 10 {
+        alias.push_str("alias pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_net\n");
+    }
+    fs::write(dir.join("modules.alias"), &alias).unwrap();
+    let e = tree::Tree::open_within(&dir, &mut Budget::new(200 << 10))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("modules.alias") && e.contains(BUDGET_VAR), "{e}");
+    assert!(tree::Tree::open_within(&dir, &mut Budget::new(1 << 20)).is_ok());
+}

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 
-use super::{read_bounded, KmodError, INDEX_LIMIT};
+use super::{read_bounded, Budget, KmodError, INDEX_LIMIT};
 
 /// What a name given by the user (or a softdep) stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +117,13 @@ fn check_rel(rel: &str) -> bool {
 }
 
 impl Tree {
-    /// Reads the index files of the tree at `dir`.
+    /// Reads the index files of the tree at `dir` within the default [`Budget`].
     pub fn open(dir: &Path) -> Result<Tree, KmodError> {
+        Self::open_within(dir, &mut Budget::default())
+    }
+
+    /// Reads the index files of the tree at `dir`, charging their bytes to `budget`.
+    pub fn open_within(dir: &Path, budget: &mut Budget) -> Result<Tree, KmodError> {
         if !dir.is_dir() {
             return Err(KmodError::NoTree {
                 dir: dir.to_path_buf(),
@@ -138,18 +143,18 @@ impl Tree {
             aliases: Vec::new(),
             builtin_aliases: Vec::new(),
         };
-        tree.read_dep(&text(&dep_path)?, &dep_path)?;
-        if let Some(t) = optional(&dir.join("modules.builtin"))? {
+        tree.read_dep(&text(&dep_path, budget)?, &dep_path)?;
+        if let Some(t) = optional(&dir.join("modules.builtin"), budget)? {
             tree.builtin = t
                 .lines()
                 .filter_map(|l| name_of(l.trim()))
                 .filter(|n| !tree.modules.contains_key(n))
                 .collect();
         }
-        if let Some(t) = optional(&dir.join("modules.softdep"))? {
+        if let Some(t) = optional(&dir.join("modules.softdep"), budget)? {
             tree.read_softdep(&t);
         }
-        if let Some(t) = optional(&dir.join("modules.alias"))? {
+        if let Some(t) = optional(&dir.join("modules.alias"), budget)? {
             tree.aliases = t
                 .lines()
                 .filter_map(|l| {
@@ -165,7 +170,7 @@ impl Tree {
         }
         let modinfo = dir.join("modules.builtin.modinfo");
         if modinfo.is_file() {
-            let bytes = read_bounded(&modinfo, INDEX_LIMIT)?;
+            let bytes = budget.read(&modinfo, INDEX_LIMIT, |cap| read_bounded(&modinfo, cap))?;
             tree.builtin_aliases = bytes
                 .split(|b| *b == 0)
                 .filter_map(|rec| {
@@ -297,8 +302,8 @@ impl Tree {
 }
 
 /// An index file as text (bounded).
-fn text(path: &Path) -> Result<String, KmodError> {
-    let bytes = read_bounded(path, INDEX_LIMIT)?;
+fn text(path: &Path, budget: &mut Budget) -> Result<String, KmodError> {
+    let bytes = budget.read(path, INDEX_LIMIT, |cap| read_bounded(path, cap))?;
     String::from_utf8(bytes).map_err(|_| KmodError::Malformed {
         path: path.to_path_buf(),
         line: 0,
@@ -307,9 +312,9 @@ fn text(path: &Path) -> Result<String, KmodError> {
 }
 
 /// An index file that may be absent.
-fn optional(path: &Path) -> Result<Option<String>, KmodError> {
+fn optional(path: &Path, budget: &mut Budget) -> Result<Option<String>, KmodError> {
     if path.is_file() {
-        text(path).map(Some)
+        text(path, budget).map(Some)
     } else {
         Ok(None)
     }

@@ -90,7 +90,7 @@ impl fmt::Display for Problem {
                     searched.join(" ")
                 )?;
                 if !rejected.is_empty() {
-                    write!(f, " (passed over: {})", rejected.join(", "))?;
+                    write!(f, " (passed over: {})", crate::util::listed(rejected, ", "))?;
                 }
                 Ok(())
             }

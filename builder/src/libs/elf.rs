@@ -13,6 +13,8 @@ use object::elf;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::{FileKind, ReadCache, ReadRef};
 
+/// The longest `PT_INTERP` the kernel loads (`PATH_MAX`, its NUL included).
+const INTERP_MAX: usize = 4096;
 /// Longest `#!` line the kernel reads (`BINPRM_BUF_SIZE`).
 pub const SHEBANG_MAX: usize = 256;
 /// Largest dynamic string table read (real ones are a few KiB; LLVM's is under 1 MiB).
@@ -173,6 +175,13 @@ fn parse<'d, H: FileHeader<Endian = object::Endianness>, R: ReadRef<'d>>(
             .interpreter(endian, data)
             .map_err(|e| format!("bad PT_INTERP: {e}"))?
         {
+            // binfmt_elf refuses (ENOEXEC) an interpreter name longer than PATH_MAX.
+            if interp.len() > INTERP_MAX {
+                return Err(format!(
+                    "bad PT_INTERP: {} bytes, longer than the {INTERP_MAX} the kernel accepts",
+                    interp.len()
+                ));
+            }
             dynamic.interp = Some(String::from_utf8_lossy(interp).into_owned());
         }
         if let Some(dyns) = ph
@@ -348,5 +357,29 @@ mod tests {
             machine: elf::EM_386.0,
         };
         assert_eq!(i386.to_string(), "i386 (32-bit)");
+    }
+
+    #[test]
+    fn an_interpreter_longer_than_the_kernel_takes_is_refused() {
+        let mut b = std::fs::read("/usr/bin/ls").unwrap();
+        let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+        let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap()) as usize;
+        let (size, count) = (u16_at(&b, 0x36), u16_at(&b, 0x38));
+        let at = b.len() as u64;
+        let long = [b"/lib/".as_slice(), &[b'x'; 100_000], b"\0"].concat();
+        b.extend(&long);
+        let ph = (0..count)
+            .map(|i| phoff + i * size)
+            .find(|o| u32::from_le_bytes(b[*o..*o + 4].try_into().unwrap()) == 3)
+            .expect("ls has a PT_INTERP");
+        b[ph + 8..ph + 16].copy_from_slice(&at.to_le_bytes());
+        b[ph + 32..ph + 40].copy_from_slice(&(long.len() as u64).to_le_bytes());
+        let e = read(Cursor::new(b)).unwrap_err().to_string();
+        assert!(
+            e.contains("PT_INTERP") && e.contains("4096"),
+            "{}",
+            &e[..e.len().min(200)]
+        );
+        assert!(e.len() < 200, "a short message");
     }
 }

@@ -9,8 +9,7 @@ use std::io::{self, Cursor, Read, Seek};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Most symlinks one lookup follows (the kernel's `MAXSYMLINKS`).
-pub const MAX_LINKS: usize = 40;
+pub use crate::util::MAX_LINKS;
 
 /// What a path is, without following it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -77,7 +77,60 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         stack.put(paths::INIT_CONF, Node::new(conf, 0o644, Origin::InitConf))?;
     }
     super::workload::add(&workload_keys(inputs)?, stack)?;
+    own_paths(cfg, stack);
     started_program(cfg, stack)
+}
+
+/// What fledge-init reads is fledge's: an image's copy of one of [`super::OWN_PATHS`] that
+/// fledge does not write in this build is left out (else it would steer PID 1: an image's
+/// workload spec, or a FIFO it blocks on), and an image's directory where fledge writes a
+/// file takes its contents along. Each is a warning naming the path and the layer.
+fn own_paths(cfg: &Config, stack: &mut Stack) {
+    for path in super::OWN_PATHS {
+        // Without fledge-init, /init is the user's program (a mapping or the image's).
+        if path == paths::INIT && matches!(cfg.init, InitMode::None) {
+            continue;
+        }
+        let from_image = |o: &Origin| matches!(o, Origin::Image { .. });
+        let at = [path.to_string(), stack.resolved(path)];
+        let (node_origin, fledges) = match stack.plan().nodes.get(path) {
+            Some(n) => (Some(n.origin.clone()), !from_image(&n.origin)),
+            None => (None, false),
+        };
+        let mut left_out: Vec<(String, Origin)> = Vec::new();
+        if fledges {
+            // An image directory replaced by fledge's file: its children go too.
+            let under = format!("{path}/");
+            let children: Vec<String> = (stack.plan().nodes.keys())
+                .filter(|p| p.starts_with(&under))
+                .cloned()
+                .collect();
+            for c in children {
+                left_out.extend(stack.remove_tree(&c));
+            }
+        } else {
+            for p in at.iter() {
+                let image_node = stack.plan().nodes.get(p).map(|n| from_image(&n.origin));
+                if image_node == Some(true) {
+                    left_out.extend(stack.remove_tree(p));
+                }
+            }
+        }
+        let Some((first, origin)) = left_out.first().cloned() else {
+            continue;
+        };
+        let more = match left_out.len() {
+            1 => String::new(),
+            n => format!(" (and {} paths under it)", n - 1),
+        };
+        let why = match node_origin {
+            Some(o) if fledges => format!("fledge writes its own {path} ({o})"),
+            _ => format!("fledge writes no {path} in this build"),
+        };
+        stack.warn(format!(
+            "{first} from {origin}{more} is left out: fledge-init reads {path}, and {why}; an image's copy would steer PID 1"
+        ));
+    }
 }
 
 /// In default mode `/.volant_init` would make fledge-init start another program than the agent.
@@ -85,6 +138,10 @@ fn refuse_volant_init(stack: &Stack) -> Result<(), PlanError> {
     let Some(node) = stack.plan().nodes.get(paths::VOLANT_INIT) else {
         return Ok(());
     };
+    if matches!(node.origin, Origin::Image { .. }) {
+        // Left out with a warning by `own_paths`.
+        return Ok(());
+    }
     let (line, key) = node.origin.key();
     Err(stack.invalid(
         line,

@@ -20,8 +20,7 @@ pub(super) const LAYER: Layer = Layer {
     add,
 };
 
-/// Symlinks followed in one path before giving up (Linux's `MAXSYMLINKS`).
-const MAX_LINKS: usize = 40;
+use crate::util::MAX_LINKS;
 
 fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     let Some(m) = inputs.modules else {

@@ -455,7 +455,7 @@ pub fn runnable(
             &key,
             format!(
                 "places {p}, which cannot start in the guest: {}{fix}",
-                list.join("; ")
+                crate::util::listed(&list, "; ")
             ),
         );
         match strictness {

@@ -258,6 +258,15 @@ pub struct Layer {
     pub add: fn(&Inputs, &mut Stack) -> Result<(), PlanError>,
 }
 
+/// What fledge-init reads: fledge's own in every mode, never an image's, never through a link.
+pub const OWN_PATHS: [&str; 5] = [
+    fledge_abi::paths::INIT,
+    fledge_abi::paths::VOLANT_INIT,
+    fledge_abi::paths::INIT_CONF,
+    fledge_abi::paths::WORKLOAD,
+    fledge_abi::paths::MODULES_LOAD,
+];
+
 /// The largest file a newc archive holds (its size field is 32 bits).
 pub const MAX_FILE: u64 = u32::MAX as u64;
 
@@ -360,7 +369,7 @@ impl Stack<'_> {
             let node = self.plan.nodes.get(&here);
             let image_link = node.filter(|n| matches!(n.origin, Origin::Image { .. }));
             if let Some(Kind::Symlink(t)) = image_link.map(|n| &n.kind) {
-                if (!last || follow) && links < 40 {
+                if (!last || follow) && links < crate::util::MAX_LINKS {
                     links += 1;
                     done.pop();
                     if t.starts_with('/') {
@@ -387,6 +396,15 @@ impl Stack<'_> {
             }
         }
         let resolved = self.resolve(path, false);
+        if OWN_PATHS.contains(&path) && resolved != path {
+            // fledge-init opens the literal path at boot, where the image's link may lead
+            // somewhere a mount hides (`/etc -> tmp`).
+            let (line, key) = node.origin.key();
+            let (link, target) = self.first_image_link(path);
+            return Err(self.invalid(line, &key, format!(
+                "puts {path} in the image, but the image's {link} is a symlink to {target}: fledge-init reads {path} at boot and fledge does not write it through an image's link; make {link} a directory in the image"
+            )));
+        }
         let path = resolved.as_str();
         if path.strip_prefix('/') == Some(crate::archive::TRAILER) {
             let (line, key) = node.origin.key();
@@ -423,6 +441,39 @@ impl Stack<'_> {
         }
         self.plan.nodes.insert(path.to_string(), node);
         Ok(())
+    }
+
+    /// The first parent directory of `path` that is an image's symlink, and its target.
+    fn first_image_link(&self, path: &str) -> (String, String) {
+        let mut at = String::new();
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            at.push('/');
+            at.push_str(c);
+            if let Some(Node {
+                kind: Kind::Symlink(t),
+                origin: Origin::Image { .. },
+                ..
+            }) = self.plan.nodes.get(&at)
+            {
+                return (at, t.clone());
+            }
+        }
+        (path.to_string(), String::new())
+    }
+
+    /// Removes `path` and everything under it; returns the removed paths' origins by path.
+    pub fn remove_tree(&mut self, path: &str) -> Vec<(String, Origin)> {
+        let under = format!("{path}/");
+        let gone: Vec<String> = self
+            .plan
+            .nodes
+            .range(path.to_string()..)
+            .filter(|(p, _)| *p == path || p.starts_with(&under))
+            .map(|(p, _)| p.clone())
+            .collect();
+        gone.into_iter()
+            .filter_map(|p| self.plan.nodes.remove(&p).map(|n| (p, n.origin)))
+            .collect()
     }
 
     fn parents(&mut self, path: &str, origin: &Origin) -> Result<(), PlanError> {

@@ -780,3 +780,142 @@ fn fledge_files_replace_image_files_with_a_warning() {
         "the agent goes where /bin points"
     );
 }
+
+/// The image fixture plus `entries` in a second layer.
+fn image_with(
+    dir: &std::path::Path,
+    entries: Vec<(&str, crate::image::tree::What)>,
+) -> crate::image::Image {
+    let mut image = image_fixture(dir);
+    for (name, what) in entries {
+        let e = crate::image::tree::TarEntry {
+            name: name.into(),
+            what,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        image.tree.apply(1, e).unwrap();
+    }
+    image
+}
+
+#[test]
+fn fledges_own_paths_are_never_the_images() {
+    use crate::image::tree::What;
+    use crate::image::NodeKind as N;
+    use fledge_abi::paths;
+    let fx = fixture();
+    let data: std::sync::Arc<std::path::Path> = fx.dir.path().join("layer").into();
+    let file = || {
+        What::Node(N::File {
+            data: data.clone(),
+            offset: 0,
+            size: 3,
+        })
+    };
+    let plan_with = |cfg_tail: &str, image: &crate::image::Image| {
+        let text = format!(
+            "version = \"1\"\nstrategy = \"initramfs\"\n[source]\nimage = \"oci:img\"\n{cfg_tail}"
+        );
+        let cfg = Config::from_str(&text, &fx.dir.path().join("fledge.toml")).unwrap();
+        plan(&Inputs {
+            config: &cfg,
+            busybox: &fx.busybox,
+            agent: Some(&fx.agent),
+            init: b"INIT",
+            modules: None,
+            outputs: &[],
+            image: Some(image),
+        })
+    };
+    let agent = "[agent]\nsource_strategy = \"local\"\npath = \"kestrel\"\n";
+    // An image's workload spec, init options (a FIFO), module list and /init/ directory.
+    let image = image_with(
+        fx.dir.path(),
+        vec![
+            ("etc/fledge/workload", file()),
+            ("etc/fledge-init.conf", What::Node(N::Fifo)),
+            ("etc/fledge/modules.load", file()),
+            ("init/evil", file()),
+            (".volant_init", file()),
+        ],
+    );
+    let p = plan_with(agent, &image).unwrap();
+    for gone in [
+        paths::WORKLOAD,
+        paths::INIT_CONF,
+        paths::MODULES_LOAD,
+        "/init/evil",
+        paths::VOLANT_INIT,
+    ] {
+        assert!(!p.nodes.contains_key(gone), "{gone} left out");
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.starts_with(gone) && w.contains("layer 2 of the image")),
+            "{gone}: {:?}",
+            p.warnings
+        );
+    }
+    assert_eq!(node(&p, paths::INIT).origin, Origin::FledgeInit);
+    // Where fledge writes one, it is fledge's (and the image's goes with a warning).
+    let p = plan_with(&format!("{agent}[init]\nsupervise = true\n"), &image).unwrap();
+    assert_eq!(node(&p, paths::INIT_CONF).origin, Origin::InitConf);
+
+    // An image whose /etc is a link: fledge does not write its config through it.
+    let mut linked = image_fixture(fx.dir.path());
+    linked
+        .tree
+        .apply(
+            1,
+            crate::image::tree::TarEntry {
+                name: "etc".into(),
+                what: What::Node(N::Symlink("tmp".into())),
+                perm: 0o777,
+                uid: 0,
+                gid: 0,
+            },
+        )
+        .unwrap();
+    let e = plan_with(&format!("{agent}[init]\nsupervise = true\n"), &linked)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/fledge-init.conf") && e.contains("the image's /etc is a symlink to tmp"),
+        "{e}"
+    );
+    assert!(e.contains("init.supervise"), "{e}");
+}
+
+#[test]
+fn what_the_init_exec_or_setuid_would_refuse_fails_the_build() {
+    let fx = fixture();
+    let big = "v".repeat(200 << 10);
+    let cases = [
+        (
+            "[init]\ncommand = [\"/bin/busybox\"]\nuser = \"4294967295:4294967295\"\n".to_string(),
+            "`init.user`",
+            "id 4294967295",
+        ),
+        (
+            format!("[init]\ncommand = [\"/bin/busybox\"]\nenv = {{ BIG = \"{big}\" }}\n"),
+            "`init.env`",
+            "(E2BIG)",
+        ),
+        (
+            format!("[init]\ncommand = [\"/bin/busybox\", \"{big}\"]\n"),
+            "`init.command`",
+            "(E2BIG)",
+        ),
+    ];
+    for (i, (body, key, text)) in cases.iter().enumerate() {
+        let e = plan_of(&fx, body).unwrap_err().to_string();
+        assert!(
+            e.contains(key) && e.contains(text),
+            "case {i}: {}",
+            &e[..e.len().min(300)]
+        );
+        assert!(e.len() < 400, "case {i}: one short line, {} bytes", e.len());
+    }
+}

@@ -78,9 +78,17 @@ pub(super) fn add(keys: &WorkloadKeys, stack: &mut Stack) -> Result<(), PlanErro
         None => (None, Vec::new()),
     };
     let spec = spec(keys, user, groups);
-    let text = spec
-        .encode()
-        .map_err(|e| stack.invalid(None, "init", format!("makes an invalid workload spec: {e}")))?;
+    let text = spec.encode().map_err(|e| {
+        use fledge_abi::workload::Problem as P;
+        // The key whose value the init would refuse (or exec, or setuid).
+        let key = match &e.what {
+            P::ArgTooLong("arg", ..) => "init.command",
+            P::ArgTooLong(..) | P::Env(_) => "init.env",
+            P::Id(..) | P::User(_) => "init.user",
+            _ => "init",
+        };
+        stack.invalid(None, key, format!("makes an invalid workload spec: {e}"))
+    })?;
     let node = Node::new(
         Kind::File(Content::Bytes(Arc::from(text.into_bytes()))),
         0o644,

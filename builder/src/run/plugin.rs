@@ -11,7 +11,8 @@ use serde::Deserialize;
 use super::RunError;
 
 /// The largest manifest read.
-const MAX_MANIFEST: u64 = 1 << 20;
+/// As large as a build writes one.
+const MAX_MANIFEST: u64 = crate::manifest::MAX_LEN;
 
 /// The settings of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,5 +250,23 @@ mod tests {
         assert_eq!(beside(&image), None);
         std::fs::write(dir.path().join("a.manifest.json"), m(&image)).unwrap();
         assert_eq!(beside(&image), Some(dir.path().join("a.manifest.json")));
+    }
+
+    #[test]
+    fn a_manifest_as_large_as_a_build_writes_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.manifest.json");
+        // An image's 2 MiB Env, as a build puts it into workload.env.
+        let env = format!("{{\"BIG\":\"{}\"}}", "e".repeat(2 << 20));
+        let text = format!(
+            r#"{{"name":"web","resources":{{"cpu_cores":1,"memory_mb":64}},
+            "workload":{{"type":"http","base_url":"http://127.0.0.1:8080","entrypoint":["/x"],"env":{env}}},
+            "initramfs":{{"url":"/tmp/x.cpio.gz"}}}}"#
+        );
+        std::fs::write(&path, text).unwrap();
+        assert!(load(&path).is_ok());
+        std::fs::write(&path, vec![b' '; (crate::manifest::MAX_LEN + 1) as usize]).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 }

@@ -1,7 +1,9 @@
-//! HTTP GETs with bounds: how long connecting, the response headers, each read and the whole
-//! body may take, and how many bytes a body may have. Every limit has a default and an
-//! environment variable; a failure names the limit that was hit and its variable, and says
-//! whether trying again may help.
+//! The one HTTP client of the builder: every request fledge makes (busybox, the agent and its
+//! release lookup, registry manifests, blobs and tokens) goes through an agent made by
+//! [`agent`], with bounds on how long connecting, the response headers, each read and the whole
+//! body may take, and a body read through [`Limited`], which bounds how many bytes it may have.
+//! Every limit has a default and an environment variable; a failure names the limit that was
+//! hit and its variable, and says whether trying again may help.
 
 use std::io::Read;
 use std::time::Duration;
@@ -111,35 +113,142 @@ impl NetError {
 /// A GET's body and its length when the server said it.
 pub type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
 
-/// Sends a GET and waits for the response headers; a body announced as larger than the cap
-/// is refused before any of it is read.
-pub fn get(url: &str, limits: &NetLimits) -> Result<Body, NetError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+/// The HTTP agent with `limits`: the only place one is made. With `status_as_error` a status
+/// other than 2xx is an error ([`request_error`] describes it); without it the caller reads the
+/// status (a registry answering 401 with a challenge).
+pub fn agent(limits: &NetLimits, status_as_error: bool) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_connect(Some(limits.connect))
         .timeout_send_request(Some(limits.header))
         .timeout_recv_response(Some(limits.header))
         .timeout_per_read(Some(limits.idle))
         .timeout_recv_body(Some(limits.total))
+        .http_status_as_error(status_as_error)
         .user_agent(concat!("fledge/", env!("CARGO_PKG_VERSION")))
         .build()
-        .into();
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| describe(e, limits, "waiting for the response"))?;
-    let length = resp.body().content_length();
-    if let Some(n) = length.filter(|n| *n > limits.max_bytes) {
-        return Err(NetError::permanent(format!(
-            "the server announces {n} bytes, over the download cap of {}",
-            limits.cap_text()
-        )));
-    }
-    Ok((Box::new(resp.into_body().into_reader()), length))
+        .into()
 }
 
-/// Describes an error of reading the body (`e` from the body reader).
+/// Sends a GET and waits for the response headers; a body announced as larger than the cap
+/// is refused before any of it is read, and more than the cap is an error when read.
+pub fn get(url: &str, limits: &NetLimits) -> Result<Body, NetError> {
+    let resp = agent(limits, true)
+        .get(url)
+        .call()
+        .map_err(|e| request_error(e, limits))?;
+    let length = resp.body().content_length();
+    let body = Limited::new(resp, limits, None)?;
+    Ok((Box::new(body), length))
+}
+
+/// The body of a response read with the limits: a body announced or found larger than the
+/// cap (the download cap, or a smaller one the caller knows, such as a descriptor's size) is an
+/// error naming the cap, and a failed read is described as [`body_error`] does. Errors are
+/// `io::Error`s wrapping a [`BodyFailure`].
+pub struct Limited {
+    inner: Box<dyn Read + Send + Sync + 'static>,
+    limits: NetLimits,
+    read: u64,
+    cap: u64,
+    cap_text: String,
+}
+
+impl Limited {
+    /// `cap`: a bound below the download cap and how to name it ("its descriptor's size").
+    pub fn new(
+        resp: ureq::http::Response<ureq::Body>,
+        limits: &NetLimits,
+        cap: Option<(u64, String)>,
+    ) -> Result<Limited, NetError> {
+        let (cap, cap_text) = match cap {
+            Some((n, text)) if n < limits.max_bytes => (n, text),
+            _ => (
+                limits.max_bytes,
+                format!("the download cap of {}", limits.cap_text()),
+            ),
+        };
+        if let Some(n) = resp.body().content_length().filter(|n| *n > cap) {
+            return Err(NetError::permanent(format!(
+                "the server announces {n} bytes, over {cap_text}"
+            )));
+        }
+        Ok(Limited {
+            inner: Box::new(resp.into_body().into_reader()),
+            limits: limits.clone(),
+            read: 0,
+            cap,
+            cap_text,
+        })
+    }
+}
+
+impl Read for Limited {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte past the cap is enough to know the body is too large.
+        let room = (self.cap - self.read.min(self.cap)).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want]).map_err(|e| {
+            let NetError { message, transient } = body_error(e, &self.limits);
+            BodyFailure { message, transient }.into_io()
+        })?;
+        self.read += n as u64;
+        if self.read > self.cap {
+            return Err(BodyFailure {
+                message: format!("the body is larger than {}", self.cap_text),
+                transient: false,
+            }
+            .into_io());
+        }
+        Ok(n)
+    }
+}
+
+/// Why reading a body failed, carried inside an `io::Error` through decompressors, so the
+/// stage that reads the stream can tell a download failure from bad data.
+#[derive(Debug, Clone)]
+pub struct BodyFailure {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl BodyFailure {
+    fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+
+    /// The failure inside `e`, when `e` is one.
+    pub fn of(e: &std::io::Error) -> Option<&BodyFailure> {
+        e.get_ref()?.downcast_ref::<BodyFailure>()
+    }
+}
+
+impl std::fmt::Display for BodyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BodyFailure {}
+
+/// Describes an error of reading the body (`e` from the body reader, or from [`Limited`]).
 pub fn body_error(e: std::io::Error, limits: &NetLimits) -> NetError {
+    if let Some(f) = BodyFailure::of(&e) {
+        return NetError {
+            message: f.message.clone(),
+            transient: f.transient,
+        };
+    }
     describe(ureq::Error::from(e), limits, "reading the body")
+}
+
+/// Describes an error of sending a request or waiting for its response.
+pub fn request_error(e: ureq::Error, limits: &NetLimits) -> NetError {
+    describe(e, limits, "waiting for the response")
+}
+
+/// Whether an HTTP status is worth one more try (5xx, 408, 429).
+pub fn transient_status(code: u16) -> bool {
+    code >= 500 || code == 408 || code == 429
 }
 
 /// Says what went wrong, naming the limit and its variable for a timeout.
@@ -171,9 +280,11 @@ fn describe(e: ureq::Error, l: &NetLimits, phase: &str) -> NetError {
         }
         ureq::Error::StatusCode(code) => (
             format!("the server answered HTTP {code}"),
-            code >= 500 || code == 408 || code == 429,
+            transient_status(code),
         ),
         ureq::Error::ConnectionFailed => ("cannot connect".to_string(), true),
+        // Offline, or a resolver that failed for a moment.
+        ureq::Error::HostNotFound => ("host not found".to_string(), true),
         ureq::Error::Io(io) => {
             use std::io::ErrorKind as K;
             let transient = matches!(

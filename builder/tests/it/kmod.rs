@@ -125,3 +125,36 @@ fn on_a_merged_usr_image_modules_land_through_the_lib_symlink() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn an_output_onto_a_module_tree_file_is_refused_and_the_file_kept() {
+    let p = Project::new();
+    tree(&p);
+    config(&p, "[\"net\"]");
+    let dir = format!("guest/lib/modules/{RELEASE}");
+    for (out, why) in [
+        (
+            format!("{dir}/modules.dep"),
+            "modules.dep (kernel.modules_dir)",
+        ),
+        (
+            format!("{dir}/kernel/drivers/net.ko.zst"),
+            "net.ko ([kernel])",
+        ),
+        (format!("{dir}/kernel/core.ko"), "core.ko ([kernel])"),
+    ] {
+        let before = std::fs::read(p.path(&out)).unwrap();
+        let o = p.fledge(&["build", "-o", &out]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "-o {out}: {err}");
+        assert!(
+            err.contains("-o/--output") && err.contains(why),
+            "-o {out}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(p.path(&out)).unwrap(),
+            before,
+            "-o {out} unchanged"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod common;
 mod errors;
 mod examples;
 mod help;
+mod hostile;
 mod images;
 mod kmod;
 mod libraries;
