@@ -27,9 +27,12 @@ pub mod pipeline;
 pub mod plan;
 pub mod preview;
 pub mod progress;
+pub mod provenance;
 pub mod run;
+pub mod sbom;
 pub mod scaffold;
 pub mod source;
 pub mod util;
+pub mod verify;
 
 pub use error::Error;

@@ -13,4 +13,5 @@ mod pinned;
 mod safety;
 mod sources;
 mod streams;
+mod supply;
 mod ux;
