@@ -334,3 +334,23 @@ fn build_library_keys() {
         assert!(e.contains(key), "case {i}: {e}");
     }
 }
+
+#[test]
+fn build_sbom_key() {
+    assert!(parse(HEAD).unwrap().sbom, "on by default");
+    assert!(
+        !parse(&format!("{HEAD}[build]\nsbom = false\n"))
+            .unwrap()
+            .sbom
+    );
+    assert!(
+        parse(&format!("{HEAD}[build]\nsbom = true\n"))
+            .unwrap()
+            .sbom
+    );
+    let e = err(&format!("{HEAD}[build]\nsbom = \"no\"\n"));
+    assert!(
+        e.contains("build.sbom") && e.contains("fledge.toml:4"),
+        "{e}"
+    );
+}

@@ -11,30 +11,50 @@ use serde_json::Value;
 
 use crate::common::{hex, Project, AGENT, BUSYBOX, DEFAULT_MODE};
 
-/// A Python tool of `scripts/test-all`'s venv (`target/pyvenv`), else on PATH; `None` (with a
-/// line saying why) when absent outside CI. In CI, absence fails the test.
-fn python_tool(name: &str) -> Option<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// `target/pyvenv`, where `scripts/test-all` installs the Python tools.
+fn venv() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let venv = target.join("pyvenv/bin").join(name);
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("pyvenv/bin")
+}
+
+/// `None`, with a line saying why, when `what` is missing outside CI; in CI it fails the test.
+fn skip(what: &str) -> Option<PathBuf> {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have {what} (scripts/test-all installs it into target/pyvenv)"
+    );
+    eprintln!("skipped: {what} not installed (pip install spdx-tools in-toto-attestation)");
+    None
+}
+
+/// The SPDX validator, from the venv or PATH.
+fn pyspdxtools() -> Option<PathBuf> {
+    let venv = venv().join("pyspdxtools");
     if venv.is_file() {
         return Some(venv);
     }
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
+    Command::new("sh")
+        .args(["-c", "command -v pyspdxtools"])
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have {name} (scripts/test-all installs it into target/pyvenv)"
-        );
-        eprintln!("skipped: {name} not installed (pip install spdx-tools in-toto-attestation)");
-    }
-    found
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .or_else(|| skip("pyspdxtools"))
+}
+
+/// A Python that can import the in-toto attestation library: the venv's, else python3.
+fn in_toto_python() -> Option<PathBuf> {
+    [venv().join("python3"), PathBuf::from("python3")]
+        .into_iter()
+        .find(|py| {
+            Command::new(py)
+                .args(["-c", "import in_toto_attestation"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .or_else(|| skip("the in-toto-attestation Python library"))
 }
 
 /// A project with a mapped file and tree, built uncompressed to `out.cpio`.
@@ -179,7 +199,7 @@ fn the_sbom_lists_every_file_with_its_package_validates_and_is_reproducible() {
         .as_str()
         .unwrap()
         .ends_with(&hex(&later)));
-    if let Some(tool) = python_tool("pyspdxtools") {
+    if let Some(tool) = pyspdxtools() {
         let o = Command::new(&tool)
             .arg("-i")
             .arg(p.path("out.spdx.json"))
@@ -224,12 +244,9 @@ fn the_provenance_is_an_in_toto_v1_statement_naming_the_image_and_its_inputs() {
     assert_eq!(digest_of("/etc/app.conf"), hex(b"port=9000\n"));
     let config = fs::read(p.path("fledge.toml")).unwrap();
     assert_eq!(digest_of("fledge.toml"), hex(&config));
-    let Some(python) = python_tool("python3").filter(|_| python_tool("pyspdxtools").is_some())
-    else {
+    let Some(python) = in_toto_python() else {
         return;
     };
-    // The venv's python has the in-toto library; a python on PATH must have it too.
-    let python = python.parent().unwrap().join("python");
     let script = r#"
 import json, sys
 from google.protobuf import json_format
@@ -392,7 +409,7 @@ fn a_container_images_dpkg_packages_are_listed_and_own_their_files() {
         image["comment"].as_str().unwrap().contains("diff_ids"),
         "{image}"
     );
-    if let Some(tool) = python_tool("pyspdxtools") {
+    if let Some(tool) = pyspdxtools() {
         let o = Command::new(&tool)
             .arg("-i")
             .arg(p.path("out.spdx.json"))
