@@ -199,8 +199,7 @@ fn remote(location: &str) -> Option<String> {
 
 fn busybox(f: &Facts) -> Package {
     let b = &f.sources.busybox;
-    let location = &f.config.busybox.location;
-    let download = remote(location);
+    let download = remote(&b.origin);
     Package {
         name: "busybox".into(),
         version: busybox_version(&b.path),
