@@ -172,6 +172,8 @@ pub struct Read {
     pub subject: (String, String),
     /// The external parameters.
     pub parameters: Value,
+    /// The resolved dependencies: name, URI (may be empty) and sha256.
+    pub dependencies: Vec<(String, String, String)>,
 }
 
 /// Reads a statement, checking its types; the error says what is wrong.
@@ -190,10 +192,54 @@ pub fn read(text: &str) -> Result<Read, String> {
     let (Some(name), Some(sha)) = (s["name"].as_str(), s["digest"]["sha256"].as_str()) else {
         return Err("has no subject with a name and a sha256 digest".into());
     };
+    let deps = v["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let text = |d: &Value| d.as_str().unwrap_or_default().to_string();
     Ok(Read {
         subject: (name.to_string(), sha.to_string()),
         parameters: v["predicate"]["buildDefinition"]["externalParameters"].clone(),
+        dependencies: deps
+            .iter()
+            .map(|d| {
+                (
+                    text(&d["name"]),
+                    text(&d["uri"]),
+                    text(&d["digest"]["sha256"]),
+                )
+            })
+            .collect(),
     })
+}
+
+/// The first input of `now` that differs from `then` (another digest, new or gone), as a
+/// phrase for a message.
+pub fn changed_input(then: &Read, now: &Read) -> Option<String> {
+    let find = |r: &Read, name: &str| r.dependencies.iter().find(|d| d.0 == name).cloned();
+    let at = |uri: &str| {
+        if uri.is_empty() {
+            String::new()
+        } else {
+            format!(" ({uri})")
+        }
+    };
+    for (name, uri, sha) in &now.dependencies {
+        match find(then, name) {
+            Some((_, _, old)) if old == *sha => {}
+            Some((_, _, old)) => {
+                return Some(format!(
+                    "the input {name}{} is sha256 {sha} now, the provenance recorded {old}",
+                    at(uri)
+                ))
+            }
+            None => return Some(format!("the input {name}{} is new", at(uri))),
+        }
+    }
+    then.dependencies
+        .iter()
+        .find(|d| find(now, &d.0).is_none())
+        .map(|(name, uri, _)| format!("the input {name}{} is gone", at(uri)))
 }
 
 #[cfg(test)]
@@ -218,5 +264,37 @@ mod tests {
         bad["subject"] = json!([]);
         assert!(read(&bad.to_string()).unwrap_err().contains("subject"));
         assert!(read("{").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn changed_inputs_are_named() {
+        let r = |deps: &[(&str, &str)]| Read {
+            subject: Default::default(),
+            parameters: Value::Null,
+            dependencies: deps
+                .iter()
+                .map(|(n, d)| (n.to_string(), format!("file:///{n}"), d.to_string()))
+                .collect(),
+        };
+        let then = r(&[("a", "1"), ("b", "2")]);
+        assert_eq!(changed_input(&then, &then), None);
+        let cases = [
+            (
+                r(&[("a", "1"), ("b", "3")]),
+                "the input b (file:///b) is sha256 3 now, the provenance recorded 2",
+            ),
+            (
+                r(&[("a", "1"), ("b", "2"), ("c", "4")]),
+                "the input c (file:///c) is new",
+            ),
+            (r(&[("a", "1")]), "the input b (file:///b) is gone"),
+        ];
+        for (i, (now, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                changed_input(&then, now).as_deref(),
+                Some(*want),
+                "case {i}"
+            );
+        }
     }
 }

@@ -403,7 +403,16 @@ fn rebuild(req: &Request, read: &crate::provenance::Read, sha256: &str) -> Resul
             .map(|(p, _)| p.clone())
             .or_else(|| theirs.keys().find(|p| !mine.contains_key(*p)).cloned())
     });
-    let detail = first.map_or_else(String::new, |f| format!(" (first difference: {f})"));
+    let input = std::fs::read_to_string(&report.provenance)
+        .ok()
+        .and_then(|t| crate::provenance::read(&t).ok())
+        .and_then(|now| crate::provenance::changed_input(read, &now));
+    let detail = match (first, input) {
+        (Some(f), Some(i)) => format!(" (first difference: {f}; {i})"),
+        (Some(f), None) => format!(" (first difference: {f})"),
+        (None, Some(i)) => format!(" ({i})"),
+        (None, None) => String::new(),
+    };
     Err(VerifyError::Differs {
         path: image.to_path_buf(),
         problem: format!(

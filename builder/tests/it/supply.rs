@@ -357,7 +357,9 @@ fn verify_rebuild_passes_untouched_and_fails_when_an_input_changed() {
     let (ok, text) = verify(&p, &["out.cpio", "--rebuild"]);
     assert!(!ok, "{text}");
     assert!(
-        text.contains("rebuilding it from") && text.contains("first difference: /etc/app.conf"),
+        text.contains("rebuilding it from")
+            && text.contains("first difference: /etc/app.conf; the input /etc/app.conf (file://")
+            && text.contains(&format!("the provenance recorded {}", hex(b"port=9000\n"))),
         "{text}"
     );
 }
