@@ -5,7 +5,10 @@
 //! ```text
 //! config::load ─> source (busybox, agent) ─> plan::plan (the layer stack) ─> normalise
 //!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
+//!      ─> sbom::render, provenance::render ─> output::commit (all four files together)
 //! ```
+//!
+//! [`verify`] reads an image back and checks it against those files.
 //!
 //! [`pipeline::build`] runs them in that order and owns the atomic output; [`cli`] is the thin
 //! command-line front end.

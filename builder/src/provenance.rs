@@ -91,15 +91,7 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
             _ => None,
         })
         .collect();
-    let contents: Vec<&Content> = hosted.iter().map(|(_, c)| *c).collect();
-    let digests =
-        crate::sbom::digest::all(&contents, p.options.threads).map_err(|(path, source)| {
-            crate::sbom::SbomError {
-                file: String::new(),
-                path,
-                source,
-            }
-        })?;
+    let digests = crate::sbom::digests_of(&hosted, p.options.threads, "provenance")?;
     for ((image_path, c), d) in hosted.iter().zip(&digests) {
         let Content::Path { path, .. } = c else {
             continue;

@@ -66,13 +66,38 @@ pub struct Facts<'a> {
     pub threads: usize,
 }
 
-/// An SBOM that cannot be made: a file of the image that cannot be read.
+/// An SBOM or provenance that cannot be made: a file of the image that cannot be read.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {} for the SBOM (the body of {file}): {source}", path.display())]
+#[error("cannot read {} for the {document} (the body of {file}): {source}", path.display())]
 pub struct SbomError {
+    /// `SBOM` or `provenance`.
+    pub document: &'static str,
+    /// The image path whose body it is.
     pub file: String,
     pub path: PathBuf,
     pub source: std::io::Error,
+}
+
+/// The digests of the bodies of `files` (image path, body), for `document`; the error names
+/// the image path and the host file.
+pub fn digests_of(
+    files: &[(&String, &Content)],
+    threads: usize,
+    document: &'static str,
+) -> Result<Vec<digest::Digests>, SbomError> {
+    let contents: Vec<&Content> = files.iter().map(|(_, c)| *c).collect();
+    digest::all(&contents, threads).map_err(|(path, source)| {
+        let file = files
+            .iter()
+            .find(|(_, c)| content_path(c) == Some(path.as_path()))
+            .map_or_else(String::new, |(p, _)| p.to_string());
+        SbomError {
+            document,
+            file,
+            path,
+            source,
+        }
+    })
 }
 
 /// Where `<name>.spdx.json` goes for an image at `artifact` whose manifest is named `name`.
@@ -125,14 +150,8 @@ pub fn render(f: &Facts) -> Result<String, SbomError> {
             owner[i] = p;
         }
     }
-    let contents: Vec<&Content> = files.iter().map(|(_, c, _)| *c).collect();
-    let digests = digest::all(&contents, f.threads).map_err(|(path, source)| {
-        let file = files
-            .iter()
-            .find(|(_, c, _)| content_path(c) == Some(path.as_path()))
-            .map_or_else(String::new, |(p, _, _)| p.to_string());
-        SbomError { file, path, source }
-    })?;
+    let bodies: Vec<(&String, &Content)> = files.iter().map(|(p, c, _)| (*p, *c)).collect();
+    let digests = digests_of(&bodies, f.threads, "SBOM")?;
     Ok(document(f, &packages, &files, &owner, &digests))
 }
 

@@ -199,3 +199,51 @@ fn an_apk_database_claims_the_images_files() {
         "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64"
     );
 }
+
+#[test]
+fn an_unreadable_body_names_the_image_path_and_the_host_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fledge.toml"), "").unwrap();
+    let head = "version = \"1\"\nstrategy = \"initramfs\"\n[init]\npath = \"/bin/app\"\n";
+    let config = Config::from_str(head, &dir.path().join("fledge.toml")).unwrap();
+    let mut plan = Plan::default();
+    let gone = dir.path().join("gone");
+    let key = Origin::Mapping {
+        key: "gone".into(),
+        line: None,
+    };
+    let c = Content::Path {
+        path: gone.clone(),
+        size: 1,
+    };
+    plan.nodes.insert("/etc/gone".into(), file(c, key));
+    let sources = Sources {
+        busybox: Fetched {
+            path: gone.clone(),
+            sha256: String::new(),
+            size: 0,
+            origin: "busybox".into(),
+            cached: false,
+        },
+        agent: None,
+        image: None,
+        kernel: None,
+    };
+    let e = render(&Facts {
+        config: &config,
+        plan: &plan,
+        sources: &sources,
+        name: "x",
+        sha256: "",
+        epoch: 0,
+        threads: 1,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&gone.display().to_string())
+            && e.contains("the body of /etc/gone")
+            && e.contains("SBOM"),
+        "{e}"
+    );
+}
