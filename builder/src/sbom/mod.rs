@@ -20,8 +20,6 @@ pub mod packages;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use crate::archive::{Content, Kind};
 use crate::config::{AgentSource, Config, CustomInit, InitMode};
 use crate::plan::{Origin, Plan};
@@ -386,6 +384,129 @@ pub fn rfc3339(t: u32) -> String {
     )
 }
 
+/// The SPDX JSON shapes written, in the order SPDX 2.3's examples give their fields; serialised
+/// straight from borrowed values, so a document of many files holds no JSON tree in memory.
+mod shape {
+    use serde::Serialize;
+
+    pub const NOASSERTION: &str = "NOASSERTION";
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Doc<'a> {
+        pub spdx_version: &'static str,
+        pub data_license: &'static str,
+        #[serde(rename = "SPDXID")]
+        pub spdx_id: &'static str,
+        pub name: &'a str,
+        pub document_namespace: String,
+        pub creation_info: CreationInfo,
+        pub packages: Vec<Pkg<'a>>,
+        pub files: Vec<File<'a>>,
+        pub relationships: Vec<Rel>,
+    }
+
+    #[derive(Serialize)]
+    pub struct CreationInfo {
+        pub created: String,
+        pub creators: [String; 1],
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Checksum<'a> {
+        pub algorithm: &'static str,
+        pub checksum_value: &'a str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ExternalRef<'a> {
+        pub reference_category: &'static str,
+        pub reference_type: &'static str,
+        pub reference_locator: &'a str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct VerificationCode {
+        pub package_verification_code_value: String,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Pkg<'a> {
+        #[serde(rename = "SPDXID")]
+        pub spdx_id: String,
+        pub name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub version_info: Option<&'a str>,
+        pub download_location: &'a str,
+        pub files_analyzed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub package_verification_code: Option<VerificationCode>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub checksums: Vec<Checksum<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub primary_package_purpose: Option<&'static str>,
+        pub supplier: &'static str,
+        pub license_concluded: &'static str,
+        pub license_declared: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub license_info_from_files: Option<[&'static str; 1]>,
+        pub copyright_text: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub source_info: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub comment: Option<&'a str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub external_refs: Vec<ExternalRef<'a>>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct File<'a> {
+        #[serde(rename = "SPDXID")]
+        pub spdx_id: String,
+        pub file_name: String,
+        pub checksums: [Checksum<'a>; 2],
+        pub license_concluded: &'static str,
+        pub copyright_text: &'static str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Rel {
+        pub spdx_element_id: String,
+        pub relationship_type: &'static str,
+        pub related_spdx_element: String,
+    }
+
+    impl<'a> Pkg<'a> {
+        /// A package asserting nothing about licences, supplier or copyright.
+        pub fn new(spdx_id: String, name: &'a str) -> Pkg<'a> {
+            Pkg {
+                spdx_id,
+                name,
+                version_info: None,
+                download_location: NOASSERTION,
+                files_analyzed: false,
+                package_verification_code: None,
+                checksums: Vec::new(),
+                primary_package_purpose: None,
+                supplier: NOASSERTION,
+                license_concluded: NOASSERTION,
+                license_declared: NOASSERTION,
+                license_info_from_files: None,
+                copyright_text: NOASSERTION,
+                source_info: None,
+                comment: None,
+                external_refs: Vec::new(),
+            }
+        }
+    }
+}
+
 fn document(
     f: &Facts,
     packages: &[Package],
@@ -393,114 +514,101 @@ fn document(
     owner: &[usize],
     digests: &[digest::Digests],
 ) -> String {
-    let noassert = || Value::String("NOASSERTION".into());
-    let mut relationships = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": "SPDXRef-Image",
-    })];
-    let mut pkgs = vec![json!({
-        "SPDXID": "SPDXRef-Image",
-        "name": f.name,
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "checksums": [{"algorithm": "SHA256", "checksumValue": f.sha256}],
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
-        "licenseConcluded": noassert(),
-        "licenseDeclared": noassert(),
-        "copyrightText": noassert(),
-        "supplier": "NOASSERTION",
-        "comment": "the initramfs image fledge built",
-    })];
+    use shape::{Checksum, ExternalRef, Pkg, Rel, VerificationCode, NOASSERTION};
+    let contains = |from: String, to: String| Rel {
+        spdx_element_id: from,
+        relationship_type: "CONTAINS",
+        related_spdx_element: to,
+    };
+    let mut relationships = vec![Rel {
+        spdx_element_id: "SPDXRef-DOCUMENT".into(),
+        relationship_type: "DESCRIBES",
+        related_spdx_element: "SPDXRef-Image".into(),
+    }];
+    let mut image = Pkg::new("SPDXRef-Image".into(), f.name);
+    image.checksums.push(Checksum {
+        algorithm: "SHA256",
+        checksum_value: f.sha256,
+    });
+    image.primary_package_purpose = Some("OPERATING-SYSTEM");
+    image.comment = Some("the initramfs image fledge built");
+    let mut pkgs = vec![image];
     // sha1s of each package's files, for its verification code.
     let mut sha1s: Vec<Vec<&str>> = vec![Vec::new(); packages.len()];
     for (i, d) in digests.iter().enumerate() {
         sha1s[owner[i]].push(&d.sha1);
     }
     for (i, p) in packages.iter().enumerate() {
-        let has_files = !sha1s[i].is_empty();
-        let mut v = json!({
-            "SPDXID": id("Package", i + 1),
-            "name": p.name,
-            "downloadLocation": p.download.clone().map_or_else(noassert, Value::String),
-            "filesAnalyzed": has_files,
-            "licenseConcluded": noassert(),
-            "licenseDeclared": noassert(),
-            "copyrightText": noassert(),
-            "supplier": "NOASSERTION",
-        });
-        let o = v.as_object_mut().expect("an object");
-        if let Some(x) = &p.version {
-            o.insert("versionInfo".into(), x.clone().into());
-        }
+        let mut v = Pkg::new(id("Package", i + 1), &p.name);
+        v.version_info = p.version.as_deref();
+        v.download_location = p.download.as_deref().unwrap_or(NOASSERTION);
         if let Some(x) = &p.sha256 {
-            o.insert(
-                "checksums".into(),
-                json!([{"algorithm": "SHA256", "checksumValue": x}]),
-            );
+            v.checksums.push(Checksum {
+                algorithm: "SHA256",
+                checksum_value: x,
+            });
         }
         if let Some(x) = &p.purl {
-            o.insert(
-                "externalRefs".into(),
-                json!([{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": x}]),
-            );
+            v.external_refs.push(ExternalRef {
+                reference_category: "PACKAGE-MANAGER",
+                reference_type: "purl",
+                reference_locator: x,
+            });
         }
-        if let Some(x) = &p.source_info {
-            o.insert("sourceInfo".into(), x.clone().into());
-        }
-        if let Some(x) = &p.comment {
-            o.insert("comment".into(), x.clone().into());
-        }
-        if has_files {
-            o.insert("licenseInfoFromFiles".into(), json!(["NOASSERTION"]));
-            o.insert(
-                "packageVerificationCode".into(),
-                json!({"packageVerificationCodeValue": verification_code(&sha1s[i])}),
-            );
+        v.source_info = p.source_info.as_deref();
+        v.comment = p.comment.as_deref();
+        if !sha1s[i].is_empty() {
+            v.files_analyzed = true;
+            v.license_info_from_files = Some([NOASSERTION]);
+            v.package_verification_code = Some(VerificationCode {
+                package_verification_code_value: verification_code(&sha1s[i]),
+            });
         }
         pkgs.push(v);
         let parent = p
             .parent
             .map_or_else(|| "SPDXRef-Image".to_string(), |q| id("Package", q + 1));
-        relationships.push(json!({
-            "spdxElementId": parent,
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id("Package", i + 1),
-        }));
+        relationships.push(contains(parent, id("Package", i + 1)));
     }
     let mut out_files = Vec::with_capacity(files.len());
     for (i, ((path, _, _), d)) in files.iter().zip(digests).enumerate() {
-        out_files.push(json!({
-            "SPDXID": id("File", i + 1),
-            "fileName": format!(".{path}"),
-            "checksums": [
-                {"algorithm": "SHA1", "checksumValue": d.sha1},
-                {"algorithm": "SHA256", "checksumValue": d.sha256},
+        out_files.push(shape::File {
+            spdx_id: id("File", i + 1),
+            file_name: format!(".{path}"),
+            checksums: [
+                Checksum {
+                    algorithm: "SHA1",
+                    checksum_value: &d.sha1,
+                },
+                Checksum {
+                    algorithm: "SHA256",
+                    checksum_value: &d.sha256,
+                },
             ],
-            "licenseConcluded": noassert(),
-            "copyrightText": noassert(),
-        }));
-        relationships.push(json!({
-            "spdxElementId": id("Package", owner[i] + 1),
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id("File", i + 1),
-        }));
+            license_concluded: NOASSERTION,
+            copyright_text: NOASSERTION,
+        });
+        relationships.push(contains(id("Package", owner[i] + 1), id("File", i + 1)));
     }
-    let doc = json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": f.name,
-        "documentNamespace": format!("https://spdx.org/spdxdocs/fledge/{}-{}", url_safe(f.name), f.sha256),
-        "creationInfo": {
-            "created": rfc3339(f.epoch),
-            "creators": [format!("Tool: fledge-{VERSION}")],
+    let doc = shape::Doc {
+        spdx_version: "SPDX-2.3",
+        data_license: "CC0-1.0",
+        spdx_id: "SPDXRef-DOCUMENT",
+        name: f.name,
+        document_namespace: format!(
+            "https://spdx.org/spdxdocs/fledge/{}-{}",
+            url_safe(f.name),
+            f.sha256
+        ),
+        creation_info: shape::CreationInfo {
+            created: rfc3339(f.epoch),
+            creators: [format!("Tool: fledge-{VERSION}")],
         },
-        "packages": pkgs,
-        "files": out_files,
-        "relationships": relationships,
-    });
-    serde_json::to_string_pretty(&doc).expect("JSON values serialise") + "\n"
+        packages: pkgs,
+        files: out_files,
+        relationships,
+    };
+    serde_json::to_string_pretty(&doc).expect("the document serialises") + "\n"
 }
 
 /// A name as one URI path segment.

@@ -30,6 +30,8 @@ fn names_become_one_uri_segment() {
 
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use crate::plan::Node;
 
 fn file(c: Content, origin: Origin) -> Node {
