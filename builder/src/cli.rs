@@ -43,6 +43,9 @@ pub enum Command {
     /// console streamed, the workload's port forwarded, the health check polled; exits with the
     /// workload's status.
     Run(run::RunArgs),
+    /// Check an image against its SBOM, manifest checksum and provenance (and, with --rebuild,
+    /// rebuild it and compare the bytes).
+    Verify(VerifyArgs),
     /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
     New(NewArgs),
     /// Show, prune or clear the cache of compressed segments that makes rebuilds fast.
@@ -187,6 +190,28 @@ pub struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The image to check.
+    pub image: PathBuf,
+    /// The SBOM [default: <name>.spdx.json beside the image].
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
+    /// The Volant manifest [default: <name>.manifest.json beside the image].
+    #[arg(short, long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// The provenance [default: the *.provenance.json beside the image naming it].
+    #[arg(long, value_name = "FILE")]
+    pub provenance: Option<PathBuf>,
+    /// Also rebuild the image from the provenance's parameters (inputs from the cache) and
+    /// check the bytes are identical.
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Download cache a rebuild reads [default: $XDG_CACHE_HOME/fledge or ~/.cache/fledge].
+    #[arg(long, value_name = "DIR", env = "FLEDGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// The build configuration [default: fledge.toml; with -m and no fledge.toml here, only the
     /// manifest template is checked].
@@ -223,6 +248,7 @@ pub fn main() -> i32 {
         Command::Build(a) => build(a, cli.quiet),
         Command::Inspect(a) => inspect_cmd(a, cli.quiet),
         Command::Validate(a) => validate(a, cli.quiet),
+        Command::Verify(a) => verify(a, cli.quiet),
         Command::New(a) => new(a, cli.quiet),
         Command::Cache(a) => cache(a, cli.quiet),
         Command::Completions(a) => {
@@ -303,6 +329,10 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
             ""
         };
         say!("manifest {}{note}", r.manifest.display());
+        if let Some(s) = &r.sbom {
+            say!("sbom {}", s.display());
+        }
+        say!("provenance {}", r.provenance.display());
     }
     Ok(())
 }
@@ -340,6 +370,40 @@ fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {
         for p in problems {
             log::warn!("boot check: {p}");
         }
+    }
+    Ok(())
+}
+
+fn verify(a: VerifyArgs, quiet: bool) -> Result<()> {
+    let r = fledge::verify::verify(&fledge::verify::Request {
+        image: a.image.clone(),
+        manifest: a.manifest,
+        sbom: a.sbom,
+        provenance: a.provenance,
+        rebuild: a.rebuild,
+        cache_dir: a.cache_dir,
+    })
+    .map_err(fledge::Error::from)?;
+    if !quiet {
+        let mut checked = Vec::new();
+        if let Some(s) = &r.sbom {
+            checked.push(format!("{} files match {}", r.files, s.display()));
+        }
+        if let Some(m) = &r.manifest {
+            checked.push(format!("checksum matches {}", m.display()));
+        }
+        if let Some(p) = &r.provenance {
+            checked.push(format!("subject of {}", p.display()));
+        }
+        if r.rebuilt {
+            checked.push("a rebuild gives identical bytes".into());
+        }
+        say!(
+            "{}: verified (sha256 {}): {}",
+            a.image.display(),
+            r.sha256,
+            checked.join("; ")
+        );
     }
     Ok(())
 }

@@ -24,6 +24,10 @@ pub enum Error {
     Manifest(#[from] crate::manifest::ManifestError),
     #[error(transparent)]
     Inspect(#[from] crate::inspect::InspectError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
     #[error("{what} {problem}")]
     Request { what: &'static str, problem: String },
     #[error("cannot write {path}: {source}")]

@@ -5,7 +5,8 @@
 //! ```text
 //! config::load ─> source (fetch and cache: busybox, agent) ─> plan::plan (the layer stack:
 //!      base, image, busybox, mappings, libs, kmod, fledge's own files) ─> normalise
-//!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render ─> output
+//!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
+//!      ─> sbom::render, provenance::render ─> output (all files committed together)
 //! ```
 //!
 //! | module | owns |
@@ -20,6 +21,9 @@
 //! | [`archive`] | the newc writer |
 //! | [`compress`] | compressions, segments and the segment cache |
 //! | [`manifest`] | `manifest.toml` into Volant's manifest JSON |
+//! | [`sbom`] | the SPDX 2.3 bill of materials of an image: packages, files, digests |
+//! | [`provenance`] | the in-toto / SLSA provenance statement of a build |
+//! | [`verify`] | `fledge verify`: an image against its SBOM, manifest and provenance |
 //! | [`output`] | every file written atomically, temporary files removed on signals |
 //! | [`pipeline`] | one build, stage by stage ([`pipeline::build`]) |
 //! | [`inspect`] | reading images back: listing, tree, boot checks |
@@ -48,9 +52,12 @@ pub mod pipeline;
 pub mod plan;
 pub mod preview;
 pub mod progress;
+pub mod provenance;
 pub mod run;
+pub mod sbom;
 pub mod scaffold;
 pub mod source;
 pub mod util;
+pub mod verify;
 
 pub use error::Error;

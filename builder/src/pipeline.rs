@@ -76,6 +76,9 @@ pub struct Report {
     /// sha256 of the artifact, hex.
     pub sha256: String,
     pub manifest: PathBuf,
+    /// The SBOM written, unless `[build] sbom = false`.
+    pub sbom: Option<PathBuf>,
+    pub provenance: PathBuf,
     /// The manifest was made from defaults: there was no `manifest.toml`.
     pub manifest_defaulted: bool,
     pub entries: usize,
@@ -105,6 +108,10 @@ pub struct Prepared {
     pub modules: Option<crate::kmod::Modules>,
     /// The container image's workload, for the manifest.
     pub image: Option<manifest::ImageFacts>,
+    /// The inputs as resolved, for the SBOM and the provenance.
+    pub sources: crate::sbom::Sources,
+    /// The entries' mtime.
+    pub epoch: u32,
 }
 
 /// Reads the config and manifest template; reports their warnings.
@@ -136,7 +143,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
     let options = settings(req, &config, &manifest.1)?;
     let mtime = epoch(req)?;
     let modules = kernel_modules(&config)?;
-    let outputs = output_paths(req, &manifest.1);
+    let outputs = output_paths(req, &config, &manifest.1);
     if fetching == Fetching::Download {
         check_outputs(&outputs, &config, &manifest.0, modules.as_ref(), None)?;
     }
@@ -179,6 +186,24 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
             Some(&plan),
         )?;
     }
+    let sources = crate::sbom::Sources {
+        busybox: busybox.clone(),
+        agent: agent.clone().map(|a| {
+            let tag = match &config.init {
+                InitMode::Default {
+                    agent: AgentSource::Release { version },
+                } => Some(version.clone()),
+                _ => None,
+            };
+            (a, tag)
+        }),
+        image: image.as_ref().map(|i| crate::sbom::ImageSource {
+            reference: i.text.clone(),
+            digest: i.digest.to_string(),
+            diff_ids: i.layers.iter().map(|l| l.diff_id.to_string()).collect(),
+        }),
+        kernel: modules.as_ref().map(|m| (m.release.clone(), m.dir.clone())),
+    };
     let image = image.map(|i| manifest::ImageFacts {
         argv: i.config.argv(),
         env: i.config.env.clone(),
@@ -203,6 +228,8 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         entries,
         modules,
         image,
+        sources,
+        epoch: mtime,
     })
 }
 
@@ -226,17 +253,31 @@ fn kernel_modules(config: &Config) -> Result<Option<crate::kmod::Modules>, Error
     Ok(Some(m))
 }
 
-/// The files a build writes: the image and its manifest.
-fn output_paths(req: &Request, template: &manifest::Template) -> [PathBuf; 2] {
+/// The files a build writes: the image, its manifest, its provenance and (unless
+/// `[build] sbom = false`) its SBOM, with what they are for messages.
+fn output_paths(req: &Request, config: &Config, template: &manifest::Template) -> Vec<PathBuf> {
     let artifact = std::path::absolute(&req.output).unwrap_or_else(|_| req.output.clone());
     let manifest = manifest::manifest_path(&artifact, template.name());
-    [artifact, manifest]
+    let provenance = crate::provenance::provenance_path(&artifact, template.name());
+    let mut out = vec![artifact.clone(), manifest, provenance];
+    if config.sbom {
+        out.push(crate::sbom::sbom_path(&artifact, template.name()));
+    }
+    out
 }
+
+/// What each of [`output_paths`] is, for messages.
+const OUTPUT_NAMES: [&str; 4] = [
+    "-o/--output",
+    "the manifest path",
+    "the provenance path",
+    "the SBOM path",
+];
 
 /// Refuses outputs that would destroy something: an existing path that is not a regular file,
 /// or a file the build reads ([`inputs_of`]).
 fn check_outputs(
-    outputs: &[PathBuf; 2],
+    outputs: &[PathBuf],
     config: &Config,
     template: &Path,
     modules: Option<&crate::kmod::Modules>,
@@ -244,7 +285,7 @@ fn check_outputs(
 ) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    for (out, what) in outputs.iter().zip(["-o/--output", "the manifest path"]) {
+    for (out, what) in outputs.iter().zip(OUTPUT_NAMES) {
         let refuse = |problem: String| Error::Request { what, problem };
         let Ok(meta) = std::fs::symlink_metadata(out) else {
             continue;
@@ -523,14 +564,47 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     // then both are renamed together.
     let manifest = render_manifest(req, &prepared, &artifact, &sha256)?;
     let manifest_path = manifest.path().to_path_buf();
-    crate::output::commit(vec![image, manifest])
-        .map_err(|(path, source)| Error::Output { path, source })?;
+    let mut files = vec![image, manifest];
+    let name = prepared.manifest.1.name();
+    let sbom = if prepared.config.sbom {
+        let started = std::time::Instant::now();
+        let path = crate::sbom::sbom_path(&artifact, name);
+        let text = crate::sbom::render(&crate::sbom::Facts {
+            config: &prepared.config,
+            plan: &prepared.plan,
+            sources: &prepared.sources,
+            name: &file_name(&artifact),
+            sha256: &sha256,
+            epoch: prepared.epoch,
+            threads: prepared.options.threads,
+        })?;
+        log::debug!(
+            "SBOM: {} bytes in {} ms",
+            text.len(),
+            started.elapsed().as_millis()
+        );
+        files.push(pending_text(&path, &text)?);
+        Some(path)
+    } else {
+        None
+    };
+    let provenance = crate::provenance::provenance_path(&artifact, name);
+    let text = crate::provenance::render(&crate::provenance::Facts {
+        req,
+        prepared: &prepared,
+        name: &file_name(&artifact),
+        sha256: &sha256,
+    })?;
+    files.push(pending_text(&provenance, &text)?);
+    crate::output::commit(files).map_err(|(path, source)| Error::Output { path, source })?;
     Ok(Report {
         manifest_defaulted: prepared.manifest.1.origin().is_none(),
         artifact,
         size,
         sha256,
         manifest: manifest_path,
+        sbom,
+        provenance,
         entries: prepared.entries.len(),
         compression: prepared.options.compression,
     })
@@ -636,6 +710,24 @@ fn render_manifest(
     }
     let mut pending = Pending::create(&path).map_err(m_err)?;
     pending.file().write_all(text.as_bytes()).map_err(m_err)?;
+    Ok(pending)
+}
+
+/// The image's file name, as the SBOM and provenance name it.
+fn file_name(artifact: &Path) -> String {
+    artifact
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// `text` in a pending file at `path`.
+fn pending_text(path: &Path, text: &str) -> Result<Pending, Error> {
+    let err = |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut pending = Pending::create(path).map_err(err)?;
+    pending.file().write_all(text.as_bytes()).map_err(err)?;
     Ok(pending)
 }
 

@@ -175,6 +175,8 @@ pub struct Config {
     pub kernel: Option<crate::kmod::Settings>,
     /// `[build] libraries`, `sysroot` and `extra_libraries`.
     pub libraries: Libraries,
+    /// `[build] sbom` (default `true`): write `<name>.spdx.json` beside the image.
+    pub sbom: bool,
     /// Things worth telling the user that do not stop the build.
     pub warnings: Vec<String>,
 }
@@ -239,6 +241,11 @@ impl Config {
         check::from_image_has_image(&cx, &init, image.as_ref())?;
         let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
         let libraries = check::libraries(&cx, raw.build.as_ref(), &base_dir)?;
+        let sbom = raw
+            .build
+            .as_ref()
+            .and_then(|b| b.sbom.as_ref())
+            .is_none_or(|s| *s.get_ref());
         let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
         let mappings = check::mappings(&cx, found, &base_dir)?;
         let kernel = check::kernel(&cx, raw.kernel, &base_dir, &mut warnings)?;
@@ -257,6 +264,7 @@ impl Config {
             compression_level,
             kernel,
             libraries,
+            sbom,
             warnings,
         })
     }

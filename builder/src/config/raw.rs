@@ -75,6 +75,7 @@ pub(super) struct RawBuild {
     pub(super) libraries: Option<Spanned<String>>,
     pub(super) sysroot: Option<Spanned<String>>,
     pub(super) extra_libraries: Option<Spanned<Vec<String>>>,
+    pub(super) sbom: Option<Spanned<bool>>,
     #[serde(flatten)]
     pub(super) extra: Extra,
 }

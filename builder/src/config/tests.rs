@@ -345,3 +345,21 @@ fn a_nul_in_an_env_value_is_blamed_on_the_value() {
         "{e}"
     );
 }
+
+#[test]
+fn build_sbom_key() {
+    assert!(parse(HEAD).unwrap().sbom, "on by default");
+    let off = parse(&format!("{HEAD}[build]\nsbom = false\n")).unwrap();
+    assert!(!off.sbom);
+    assert!(off.warnings.is_empty(), "a known key: {:?}", off.warnings);
+    assert!(
+        parse(&format!("{HEAD}[build]\nsbom = true\n"))
+            .unwrap()
+            .sbom
+    );
+    let e = err(&format!("{HEAD}[build]\nsbom = \"no\"\n"));
+    assert!(
+        e.contains("build.sbom") && e.contains("fledge.toml:4"),
+        "{e}"
+    );
+}

@@ -11,6 +11,8 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+use sha2::Digest as _;
+
 use fledge_abi::paths;
 
 use super::{file_type, FileType};
@@ -62,6 +64,8 @@ pub struct Entry<'a> {
     /// Which hardlink group a regular file with `nlink > 1` belongs to: the kernel links members
     /// by inode and device numbers until the next `TRAILER!!!`.
     pub link_group: Option<LinkGroup>,
+    /// The sha256 of a regular file's body as written in this entry, with [`walk_hashing`].
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// A hardlink group: trailer generation, inode, device major and minor.
@@ -91,8 +95,20 @@ type Sink<'s> = dyn FnMut(&Entry<'_>) -> io::Result<()> + 's;
 
 /// Reads every segment of `image`, calling `sink` for each entry in archive order.
 pub fn walk<R: Read>(image: R, sink: &mut Sink<'_>) -> Result<Summary, WalkError> {
+    walk_with(image, false, sink)
+}
+
+/// [`walk`], with the sha256 of every regular file's body in [`Entry::sha256`].
+pub fn walk_hashing<R: Read>(image: R, sink: &mut Sink<'_>) -> Result<Summary, WalkError> {
+    walk_with(image, true, sink)
+}
+
+fn walk_with<R: Read>(image: R, hash: bool, sink: &mut Sink<'_>) -> Result<Summary, WalkError> {
     let mut raw = Counted::new(BufReader::with_capacity(1 << 16, image));
-    let mut parser = Parser::default();
+    let mut parser = Parser {
+        hash,
+        ..Parser::default()
+    };
     let mut summary = Summary::default();
     loop {
         raw.skip_zeros().map_err(WalkError::Read)?;
@@ -242,6 +258,10 @@ struct Parser {
     generation: u64,
     /// Bytes read in the current decompressed segment, for messages.
     offset: u64,
+    /// Hash regular files' bodies.
+    hash: bool,
+    /// The sha256 of the last body read, when hashed.
+    digest: Option<[u8; 32]>,
 }
 
 impl Parser {
@@ -336,8 +356,16 @@ impl Parser {
         } else {
             None
         };
-        let result = self.body(r, f.size, keep);
         let kind = file_type(f.mode);
+        self.digest = None;
+        let result = if self.hash && kind == FileType::File && keep.is_none() {
+            self.hashed_body(r, f.size)
+        } else {
+            self.body(r, f.size, keep)
+        };
+        if self.hash && kind == FileType::File && kept {
+            self.digest = Some(sha2::Sha256::digest(&body).into());
+        }
         let e = Entry {
             path: &self.path,
             mode: f.mode,
@@ -356,6 +384,7 @@ impl Parser {
                 f.dev.0,
                 f.dev.1,
             )),
+            sha256: self.digest,
         };
         let sent = result.and_then(|()| {
             summary.entries += 1;
@@ -364,6 +393,22 @@ impl Parser {
         self.body = body;
         self.target = target;
         sent
+    }
+
+    /// Reads a body of `size` bytes and its padding into a hash, kept in `self.digest`.
+    fn hashed_body<R: BufRead>(&mut self, r: &mut R, size: u64) -> Result<(), WalkError> {
+        let mut h = HashWriter(sha2::Sha256::new());
+        let n = io::copy(&mut r.take(size), &mut h).map_err(WalkError::Read)?;
+        if n != size {
+            let name = String::from_utf8_lossy(&self.name);
+            return Err(WalkError::Format(format!(
+                "truncated body of {name} ({n} of {size} bytes)"
+            )));
+        }
+        skip(r, pad4(size) - size).map_err(WalkError::Read)?;
+        self.offset += pad4(size);
+        self.digest = Some(h.0.finalize().into());
+        Ok(())
     }
 
     /// Reads a body of `size` bytes and its padding, into `keep` or nowhere.
@@ -393,6 +438,20 @@ impl Parser {
         }
         skip(r, pad4(size) - size).map_err(WalkError::Read)?;
         self.offset += pad4(size);
+        Ok(())
+    }
+}
+
+/// A writer into a sha256.
+struct HashWriter(sha2::Sha256);
+
+impl io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

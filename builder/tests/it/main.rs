@@ -14,4 +14,5 @@ mod pinned;
 mod safety;
 mod sources;
 mod streams;
+mod supply;
 mod ux;

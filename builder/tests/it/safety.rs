@@ -136,13 +136,24 @@ fn concurrent_builds_of_one_output_commit_matching_pairs() {
             manifest.contains(&hex(&image)),
             "round {round}: the manifest is another build's"
         );
+        for other in ["plugin.spdx.json", "plugin.provenance.json"] {
+            let text = fs::read_to_string(p.path(&format!("shared/{other}"))).unwrap();
+            assert!(
+                text.contains(&hex(&image)),
+                "round {round}: {other} is another build's"
+            );
+        }
     }
     let names: Vec<_> = fs::read_dir(p.path("shared"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        names.len(),
+        4,
+        "image, manifest, SBOM, provenance: {names:?}"
+    );
 }
 
 #[test]
