@@ -23,6 +23,7 @@
 //! | [`output`] | every file written atomically, temporary files removed on signals |
 //! | [`pipeline`] | one build, stage by stage ([`pipeline::build`]) |
 //! | [`inspect`] | reading images back: listing, tree, boot checks |
+//! | [`push`] | `fledge push` and `fledge pull`: builds as OCI artifacts in registries and layouts |
 //! | [`run`] | `fledge run`: booting a plugin under QEMU and checking its health |
 //! | [`scaffold`] | `fledge new` |
 //! | [`preview`], [`progress`] | `--dry-run` listings, progress bars |
@@ -48,6 +49,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod preview;
 pub mod progress;
+pub mod push;
 pub mod run;
 pub mod scaffold;
 pub mod source;

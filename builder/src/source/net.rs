@@ -198,6 +198,29 @@ fn describe(e: ureq::Error, l: &NetLimits, phase: &str) -> NetError {
     NetError { message, transient }
 }
 
+/// The HTTP agent with `limits`, for callers that send more than a plain GET (registry uploads:
+/// POST, PUT and PATCH with bodies and their own headers). With `status_as_error` a status
+/// other than 2xx is an error; without it the caller reads the status (a registry answering
+/// 401 with a challenge). Sending a body is bounded by the total timeout.
+pub fn agent(limits: &NetLimits, status_as_error: bool) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(limits.connect))
+        .timeout_send_request(Some(limits.header))
+        .timeout_recv_response(Some(limits.header))
+        .timeout_per_read(Some(limits.idle))
+        .timeout_recv_body(Some(limits.total))
+        .timeout_send_body(Some(limits.total))
+        .http_status_as_error(status_as_error)
+        .user_agent(concat!("fledge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Describes an error of sending a request or waiting for its response.
+pub fn request_error(e: ureq::Error, limits: &NetLimits) -> NetError {
+    describe(e, limits, "waiting for the response")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
