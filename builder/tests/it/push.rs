@@ -466,18 +466,9 @@ fn response(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
 fn a_redirect_to_another_port_gets_no_authorization() {
     let p = Project::new();
     let body = b"hello from the blob store\n".to_vec();
-    let digest = format!("sha256:{}", hex(&body));
     let store_body = body.clone();
     let (store, store_seen) = server(move |_| response("200 OK", "", &store_body));
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.fledge.plugin.v1",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": format!("sha256:{}", hex(b"{}")), "size": 2},
-        "layers": [{"mediaType": "text/plain", "digest": digest, "size": body.len(),
-                    "annotations": {"org.opencontainers.image.title": "hello.txt"}}],
-    }))
-    .unwrap();
+    let manifest = one_file_manifest(&body);
     let (reg, reg_seen) = server(move |head| {
         if !head
             .to_ascii_lowercase()
@@ -542,5 +533,122 @@ fn a_redirect_to_another_port_gets_no_authorization() {
     assert!(
         !store_seen[0].to_ascii_lowercase().contains("authorization"),
         "the blob store on another port got credentials: {store_seen:?}"
+    );
+}
+
+/// An artifact manifest with one layer, `hello.txt`, holding `body`.
+fn one_file_manifest(body: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": format!("sha256:{}", hex(b"{}")), "size": 2},
+        "layers": [{"mediaType": "text/plain", "digest": format!("sha256:{}", hex(body)), "size": body.len(),
+                    "annotations": {"org.opencontainers.image.title": "hello.txt"}}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_bearer_token_is_fetched_once_with_the_credentials_and_the_scope() {
+    let p = Project::new();
+    let body = b"hello through a token\n".to_vec();
+    let manifest = one_file_manifest(&body);
+    let (reg, seen) = server(move |head| {
+        let lower = head.to_ascii_lowercase();
+        let host = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        if head.starts_with("GET /token?") {
+            return if lower.contains("\r\nauthorization: basic ") {
+                response("200 OK", "", br#"{"token": "tok-1"}"#)
+            } else {
+                response("401 Unauthorized", "", b"")
+            };
+        }
+        if !lower.contains("\r\nauthorization: bearer tok-1") {
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://{host}/token\",service=\"fake\",scope=\"repository:r:pull\"\r\n"
+            );
+            return response("401 Unauthorized", &challenge, b"");
+        }
+        if head.starts_with("GET /v2/r/manifests/t ") {
+            response("200 OK", "", &manifest)
+        } else if head.starts_with("GET /v2/r/blobs/") {
+            response("200 OK", "", &body)
+        } else {
+            response("404 Not Found", "", b"")
+        }
+    });
+    let cfg = p.path("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("u:secret")
+    };
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths": {{"127.0.0.1:{reg}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    ok(
+        fledge(
+            &p,
+            &["pull", &format!("docker://127.0.0.1:{reg}/r:t"), "got"],
+            &cfg,
+            None,
+        ),
+        "pull with a token",
+    );
+    assert_eq!(
+        std::fs::read(p.path("got/hello.txt")).unwrap(),
+        b"hello through a token\n"
+    );
+    let seen = seen.lock().unwrap();
+    let tokens: Vec<&String> = seen
+        .iter()
+        .filter(|h| h.starts_with("GET /token?"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token for the run: {seen:?}");
+    let line = tokens[0].lines().next().unwrap();
+    assert!(
+        line.contains("scope=repository%3Ar%3Apull") && line.contains("service=fake"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_registry_that_stalls_hits_the_header_timeout() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().take(4) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let p = Project::new();
+    let start = Instant::now();
+    let o = p
+        .command(&["pull", &format!("docker://127.0.0.1:{port}/r:t"), "got"])
+        .env("FLEDGE_HTTP_HEADER_TIMEOUT", "1")
+        .env("DOCKER_CONFIG", p.path("none"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("FLEDGE_HTTP_HEADER_TIMEOUT")
+            && stderr.contains(&format!("127.0.0.1:{port}/v2/r/manifests/t")),
+        "{stderr}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
     );
 }
