@@ -47,7 +47,10 @@ pub struct Client {
     pub base: String,
     pub host: String,
     pub repo: String,
+    /// Looked up (files, credential helpers) at the first challenge, not before: a registry
+    /// that asks for nothing never runs a helper.
     creds: Option<Credentials>,
+    creds_looked_up: bool,
     scopes: Vec<String>,
     /// The `Authorization` value, once a challenge was answered.
     authorization: Option<String>,
@@ -65,16 +68,6 @@ impl Client {
         let limits = NetLimits::from_env().map_err(PushError)?;
         let plain_http = plain_http_key || r.is_loopback();
         let scheme = if plain_http { "http" } else { "https" };
-        let creds = auth::lookup(&auth::files(), &r.host, &r.repo)
-            .map_err(|e| PushError(format!("registry {}: {e}", r.host)))?;
-        if let Some(c) = &creds {
-            log::debug!(
-                "registry {}: credentials of {} from {}",
-                r.host,
-                c.user,
-                c.from.display()
-            );
-        }
         let mut scopes = vec![format!(
             "repository:{}:{}",
             r.repo,
@@ -87,7 +80,8 @@ impl Client {
             base: format!("{scheme}://{}", r.api_host()),
             host: r.host.clone(),
             repo: r.repo.clone(),
-            creds,
+            creds: None,
+            creds_looked_up: false,
             scopes,
             authorization: None,
             plain_http_key,
@@ -317,9 +311,28 @@ impl Client {
         self.agent.run(req)
     }
 
+    fn look_up_creds(&mut self) -> Result<(), PushError> {
+        if self.creds_looked_up {
+            return Ok(());
+        }
+        self.creds_looked_up = true;
+        self.creds = auth::lookup(&auth::files(), &self.host, &self.repo)
+            .map_err(|e| PushError(format!("registry {}: {e}", self.host)))?;
+        if let Some(c) = &self.creds {
+            log::debug!(
+                "registry {}: credentials of {} from {}",
+                self.host,
+                c.user,
+                c.from.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Answers a `WWW-Authenticate` challenge: basic with the credentials, or a bearer token
     /// (from this run's tokens when one was earned for the same scopes).
     fn answer(&mut self, url: &str, challenge: &str) -> Result<(), PushError> {
+        self.look_up_creds()?;
         let fail = |m: String| PushError(format!("{url}: {m}"));
         let (scheme, params) = parse_challenge(challenge);
         let param = |k: &str| {

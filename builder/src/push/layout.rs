@@ -20,9 +20,22 @@ fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
     dir.join("blobs/sha256").join(d.hex())
 }
 
-/// Whether the layout holds blob `d` with the right bytes.
+/// Whether the layout holds blob `d` with the right bytes (read through, not into memory).
 pub fn has_blob(dir: &Path, d: &Digest) -> bool {
-    std::fs::read(blob_path(dir, d)).is_ok_and(|b| Digest::of(&b) == *d)
+    use sha2::Digest as _;
+    let Ok(mut f) = File::open(blob_path(dir, d)) else {
+        return false;
+    };
+    let mut hash = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hash.update(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+    Digest::from_bytes(hash.finalize().into()) == *d
 }
 
 /// Writes blob `d` (`size` bytes of `body`).
