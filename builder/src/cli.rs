@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+mod push;
 mod run;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -15,7 +16,7 @@ use fledge::compress::Compression;
 use fledge::pipeline::{self, Request};
 use fledge::{inspect, preview, progress, scaffold};
 
-type Result<T> = anyhow::Result<T>;
+pub(crate) type Result<T> = anyhow::Result<T>;
 
 /// Build minimal, reproducible initramfs images for Volant microVM plugins.
 #[derive(Debug, Parser)]
@@ -46,6 +47,11 @@ pub enum Command {
     /// Check an image against its SBOM, manifest checksum and provenance (and, with --rebuild,
     /// rebuild it and compare the bytes).
     Verify(VerifyArgs),
+    /// Push an image, its manifest JSON and other outputs to a registry (or an OCI layout) as
+    /// one OCI artifact; prints the pushed manifest's digest.
+    Push(push::PushArgs),
+    /// Pull an artifact pushed by `fledge push` into a directory, checking every digest.
+    Pull(push::PullArgs),
     /// Start a new plugin project: a commented fledge.toml and manifest.toml (and an init script).
     New(NewArgs),
     /// Show, prune or clear the cache of compressed segments that makes rebuilds fast.
@@ -117,7 +123,7 @@ pub enum CacheAction {
     Clear,
 }
 
-fn size_arg(s: &str) -> std::result::Result<u64, String> {
+pub(crate) fn size_arg(s: &str) -> std::result::Result<u64, String> {
     fledge::compress::parse_size(s).ok_or_else(|| "use bytes, or a size like 512M or 2G".into())
 }
 
@@ -251,6 +257,8 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify(a, cli.quiet),
         Command::New(a) => new(a, cli.quiet),
         Command::Cache(a) => cache(a, cli.quiet),
+        Command::Push(a) => push::push(a, cli.quiet),
+        Command::Pull(a) => push::pull(a, cli.quiet),
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             let mut script = Vec::new();
@@ -500,12 +508,12 @@ macro_rules! say {
         writeln!(std::io::stdout().lock(), $($arg)*).map_err(Stdout)?
     };
 }
-use say;
+pub(crate) use say;
 
 /// stdout could not be written (a full disk, a closed pipe).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write to stdout: {0}")]
-struct Stdout(#[source] std::io::Error);
+pub(crate) struct Stdout(#[source] std::io::Error);
 
 /// Whether `e` comes from writing to a pipe whose reader has gone.
 fn broken_pipe(e: &anyhow::Error) -> bool {

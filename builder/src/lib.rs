@@ -27,6 +27,7 @@
 //! | [`output`] | every file written atomically, temporary files removed on signals |
 //! | [`pipeline`] | one build, stage by stage ([`pipeline::build`]) |
 //! | [`inspect`] | reading images back: listing, tree, boot checks |
+//! | [`push`] | `fledge push` and `fledge pull`: builds as OCI artifacts in registries and layouts |
 //! | [`run`] | `fledge run`: booting a plugin under QEMU and checking its health |
 //! | [`scaffold`] | `fledge new` |
 //! | [`preview`], [`progress`] | `--dry-run` listings, progress bars |
@@ -53,6 +54,7 @@ pub mod plan;
 pub mod preview;
 pub mod progress;
 pub mod provenance;
+pub mod push;
 pub mod run;
 pub mod sbom;
 pub mod scaffold;

@@ -2,8 +2,10 @@
 //! to `base64(user:password)`), looked up in the order podman uses: `$REGISTRY_AUTH_FILE`,
 //! `$XDG_RUNTIME_DIR/containers/auth.json`, then `$DOCKER_CONFIG/config.json` or
 //! `~/.docker/config.json`. The first file with an entry for the registry wins; within a file
-//! the longest matching key (`host/namespace` before `host`) does. Credential helpers
-//! (`credsStore`, `credHelpers`) run programs and are not used.
+//! the longest matching key (`host/namespace` before `host`) does. Docker's credential
+//! helpers count as entries of the file that names them, as Docker uses them: `credHelpers`
+//! for the host first, then `auths`, then the file's `credsStore` ([`super::credhelper`] runs
+//! them); a helper that has nothing for the host passes to the next file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,10 @@ impl Credentials {
 struct AuthFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    #[serde(default, rename = "credsStore")]
+    creds_store: Option<String>,
+    #[serde(default, rename = "credHelpers")]
+    cred_helpers: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -75,20 +81,85 @@ fn aliases(host: &str) -> Vec<&str> {
     }
 }
 
-/// Credentials for `host/repo` from the first of `files` that has them.
+/// Credentials for `host/repo` from the first of `files` that has them; a credential helper
+/// that fails is a warning and counts as having none.
 pub fn find(files: &[PathBuf], host: &str, repo: &str) -> Option<Credentials> {
-    files.iter().find_map(|f| find_in(f, host, repo))
+    lookup(files, host, repo).unwrap_or_else(|e| {
+        log::warn!("{e}; going on without credentials");
+        None
+    })
 }
 
-fn find_in(file: &Path, host: &str, repo: &str) -> Option<Credentials> {
+/// [`find`], with a credential helper's failure as the error (it names the helper and file).
+pub fn lookup(files: &[PathBuf], host: &str, repo: &str) -> Result<Option<Credentials>, String> {
+    for f in files {
+        let Some(parsed) = read(f) else { continue };
+        if let Some(c) = helper_creds(f, &parsed, host, true)? {
+            return Ok(Some(c));
+        }
+        if let Some(c) = find_in(f, &parsed, host, repo) {
+            return Ok(Some(c));
+        }
+        if let Some(c) = helper_creds(f, &parsed, host, false)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn read(file: &Path) -> Option<AuthFile> {
     let text = std::fs::read(file).ok()?;
-    let parsed: AuthFile = match serde_json::from_slice(&text) {
-        Ok(p) => p,
+    match serde_json::from_slice(&text) {
+        Ok(p) => Some(p),
         Err(e) => {
             log::warn!("{}: not a credentials file ({e}); ignored", file.display());
-            return None;
+            None
         }
+    }
+}
+
+/// What the file's `credHelpers` entry for `host` (`per_host`) or its `credsStore` answers.
+fn helper_creds(
+    file: &Path,
+    parsed: &AuthFile,
+    host: &str,
+    per_host: bool,
+) -> Result<Option<Credentials>, String> {
+    let name = if per_host {
+        aliases(host)
+            .into_iter()
+            .find_map(|h| parsed.cred_helpers.get(h))
+    } else {
+        parsed.creds_store.as_ref()
     };
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    // Docker stores Docker Hub under its v1 address; other registries by host.
+    let server = if host == super::reference::DOCKER_HUB {
+        "https://index.docker.io/v1/"
+    } else {
+        host
+    };
+    let key = if per_host {
+        "credHelpers"
+    } else {
+        "credsStore"
+    };
+    let found = super::credhelper::get(name, server)
+        .map_err(|e| format!("{e} (named by {key} in {})", file.display()))?;
+    Ok(found.map(|(user, password)| Credentials {
+        user,
+        password,
+        from: PathBuf::from(format!(
+            "{} ({key} in {})",
+            super::credhelper::program(name),
+            file.display()
+        )),
+    }))
+}
+
+fn find_in(file: &Path, parsed: &AuthFile, host: &str, repo: &str) -> Option<Credentials> {
     let mut best: Option<(usize, &AuthEntry)> = None;
     for (key, entry) in &parsed.auths {
         // `https://index.docker.io/v1/` -> `index.docker.io/v1`; `host/ns` keeps its path.

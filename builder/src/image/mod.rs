@@ -6,8 +6,9 @@
 //! - [`reference`]: the transports (`oci:`, `oci-archive:`, `docker-archive:`, `docker://`, bare
 //!   names) and Docker's naming defaults.
 //! - [`oci`]: OCI image layouts (directory or tar) and `docker save` archives, read in place.
-//! - [`registry`] and [`auth`]: the distribution API (anonymous, basic and bearer-token auth,
-//!   credentials from the files docker, podman and skopeo write).
+//! - [`registry`], [`auth`] and [`credhelper`]: the distribution API (anonymous, basic and
+//!   bearer-token auth, credentials from the files docker, podman and skopeo write and from
+//!   Docker's credential helpers).
 //! - [`manifest`](self::resolve): index -> the manifest for the wanted platform -> config and
 //!   layers, every blob checked against its digest.
 //! - [`layer`]: decompression into the cache (`layers/<diff_id>`), checked against the
@@ -28,6 +29,7 @@
 //! are read whole but bounded by [`MAX_JSON`].
 
 pub mod auth;
+pub mod credhelper;
 pub mod layer;
 pub mod oci;
 pub mod reference;

@@ -115,7 +115,8 @@ pub type Body = (Box<dyn Read + Send + Sync + 'static>, Option<u64>);
 
 /// The HTTP agent with `limits`: the only place one is made. With `status_as_error` a status
 /// other than 2xx is an error ([`request_error`] describes it); without it the caller reads the
-/// status (a registry answering 401 with a challenge).
+/// status (a registry answering 401 with a challenge). Sending a body (a registry upload) is
+/// bounded by the total timeout as receiving one is.
 pub fn agent(limits: &NetLimits, status_as_error: bool) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(limits.connect))
@@ -123,6 +124,7 @@ pub fn agent(limits: &NetLimits, status_as_error: bool) -> ureq::Agent {
         .timeout_recv_response(Some(limits.header))
         .timeout_per_read(Some(limits.idle))
         .timeout_recv_body(Some(limits.total))
+        .timeout_send_body(Some(limits.total))
         .http_status_as_error(status_as_error)
         .user_agent(concat!("fledge/", env!("CARGO_PKG_VERSION")))
         .build()

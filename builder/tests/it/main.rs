@@ -11,6 +11,7 @@ mod images;
 mod kmod;
 mod libraries;
 mod pinned;
+mod push;
 mod safety;
 mod sources;
 mod streams;
