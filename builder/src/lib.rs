@@ -10,6 +10,7 @@
 //! [`pipeline::build`] runs them in that order and owns the atomic output; [`cli`] is the thin
 //! command-line front end.
 
+pub mod arch;
 pub mod archive;
 pub mod cli;
 pub mod compress;

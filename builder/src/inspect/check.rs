@@ -266,11 +266,22 @@ impl Index {
             Some(b) => String::from_utf8_lossy(b).trim().to_string(),
             None => AGENT.to_string(),
         };
+        // The guest's machine is the one /init (fledge-init or the user's) was built for.
+        let target = match self.open(INIT).map(crate::libs::elf::read) {
+            Ok(Ok(crate::libs::elf::Exec::Elf(e)))
+                if crate::arch::Arch::ALL
+                    .iter()
+                    .any(|a| a.target() == e.target) =>
+            {
+                e.target
+            }
+            _ => crate::libs::elf::X86_64,
+        };
         let mut out = Vec::new();
         for p in [INIT, handoff.as_str()] {
             // a missing or non-file start is reported above
             if matches!(self.resolve(p), Ok((_, mode)) if file_type(mode) == FileType::File) {
-                let found = crate::plan::problems(self, p, &[]);
+                let found = crate::plan::problems(self, p, &[], target);
                 out.extend(found.iter().map(|f| format!("{p} cannot start: {f}")));
             }
         }
