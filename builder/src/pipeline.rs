@@ -193,7 +193,7 @@ fn kernel_modules(config: &Config) -> Result<Option<crate::kmod::Modules>, Error
     let Some(k) = &config.kernel else {
         return Ok(None);
     };
-    let m = crate::kmod::prepare(k)?;
+    let m = crate::kmod::prepare(k, config.arch)?;
     for w in &m.warnings {
         log::warn!("{w}");
     }
