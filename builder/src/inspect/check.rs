@@ -58,6 +58,16 @@ pub struct AgentStart {
 }
 
 impl Index {
+    /// The guest architecture `/init` is an ELF program of, when it is one fledge builds for.
+    pub fn init_arch(&self) -> Option<crate::arch::Arch> {
+        match self.open(INIT).map(crate::libs::elf::read) {
+            Ok(Ok(crate::libs::elf::Exec::Elf(e))) => crate::arch::Arch::ALL
+                .into_iter()
+                .find(|a| a.target() == e.target),
+            _ => None,
+        }
+    }
+
     /// `Some` when `/init` is fledge-init (it names its own config file, `/etc/fledge-init.conf`)
     /// and what it starts is `/bin/kestrel`: no `/.volant_init`, no argv in the workload spec.
     pub fn agent_start(&self) -> Option<AgentStart> {
@@ -267,16 +277,7 @@ impl Index {
             None => AGENT.to_string(),
         };
         // The guest's machine is the one /init (fledge-init or the user's) was built for.
-        let target = match self.open(INIT).map(crate::libs::elf::read) {
-            Ok(Ok(crate::libs::elf::Exec::Elf(e)))
-                if crate::arch::Arch::ALL
-                    .iter()
-                    .any(|a| a.target() == e.target) =>
-            {
-                e.target
-            }
-            _ => crate::libs::elf::X86_64,
-        };
+        let target = self.init_arch().unwrap_or_default().target();
         let mut out = Vec::new();
         for p in [INIT, handoff.as_str()] {
             // a missing or non-file start is reported above
