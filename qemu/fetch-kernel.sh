@@ -12,7 +12,8 @@
 #   <repo>/target/qemu-kernel-arm64.
 #   FLEDGE_QEMU_ARCH=arm64 fetches Debian's arm64 kernel (`linux-image-arm64`, after
 #   `dpkg --add-architecture arm64`), `qemu-system-aarch64` (package `qemu-system-arm`) and, as
-#   CACHE_DIR/busybox, the static arm64 busybox of `busybox-static:arm64` for arm64 images.
+#   CACHE_DIR/busybox, the static arm64 busybox of `busybox-static:arm64` for arm64 images, and
+#   CACHE_DIR/sysroot, Debian's arm64 libc6 and libc-bin unpacked (a dynamic program's closure).
 #   FLEDGE_QEMU_KERNEL_PKG=linux-image-6.1.0-56-amd64 fetches that package instead of the one the
 #   metapackage depends on today (to reproduce a report against an older or newer kernel).
 # Result: CACHE_DIR/vmlinuz (a symlink to the extracted kernel) and CACHE_DIR/modules (a symlink
@@ -72,6 +73,17 @@ if [ "$arch" = arm64 ] && [ ! -x "$cache/busybox" ]; then
     mv "$cache/busybox.tmp" "$cache/busybox"
     rm -rf "$bb"
     echo "fetch-kernel: arm64 busybox in $cache/busybox" >&2
+fi
+# A glibc arm64 tree for a dynamic program's closure: Debian's libc6 and libc-bin (getconf).
+if [ "$arch" = arm64 ] && [ ! -x "$cache/sysroot/usr/bin/getconf" ]; then
+    sr=$(mktemp -d "$cache/.sysroot.XXXXXX")
+    chmod 0755 "$sr"
+    (cd "$sr" && apt-get download -qq libc6:arm64 libc-bin:arm64)
+    for deb in "$sr"/*.deb; do dpkg -x "$deb" "$sr/root"; done
+    rm -rf "$cache/sysroot"
+    mv "$sr/root" "$cache/sysroot"
+    rm -rf "$sr"
+    echo "fetch-kernel: arm64 glibc tree in $cache/sysroot" >&2
 fi
 if [ -e "$cache/vmlinuz" ] && [ -e "$cache/modules/modules.dep" ] &&
     { [ -z "$wanted" ] || [ "$wanted" = "$cached" ]; }; then

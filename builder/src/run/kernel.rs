@@ -89,6 +89,18 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The architecture a kernel image boots: an arm64 `Image` (magic `ARM\x64` at 0x38) or an x86
+/// bzImage (`HdrS` at 0x202); `None` for anything else.
+pub fn arch(image: &[u8]) -> Option<crate::arch::Arch> {
+    if image.get(0x38..0x3c) == Some(b"ARM\x64") {
+        Some(crate::arch::Arch::Aarch64)
+    } else if image.get(0x202..0x206) == Some(b"HdrS") {
+        Some(crate::arch::Arch::X86_64)
+    } else {
+        None
+    }
+}
+
 /// The kernel release of a bzImage (`6.1.0-48-amd64`): the first word of the version string the
 /// setup header points at (x86 boot protocol 2.00+: magic `HdrS` at 0x202, the string's offset
 /// minus 0x200 at 0x20e). An arm64 `Image` (magic `ARM\x64` at 0x38) has no such pointer: its
@@ -188,6 +200,9 @@ mod tests {
         assert_eq!(release(&img).as_deref(), Some("6.1.0-57-arm64"));
         img[0x800] = b'X';
         assert_eq!(release(&img), None, "no banner, no release");
+        assert_eq!(arch(&img), Some(crate::arch::Arch::Aarch64));
+        assert_eq!(arch(&bzimage("x")), Some(crate::arch::Arch::X86_64));
+        assert_eq!(arch(b"not a kernel"), None);
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub enum RunError {
         program: String,
         package: &'static str,
     },
+    #[error("the kernel {} is for {kernel_arch}, but the image {}'s /init is built for {init_arch}: pass --kernel with a {init_arch} kernel", kernel.display(), image.display())]
+    Arch {
+        kernel: PathBuf,
+        kernel_arch: Arch,
+        image: PathBuf,
+        init_arch: Arch,
+    },
     #[error("cannot read the manifest {}: {problem}", path.display())]
     Manifest { path: PathBuf, problem: String },
     #[error("cannot read the image {}: {source}", path.display())]
@@ -381,7 +388,19 @@ fn guest_drivers(
             source,
         })?;
     let agent = report.agent;
-    let arch = report.arch.unwrap_or_default();
+    // The kernel decides the machine; an /init of another one could not start on it.
+    let arch = match (kernel::arch(&bytes), report.arch) {
+        (Some(k), Some(i)) if k != i => {
+            return Err(RunError::Arch {
+                kernel: kernel.to_path_buf(),
+                kernel_arch: k,
+                image: image.to_path_buf(),
+                init_arch: i,
+            })
+        }
+        (Some(k), _) => k,
+        (None, i) => i.unwrap_or_default(),
+    };
     let image = report
         .modules
         .unwrap_or_default()

@@ -106,3 +106,21 @@ fn an_unknown_arch_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("sparc") && err.contains("aarch64"), "{err}");
 }
+
+#[test]
+fn run_refuses_a_kernel_of_the_other_machine() {
+    let p = Project::new();
+    p.config(DEFAULT_MODE);
+    p.ok(&["-q", "build", "-o", "x.cpio.gz"]);
+    let mut kernel = vec![0u8; 4096];
+    kernel[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    p.file("Image", &kernel, 0o644);
+    let o = p.fledge(&["run", "--kernel", "Image", "x.cpio.gz"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is for aarch64, but the image")
+            && err.contains("/init is built for x86_64: pass --kernel with a x86_64 kernel"),
+        "{err}"
+    );
+}
