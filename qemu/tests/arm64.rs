@@ -78,6 +78,11 @@ impl Arm64 {
 
     /// Builds the project and boots it; returns `fledge run`'s output and the seconds it took.
     fn build_and_run(&self, dir: &Path) -> (Output, String, f64) {
+        self.build_and_run_with(dir, &[])
+    }
+
+    /// [`Arm64::build_and_run`] with more `fledge run` flags.
+    fn build_and_run_with(&self, dir: &Path, flags: &[&str]) -> (Output, String, f64) {
         let build = Command::new(&self.fledge)
             .args(["-q", "build", "-o", "arm64.cpio.gz"])
             .current_dir(dir)
@@ -93,7 +98,9 @@ impl Arm64 {
         let out = Command::new("timeout")
             .arg("240")
             .arg(&self.fledge)
-            .args(["run", "--accel", "tcg", "--kernel"])
+            .args(["run", "--accel", "tcg"])
+            .args(flags)
+            .arg("--kernel")
             .arg(self.dir.join("vmlinuz"))
             .arg("arm64.cpio.gz")
             .current_dir(dir)
@@ -207,4 +214,32 @@ fn arm64_dynamic_glibc_program_starts_with_its_closure() {
     );
     let status = reported(&text).unwrap_or_else(|| panic!("no exit-status line: {text}"));
     assert_eq!((status, out.status.code()), (0, Some(0)), "{text}");
+}
+
+#[test]
+fn arm64_power_down_reaches_fledge_init_as_the_power_key() {
+    let Some(a) = setup("arm64_power_down_reaches_fledge_init_as_the_power_key") else {
+        return;
+    };
+    let p = a.project(
+        "",
+        &format!(
+            "[init]\nsupervise = true\ncommand = [\"/bin/sh\", \"-c\", \"echo waiting; exec sleep 600\"]\n\
+             [kernel]\nmodules_dir = \"{}\"\nmodules = [\"gpio_keys\", \"evdev\"]\n",
+            a.dir.join("modules").display()
+        ),
+        &[],
+    );
+    // --timeout asks QEMU for system_powerdown, as Ctrl-C does: on virt that is KEY_POWER of
+    // the gpio-keys device.
+    let (out, text, secs) = a.build_and_run_with(p.path(), &["--timeout", "15"]);
+    assert!(text.contains("waiting"), "{text}");
+    assert!(
+        text.contains("fledge-init: power button pressed: shutting down"),
+        "{text}"
+    );
+    assert!(reported(&text).is_some(), "an orderly end: {text}");
+    assert_eq!(out.status.code(), Some(124), "{text}");
+    // well before QEMU would be killed (30 s after the request)
+    assert!(secs < 40.0, "took {secs:.1} s: {text}");
 }
