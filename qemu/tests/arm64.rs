@@ -1,6 +1,8 @@
 //! aarch64 guests under TCG: `fledge build` of one image per mode for arm64 on this (x86_64)
 //! machine, booted by `fledge run` on `qemu-system-aarch64 -M virt -cpu max` and Debian's arm64
-//! kernel. Each test is one boot; the test harness runs them two at a time on two cores.
+//! kernel: custom, default and none mode, a dynamic glibc program with its closure, a linux/arm64
+//! container image from an OCI layout (made with umoci), and the power key on `virt`. Each test
+//! is one boot; the test harness runs them two at a time on two cores (about 50 s in all).
 //!
 //! Needs `FLEDGE_QEMU_ARCH=arm64 bash qemu/fetch-kernel.sh` (kernel, arm64 busybox, arm64 glibc
 //! tree in `target/qemu-kernel-arm64`; `FLEDGE_QEMU_ARM64_DIR` names another directory) and
@@ -242,4 +244,44 @@ fn arm64_power_down_reaches_fledge_init_as_the_power_key() {
     assert_eq!(out.status.code(), Some(124), "{text}");
     // well before QEMU would be killed (30 s after the request)
     assert!(secs < 40.0, "took {secs:.1} s: {text}");
+}
+
+#[test]
+fn arm64_container_image_from_an_oci_layout_runs_its_entrypoint() {
+    let test = "arm64_container_image_from_an_oci_layout_runs_its_entrypoint";
+    let Some(a) = setup(test) else {
+        return;
+    };
+    if Command::new("umoci").arg("--version").output().is_err() {
+        assert!(!ci(), "{test}: umoci not found (apt-get install umoci)");
+        eprintln!("skipping {test}: umoci not found (apt-get install umoci)");
+        return;
+    }
+    let p = a.project(
+        "",
+        "image = \"oci:img:arm64\"\n[init]\nfrom_image = true\nsupervise = true\n",
+        &[],
+    );
+    // A linux/arm64 image: Debian's arm64 glibc tree, getconf as its entrypoint.
+    let script = format!(
+        "umoci init --layout img && umoci new --image img:arm64 \
+         && umoci unpack --image img:arm64 b >/dev/null && cp -a {}/. b/rootfs/ \
+         && umoci repack --image img:arm64 b && rm -rf b \
+         && umoci config --image img:arm64 --architecture arm64 \
+            --config.entrypoint /usr/bin/getconf --config.cmd LONG_BIT",
+        a.dir.join("sysroot").display()
+    );
+    let made = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(p.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (out, text, _) = a.build_and_run(p.path());
+    assert!(text.lines().any(|l| l.trim() == "64"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
 }
