@@ -8,7 +8,12 @@
 #   - `qemu-system-x86_64` (Debian package `qemu-system-x86`) and `depmod` (`kmod`) when missing.
 #
 # Usage: bash qemu/fetch-kernel.sh [CACHE_DIR]
-#   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel.
+#   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel (amd64) or
+#   <repo>/target/qemu-kernel-arm64.
+#   FLEDGE_QEMU_ARCH=arm64 fetches Debian's arm64 kernel (`linux-image-arm64`, after
+#   `dpkg --add-architecture arm64`), `qemu-system-aarch64` (package `qemu-system-arm`) and, as
+#   CACHE_DIR/busybox, the static arm64 busybox of `busybox-static:arm64` for arm64 images, and
+#   CACHE_DIR/sysroot, Debian's arm64 libc6 and libc-bin unpacked (a dynamic program's closure).
 #   FLEDGE_QEMU_KERNEL_PKG=linux-image-6.1.0-56-amd64 fetches that package instead of the one the
 #   metapackage depends on today (to reproduce a report against an older or newer kernel).
 # Result: CACHE_DIR/vmlinuz (a symlink to the extracted kernel) and CACHE_DIR/modules (a symlink
@@ -19,7 +24,16 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cache=${1:-${FLEDGE_QEMU_KERNEL_DIR:-$repo/target/qemu-kernel}}
+arch=${FLEDGE_QEMU_ARCH:-amd64}
+case $arch in
+amd64) default_cache=$repo/target/qemu-kernel qemu=qemu-system-x86_64 qemu_pkg=qemu-system-x86 suffix= ;;
+arm64) default_cache=$repo/target/qemu-kernel-arm64 qemu=qemu-system-aarch64 qemu_pkg=qemu-system-arm suffix=:arm64 ;;
+*)
+    echo "fetch-kernel: FLEDGE_QEMU_ARCH=$arch is not amd64 or arm64" >&2
+    exit 1
+    ;;
+esac
+cache=${1:-${FLEDGE_QEMU_KERNEL_DIR:-$default_cache}}
 mkdir -p "$cache"
 
 sudo_if_needed() {
@@ -27,12 +41,17 @@ sudo_if_needed() {
 }
 
 need=()
-command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v "$qemu" >/dev/null 2>&1 || need+=("$qemu_pkg")
 command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || [ -x /sbin/depmod ] || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
     echo "fetch-kernel: installing ${need[*]}" >&2
     sudo_if_needed apt-get update -qq
     sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+if [ "$arch" = arm64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "fetch-kernel: adding the arm64 architecture to dpkg" >&2
+    sudo_if_needed dpkg --add-architecture arm64
+    sudo_if_needed apt-get update -qq
 fi
 depmod=$(command -v depmod || ls /usr/sbin/depmod /sbin/depmod 2>/dev/null | head -n1)
 
@@ -42,6 +61,30 @@ if [ -n "$wanted" ] && ! [[ $wanted =~ ^linux-image-[0-9][A-Za-z0-9.+~-]*$ ]]; t
     exit 1
 fi
 cached=$(cat "$cache/package" 2>/dev/null || true)
+if [ "$arch" = arm64 ] && [ ! -x "$cache/busybox" ]; then
+    bb=$(mktemp -d "$cache/.busybox.XXXXXX")
+    chmod 0755 "$bb"
+    (cd "$bb" && apt-get download -qq busybox-static:arm64) || {
+        sudo_if_needed apt-get update -qq
+        (cd "$bb" && apt-get download -qq busybox-static:arm64)
+    }
+    dpkg -x "$bb"/*.deb "$bb/root"
+    cp "$bb/root/bin/busybox" "$cache/busybox.tmp"
+    mv "$cache/busybox.tmp" "$cache/busybox"
+    rm -rf "$bb"
+    echo "fetch-kernel: arm64 busybox in $cache/busybox" >&2
+fi
+# A glibc arm64 tree for a dynamic program's closure: Debian's libc6 and libc-bin (getconf).
+if [ "$arch" = arm64 ] && [ ! -x "$cache/sysroot/usr/bin/getconf" ]; then
+    sr=$(mktemp -d "$cache/.sysroot.XXXXXX")
+    chmod 0755 "$sr"
+    (cd "$sr" && apt-get download -qq libc6:arm64 libc-bin:arm64)
+    for deb in "$sr"/*.deb; do dpkg -x "$deb" "$sr/root"; done
+    rm -rf "$cache/sysroot"
+    mv "$sr/root" "$cache/sysroot"
+    rm -rf "$sr"
+    echo "fetch-kernel: arm64 glibc tree in $cache/sysroot" >&2
+fi
 if [ -e "$cache/vmlinuz" ] && [ -e "$cache/modules/modules.dep" ] &&
     { [ -z "$wanted" ] || [ "$wanted" = "$cached" ]; }; then
     release=$(basename "$(readlink "$cache/modules")")
@@ -52,20 +95,20 @@ fi
 
 # The metapackage depends on exactly one versioned image package, e.g. linux-image-6.1.0-56-amd64.
 resolve() {
-    apt-cache depends linux-image-amd64 2>/dev/null |
-        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+    apt-cache depends "linux-image-$arch$suffix" 2>/dev/null |
+        sed -n "s/^ *Depends: \\(linux-image-[0-9][^ ]*-$arch\\)\\(:$arch\\)\\{0,1\\}\$/\\1/p" | head -n1
 }
 if [ -n "$wanted" ]; then
     resolve() { echo "$wanted"; }
 fi
 pkg=$(resolve || true)
 if [ -z "$pkg" ]; then
-    echo "fetch-kernel: linux-image-amd64 not in the apt cache; running apt-get update" >&2
+    echo "fetch-kernel: linux-image-$arch not in the apt cache; running apt-get update" >&2
     sudo_if_needed apt-get update -qq
     pkg=$(resolve || true)
 fi
 if [ -z "$pkg" ]; then
-    echo "fetch-kernel: cannot resolve the package linux-image-amd64 depends on (apt-cache depends linux-image-amd64)" >&2
+    echo "fetch-kernel: cannot resolve the package linux-image-$arch depends on (apt-cache depends linux-image-$arch$suffix)" >&2
     exit 1
 fi
 
@@ -74,12 +117,12 @@ trap 'rm -rf "$work"' EXIT
 chmod 0755 "$work" # lets apt's _apt user write the download when run as root
 echo "fetch-kernel: downloading $pkg" >&2
 # apt-get download writes into the current directory and needs no root.
-if ! (cd "$work" && apt-get download -qq "$pkg"); then
+if ! (cd "$work" && apt-get download -qq "$pkg$suffix"); then
     # A stale package list names a version the mirror no longer has: refresh and retry once.
     echo "fetch-kernel: download failed; running apt-get update and trying again" >&2
     sudo_if_needed apt-get update -qq
     pkg=$(resolve || true)
-    if ! (cd "$work" && apt-get download -qq "$pkg"); then
+    if ! (cd "$work" && apt-get download -qq "$pkg$suffix"); then
         echo "fetch-kernel: Debian serves no package $pkg (apt-cache policy $pkg)" >&2
         exit 1
     fi

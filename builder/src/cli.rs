@@ -152,6 +152,10 @@ pub struct BuildArgs {
     /// Compression level [default: the format's best fit for initramfs].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub level: Option<i32>,
+    /// Guest architecture: x86_64 or aarch64 (amd64, arm64) [default: [build] arch in the
+    /// config, else x86_64].
+    #[arg(long, value_name = "ARCH", value_parser = parse_arch)]
+    pub arch: Option<fledge::arch::Arch>,
     /// Compression threads; the output is identical for any number [default: all cores].
     #[arg(
         short = 'j',
@@ -285,6 +289,11 @@ pub fn main() -> i32 {
     }
 }
 
+/// `--arch`: a name [`fledge::arch::Arch::parse`] takes.
+fn parse_arch(text: &str) -> std::result::Result<fledge::arch::Arch, String> {
+    fledge::arch::Arch::parse(text).map_err(|e| e.trim_start_matches("is ").to_string())
+}
+
 fn request(config: PathBuf, manifest: Option<PathBuf>, output: PathBuf) -> Request {
     let mut r = Request::new(config, output);
     r.manifest = manifest;
@@ -295,6 +304,7 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
     let mut req = request(a.config, a.manifest, a.output);
     req.compression = a.compression;
     req.level = a.level;
+    req.arch = a.arch;
     req.threads = a.threads;
     req.url = a.url;
     req.base_url = a.base_url;

@@ -11,6 +11,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | [`arch`] | the guest machines: ELF machine, loader paths, image platform, QEMU settings |
 //! | [`config`] | `fledge.toml`: raw TOML shapes and one check per table |
 //! | [`source`] | the outside world: downloads with their bounds, the content-addressed cache |
 //! | [`image`] | container images read in-process: references, registries, layouts, layers |
@@ -37,6 +38,7 @@
 //! The command line is the binary's alone (`src/main.rs`, `src/cli.rs`): the library has
 //! no command-line types.
 
+pub mod arch;
 pub mod archive;
 pub mod compress;
 pub mod config;

@@ -47,6 +47,8 @@ pub struct Request {
     pub base_url: Option<String>,
     /// Store identical files once, as hardlinks.
     pub dedup: bool,
+    /// Overrides `[build] arch` (`--arch`).
+    pub arch: Option<crate::arch::Arch>,
 }
 
 impl Request {
@@ -64,6 +66,7 @@ impl Request {
             url: None,
             base_url: None,
             dedup: true,
+            arch: None,
         }
     }
 }
@@ -116,7 +119,7 @@ pub struct Prepared {
 
 /// Reads the config and manifest template; reports their warnings.
 fn load(req: &Request) -> Result<(Config, (PathBuf, manifest::Template)), Error> {
-    let config = config::load(&req.config)?;
+    let config = config::load_for(&req.config, req.arch)?;
     for w in &config.warnings {
         log::warn!("{w}");
     }
@@ -172,7 +175,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         config: &config,
         busybox: &busybox,
         agent: agent.as_ref(),
-        init: crate::embedded::INIT_X86_64,
+        init: config.arch.init(),
         modules: modules.as_ref(),
         outputs: &outputs,
         image: image.as_ref(),
@@ -238,7 +241,7 @@ fn kernel_modules(config: &Config) -> Result<Option<crate::kmod::Modules>, Error
     let Some(k) = &config.kernel else {
         return Ok(None);
     };
-    let m = crate::kmod::prepare(k)?;
+    let m = crate::kmod::prepare(k, config.arch)?;
     for w in &m.warnings {
         log::warn!("{w}");
     }
@@ -430,7 +433,7 @@ fn fetch_inputs(
     config: &Config,
     fetching: Fetching,
 ) -> Result<(Fetched, Option<Fetched>), Error> {
-    let fetcher = Fetcher::new(req.cache_dir.clone());
+    let fetcher = Fetcher::new(req.cache_dir.clone()).for_arch(config.arch);
     // Offline, a download stands in as an empty file: its bytes do not change the layout.
     let stand_in = |what: &str, location: &str| Fetched {
         path: PathBuf::from(location),

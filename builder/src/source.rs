@@ -27,7 +27,7 @@ use net::{NetError, NetLimits};
 
 /// Repository whose GitHub releases carry the `kestrel` agent.
 pub const AGENT_REPO: &str = "volantvm/volant";
-/// Asset name of the agent in a release.
+/// Asset name of the x86_64 agent in a release ([`crate::arch::Arch::agent_asset`] names each).
 pub const AGENT_ASSET: &str = "kestrel";
 
 /// How to build without the network, for download errors.
@@ -101,6 +101,8 @@ pub struct Fetcher {
     /// Bounds of downloads, or why the environment's are wrong (reported on first use, so a
     /// build that needs no network is not stopped by them).
     limits: Result<NetLimits, String>,
+    /// The release asset `[agent] source_strategy = "release"` downloads.
+    agent_asset: &'static str,
 }
 
 impl Fetcher {
@@ -111,7 +113,14 @@ impl Fetcher {
             cache,
             github_api,
             limits: NetLimits::from_env(),
+            agent_asset: AGENT_ASSET,
         }
+    }
+
+    /// Downloads the agent release asset built for `arch`.
+    pub fn for_arch(mut self, arch: crate::arch::Arch) -> Self {
+        self.agent_asset = arch.agent_asset();
+        self
     }
 
     /// `$FLEDGE_CACHE_DIR`, else `$XDG_CACHE_HOME/fledge`, else `~/.cache/fledge`.
@@ -183,9 +192,14 @@ impl Fetcher {
             )
         };
         // Keyed by what was asked, not where: a mirror answers for the same release.
-        let memo = self.cache.join("releases").join(hex::encode(Sha256::digest(
-            format!("{AGENT_REPO}@{version}").as_bytes(),
-        )));
+        let asked = match self.agent_asset {
+            AGENT_ASSET => format!("{AGENT_REPO}@{version}"),
+            other => format!("{AGENT_REPO}@{version}/{other}"),
+        };
+        let memo = self
+            .cache
+            .join("releases")
+            .join(hex::encode(Sha256::digest(asked.as_bytes())));
         let fail = |message: String| SourceError::Release {
             version: version.to_string(),
             repo: AGENT_REPO.to_string(),
@@ -202,8 +216,8 @@ impl Fetcher {
         });
         match answer {
             Ok(body) => {
-                let url =
-                    release_asset(&body, version).map_err(|m| fail(format!("{m} ({api})")))?;
+                let url = release_asset(&body, version, self.agent_asset)
+                    .map_err(|m| fail(format!("{m} ({api})")))?;
                 write_atomic(&memo, url.as_bytes())?;
                 Ok(url)
             }
@@ -346,8 +360,8 @@ impl Fetcher {
 /// Largest release description read from the GitHub API.
 const RELEASE_JSON_MAX: u64 = 4 << 20;
 
-/// The download URL of the `kestrel` asset in a GitHub release description.
-fn release_asset(body: &str, version: &str) -> Result<String, String> {
+/// The download URL of the asset named `asset` in a GitHub release description.
+fn release_asset(body: &str, version: &str, asset: &str) -> Result<String, String> {
     let json: serde_json::Value =
         serde_json::from_str(body).map_err(|e| format!("bad answer: {e}"))?;
     let tag = json["tag_name"].as_str().unwrap_or(version).to_string();
@@ -355,9 +369,9 @@ fn release_asset(body: &str, version: &str) -> Result<String, String> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|a| a["name"].as_str() == Some(AGENT_ASSET))
+        .find(|a| a["name"].as_str() == Some(asset))
         .and_then(|a| a["browser_download_url"].as_str())
-        .ok_or_else(|| format!("release {tag} has no asset named `{AGENT_ASSET}`"))?
+        .ok_or_else(|| format!("release {tag} has no asset named `{asset}`"))?
         .to_string();
     log::info!("kestrel agent: release {tag} is {url}");
     Ok(url)

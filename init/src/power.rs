@@ -41,3 +41,48 @@ impl AcpiEvents {
         pressed
     }
 }
+
+/// The power key of a device-tree machine (QEMU's arm64 `virt`: `gpio-keys`, needing the
+/// `gpio_keys` and `evdev` modules): the evdev devices `/dev/input/event0` to `event7`, each
+/// raising `SIGIO` at PID 1 when an event arrives.
+#[cfg(target_arch = "aarch64")]
+pub struct PowerKeys {
+    devices: alloc::vec::Vec<rustix::fd::OwnedFd>,
+}
+
+#[cfg(target_arch = "aarch64")]
+impl PowerKeys {
+    /// Opens every event device there is; `None` when there is none.
+    pub fn open() -> Option<PowerKeys> {
+        use rustix::fd::AsFd;
+        let mut devices = alloc::vec::Vec::new();
+        for n in 0..8u8 {
+            let mut path = *b"/dev/input/event0\0";
+            path[16] = b'0' + n;
+            let path = core::ffi::CStr::from_bytes_with_nul(&path).expect("one NUL, at the end");
+            match crate::sys::open_input(path) {
+                Ok(fd) => match crate::sys::signal_on_input(fd.as_fd()) {
+                    Ok(()) => devices.push(fd),
+                    Err(e) => log::debug!("{}: {e}", path.to_str().unwrap_or("?")),
+                },
+                Err(_) => continue,
+            }
+        }
+        (!devices.is_empty()).then_some(PowerKeys { devices })
+    }
+
+    /// Reads every event waiting on every device; true when one of them pressed the power key.
+    pub fn pressed(&self) -> bool {
+        let mut buf = [0u8; 64 * fledge_init::input::EVENT_SIZE];
+        let mut pressed = false;
+        for fd in &self.devices {
+            while let Ok(n) = crate::sys::read_some(fd, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                pressed |= fledge_init::input::power_key_pressed(&buf[..n]);
+            }
+        }
+        pressed
+    }
+}

@@ -64,6 +64,11 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
             None
         }
     };
+    // On arm64 `virt` the power button is a key of an input device, not an ACPI event.
+    #[cfg(target_arch = "aarch64")]
+    let keys = crate::power::PowerKeys::open();
+    #[cfg(not(target_arch = "aarch64"))]
+    let keys: Option<()> = None;
     let main = sys::spawn(&cmd, &original, &messages).map_err(|cause| Error::Fork {
         target: target.to_string(),
         cause,
@@ -101,12 +106,14 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
         let Some(sig) = blocked.wait(timeout) else {
             continue; // a timeout
         };
-        let (forward, shutdown) = match action(sig, acpi.is_some()) {
+        let (forward, shutdown) = match action(sig, acpi.is_some() || keys.is_some()) {
             Action::Ignore => continue,
+            // Both sources are drained, whichever raised the signal.
             Action::Acpi
                 if acpi
                     .as_ref()
-                    .is_some_and(crate::power::AcpiEvents::power_button_pressed) =>
+                    .is_some_and(crate::power::AcpiEvents::power_button_pressed)
+                    | power_key(&keys) =>
             {
                 log::info!("power button pressed: shutting down");
                 (libc::SIGTERM, true)
@@ -127,6 +134,16 @@ pub fn supervise(plan: &Plan, grace: Duration) -> Result<i32, Error> {
     }
     // `outcome` is set: `none_left` only happens after the target has been reaped.
     Ok(outcome.map_or(0, Outcome::code))
+}
+
+/// Whether the power key of an input device was pressed (arm64 `virt`; never elsewhere).
+#[cfg(target_arch = "aarch64")]
+fn power_key(keys: &Option<crate::power::PowerKeys>) -> bool {
+    keys.as_ref().is_some_and(crate::power::PowerKeys::pressed)
+}
+#[cfg(not(target_arch = "aarch64"))]
+fn power_key(_: &Option<()>) -> bool {
+    false
 }
 
 /// Reaps every child that has exited. Returns the target's outcome if it was among them, and

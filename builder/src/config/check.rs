@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::raw::{Ctx, Extra, RawAgent, RawBuild, RawConfig, RawInit, RawSource};
 use super::{
-    parse_sha256, AgentSource, ConfigError, CustomInit, Fetch, InitMode, Libraries, Location,
+    parse_sha256, AgentSource, Arch, ConfigError, CustomInit, Fetch, InitMode, Libraries, Location,
     Mapping, WorkloadKeys, DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
 };
 use crate::compress::Compression;
@@ -340,6 +340,7 @@ pub(super) fn image(
     cx: &Ctx,
     src: Option<&mut RawSource>,
     base_dir: &Path,
+    arch: Arch,
 ) -> Result<Option<crate::image::Spec>, ConfigError> {
     use crate::image::{ImageRef, Platform, Spec};
     let Some(src) = src else { return Ok(None) };
@@ -361,7 +362,10 @@ pub(super) fn image(
     let platform = match src.image_platform.take() {
         Some(p) => Platform::parse(p.get_ref())
             .map_err(|e| cx.invalid(Some(p.span()), "source.image_platform", e))?,
-        None => Platform::default(),
+        None => Platform {
+            arch: arch.oci().into(),
+            ..Platform::default()
+        },
     };
     Ok(Some(Spec {
         text: text.get_ref().trim().to_string(),
@@ -371,18 +375,44 @@ pub(super) fn image(
     }))
 }
 
+/// `[build] arch`: the guest architecture, x86_64 unless set.
+pub(super) fn arch(cx: &Ctx, b: Option<&RawBuild>) -> Result<Arch, ConfigError> {
+    match b.and_then(|b| b.arch.as_ref()) {
+        Some(a) => {
+            Arch::parse(a.get_ref()).map_err(|e| cx.invalid(Some(a.span()), "build.arch", e))
+        }
+        None => Ok(Arch::default()),
+    }
+}
+
+/// The busybox used without `source.busybox_url`: the pinned download of `arch`, or an error
+/// naming the key to set when it has none.
+fn default_busybox(cx: &Ctx, arch: Arch, sha: Option<String>) -> Result<Fetch, ConfigError> {
+    match arch.default_busybox() {
+        Some((url, digest)) => Ok(Fetch {
+            location: url.to_string(),
+            sha256: sha.or(Some(digest.to_string())),
+        }),
+        None => Err(cx.invalid(
+            None,
+            "source.busybox_url",
+            format!(
+                "is needed for {arch} guests (there is no pinned default busybox for {arch}): give a static {arch} busybox, e.g. /bin/busybox of Debian's busybox-static:{}",
+                arch.oci()
+            ),
+        )),
+    }
+}
+
 /// `[source]`: busybox and extra applets; `dockerfile` is refused.
 pub(super) fn source(
     cx: &Ctx,
     src: Option<RawSource>,
+    arch: Arch,
     warnings: &mut Vec<String>,
 ) -> Result<(Fetch, Vec<String>), ConfigError> {
-    let default = Fetch {
-        location: DEFAULT_BUSYBOX_URL.to_string(),
-        sha256: Some(DEFAULT_BUSYBOX_SHA256.to_string()),
-    };
     let Some(src) = src else {
-        return Ok((default, Vec::new()));
+        return Ok((default_busybox(cx, arch, None)?, Vec::new()));
     };
     if let Some(v) = &src.dockerfile {
         return Err(cx.invalid(
@@ -418,10 +448,7 @@ pub(super) fn source(
                 sha256: sha.or(default_sha),
             }
         }
-        None => Fetch {
-            sha256: sha.or(default.sha256),
-            ..default
-        },
+        None => default_busybox(cx, arch, sha)?,
     };
     Ok((busybox, applets(cx, src.busybox_applets)?))
 }

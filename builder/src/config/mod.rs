@@ -13,10 +13,11 @@ mod workload;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use crate::arch::Arch;
 use crate::compress::Compression;
 use raw::{Ctx, RawConfig};
 
-/// busybox used when `[source] busybox_url` is not given: the musl 1.35.0 x86_64 build.
+/// busybox used when `[source] busybox_url` is not given for x86_64: the musl 1.35.0 build.
 pub const DEFAULT_BUSYBOX_URL: &str =
     "https://busybox.net/downloads/binaries/1.35.0-x86_64-linux-musl/busybox";
 /// sha256 of [`DEFAULT_BUSYBOX_URL`].
@@ -154,6 +155,8 @@ pub struct Mapping {
 pub struct Config {
     /// The file this came from.
     pub path: PathBuf,
+    /// `[build] arch` (or `--arch`): the guest architecture. Default x86_64.
+    pub arch: Arch,
     /// `[source] image`: the container image at the base of the root file system.
     pub image: Option<crate::image::Spec>,
     /// Directory relative paths are resolved against.
@@ -207,18 +210,33 @@ impl Default for Libraries {
 
 /// Reads and validates the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_for(path, None)
+}
+
+/// [`load`], with the guest architecture given on the command line (`--arch`), which wins
+/// over `[build] arch`.
+pub fn load_for(path: &Path, arch: Option<Arch>) -> Result<Config, ConfigError> {
     let text = crate::util::read_bounded(path, crate::util::MAX_TEXT_FILE).map_err(|source| {
         ConfigError::Read {
             path: path.to_path_buf(),
             source,
         }
     })?;
-    Config::from_str(&text, path)
+    Config::from_str_for(&text, path, arch)
 }
 
 impl Config {
     /// Parses and validates config text; `file` is used for messages and relative paths.
     pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        Config::from_str_for(text, file, None)
+    }
+
+    /// [`Config::from_str`] with an architecture that overrides `[build] arch` (`--arch`).
+    pub fn from_str_for(
+        text: &str,
+        file: &Path,
+        arch: Option<Arch>,
+    ) -> Result<Config, ConfigError> {
         let cx = Ctx { file, text };
         if let Err(e) = text.parse::<toml::Table>() {
             return Err(ConfigError::Syntax {
@@ -237,9 +255,13 @@ impl Config {
         let found = check::gather_mappings(&cx, &mut raw, &mut warnings)?;
         let (init, supervise, workload) =
             check::init(&cx, raw.init, raw.agent, &base_dir, &mut warnings)?;
-        let image = check::image(&cx, raw.source.as_mut(), &base_dir)?;
+        let arch = match arch {
+            Some(a) => a,
+            None => check::arch(&cx, raw.build.as_ref())?,
+        };
+        let image = check::image(&cx, raw.source.as_mut(), &base_dir, arch)?;
         check::from_image_has_image(&cx, &init, image.as_ref())?;
-        let (busybox, extra_applets) = check::source(&cx, raw.source, &mut warnings)?;
+        let (busybox, extra_applets) = check::source(&cx, raw.source, arch, &mut warnings)?;
         let libraries = check::libraries(&cx, raw.build.as_ref(), &base_dir)?;
         let sbom = raw
             .build
@@ -252,6 +274,7 @@ impl Config {
         cx.unknown_keys("", &raw.extra, &mut warnings);
         Ok(Config {
             path: file.to_path_buf(),
+            arch,
             image,
             base_dir,
             init,

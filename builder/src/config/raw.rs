@@ -70,6 +70,7 @@ pub(super) struct RawSource {
 
 #[derive(Deserialize)]
 pub(super) struct RawBuild {
+    pub(super) arch: Option<Spanned<String>>,
     pub(super) compression: Option<Spanned<String>>,
     pub(super) compression_level: Option<Spanned<i32>>,
     pub(super) libraries: Option<Spanned<String>>,

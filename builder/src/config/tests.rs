@@ -363,3 +363,43 @@ fn build_sbom_key() {
         "{e}"
     );
 }
+
+#[test]
+fn arch_selects_platform_and_busybox() {
+    assert_eq!(parse(HEAD).unwrap().arch, Arch::X86_64);
+    let bb = "[source]\nbusybox_url = \"./busybox-arm64\"\nimage = \"oci:./layout\"\n";
+    let c = parse(&format!("{HEAD}[build]\narch = \"aarch64\"\n{bb}")).unwrap();
+    assert_eq!(c.arch, Arch::Aarch64);
+    assert_eq!(c.image.unwrap().platform.to_string(), "linux/arm64");
+    let c = parse(&format!(
+        "{HEAD}[build]\narch = \"arm64\"\n{bb}image_platform = \"linux/arm64/v8\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.image.unwrap().platform.to_string(), "linux/arm64/v8");
+    // x86_64 keeps amd64; --arch wins over the file
+    let c = parse(&format!("{HEAD}{bb}")).unwrap();
+    assert_eq!(c.image.unwrap().platform.to_string(), "linux/amd64");
+    let text = format!("{HEAD}[build]\narch = \"x86_64\"\n{bb}");
+    let c = Config::from_str_for(&text, Path::new("/p/fledge.toml"), Some(Arch::Aarch64)).unwrap();
+    assert_eq!(c.arch, Arch::Aarch64);
+
+    // aarch64 has no pinned default busybox: the key to set is named, before any download
+    let e = err(&format!("{HEAD}[build]\narch = \"aarch64\"\n"));
+    assert!(
+        e.contains("`source.busybox_url`") && e.contains("aarch64"),
+        "{e}"
+    );
+    let e = Config::from_str_for(HEAD, Path::new("/p/fledge.toml"), Some(Arch::Aarch64))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`source.busybox_url` is needed for aarch64"),
+        "{e}"
+    );
+
+    let e = err(&format!("{HEAD}[build]\narch = \"riscv64\"\n"));
+    assert!(
+        e.starts_with("/p/fledge.toml:4: `build.arch` is \"riscv64\""),
+        "{e}"
+    );
+}

@@ -57,6 +57,16 @@ pub struct AgentStart {
 }
 
 impl Index {
+    /// The guest architecture `/init` is an ELF program of, when it is one fledge builds for.
+    pub fn init_arch(&self) -> Option<crate::arch::Arch> {
+        match self.open(INIT).map(crate::libs::elf::read) {
+            Ok(Ok(crate::libs::elf::Exec::Elf(e))) => crate::arch::Arch::ALL
+                .into_iter()
+                .find(|a| a.target() == e.target),
+            _ => None,
+        }
+    }
+
     /// `Some` when `/init` is fledge-init (it names its own config file, `/etc/fledge-init.conf`)
     /// and what it starts is `/bin/kestrel`: no `/.volant_init`, no argv in the workload spec.
     pub fn agent_start(&self) -> Option<AgentStart> {
@@ -265,11 +275,13 @@ impl Index {
             Some(b) => String::from_utf8_lossy(b).trim().to_string(),
             None => AGENT.to_string(),
         };
+        // The guest's machine is the one /init (fledge-init or the user's) was built for.
+        let target = self.init_arch().unwrap_or_default().target();
         let mut out = Vec::new();
         for p in [INIT, handoff.as_str()] {
             // a missing or non-file start is reported above
             if matches!(self.resolve(p), Ok((_, mode)) if file_type(mode) == FileType::File) {
-                let found = crate::plan::problems(self, p, &[]);
+                let found = crate::plan::problems(self, p, &[], target);
                 out.extend(found.iter().map(|f| format!("{p} cannot start: {f}")));
             }
         }

@@ -53,6 +53,8 @@ pub struct Report {
     pub modules: Option<Vec<String>>,
     /// Default mode: fledge-init starts Volant's agent (and whether it supervises it).
     pub agent: Option<check::AgentStart>,
+    /// The guest architecture `/init` is built for, when it is an ELF program of one.
+    pub arch: Option<crate::arch::Arch>,
 }
 
 /// Reads the image at `path` and writes `view` of it to `out`.
@@ -124,6 +126,7 @@ pub fn run_on(
         problems,
         modules,
         agent: index.agent_start(),
+        arch: index.init_arch(),
     })
 }
 

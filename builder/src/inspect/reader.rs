@@ -32,6 +32,7 @@ const KEPT_BODIES: &[(&str, u64)] = &[
     (paths::VOLANT_INIT, 4096),
     (paths::MODULES_LOAD, fledge_abi::modules::MAX_LEN as u64),
     ("/etc/ld-musl-x86_64.path", 4096),
+    ("/etc/ld-musl-aarch64.path", 4096),
     (paths::INIT, KEPT_PROGRAM_MAX),
     (paths::AGENT, KEPT_PROGRAM_MAX),
     (paths::CUSTOM_INIT, KEPT_PROGRAM_MAX),

@@ -122,6 +122,12 @@ pub enum KmodError {
         found: String,
         release: String,
     },
+    #[error("kernel.modules: {} is built for {found}, and the guest is {arch}: use the module tree of the guest's kernel (or fix `build.arch`)", shown(path))]
+    WrongArch {
+        path: PathBuf,
+        found: String,
+        arch: crate::arch::Arch,
+    },
     #[error("kernel.modules_dir: {} is named {name:?}, which is not a kernel release: set `kernel.version`", shown(dir))]
     Release { dir: PathBuf, name: String },
     #[error("kernel.modules: {} {problem}", shown(path))]
@@ -217,7 +223,7 @@ pub fn load_list(release: &str, modules: &[resolve::Resolved]) -> String {
 }
 
 /// Resolves, reads and checks the modules `settings` asks for.
-pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
+pub fn prepare(settings: &Settings, arch: crate::arch::Arch) -> Result<Modules, KmodError> {
     let mut budget = Budget::from_env()?;
     let tree = Tree::open_within(&settings.dir, &mut budget)?;
     let resolution = resolve::resolve(&tree, &settings.modules)?;
@@ -236,6 +242,7 @@ pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
     let mut reader = Reader {
         tree: &tree,
         release: &release,
+        arch,
         root: &root,
         fw_root: root
             .parent()
@@ -267,6 +274,8 @@ pub fn prepare(settings: &Settings) -> Result<Modules, KmodError> {
 struct Reader<'a> {
     tree: &'a Tree,
     release: &'a str,
+    /// The guest: every module must be built for its machine.
+    arch: crate::arch::Arch,
     /// The tree, canonical: nothing is read from outside it.
     root: &'a Path,
     /// `lib/firmware` beside `lib/modules`.
@@ -299,6 +308,13 @@ impl Reader<'_> {
             path: path.clone(),
             problem: "has no vermagic in its .modinfo".into(),
         })?;
+        if let Some(t) = info.target.filter(|t| *t != self.arch.target()) {
+            return Err(KmodError::WrongArch {
+                path,
+                found: t.to_string(),
+                arch: self.arch,
+            });
+        }
         if found != self.release {
             return Err(KmodError::Vermagic {
                 path,

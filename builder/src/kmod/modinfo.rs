@@ -26,6 +26,8 @@ pub struct ModInfo {
     pub firmware: Vec<String>,
     /// `depends=`: module names the module needs loaded first.
     pub depends: Vec<String>,
+    /// The ELF class, byte order and machine of the module file.
+    pub target: Option<crate::libs::elf::Target>,
 }
 
 /// The module at `path`, decompressed according to its suffix, at most `limit` bytes (at most
@@ -92,7 +94,22 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<ModInfo, KmodError> {
     let data = section
         .data()
         .map_err(|e| not_module(format!("has an unreadable .modinfo section ({e})")))?;
-    Ok(parse_records(data))
+    let mut info = parse_records(data);
+    // e_machine sits at byte 18 of every ELF header, in the file's byte order.
+    if let (Some(&class), Some(&order), Some(m)) = (bytes.get(4), bytes.get(5), bytes.get(18..20)) {
+        let little_endian = order == 1;
+        let m = [m[0], m[1]];
+        info.target = Some(crate::libs::elf::Target {
+            class64: class == 2,
+            little_endian,
+            machine: if little_endian {
+                u16::from_le_bytes(m)
+            } else {
+                u16::from_be_bytes(m)
+            },
+        });
+    }
+    Ok(info)
 }
 
 /// The `key=value` records of a `.modinfo` section.

@@ -13,6 +13,11 @@ use super::*;
 
 const REL: &str = "6.1.0-9-test";
 
+/// [`super::prepare`] for an x86_64 guest, the machine [`module_elf`] builds for.
+fn prepare(s: &Settings) -> Result<Modules, KmodError> {
+    super::prepare(s, crate::arch::Arch::X86_64)
+}
+
 /// A relocatable ELF whose `.modinfo` holds `records`.
 fn module_elf(records: &[&str]) -> Vec<u8> {
     let mut obj = Object::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
@@ -591,4 +596,18 @@ fn compressed_modules_and_index_files_share_one_bound() {
         .to_string();
     assert!(e.contains("modules.alias") && e.contains(BUDGET_VAR), "{e}");
     assert!(tree::Tree::open_within(&dir, &mut Budget::new(1 << 20)).is_ok());
+}
+
+#[test]
+fn modules_of_another_machine_are_refused() {
+    let (_t, dir) = fixture();
+    let s = fixture_settings(&dir, &["virtio_net"]);
+    let e = super::prepare(&s, crate::arch::Arch::Aarch64)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is built for x86_64 (64-bit), and the guest is aarch64"),
+        "{e}"
+    );
+    assert!(e.contains("virtio"), "{e}");
 }

@@ -195,7 +195,7 @@ pub fn closure(tree: &dyn Tree, path: &str, target: Target, use_conf: bool) -> i
     if !dynamic {
         return Ok(out); // static: nothing to load
     }
-    let rules = Rules::read(tree, flavor, use_conf)?;
+    let rules = Rules::read(tree, flavor, use_conf, target)?;
     let mut s = Search {
         tree,
         target,

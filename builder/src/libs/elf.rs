@@ -30,12 +30,38 @@ pub struct Target {
     pub machine: u16,
 }
 
-/// x86_64, the only guest architecture built today.
+/// x86_64 guests.
 pub const X86_64: Target = Target {
     class64: true,
     little_endian: true,
     machine: elf::EM_X86_64.0,
 };
+
+/// aarch64 (arm64) guests.
+pub const AARCH64: Target = Target {
+    class64: true,
+    little_endian: true,
+    machine: elf::EM_AARCH64.0,
+};
+
+impl Target {
+    /// Debian's multiarch tuple for glibc programs of this machine (`x86_64-linux-gnu`).
+    pub fn multiarch(&self) -> Option<&'static str> {
+        match (elf::Machine(self.machine), self.class64, self.little_endian) {
+            (elf::EM_X86_64, true, true) => Some("x86_64-linux-gnu"),
+            (elf::EM_AARCH64, true, true) => Some("aarch64-linux-gnu"),
+            _ => None,
+        }
+    }
+
+    /// `AT_PLATFORM` of this machine, what glibc expands `$PLATFORM` to.
+    pub fn platform(&self) -> &'static str {
+        match elf::Machine(self.machine) {
+            elf::EM_AARCH64 => "aarch64",
+            _ => "x86_64",
+        }
+    }
+}
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

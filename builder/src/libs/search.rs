@@ -19,21 +19,22 @@ use std::io;
 use super::elf::Target;
 use super::tree::{is_symlink_loop, join, parent, walk, Node, Tree, Walk};
 
-/// glibc's default directories, multiarch first (Debian's loader order), then the lib64 pair.
-pub const GLIBC_DEFAULT_DIRS: &[&str] = &[
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib",
-];
+/// glibc's default directories after the multiarch pair of the machine
+/// ([`glibc_default_dirs`]): the lib64 pair, then the plain one.
+const GLIBC_SYSTEM_DIRS: &[&str] = &["/lib64", "/usr/lib64", "/lib", "/usr/lib"];
 /// musl's search path when there is no path file.
 pub const MUSL_DEFAULT_DIRS: &[&str] = &["/lib", "/usr/local/lib", "/usr/lib"];
+/// glibc's default directories for `target`, multiarch first (Debian's loader order), then the
+/// lib64 pair and the plain one.
+pub fn glibc_default_dirs(target: Target) -> Vec<String> {
+    let multiarch = target.multiarch().into_iter();
+    multiarch
+        .flat_map(|m| [format!("/lib/{m}"), format!("/usr/lib/{m}")])
+        .chain(GLIBC_SYSTEM_DIRS.iter().map(|d| d.to_string()))
+        .collect()
+}
 /// The glibc loader's configuration, read from the tree.
 pub const LD_SO_CONF: &str = "/etc/ld.so.conf";
-/// `AT_PLATFORM` of an x86_64 machine, for `$PLATFORM`.
-const PLATFORM: &str = "x86_64";
 /// Bounds on what configuration files may make us read.
 const CONF_MAX_BYTES: u64 = 1 << 20;
 const CONF_MAX_FILES: usize = 256;
@@ -94,6 +95,8 @@ pub struct Rules {
     pub defaults: Vec<String>,
     /// What `$LIB` expands to.
     pub lib: String,
+    /// What `$PLATFORM` expands to (`AT_PLATFORM` of the guest).
+    pub platform: &'static str,
     /// Configuration files read (shown in messages and placed for musl).
     pub files: Vec<String>,
 }
@@ -102,12 +105,19 @@ impl Rules {
     /// The rules for programs run by `flavor`, read from `tree`. `use_conf`: read
     /// `/etc/ld.so.conf` (the sysroot, where it stands for `ld.so.cache`) or not (the image,
     /// which has no cache).
-    pub fn read(tree: &dyn Tree, flavor: Flavor, use_conf: bool) -> io::Result<Rules> {
-        let multiarch = walk(tree, "/lib/x86_64-linux-gnu")?.node == Some(Node::Dir);
-        let lib = if multiarch {
-            "lib/x86_64-linux-gnu"
-        } else {
-            "lib64"
+    pub fn read(
+        tree: &dyn Tree,
+        flavor: Flavor,
+        use_conf: bool,
+        target: Target,
+    ) -> io::Result<Rules> {
+        let multiarch = match target.multiarch() {
+            Some(m) => walk(tree, &format!("/lib/{m}"))?.node == Some(Node::Dir),
+            None => false,
+        };
+        let lib = match target.multiarch() {
+            Some(m) if multiarch => format!("lib/{m}"),
+            _ => "lib64".to_string(),
         };
         let mut files = Vec::new();
         let (configured, defaults) = match &flavor {
@@ -116,7 +126,7 @@ impl Rules {
                 if use_conf {
                     read_conf(tree, LD_SO_CONF, 0, &mut dirs, &mut files)?;
                 }
-                let defaults = GLIBC_DEFAULT_DIRS.iter().map(|d| d.to_string()).collect();
+                let defaults = glibc_default_dirs(target);
                 (dirs, defaults)
             }
             Flavor::Musl { arch } => {
@@ -139,7 +149,8 @@ impl Rules {
             flavor,
             configured,
             defaults,
-            lib: lib.to_string(),
+            lib,
+            platform: target.platform(),
             files,
         })
     }
@@ -169,7 +180,7 @@ impl Rules {
                 match token {
                     "ORIGIN" => s.push_str(origin),
                     "LIB" if !musl => s.push_str(&self.lib),
-                    "PLATFORM" if !musl => s.push_str(PLATFORM),
+                    "PLATFORM" if !musl => s.push_str(self.platform),
                     _ => continue 'entry, // an unknown token drops the entry, as glibc does
                 }
                 rest = after;
@@ -327,6 +338,7 @@ pub fn check_target(found: Target, want: Target) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::libs::elf::{AARCH64, X86_64};
     use crate::libs::tree::MemTree;
 
     fn rules(flavor: Flavor) -> Rules {
@@ -335,6 +347,7 @@ mod tests {
             configured: Vec::new(),
             defaults: Vec::new(),
             lib: "lib64".into(),
+            platform: "x86_64",
             files: Vec::new(),
         }
     }
@@ -372,7 +385,7 @@ mod tests {
             Node::File,
             b"/srv/lib\ninclude /etc/ld.so.conf\n",
         );
-        let err = Rules::read(&t, Flavor::Glibc, true)
+        let err = Rules::read(&t, Flavor::Glibc, true, X86_64)
             .unwrap_err()
             .to_string();
         assert!(
@@ -381,7 +394,7 @@ mod tests {
         );
         assert!(err.starts_with("/etc/ld.so.conf"), "{err}");
         t.put("/etc/ld.so.conf.d/x.conf", Node::File, b"/srv/lib\n");
-        let ok = Rules::read(&t, Flavor::Glibc, true).unwrap();
+        let ok = Rules::read(&t, Flavor::Glibc, true, X86_64).unwrap();
         assert_eq!(ok.configured[..2], ["/srv/lib", "/opt/lib"]);
     }
 
@@ -450,20 +463,56 @@ mod tests {
             b"/opt/hidden\n",
         );
         t.put("/etc/ld.so.conf.d/c.txt", Node::File, b"/opt/c\n");
-        let r = Rules::read(&t, Flavor::Glibc, true).unwrap();
+        let r = Rules::read(&t, Flavor::Glibc, true, X86_64).unwrap();
         assert_eq!(
             r.configured,
             ["/opt/first", "/opt/a", "/opt/a2", "/opt/b", "/opt/last"]
         );
-        let r = Rules::read(&t, Flavor::Glibc, false).unwrap();
+        let r = Rules::read(&t, Flavor::Glibc, false, X86_64).unwrap();
         assert!(r.configured.is_empty());
+    }
+
+    #[test]
+    fn glibc_rules_follow_the_machine() {
+        let mut t = MemTree::default();
+        t.put("/lib/aarch64-linux-gnu", Node::Dir, b"");
+        let x = Rules::read(&t, Flavor::Glibc, false, X86_64).unwrap();
+        assert_eq!(
+            x.defaults[..2],
+            ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"]
+        );
+        assert_eq!((x.lib.as_str(), x.platform), ("lib64", "x86_64"));
+        let a = Rules::read(&t, Flavor::Glibc, false, AARCH64).unwrap();
+        assert_eq!(
+            a.defaults,
+            [
+                "/lib/aarch64-linux-gnu",
+                "/usr/lib/aarch64-linux-gnu",
+                "/lib64",
+                "/usr/lib64",
+                "/lib",
+                "/usr/lib"
+            ]
+        );
+        assert_eq!(a.lib, "lib/aarch64-linux-gnu");
+        assert_eq!(
+            a.expand("/p/$PLATFORM/$LIB", "/"),
+            ["/p/aarch64/lib/aarch64-linux-gnu"]
+        );
+        let musl = Flavor::of_interp("/lib/ld-musl-aarch64.so.1");
+        assert_eq!(
+            musl,
+            Flavor::Musl {
+                arch: "aarch64".into()
+            }
+        );
     }
 
     #[test]
     fn recursive_include_is_bounded() {
         let mut t = MemTree::default();
         t.put("/etc/ld.so.conf", Node::File, b"include /etc/ld.so.conf\n");
-        assert!(Rules::read(&t, Flavor::Glibc, true).is_err());
+        assert!(Rules::read(&t, Flavor::Glibc, true, X86_64).is_err());
     }
 
     #[test]
@@ -472,14 +521,14 @@ mod tests {
             arch: "x86_64".into(),
         };
         let mut t = MemTree::default();
-        let r = Rules::read(&t, musl.clone(), true).unwrap();
+        let r = Rules::read(&t, musl.clone(), true, X86_64).unwrap();
         assert_eq!(r.configured, MUSL_DEFAULT_DIRS);
         t.put(
             "/etc/ld-musl-x86_64.path",
             Node::File,
             b"/usr/lib/x86_64-linux-musl\n/lib:/opt/m\n",
         );
-        let r = Rules::read(&t, musl, true).unwrap();
+        let r = Rules::read(&t, musl, true, X86_64).unwrap();
         assert_eq!(
             r.configured,
             ["/usr/lib/x86_64-linux-musl", "/lib", "/opt/m"]

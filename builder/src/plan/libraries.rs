@@ -21,7 +21,7 @@ use super::{Inputs, Layer, Node, Origin, Plan, PlanError, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::{Config, CustomInit, InitMode};
 use crate::libs::closure::{closure, Closure, Problem, Via};
-use crate::libs::elf::{self, Exec, X86_64};
+use crate::libs::elf::{self, Exec};
 use crate::libs::search::{find_in, Flavor, Rules};
 use crate::libs::tree::{join, parent, walk, HostTree, Node as TNode, ReadSeek, Tree};
 use crate::util::shown;
@@ -71,7 +71,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
             source: e,
         };
         for path in elf_files(stack.plan()) {
-            let c = closure(&view, &path, X86_64, true).map_err(read)?;
+            let c = closure(&view, &path, cfg.arch.target(), true).map_err(read)?;
             adds.closure(&view, &sysroot, &path, &c).map_err(read)?;
         }
         for name in &cfg.libraries.extra {
@@ -99,7 +99,7 @@ fn extra(cfg: &Config, view: &Overlay, name: &str) -> Result<Closure, PlanError>
     let path = if name.starts_with('/') {
         name.to_string()
     } else {
-        let rules = Rules::read(view, Flavor::Glibc, true).map_err(read)?;
+        let rules = Rules::read(view, Flavor::Glibc, true, cfg.arch.target()).map_err(read)?;
         let dirs: Vec<String> = rules
             .configured
             .iter()
@@ -116,7 +116,7 @@ fn extra(cfg: &Config, view: &Overlay, name: &str) -> Result<Closure, PlanError>
             }
         }
     };
-    let c = closure(view, &path, X86_64, true).map_err(read)?;
+    let c = closure(view, &path, cfg.arch.target(), true).map_err(read)?;
     if let Some(p @ (Problem::NotExecutable { .. } | Problem::WrongTarget { .. })) =
         c.problems.first()
     {
@@ -354,8 +354,14 @@ fn must_run(cfg: &Config) -> Vec<&str> {
 
 /// Why the program at `path` cannot start in `tree` (empty when it can). A `#!` script's
 /// interpreter is checked the same way, to a bounded depth; paths in `unknown` (downloads not
-/// made) are taken as fine. A file that cannot be read is a problem, not an error.
-pub fn problems(tree: &dyn Tree, path: &str, unknown: &[&str]) -> Vec<Problem> {
+/// made) are taken as fine. A file that cannot be read is a problem, not an error. ELF files
+/// must be built for `target`, the guest's machine.
+pub fn problems(
+    tree: &dyn Tree,
+    path: &str,
+    unknown: &[&str],
+    target: elf::Target,
+) -> Vec<Problem> {
     let mut path = path.to_string();
     for _ in 0..SCRIPT_DEPTH {
         if unknown.contains(&path.as_str()) {
@@ -378,7 +384,7 @@ pub fn problems(tree: &dyn Tree, path: &str, unknown: &[&str]) -> Vec<Problem> {
         let read = tree.open(&w.real).map(elf::read);
         let interp = match read {
             Ok(Ok(Exec::Elf(_))) => {
-                return closure(tree, &path, X86_64, false)
+                return closure(tree, &path, target, false)
                     .map_or_else(|e| not(format!("it cannot be read: {e}")), |c| c.problems)
             }
             Ok(Ok(Exec::Script { interp, .. })) => interp,
@@ -439,7 +445,7 @@ pub fn runnable(
     let must = must_run(cfg);
     let mut warnings = Vec::new();
     for p in must.iter().filter(|p| !unfetched.contains(p)) {
-        let found = problems(&tree, p, unfetched);
+        let found = problems(&tree, p, unfetched, cfg.arch.target());
         let Some(first) = found.first() else { continue };
         let origin = plan
             .nodes
@@ -473,7 +479,7 @@ pub fn runnable(
         if !is_program {
             continue;
         }
-        for p in problems(&tree, path, unfetched) {
+        for p in problems(&tree, path, unfetched, cfg.arch.target()) {
             warnings.push(format!(
                 "{path} ({}) will not start in the guest: {p}",
                 node.origin
@@ -493,7 +499,11 @@ fn fix_for(cfg: &Config, p: &Problem) -> String {
         Problem::Missing { .. } | Problem::Interp { .. } => format!(
             ": add it with a [mappings] entry, point `build.sysroot` (now {sysroot}) at the tree the program comes from, or list a library it loads at run time in `build.extra_libraries`"
         ),
-        Problem::WrongTarget { .. } => ": use the program built for x86_64".into(),
+        Problem::WrongTarget { .. } => format!(
+            ": use the program built for {} (`build.arch` is \"{}\")",
+            cfg.arch,
+            cfg.arch
+        ),
         Problem::NotExecutable { .. } => ": check that the file is the program you meant (a download that returned a web page, a truncated file)".into(),
     }
 }
@@ -574,7 +584,7 @@ mod tests {
         assert!(
             matches!(plan.nodes[&ld.real].origin, Origin::Library { ref program } if program == "/usr/bin/ls")
         );
-        assert!(problems(&tree, "/usr/bin/ls", &[]).is_empty());
+        assert!(problems(&tree, "/usr/bin/ls", &[], elf::X86_64).is_empty());
         assert_eq!(
             runnable(&cfg, &plan, Strictness::Build, &[]).unwrap(),
             Vec::<String>::new()

@@ -89,10 +89,31 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The architecture a kernel image boots: an arm64 `Image` (magic `ARM\x64` at 0x38) or an x86
+/// bzImage (`HdrS` at 0x202); `None` for anything else.
+pub fn arch(image: &[u8]) -> Option<crate::arch::Arch> {
+    if image.get(0x38..0x3c) == Some(b"ARM\x64") {
+        Some(crate::arch::Arch::Aarch64)
+    } else if image.get(0x202..0x206) == Some(b"HdrS") {
+        Some(crate::arch::Arch::X86_64)
+    } else {
+        None
+    }
+}
+
 /// The kernel release of a bzImage (`6.1.0-48-amd64`): the first word of the version string the
 /// setup header points at (x86 boot protocol 2.00+: magic `HdrS` at 0x202, the string's offset
-/// minus 0x200 at 0x20e). `None` for anything else.
+/// minus 0x200 at 0x20e). An arm64 `Image` (magic `ARM\x64` at 0x38) has no such pointer: its
+/// release is the word after the first `Linux version ` in it. `None` for anything else.
 pub fn release(image: &[u8]) -> Option<String> {
+    if image.get(0x38..0x3c) == Some(b"ARM\x64") {
+        const BANNER: &[u8] = b"Linux version ";
+        let at = image.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+        let text = &image[at..(at + 256).min(image.len())];
+        let end = text.iter().position(|&b| b == 0 || b == b' ')?;
+        let r = std::str::from_utf8(&text[..end]).ok()?;
+        return (!r.is_empty()).then(|| r.to_owned());
+    }
     const MAGIC_AT: usize = 0x202;
     const VERSION_PTR_AT: usize = 0x20e;
     if image.get(MAGIC_AT..MAGIC_AT + 4)? != b"HdrS" {
@@ -168,6 +189,20 @@ mod tests {
         let mut bad = bzimage("x");
         bad[0x20e..0x210].copy_from_slice(&0xffffu16.to_le_bytes());
         assert_eq!(release(&bad), None, "pointer past the end");
+    }
+
+    #[test]
+    fn release_of_an_arm64_image_is_its_banner() {
+        let mut img = vec![0u8; 0x1000];
+        img[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        let banner = b"Linux version 6.1.0-57-arm64 (debian-kernel@lists.debian.org)\0";
+        img[0x800..0x800 + banner.len()].copy_from_slice(banner);
+        assert_eq!(release(&img).as_deref(), Some("6.1.0-57-arm64"));
+        img[0x800] = b'X';
+        assert_eq!(release(&img), None, "no banner, no release");
+        assert_eq!(arch(&img), Some(crate::arch::Arch::Aarch64));
+        assert_eq!(arch(&bzimage("x")), Some(crate::arch::Arch::X86_64));
+        assert_eq!(arch(b"not a kernel"), None);
     }
 
     #[test]

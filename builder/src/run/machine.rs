@@ -149,6 +149,9 @@ pub enum Machine {
     Microvm,
     /// `-M q35`: PCI devices, a PS/2 keyboard controller.
     Q35,
+    /// `-M virt` (aarch64 guests): a device tree, a PL011 UART, PCI devices, and the power
+    /// button as a GPIO key.
+    Virt,
 }
 
 impl Machine {
@@ -156,6 +159,7 @@ impl Machine {
         match self {
             Machine::Microvm => "microvm",
             Machine::Q35 => "q35",
+            Machine::Virt => "virt",
         }
     }
 }
@@ -250,7 +254,7 @@ pub fn missing_nic_drivers(machine: Machine, drivers: &GuestDrivers) -> Vec<&'st
     }
     let transport = match machine {
         Machine::Microvm => "virtio_mmio",
-        Machine::Q35 => "virtio_pci",
+        Machine::Q35 | Machine::Virt => "virtio_pci",
     };
     ["virtio_net", transport]
         .into_iter()
@@ -297,17 +301,26 @@ pub fn cmdline(
     append: &str,
 ) -> String {
     let mut parts = vec![
-        "console=ttyS0",
+        if machine == Machine::Virt {
+            "console=ttyAMA0"
+        } else {
+            "console=ttyS0"
+        },
         "reboot=k",
         "panic=1",
         "quiet",
         "loglevel=1",
-        "i8042.noaux",
     ];
+    // The PC's keyboard controller and PCI bus options mean nothing to an arm64 kernel.
+    if machine != Machine::Virt {
+        parts.push("i8042.noaux");
+    }
     if machine == Machine::Microvm {
         parts.push("i8042.nokbd");
     }
-    parts.push("pci=lastbus=0");
+    if machine != Machine::Virt {
+        parts.push("pci=lastbus=0");
+    }
     let mut line = parts.join(" ");
     if network {
         line += &format!(" ip={GUEST_IP}::{GATEWAY}:{NETMASK}:{hostname}:eth0:off:{DNS}");

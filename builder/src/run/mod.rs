@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::arch::Arch;
 use machine::{AccelChoice, Machine};
 
 /// `--timeout` passed: the guest was powered down.
@@ -56,8 +57,18 @@ pub enum RunError {
     NoKernel { tried: String },
     #[error("the kernel named by {from} does not exist: {}", path.display())]
     KernelMissing { path: PathBuf, from: &'static str },
-    #[error("{program} not found on PATH (Debian: apt-get install qemu-system-x86)")]
-    NoQemu { program: String },
+    #[error("{program} not found on PATH (Debian: apt-get install {package})")]
+    NoQemu {
+        program: String,
+        package: &'static str,
+    },
+    #[error("the kernel {} is for {kernel_arch}, but the image {}'s /init is built for {init_arch}: pass --kernel with a {init_arch} kernel", kernel.display(), image.display())]
+    Arch {
+        kernel: PathBuf,
+        kernel_arch: Arch,
+        image: PathBuf,
+        init_arch: Arch,
+    },
     #[error("cannot read the manifest {}: {problem}", path.display())]
     Manifest { path: PathBuf, problem: String },
     #[error("cannot read the image {}: {source}", path.display())]
@@ -170,15 +181,27 @@ struct Setup {
 }
 
 fn setup(o: &Options) -> Result<Setup, RunError> {
-    let qemu = which("qemu-system-x86_64").ok_or_else(|| RunError::NoQemu {
-        program: "qemu-system-x86_64".into(),
-    })?;
     let kernel = o.kernel.clone();
-    let (accel, note) = machine::accel(o.accel, &qemu, &kernel);
+    let (drivers, agent, arch) = guest_drivers(&kernel, &o.image)?;
+    let (program, package) = match arch {
+        Arch::X86_64 => ("qemu-system-x86_64", "qemu-system-x86"),
+        Arch::Aarch64 => ("qemu-system-aarch64", "qemu-system-arm"),
+    };
+    let qemu = which(program).ok_or_else(|| RunError::NoQemu {
+        program: program.into(),
+        package,
+    })?;
+    let (accel, note) = match (arch, o.accel) {
+        // The probe boots an x86 machine; an arm64 guest uses KVM only when told to.
+        (Arch::Aarch64, AccelChoice::Auto) => (
+            machine::Accel::Tcg,
+            Some("KVM not used for an aarch64 guest unless --accel kvm; using TCG".to_string()),
+        ),
+        _ => machine::accel(o.accel, &qemu, &kernel),
+    };
     if let Some(n) = note {
         log::info!("{n}");
     }
-    let (drivers, agent) = guest_drivers(&kernel, &o.image)?;
     // The kernel command line's fledge.supervise= wins over the image's, as in fledge-init.
     let supervised =
         agent.map(|a| crate::inspect::check::supervise_option(&o.append).unwrap_or(a.supervised));
@@ -226,7 +249,10 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     };
 
     let wanted = !forwards.is_empty();
-    let (machine, why) = machine::choose(machine::qemu_has_microvm(&qemu), &drivers, wanted);
+    let (machine, why) = match arch {
+        Arch::Aarch64 => (Machine::Virt, None),
+        Arch::X86_64 => machine::choose(machine::qemu_has_microvm(&qemu), &drivers, wanted),
+    };
     match (why, machine) {
         (Some(why), Machine::Microvm) => log::warn!("using -M microvm: {why}"),
         (Some(why), _) => log::info!("using -M {}: {why}", machine.name()),
@@ -336,8 +362,9 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
     })
 }
 
-/// The kernel's built-ins and the modules the image loads (by name), and whether the image
-/// starts Volant's agent (default mode).
+/// The kernel's built-ins and the modules the image loads (by name), whether the image
+/// starts Volant's agent (default mode), and the architecture of its `/init` (x86_64 when it
+/// is not an ELF program of one fledge builds for).
 fn guest_drivers(
     kernel: &std::path::Path,
     image: &std::path::Path,
@@ -345,6 +372,7 @@ fn guest_drivers(
     (
         machine::GuestDrivers,
         Option<crate::inspect::check::AgentStart>,
+        Arch,
     ),
     RunError,
 > {
@@ -360,6 +388,19 @@ fn guest_drivers(
             source,
         })?;
     let agent = report.agent;
+    // The kernel decides the machine; an /init of another one could not start on it.
+    let arch = match (kernel::arch(&bytes), report.arch) {
+        (Some(k), Some(i)) if k != i => {
+            return Err(RunError::Arch {
+                kernel: kernel.to_path_buf(),
+                kernel_arch: k,
+                image: image.to_path_buf(),
+                init_arch: i,
+            })
+        }
+        (Some(k), _) => k,
+        (None, i) => i.unwrap_or_default(),
+    };
     let image = report
         .modules
         .unwrap_or_default()
@@ -372,6 +413,7 @@ fn guest_drivers(
             image,
         },
         agent,
+        arch,
     ))
 }
 

@@ -34,14 +34,17 @@ impl Guest {
     /// The QEMU command (stdio: the serial console on stdout).
     pub fn command(&self, qemu: &Path) -> Command {
         let mut cmd = guarded_command(qemu);
-        match self.accel {
-            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => cmd.args(["-accel", "tcg"]),
+        match (self.accel, self.machine) {
+            (Accel::Kvm, _) => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+            // virt's default CPU is a 32-bit Cortex-A15: an aarch64 guest needs a 64-bit one.
+            (Accel::Tcg, Machine::Virt) => cmd.args(["-accel", "tcg", "-cpu", "max"]),
+            (Accel::Tcg, _) => cmd.args(["-accel", "tcg"]),
         };
         match self.machine {
             // The PIT, PIC and RTC give the kernel timers it can calibrate against.
             Machine::Microvm => cmd.args(["-M", "microvm,pit=on,pic=on,rtc=on,isa-serial=on"]),
             Machine::Q35 => cmd.args(["-M", "q35"]),
+            Machine::Virt => cmd.args(["-M", "virt"]),
         };
         cmd.args([
             "-m",
@@ -60,7 +63,7 @@ impl Guest {
             }
             let nic = match self.machine {
                 Machine::Microvm => "virtio-net-device,netdev=net0",
-                Machine::Q35 => "virtio-net-pci,netdev=net0",
+                Machine::Q35 | Machine::Virt => "virtio-net-pci,netdev=net0",
             };
             cmd.args(["-netdev", &netdev, "-device", nic]);
         }

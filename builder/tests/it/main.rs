@@ -1,6 +1,7 @@
 //! The builder's integration tests, one binary: the `fledge` command end to end and the
 //! library's public stages against pinned bytes.
 
+mod arch;
 mod cli;
 mod common;
 mod errors;

@@ -36,6 +36,18 @@ pub fn fd_is_open(fd: c_int) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
+/// Opens `path` for reading without blocking (an input device).
+#[cfg(target_arch = "aarch64")]
+pub fn open_input(path: &CStr) -> Result<OwnedFd, Errno> {
+    open(path, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, 0)
+}
+
+/// Reads what is there without waiting: `Err(EAGAIN)` when nothing is.
+#[cfg(target_arch = "aarch64")]
+pub fn read_some(fd: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    r(rustix::io::read(fd, buf))
+}
+
 fn open(path: &CStr, flags: OFlags, mode: u32) -> Result<OwnedFd, Errno> {
     r(rustix::fs::open(
         path,

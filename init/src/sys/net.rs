@@ -159,11 +159,17 @@ impl Netlink {
 
     /// Makes an arriving message raise `SIGIO` at this process, and reads never block.
     pub fn signal_on_arrival(&self) -> Result<(), Errno> {
-        // SAFETY: fcntl on our own descriptor with integer arguments.
-        check(unsafe { libc::fcntl(self.0.as_raw_fd(), libc::F_SETOWN, super::getpid()) })?;
-        r(rustix::fs::fcntl_setfl(
-            &self.0,
-            rustix::fs::OFlags::ASYNC | rustix::fs::OFlags::NONBLOCK,
-        ))
+        signal_on_input(self.0.as_fd())
     }
+}
+
+/// Makes input arriving on `fd` (a socket, an evdev device) raise `SIGIO` at this process, and
+/// reads of it never block.
+pub fn signal_on_input(fd: rustix::fd::BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: fcntl on a descriptor the caller borrows, with integer arguments.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, super::getpid()) })?;
+    r(rustix::fs::fcntl_setfl(
+        fd,
+        rustix::fs::OFlags::ASYNC | rustix::fs::OFlags::NONBLOCK,
+    ))
 }
