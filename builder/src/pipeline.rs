@@ -600,6 +600,13 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     })?;
     files.push(pending_text(&provenance, &text)?);
     crate::output::commit(files).map_err(|(path, source)| Error::Output { path, source })?;
+    // Keeping the cache (segments and image layers) within its bound is housekeeping, done
+    // once every output is written: the SBOM still reads file bodies from cached layers.
+    if let Some(c) = &prepared.options.cache {
+        if let Err(e) = c.prune() {
+            log::warn!("cannot prune the cache {}: {e}", c.dir().display());
+        }
+    }
     Ok(Report {
         manifest_defaulted: prepared.manifest.1.origin().is_none(),
         artifact,

@@ -245,13 +245,6 @@ pub(crate) fn write_image_tuned(
             c.dir().display()
         );
     }
-    // Keeping the cache (segments and image layers) within its bound is housekeeping: the
-    // image is already written.
-    if let Some(c) = &opts.cache {
-        if let Err(e) = c.prune() {
-            log::warn!("cannot prune the cache {}: {e}", c.dir().display());
-        }
-    }
     Ok(Stats {
         segments: segments.len(),
         cached,

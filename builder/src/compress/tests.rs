@@ -551,8 +551,10 @@ fn a_full_cache_is_pruned_to_its_limit() {
     let full = roomy(&root).usage().unwrap();
     assert!(full.entries > 2, "{full:?}");
     let bounded = SegmentCache::new(&root, full.bytes / 2);
+    bounded.prune().unwrap();
     let (warm, _) = build_cached(&entries, c, 2, SMALL, Some(&bounded));
     assert!(warm == cold, "a pruned cache changes nothing");
+    bounded.prune().unwrap();
     let left = bounded.usage().unwrap();
     assert!(
         left.bytes <= full.bytes / 2 && left.entries > 0,

@@ -4,7 +4,8 @@
 //! `artifactType` [`ARTIFACT_TYPE`], the empty config ([`EMPTY_CONFIG`], the two bytes `{}`),
 //! and one layer per file (the image, its Volant manifest JSON, any further outputs named
 //! with `--file`), each with its own media type and its file name as the
-//! `org.opencontainers.image.title` annotation, the way ORAS-style tools expect. Targets are a
+//! `org.opencontainers.image.title` annotation, the way ORAS-style tools expect. The SBOM and
+//! provenance `fledge build` wrote beside the manifest go too. Targets are a
 //! registry (`docker://HOST[:PORT]/REPO:TAG`, through [`client`]) or an OCI image layout
 //! directory (`oci:DIR:TAG`, through [`layout`]).
 //!
@@ -208,6 +209,14 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
     let mut blobs = vec![image, volant];
     for f in &req.files {
         blobs.push(file_blob(f, None)?);
+    }
+    // The build's other outputs beside its manifest (the SBOM and the provenance) go with it,
+    // unless --file named a file of the same name.
+    for f in companions(&manifest_path) {
+        let title = file_name(&f)?;
+        if !blobs.iter().any(|b| b.layer.title == title) {
+            blobs.push(file_blob(&f, None)?);
+        }
     }
     for (i, b) in blobs.iter().enumerate() {
         if blobs[..i].iter().any(|o| o.layer.title == b.layer.title) {
@@ -568,6 +577,8 @@ pub fn media_type_of(name: &str, head: &[u8]) -> String {
         "application/spdx+json".into()
     } else if lower.ends_with(".cdx.json") {
         "application/vnd.cyclonedx+json".into()
+    } else if lower.ends_with(".provenance.json") || lower.ends_with(".intoto.json") {
+        "application/vnd.in-toto+json".into()
     } else if lower.ends_with(".manifest.json") {
         VOLANT_MANIFEST_TYPE.into()
     } else if lower.ends_with(".json") {
@@ -575,6 +586,23 @@ pub fn media_type_of(name: &str, head: &[u8]) -> String {
     } else {
         "application/octet-stream".into()
     }
+}
+
+/// The SBOM and provenance `fledge build` wrote beside `manifest` (`NAME.manifest.json`):
+/// `NAME.spdx.json` and `NAME.provenance.json`, those that exist.
+fn companions(manifest: &Path) -> Vec<PathBuf> {
+    let Some(name) = manifest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".manifest.json"))
+    else {
+        return Vec::new();
+    };
+    ["spdx.json", "provenance.json"]
+        .iter()
+        .map(|ext| manifest.with_file_name(format!("{name}.{ext}")))
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 /// The Volant manifest JSON beside `image` whose `initramfs.checksum` is `d`.

@@ -166,14 +166,14 @@ fn push_pull_round_trip_skopeo_reads_it_and_the_blob_url_serves_the_image() {
         "{stdout}"
     );
     assert!(
-        stderr.contains("4 blobs uploaded, 0 already there"),
+        stderr.contains("6 blobs uploaded, 0 already there"),
         "{stderr}"
     );
     // Again: every blob is there (HEAD), and the manifest is the same bytes.
     let (again, stderr) = ok(fledge(&p, &args, &cfg, None), "second push");
     assert_eq!(again.trim(), digest);
     assert!(
-        stderr.contains("0 blobs uploaded, 4 already there"),
+        stderr.contains("0 blobs uploaded, 6 already there"),
         "{stderr}"
     );
 
@@ -185,7 +185,7 @@ fn push_pull_round_trip_skopeo_reads_it_and_the_blob_url_serves_the_image() {
     };
     assert_eq!(
         want.len(),
-        3,
+        5,
         "{:?}",
         want.iter().map(|w| &w.0).collect::<Vec<_>>()
     );
@@ -228,6 +228,11 @@ fn push_pull_round_trip_skopeo_reads_it_and_the_blob_url_serves_the_image() {
         .collect();
     assert_eq!(titles[0], "plugin.cpio.gz");
     assert_eq!(titles[2], "notes.spdx.json");
+    assert_eq!(titles[3..], ["plugin.spdx.json", "plugin.provenance.json"]);
+    assert_eq!(
+        m["layers"][4]["mediaType"],
+        "application/vnd.in-toto+json"
+    );
     assert_eq!(
         m["layers"][0]["mediaType"],
         "application/vnd.fledge.initramfs.v1.cpio+gzip"
@@ -257,7 +262,7 @@ fn push_pull_round_trip_skopeo_reads_it_and_the_blob_url_serves_the_image() {
     );
     // Only the rewritten manifest is new.
     assert!(
-        stderr.contains("1 blobs uploaded, 2 already there"),
+        stderr.contains("1 blobs uploaded, 4 already there"),
         "{stderr}"
     );
     ok(
@@ -306,7 +311,7 @@ fn push_pull_round_trip_skopeo_reads_it_and_the_blob_url_serves_the_image() {
         "push --mount-from",
     );
     assert!(
-        stderr.contains("0 blobs uploaded, 0 already there, 4 mounted"),
+        stderr.contains("0 blobs uploaded, 0 already there, 6 mounted"),
         "{stderr}"
     );
 
