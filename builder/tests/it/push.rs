@@ -229,10 +229,7 @@ fn push_pull_round_trip_skopeo_reads_it_and_the_blob_url_serves_the_image() {
     assert_eq!(titles[0], "plugin.cpio.gz");
     assert_eq!(titles[2], "notes.spdx.json");
     assert_eq!(titles[3..], ["plugin.spdx.json", "plugin.provenance.json"]);
-    assert_eq!(
-        m["layers"][4]["mediaType"],
-        "application/vnd.in-toto+json"
-    );
+    assert_eq!(m["layers"][4]["mediaType"], "application/vnd.in-toto+json");
     assert_eq!(
         m["layers"][0]["mediaType"],
         "application/vnd.fledge.initramfs.v1.cpio+gzip"
