@@ -178,8 +178,19 @@ pub struct BuildArgs {
     /// Store every file's content even when identical files could share it as hardlinks.
     #[arg(long)]
     pub no_dedup: bool,
+    /// Fill the local cache from this registry cache first (docker://HOST/REPO:TAG or
+    /// oci:DIR:TAG): entries are checked by digest, and a missing or bad cache is skipped.
+    #[arg(long, value_name = "REF")]
+    pub cache_from: Option<String>,
+    /// After the build, push the cache entries it used (segments, image layers) to this
+    /// registry cache, replacing the tag.
+    #[arg(long, value_name = "REF")]
+    pub cache_to: Option<String>,
+    /// Allow plain HTTP to a --cache-from/--cache-to registry that is not on this machine.
+    #[arg(long)]
+    pub plain_http: bool,
     /// Print the planned image (mode, owner, size, path, source) and write nothing.
-    #[arg(short = 'n', long)]
+    #[arg(short = 'n', long, conflicts_with_all = ["cache_from", "cache_to"])]
     pub dry_run: bool,
 }
 
@@ -331,7 +342,11 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         }
         return Ok(());
     }
+    let shared = SharedCache::open(&a.cache_from, &a.cache_to, &req.cache_dir, a.plain_http)?;
+    shared.fetch();
+    let since = std::time::SystemTime::now();
     let r = pipeline::build(&req)?;
+    shared.store(since)?;
     if !quiet {
         say!(
             "built {} ({} bytes, {} entries, {})",
@@ -353,6 +368,71 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
         say!("provenance {}", r.provenance.display());
     }
     Ok(())
+}
+
+/// `--cache-from` and `--cache-to`: a registry cache around the local one.
+struct SharedCache {
+    from: Option<fledge::push::Target>,
+    to: Option<fledge::push::Target>,
+    local: fledge::compress::SegmentCache,
+    plain_http: bool,
+}
+
+impl SharedCache {
+    fn open(
+        from: &Option<String>,
+        to: &Option<String>,
+        dir: &std::path::Path,
+        plain_http: bool,
+    ) -> Result<SharedCache> {
+        let parse = |r: &Option<String>, flag: &str| -> Result<Option<fledge::push::Target>> {
+            r.as_deref()
+                .map(|r| fledge::push::Target::parse(r).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+                .transpose()
+        };
+        Ok(SharedCache {
+            from: parse(from, "--cache-from")?,
+            to: parse(to, "--cache-to")?,
+            local: fledge::compress::SegmentCache::from_env(dir)?,
+            plain_http,
+        })
+    }
+
+    /// Never fails: what could not be used is a warning.
+    fn fetch(&self) {
+        let Some(t) = &self.from else { return };
+        let f = fledge::push::cache::fetch(t, &self.local, self.plain_http);
+        for n in &f.notes {
+            log::warn!("{n}");
+        }
+        log::info!(
+            "cache from {t}: {} entries fetched ({} bytes), {} already here, {} skipped",
+            f.fetched,
+            f.bytes,
+            f.present,
+            f.notes.len()
+        );
+    }
+
+    fn store(&self, since: std::time::SystemTime) -> Result<()> {
+        let Some(t) = &self.to else { return Ok(()) };
+        let s =
+            fledge::push::cache::store(t, &self.local, since, self.plain_http).map_err(|e| {
+                anyhow::anyhow!("the image is written, but the cache was not pushed: {e}")
+            })?;
+        match &s.digest {
+            Some(d) => log::info!(
+                "cache to {t}: {} entries, {} blobs uploaded, {} already there ({d})",
+                s.entries,
+                s.uploaded,
+                s.present
+            ),
+            None => log::warn!(
+                "--cache-to {t}: the build used no cache entry (is the cache off?): nothing pushed"
+            ),
+        }
+        Ok(())
+    }
 }
 
 fn inspect_cmd(a: InspectArgs, quiet: bool) -> Result<()> {

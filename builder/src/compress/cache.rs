@@ -147,6 +147,22 @@ impl SegmentCache {
         Ok((s, l))
     }
 
+    /// The entries last used (or written) at or after `since`, in name order: each path and
+    /// whether it is an image layer (else a segment).
+    pub fn used_since(&self, since: SystemTime) -> io::Result<Vec<(PathBuf, bool)>> {
+        let mut out: Vec<(PathBuf, bool)> = self
+            .files()?
+            .into_iter()
+            .filter(|f| f.used >= since)
+            .map(|f| {
+                let layer = f.path.starts_with(&self.layers);
+                (f.path, layer)
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The directory of the uncompressed image layers.
     pub fn layer_dir(&self) -> &Path {
         &self.layers

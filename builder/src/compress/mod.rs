@@ -41,7 +41,7 @@ use crate::archive::{ArchiveError, Entry, NewcWriter};
 use cache::{HashSink, Hit, Key, Store};
 use codec::{Codec, Encoded, MemberWriter, Piece, PieceEncoder};
 
-pub use cache::{parse_size, segment_dir, SegmentCache, Usage};
+pub use cache::{parse_size, segment_dir, SegmentCache, Usage, LIMIT_ENV};
 pub use decode::{decoder, detect};
 
 /// How the archive is compressed; every choice is one the Linux kernel unpacks: gzip

@@ -15,6 +15,7 @@
 //! name: no `/`, not `.` or `..`); the files appear in the directory together and only when
 //! every one is complete ([`crate::output::commit`]).
 
+pub mod cache;
 mod client;
 mod layout;
 
@@ -226,6 +227,49 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
             )));
         }
     }
+    let sent = send(
+        target,
+        &blobs,
+        ARTIFACT_TYPE,
+        &Upload {
+            chunk: req.chunk,
+            mount_from: req.mount_from.as_deref(),
+            plain_http: req.plain_http,
+        },
+    )?;
+    Ok(Pushed {
+        digest: sent.digest,
+        layers: blobs.iter().map(|b| b.layer.clone()).collect(),
+        uploaded: sent.uploaded,
+        present: sent.present,
+        mounted: sent.mounted,
+        blob_url,
+    })
+}
+
+/// How blobs go up.
+struct Upload<'a> {
+    chunk: u64,
+    mount_from: Option<&'a str>,
+    plain_http: bool,
+}
+
+/// What [`send`] did.
+struct Sent {
+    digest: Digest,
+    uploaded: usize,
+    present: usize,
+    mounted: usize,
+}
+
+/// Sends the empty config and `blobs` that `target` lacks, then the artifact manifest
+/// (`artifact_type`, one layer per blob) under the target's tag.
+fn send(
+    target: &Target,
+    blobs: &[Blob],
+    artifact_type: &str,
+    how: &Upload,
+) -> Result<Sent, PushError> {
     let config = Blob {
         layer: Layer {
             title: String::new(),
@@ -235,17 +279,14 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
         },
         data: Data::Bytes(b"{}".to_vec()),
     };
-    let manifest = manifest_json(&config.layer, blobs.iter().map(|b| &b.layer));
-    let digest = Digest::of(&manifest);
-    let mut pushed = Pushed {
-        digest: digest.clone(),
-        layers: blobs.iter().map(|b| b.layer.clone()).collect(),
+    let manifest = manifest_json(artifact_type, &config.layer, blobs.iter().map(|b| &b.layer));
+    let mut sent = Sent {
+        digest: Digest::of(&manifest),
         uploaded: 0,
         present: 0,
         mounted: 0,
-        blob_url,
     };
-    let all: Vec<&Blob> = std::iter::once(&config).chain(&blobs).collect();
+    let all = std::iter::once(&config).chain(blobs);
     match target {
         Target::Registry(r) => {
             let tag = match &r.pick {
@@ -256,19 +297,19 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
                     )))
                 }
             };
-            let mut c = client::Client::new(r, true, req.mount_from.as_deref(), req.plain_http)?;
+            let mut c = client::Client::new(r, true, how.mount_from, how.plain_http)?;
             for b in all {
                 let d = &b.layer.digest;
                 if c.has_blob(d)? {
                     log::debug!("{}: {d} is already there", c.repo);
-                    pushed.present += 1;
+                    sent.present += 1;
                     continue;
                 }
-                let location = match &req.mount_from {
+                let location = match how.mount_from {
                     Some(from) => match c.mount(d, from)? {
                         None => {
                             log::debug!("{}: mounted {d} from {from}", c.repo);
-                            pushed.mounted += 1;
+                            sent.mounted += 1;
                             continue;
                         }
                         Some(loc) => loc,
@@ -276,14 +317,15 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
                     None => c.start_upload()?,
                 };
                 let mut body = b.open()?;
-                c.upload(location, d, &mut body, b.layer.size, req.chunk)?;
+                c.upload(location, d, &mut body, b.layer.size, how.chunk)?;
                 log::debug!("{}: uploaded {d} ({} bytes)", c.repo, b.layer.size);
-                pushed.uploaded += 1;
+                sent.uploaded += 1;
             }
             let reported = c.put_manifest(&tag, MANIFEST_TYPE, &manifest)?;
-            if let Some(r) = reported.filter(|r| *r != digest.to_string()) {
+            if let Some(r) = reported.filter(|r| *r != sent.digest.to_string()) {
                 return Err(PushError(format!(
-                    "{target}: the registry stored the manifest as {r}, but its bytes are {digest}"
+                    "{target}: the registry stored the manifest as {r}, but its bytes are {}",
+                    sent.digest
                 )));
             }
         }
@@ -293,35 +335,58 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
                 .ok_or_else(|| PushError(format!("{target}: a push needs a tag (oci:DIR:TAG)")))?;
             for b in all {
                 if layout::has_blob(dir, &b.layer.digest) {
-                    pushed.present += 1;
+                    sent.present += 1;
                     continue;
                 }
                 let mut body = b.open()?;
                 layout::put_blob(dir, &b.layer.digest, b.layer.size, &mut body)?;
-                pushed.uploaded += 1;
+                sent.uploaded += 1;
             }
             layout::put_manifest(dir, tag, &manifest)?;
         }
     }
-    Ok(pushed)
+    Ok(sent)
 }
 
-/// Pulls an artifact into `dir`: every file by its title, each checked by size and digest.
-pub fn pull(target: &Target, dir: &Path, plain_http: bool) -> Result<Pulled, PushError> {
-    let limits = NetLimits::from_env().map_err(PushError)?;
-    let mut registry = None;
-    let (bytes, wanted) = match target {
+/// Where an artifact is read from, once its manifest is read.
+enum Remote<'a> {
+    Registry(Box<client::Client>),
+    Layout(&'a Path),
+}
+
+impl Remote<'_> {
+    /// The blob `d` as a stream; the caller checks its size and digest.
+    fn blob(&mut self, d: &Digest) -> Result<Box<dyn Read + '_>, PushError> {
+        Ok(match self {
+            Remote::Registry(c) => Box::new(c.blob(d)?),
+            Remote::Layout(dir) => Box::new(layout::blob(dir, d)?),
+        })
+    }
+}
+
+/// An artifact's manifest as read: its digest, `artifactType` and layers.
+struct Artifact {
+    digest: Digest,
+    artifact_type: Option<String>,
+    layers: Vec<Layer>,
+}
+
+/// Reads the artifact manifest at `target` (checked against the digest it names, if any).
+fn read_artifact(target: &Target, plain_http: bool) -> Result<(Remote<'_>, Artifact), PushError> {
+    let (remote, bytes, wanted) = match target {
         Target::Registry(r) => {
             let mut c = client::Client::new(r, false, None, plain_http)?;
             let bytes = c.manifest(&r.reference(), MANIFEST_TYPE)?;
-            registry = Some(c);
             let wanted = match &r.pick {
                 Pick::Digest(d) => Some(d.clone()),
                 Pick::Tag(_) => None,
             };
-            (bytes, wanted)
+            (Remote::Registry(Box::new(c)), bytes, wanted)
         }
-        Target::Layout { dir: l, tag } => layout::manifest(l, tag.as_deref())?,
+        Target::Layout { dir: l, tag } => {
+            let (bytes, wanted) = layout::manifest(l, tag.as_deref())?;
+            (Remote::Layout(l), bytes, wanted)
+        }
     };
     let digest = Digest::of(&bytes);
     if let Some(w) = wanted.filter(|w| *w != digest) {
@@ -329,12 +394,27 @@ pub fn pull(target: &Target, dir: &Path, plain_http: bool) -> Result<Pulled, Pus
             "{target}: the manifest's bytes are {digest}, not the {w} asked for"
         )));
     }
-    let layers = parse_manifest(&bytes).map_err(|m| PushError(format!("{target}: {m}")))?;
+    let (artifact_type, layers) =
+        parse_manifest(&bytes).map_err(|m| PushError(format!("{target}: {m}")))?;
+    Ok((
+        remote,
+        Artifact {
+            digest,
+            artifact_type,
+            layers,
+        },
+    ))
+}
+
+/// Pulls an artifact into `dir`: every file by its title, each checked by size and digest.
+pub fn pull(target: &Target, dir: &Path, plain_http: bool) -> Result<Pulled, PushError> {
+    let limits = NetLimits::from_env().map_err(PushError)?;
+    let (mut remote, artifact) = read_artifact(target, plain_http)?;
     std::fs::create_dir_all(dir)
         .map_err(|e| PushError(format!("cannot create {}: {e}", dir.display())))?;
     let mut pending = Vec::new();
     let mut files = Vec::new();
-    for l in &layers {
+    for l in &artifact.layers {
         if l.size > limits.max_bytes {
             return Err(PushError(format!(
                 "{target}: {} is {} bytes, over the download cap of {}",
@@ -346,21 +426,23 @@ pub fn pull(target: &Target, dir: &Path, plain_http: bool) -> Result<Pulled, Pus
         let path = dir.join(&l.title);
         let mut p = Pending::create(&path)
             .map_err(|e| PushError(format!("cannot write {}: {e}", path.display())))?;
-        let mut body: Box<dyn Read> = match registry.as_mut() {
-            Some(c) => Box::new(c.blob(&l.digest)?),
-            None => match target {
-                Target::Layout { dir: ld, .. } => Box::new(layout::blob(ld, &l.digest)?),
-                Target::Registry(_) => unreachable!("a registry target has a client"),
-            },
-        };
         let what = format!("{target}: {} ({})", l.title, l.digest);
-        copy_checked(&mut body, p.file(), &l.digest, l.size, &what)?;
+        copy_checked(
+            &mut remote.blob(&l.digest)?,
+            p.file(),
+            &l.digest,
+            l.size,
+            &what,
+        )?;
         files.push((path, l.size));
         pending.push(p);
     }
     output::commit(pending)
         .map_err(|(p, e)| PushError(format!("cannot write {}: {e}", p.display())))?;
-    Ok(Pulled { digest, files })
+    Ok(Pulled {
+        digest: artifact.digest,
+        files,
+    })
 }
 
 /// `http(s)://HOST/v2/REPO/blobs/DIGEST`.
@@ -374,7 +456,11 @@ pub fn blob_url(r: &RegistryRef, plain_http: bool, d: &Digest) -> String {
 }
 
 /// The artifact manifest: the config, then the layers in order.
-fn manifest_json<'a>(config: &Layer, layers: impl Iterator<Item = &'a Layer>) -> Vec<u8> {
+fn manifest_json<'a>(
+    artifact_type: &str,
+    config: &Layer,
+    layers: impl Iterator<Item = &'a Layer>,
+) -> Vec<u8> {
     let layers: Vec<Value> = layers
         .map(|l| {
             json!({
@@ -388,7 +474,7 @@ fn manifest_json<'a>(config: &Layer, layers: impl Iterator<Item = &'a Layer>) ->
     let m = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
-        "artifactType": ARTIFACT_TYPE,
+        "artifactType": artifact_type,
         "config": {
             "mediaType": config.media_type,
             "digest": config.digest.to_string(),
@@ -399,8 +485,9 @@ fn manifest_json<'a>(config: &Layer, layers: impl Iterator<Item = &'a Layer>) ->
     serde_json::to_vec(&m).expect("JSON values serialise")
 }
 
-/// The layers of a pulled manifest, every title a plain file name and no two the same.
-fn parse_manifest(bytes: &[u8]) -> Result<Vec<Layer>, String> {
+/// The `artifactType` and layers of a pulled manifest, every title a plain file name and no
+/// two the same.
+fn parse_manifest(bytes: &[u8]) -> Result<(Option<String>, Vec<Layer>), String> {
     let m: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("the manifest is not JSON: {e}"))?;
     match m.get("mediaType").and_then(Value::as_str) {
@@ -448,7 +535,11 @@ fn parse_manifest(bytes: &[u8]) -> Result<Vec<Layer>, String> {
             size,
         });
     }
-    Ok(out)
+    let artifact_type = m
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((artifact_type, out))
 }
 
 /// A title is written as a file name in the pull directory: one plain component.
@@ -712,7 +803,7 @@ mod tests {
                 size: 3,
             },
         ];
-        let bytes = manifest_json(&config, layers.iter());
+        let bytes = manifest_json(ARTIFACT_TYPE, &config, layers.iter());
         let json: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["artifactType"], ARTIFACT_TYPE);
         assert_eq!(json["config"]["mediaType"], EMPTY_CONFIG);
@@ -720,7 +811,10 @@ mod tests {
             json["layers"][0]["mediaType"],
             "application/vnd.fledge.initramfs.v1.cpio+gzip"
         );
-        assert_eq!(parse_manifest(&bytes).unwrap(), layers);
+        assert_eq!(
+            parse_manifest(&bytes).unwrap(),
+            (Some(ARTIFACT_TYPE.to_string()), layers.to_vec())
+        );
         let evil = String::from_utf8(bytes)
             .unwrap()
             .replace("p.manifest.json", "../p.manifest.json");

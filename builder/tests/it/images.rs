@@ -4,10 +4,8 @@
 //! htpasswd auth. Every transport must give the same image byte for byte, and a rebuild with
 //! the registry gone works from the cache.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::common::{Project, DEFAULT_MODE};
 
@@ -48,7 +46,7 @@ pub fn run(dir: &Path, cmd: &str) {
 }
 
 /// An OCI layout `img:v1` made by umoci: two layers and a config.
-fn umoci_image(dir: &Path) {
+pub fn umoci_image(dir: &Path) {
     run(dir, "umoci init --layout img && umoci new --image img:v1");
     run(
         dir,
@@ -80,49 +78,6 @@ fn build(p: &Project, image: &str, env: &[(&str, &str)]) -> (bool, String, Vec<u
     let bytes = std::fs::read(p.path("out.cpio.gz")).unwrap_or_default();
     let _ = std::fs::remove_file(p.path("out.cpio.gz"));
     (out.status.success(), stderr, bytes)
-}
-
-/// The registry process; stopped when dropped.
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts docker-registry on a free loopback port with htpasswd auth for `u`/`secret`.
-fn start_registry(dir: &Path) -> (Registry, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    run(dir, "htpasswd -Bbn u secret > htpasswd");
-    let cfg = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: fledge-test\n    path: {d}/htpasswd\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("registry.yml"), cfg).unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", "registry.yml"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let reg = Registry(child);
-    let host = format!("127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&host).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "docker-registry did not start on {host}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (reg, host)
 }
 
 #[test]
@@ -170,7 +125,7 @@ fn every_transport_gives_the_same_image_and_a_rebuild_needs_no_registry() {
         assert!(ok && bytes == oci, "{image} gives another image: {err}");
     }
 
-    let (registry, host) = start_registry(dir);
+    let (registry, host) = crate::push::start_registry(dir, true);
     run(dir, &format!("skopeo copy -q --dest-tls-verify=false --dest-creds u:secret oci:img:v1 docker://{host}/team/app:v1"));
     let nothing = p.path("no-auth.json");
     let anon = [

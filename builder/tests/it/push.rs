@@ -14,7 +14,7 @@ use crate::common::{hex, Project, DEFAULT_MODE};
 use crate::images::{have, run};
 
 /// The registry process; stopped when dropped.
-struct Registry(Child);
+pub struct Registry(Child);
 
 impl Drop for Registry {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Registry {
 
 /// Starts docker-registry on a free loopback port, with htpasswd auth for `u`/`secret` when
 /// `auth`.
-fn start_registry(dir: &Path, auth: bool) -> (Registry, String) {
+pub fn start_registry(dir: &Path, auth: bool) -> (Registry, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -652,5 +652,141 @@ fn a_registry_that_stalls_hits_the_header_timeout() {
         start.elapsed() < Duration::from_secs(15),
         "{:?}",
         start.elapsed()
+    );
+}
+
+/// A build of `p` with its own cache directory `cache` (one machine), verbose, plus `args`:
+/// its stderr and the image's bytes.
+fn build_on(p: &Project, cache: &str, args: &[&str]) -> (String, Vec<u8>) {
+    let out = format!("{cache}.cpio.gz");
+    let mut all = vec!["build", "-v", "-o", &out];
+    all.extend_from_slice(args);
+    let o = p
+        .command(&all)
+        .env("FLEDGE_CACHE_DIR", p.path(cache))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "build on {cache}: {stderr}");
+    (stderr, std::fs::read(p.path(&out)).unwrap())
+}
+
+/// The number before `what` in `text` ("... 7 entries fetched").
+fn count_before(text: &str, what: &str) -> usize {
+    let at = text
+        .find(what)
+        .unwrap_or_else(|| panic!("no {what:?} in {text}"));
+    text[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before {what:?} in {text}"))
+}
+
+#[test]
+fn a_registry_cache_turns_a_second_machines_first_build_into_a_copy_and_a_bad_one_changes_nothing()
+{
+    if !have(&["docker-registry", "umoci"]) {
+        return;
+    }
+    let p = Project::new();
+    crate::images::umoci_image(p.dir.path());
+    p.config(&format!("image = \"oci:img:v1\"\n{DEFAULT_MODE}"));
+    let reg_dir = tempfile::tempdir().unwrap();
+    let (_reg, host) = start_registry(reg_dir.path(), false);
+    let shared = format!("docker://{host}/team/cache:main");
+
+    // The reference: a cold build with no shared cache at all.
+    let (_, cold) = build_on(&p, "cold", &[]);
+    // Machine A: cold, then its cache goes up: segments and both image layers.
+    let (stderr, a) = build_on(&p, "a", &["--cache-to", &shared]);
+    assert!(a == cold, "--cache-to changes nothing in the image");
+    let entries = count_before(&stderr, "entries, ");
+    assert!(entries >= 3, "{stderr}");
+    assert_eq!(
+        count_before(&stderr, "blobs uploaded"),
+        entries + 1,
+        "{stderr}"
+    );
+
+    // Machine B, empty cache: everything is fetched, nothing compressed or unpacked again.
+    let (stderr, b) = build_on(&p, "b", &["--cache-from", &shared]);
+    assert!(b == cold, "a build from the shared cache is byte-identical");
+    assert_eq!(
+        count_before(&stderr, "entries fetched"),
+        entries,
+        "{stderr}"
+    );
+    let segments = count_before(&stderr, "segments from the cache");
+    assert!(
+        stderr.contains(&format!("{segments} of {segments} segments from the cache")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("layer 1: ") && stderr.contains("is cached"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // The same cache in an OCI layout, then two entries tampered with: both are skipped
+    // with a note, the rest used, and the image is the same.
+    build_on(&p, "a", &["--cache-to", "oci:shared:main"]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path("shared/index.json")).unwrap()).unwrap();
+    let blob = |d: &str| p.path(&format!("shared/blobs/sha256/{}", &d[7..]));
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&digest)).unwrap()).unwrap();
+    assert_eq!(m["artifactType"], "application/vnd.fledge.cache.v1");
+    let layers = m["layers"].as_array().unwrap();
+    for kind in ["segment-", "layer-"] {
+        let l = layers
+            .iter()
+            .find(|l| {
+                l["annotations"]["org.opencontainers.image.title"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(kind)
+            })
+            .unwrap_or_else(|| panic!("no {kind} entry in {m}"));
+        let path = blob(l["digest"].as_str().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let (stderr, c) = build_on(&p, "c", &["--cache-from", "oci:shared:main"]);
+    assert!(c == cold, "a tampered cache changes nothing");
+    assert_eq!(stderr.matches("skipped: ").count(), 2, "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert_eq!(
+        count_before(&stderr, "entries fetched"),
+        entries - 2,
+        "{stderr}"
+    );
+
+    // Unreachable, and not a cache at all: a warning each, and the same image.
+    let (stderr, d) = build_on(&p, "d", &["--cache-from", "docker://127.0.0.1:1/none:x"]);
+    assert!(
+        d == cold && stderr.contains("not used, building without it"),
+        "{stderr}"
+    );
+    p.ok(&["build", "-q", "-o", "out/plugin.cpio.gz"]);
+    ok(
+        fledge(
+            &p,
+            &["push", "out/plugin.cpio.gz", "oci:plugin:v1"],
+            &p.path("home"),
+            None,
+        ),
+        "push the plugin",
+    );
+    let (stderr, e) = build_on(&p, "e", &["--cache-from", "oci:plugin:v1"]);
+    assert!(
+        e == cold && stderr.contains("not application/vnd.fledge.cache.v1"),
+        "{stderr}"
     );
 }
