@@ -15,6 +15,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::source::net::NetLimits;
+
 /// Time between probes.
 const INTERVAL: Duration = Duration::from_millis(50);
 /// Bound on one probe.
@@ -85,11 +87,7 @@ impl Drop for Poller {
 }
 
 fn poll(url: &str, window: Duration, stop: &AtomicBool) -> Health {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(PROBE_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::source::net::agent(&NetLimits::probe(PROBE_TIMEOUT), false);
     let (tx, rx) = mpsc::channel::<Result<(), String>>();
     let start = Instant::now();
     let mut last = format!("{url} did not answer");

@@ -26,6 +26,20 @@ pub struct NetLimits {
     pub retry_delay: Duration,
 }
 
+impl NetLimits {
+    /// Every phase of a request within `timeout`, a small body, no retry: a health probe.
+    pub fn probe(timeout: Duration) -> NetLimits {
+        NetLimits {
+            connect: timeout,
+            header: timeout,
+            idle: timeout,
+            total: timeout,
+            max_bytes: 1 << 20,
+            retry_delay: Duration::ZERO,
+        }
+    }
+}
+
 pub const CONNECT_VAR: &str = "FLEDGE_HTTP_CONNECT_TIMEOUT";
 pub const HEADER_VAR: &str = "FLEDGE_HTTP_HEADER_TIMEOUT";
 pub const IDLE_VAR: &str = "FLEDGE_HTTP_IDLE_TIMEOUT";
