@@ -20,6 +20,7 @@
 //! | [`kmod`] | kernel modules of the guest kernel's tree and their load order |
 //! | [`normalise`] | owners, times, inodes, order, hardlinks: the byte-for-byte guarantee |
 //! | [`archive`] | the newc writer |
+//! | [`squashfs`] | the squashfs writer of root file system disks (`strategy = "oci_rootfs"`) |
 //! | [`compress`] | compressions, segments and the segment cache |
 //! | [`manifest`] | `manifest.toml` into Volant's manifest JSON |
 //! | [`sbom`] | the SPDX 2.3 bill of materials of an image: packages, files, digests |
@@ -59,6 +60,7 @@ pub mod provenance;
 pub mod push;
 pub mod run;
 pub mod sbom;
+pub mod squashfs;
 pub mod scaffold;
 pub mod source;
 pub mod util;

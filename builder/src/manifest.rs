@@ -175,6 +175,8 @@ pub struct BuildFacts<'a> {
     /// [`volant::AGENT_PORT`], so the workload's port may not be that one (the default `base_url`
     /// uses [`DEFAULT_AGENT_MODE_PORT`]).
     pub agent: bool,
+    /// The artifact is a root file system disk (`rootfs.*`), not an initramfs.
+    pub rootfs: bool,
 }
 
 /// A container image's workload, the defaults for what `manifest.toml` leaves out: its
@@ -200,6 +202,7 @@ fn placeholder() -> BuildFacts<'static> {
         program: None,
         image: None,
         agent: false,
+        rootfs: false,
     }
 }
 

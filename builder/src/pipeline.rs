@@ -627,6 +627,33 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
         source,
     };
     let mut pending = Pending::create(out).map_err(out_err)?;
+    if let Some(rootfs) = &prepared.config.rootfs {
+        let opts = crate::squashfs::Options {
+            compression: prepared.options.compression,
+            level: rootfs.compression_level.or(prepared.options.level),
+            threads: prepared.options.threads,
+            mtime: prepared.epoch,
+        };
+        log::info!(
+            "writing {} entries as a squashfs disk ({}) to {}",
+            prepared.entries.len(),
+            opts.compression.name(),
+            out.display()
+        );
+        let mut w = BufWriter::with_capacity(1 << 20, pending.file());
+        let stats = crate::squashfs::write(&prepared.entries, &opts, &mut w)?;
+        w.flush().map_err(out_err)?;
+        drop(w);
+        log::debug!("squashfs: {} inodes, {} bytes used", stats.inodes, stats.bytes_used);
+        // The superblock is written last, at the start: hash the disk as written.
+        let f = pending.file();
+        std::io::Seek::seek(f, std::io::SeekFrom::Start(0)).map_err(out_err)?;
+        let mut h = crate::source::store::Hashing::new(&mut *f, u64::MAX);
+        std::io::copy(&mut h, &mut std::io::sink()).map_err(out_err)?;
+        let len = h.len;
+        let sha256 = hex::encode(h.finish().map_err(out_err)?);
+        return Ok((pending, sha256, len));
+    }
     let kind = prepared.options.compression.name();
     let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
     if !bar.is_drawn() {
@@ -697,6 +724,7 @@ fn render_manifest(
         program,
         image: prepared.image.as_ref(),
         agent: default_mode(&prepared.config),
+        rootfs: prepared.config.rootfs.is_some(),
     };
     let json = manifest::render(template, &facts)?;
     let path = manifest::manifest_path(artifact, template.name());

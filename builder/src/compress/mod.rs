@@ -26,7 +26,7 @@
 //! Detection and decoding for reading images back live in [`decode`].
 
 mod cache;
-mod codec;
+pub(crate) mod codec;
 mod decode;
 mod plan;
 

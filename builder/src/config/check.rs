@@ -5,10 +5,10 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::raw::{Ctx, Extra, RawAgent, RawBuild, RawConfig, RawInit, RawSource};
+use super::raw::{Ctx, Extra, RawAgent, RawBuild, RawConfig, RawFilesystem, RawInit, RawSource};
 use super::{
     parse_sha256, AgentSource, Arch, ConfigError, CustomInit, Fetch, InitMode, Libraries, Location,
-    Mapping, WorkloadKeys, DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
+    Mapping, Rootfs, WorkloadKeys, DEFAULT_BUSYBOX_SHA256, DEFAULT_BUSYBOX_URL,
 };
 use crate::compress::Compression;
 
@@ -19,12 +19,13 @@ pub(super) struct RawMapping {
     line: Option<usize>,
 }
 
-/// The top level: `version`, `strategy` and the ignored `[filesystem]`.
+/// The top level: `version`, `strategy` and `[filesystem]`; the disk's settings for
+/// `strategy = "oci_rootfs"`.
 pub(super) fn header(
     cx: &Ctx,
     raw: &RawConfig,
     warnings: &mut Vec<String>,
-) -> Result<(), ConfigError> {
+) -> Result<Option<Rootfs>, ConfigError> {
     match &raw.version {
         None => return Err(cx.invalid(None, "version", "is missing: add `version = \"1\"`")),
         Some(v) if v.get_ref() != "1" => {
@@ -36,38 +37,100 @@ pub(super) fn header(
         }
         Some(_) => {}
     }
-    match &raw.strategy {
+    let rootfs = match &raw.strategy {
         None => {
             return Err(cx.invalid(
                 None,
                 "strategy",
-                "is missing: add `strategy = \"initramfs\"`",
+                "is missing: add `strategy = \"initramfs\"` (or \"oci_rootfs\" for a root file system disk)",
             ));
         }
-        Some(s) if s.get_ref() == "oci_rootfs" => {
+        Some(s) if s.get_ref() == "oci_rootfs" => true,
+        Some(s) if s.get_ref() == "initramfs" => false,
+        Some(s) => {
             return Err(cx.invalid(
                 Some(s.span()),
                 "strategy",
-                "is \"oci_rootfs\", which this fledge does not build: it builds \
-                 `strategy = \"initramfs\"` images only",
+                format!(
+                    "is \"{}\": use \"initramfs\" or \"oci_rootfs\"",
+                    s.get_ref()
+                ),
             ));
         }
-        Some(s) if s.get_ref() != "initramfs" => {
+    };
+    if !rootfs {
+        if let Some(f) = &raw.filesystem {
+            warnings.push(format!(
+                "{}: `[filesystem]` applies to strategy = \"oci_rootfs\" builds and is ignored",
+                cx.at(Some(f.span()))
+            ));
+        }
+        return Ok(None);
+    }
+    let Some(f) = &raw.filesystem else {
+        return Ok(Some(Rootfs::default()));
+    };
+    filesystem(cx, f.get_ref(), warnings).map(Some)
+}
+
+/// `[filesystem]` of an `oci_rootfs` build.
+fn filesystem(
+    cx: &Ctx,
+    f: &RawFilesystem,
+    warnings: &mut Vec<String>,
+) -> Result<Rootfs, ConfigError> {
+    let mut out = Rootfs::default();
+    if let Some(t) = &f.kind {
+        match t.get_ref().as_str() {
+            "squashfs" => {}
+            "ext4" | "xfs" | "btrfs" => {
+                return Err(cx.invalid(
+                    Some(t.span()),
+                    "filesystem.type",
+                    format!(
+                        "is \"{}\", a disk only root can make (losetup, mount); fledge writes \"squashfs\" disks, without root and reproducibly: use type = \"squashfs\"",
+                        t.get_ref()
+                    ),
+                ));
+            }
+            other => {
+                return Err(cx.invalid(
+                    Some(t.span()),
+                    "filesystem.type",
+                    format!("is \"{other}\": use \"squashfs\""),
+                ));
+            }
+        }
+    }
+    out.compression_level = f.compression_level.as_ref().map(|l| *l.get_ref());
+    if let Some(o) = &f.overlay_size {
+        let text = o.get_ref().trim();
+        let ok = crate::compress::parse_size(text).is_some_and(|n| n >= 1 << 20);
+        if !ok {
             return Err(cx.invalid(
-                Some(s.span()),
-                "strategy",
-                format!("is \"{}\": use \"initramfs\"", s.get_ref()),
+                Some(o.span()),
+                "filesystem.overlay_size",
+                format!(
+                    "is \"{}\": give the size of the writable layer over the disk, at least 1M (e.g. \"1G\", \"512M\")",
+                    o.get_ref()
+                ),
             ));
         }
-        Some(_) => {}
+        out.overlay_size = text.to_string();
     }
-    if raw.filesystem.is_some() {
-        warnings.push(format!(
-            "{}: `[filesystem]` applies to oci_rootfs builds and is ignored",
-            cx.at(None)
-        ));
+    for (key, span) in [
+        ("size_buffer_mb", f.size_buffer_mb.as_ref().map(|v| v.span())),
+        ("preallocate", f.preallocate.as_ref().map(|v| v.span())),
+    ] {
+        if let Some(span) = span {
+            warnings.push(format!(
+                "{}: `filesystem.{key}` sizes an ext4/xfs/btrfs disk; a squashfs disk is as large as its content, so it is ignored",
+                cx.at(Some(span))
+            ));
+        }
     }
-    Ok(())
+    cx.unknown_keys("filesystem", &f.extra, warnings);
+    Ok(out)
 }
 
 /// The `[mappings]` entries, including ones TOML scoped into another table by mistake.

@@ -180,8 +180,30 @@ pub struct Config {
     pub libraries: Libraries,
     /// `[build] sbom` (default `true`): write `<name>.spdx.json` beside the image.
     pub sbom: bool,
+    /// `strategy = "oci_rootfs"`: a squashfs root file system disk instead of an initramfs,
+    /// with its `[filesystem]` settings.
+    pub rootfs: Option<Rootfs>,
     /// Things worth telling the user that do not stop the build.
     pub warnings: Vec<String>,
+}
+
+/// `[filesystem]` of a root file system disk (`strategy = "oci_rootfs"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rootfs {
+    /// `compression_level`: the disk compressor's level [default: the compressor's].
+    pub compression_level: Option<i32>,
+    /// `overlay_size` (default `1G`): the tmpfs over the read-only disk, as Volant passes it
+    /// (`overlay_size=` on the kernel command line).
+    pub overlay_size: String,
+}
+
+impl Default for Rootfs {
+    fn default() -> Self {
+        Rootfs {
+            compression_level: None,
+            overlay_size: "1G".into(),
+        }
+    }
 }
 
 /// Shared libraries of the programs placed (`[build]`).
@@ -251,7 +273,7 @@ impl Config {
             _ => PathBuf::from("."),
         };
         let mut warnings = Vec::new();
-        check::header(&cx, &raw, &mut warnings)?;
+        let rootfs = check::header(&cx, &raw, &mut warnings)?;
         let found = check::gather_mappings(&cx, &mut raw, &mut warnings)?;
         let (init, supervise, workload) =
             check::init(&cx, raw.init, raw.agent, &base_dir, &mut warnings)?;
@@ -288,6 +310,7 @@ impl Config {
             kernel,
             libraries,
             sbom,
+            rootfs,
             warnings,
         })
     }

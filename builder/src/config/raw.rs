@@ -20,10 +20,23 @@ pub(super) struct RawConfig {
     pub(super) agent: Option<Spanned<RawAgent>>,
     pub(super) init: Option<Spanned<RawInit>>,
     pub(super) source: Option<RawSource>,
-    pub(super) filesystem: Option<toml::Value>,
+    pub(super) filesystem: Option<Spanned<RawFilesystem>>,
     pub(super) mappings: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) build: Option<RawBuild>,
     pub(super) kernel: Option<crate::kmod::RawKernel>,
+    #[serde(flatten)]
+    pub(super) extra: Extra,
+}
+
+/// `[filesystem]`: the root file system disk of `strategy = "oci_rootfs"`.
+#[derive(Deserialize)]
+pub(super) struct RawFilesystem {
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Spanned<String>>,
+    pub(super) compression_level: Option<Spanned<i32>>,
+    pub(super) overlay_size: Option<Spanned<String>>,
+    pub(super) size_buffer_mb: Option<Spanned<i64>>,
+    pub(super) preallocate: Option<Spanned<bool>>,
     #[serde(flatten)]
     pub(super) extra: Extra,
 }

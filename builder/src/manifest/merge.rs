@@ -82,6 +82,25 @@ pub(super) fn build(
         endpoint: trimmed(&h.endpoint).unwrap_or_else(|| "/".to_string()),
         timeout_ms: h.timeout_ms.unwrap_or(DEFAULT_HEALTH_TIMEOUT_MS),
     });
+    let (url, checksum) = boot_artifact(facts)?;
+    let (initramfs, rootfs) = if facts.rootfs {
+        (
+            None,
+            Some(volant::Rootfs {
+                url,
+                checksum: Some(checksum),
+                format: "raw".into(),
+            }),
+        )
+    } else {
+        (
+            Some(Initramfs {
+                url,
+                checksum: Some(checksum),
+            }),
+            None,
+        )
+    };
     Ok(Manifest {
         schema: match raw.schema.as_deref().map(str::trim) {
             None => Some(volant::SCHEMA_URL.to_string()),
@@ -94,7 +113,8 @@ pub(super) fn build(
         runtime,
         enabled: raw.enabled.unwrap_or(true),
         labels,
-        initramfs: build_initramfs(facts)?,
+        initramfs,
+        rootfs,
         resources,
         workload,
         health_check,
@@ -458,11 +478,13 @@ fn given(s: Option<&str>) -> Option<&str> {
     s.map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
+/// The boot artifact's URL and checksum (`initramfs.*`, or `rootfs.*` for a disk).
+fn boot_artifact(facts: &BuildFacts) -> Result<(String, String), Violation> {
+    let key = if facts.rootfs { "rootfs" } else { "initramfs" };
     let digest = facts.sha256.trim().to_ascii_lowercase();
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(violation(
-            "initramfs.checksum",
+            format!("{key}.checksum"),
             format!("digest {:?} is not a hex sha256", facts.sha256),
             "pass the artifact's sha256 as 64 hex digits",
         ));
@@ -472,7 +494,7 @@ fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
         (None, Some(base)) => {
             let file = facts.artifact.file_name().ok_or_else(|| {
                 violation(
-                    "initramfs.url",
+                    format!("{key}.url"),
                     format!("artifact {} has no file name", facts.artifact.display()),
                     "write the artifact to a file",
                 )
@@ -481,10 +503,7 @@ fn build_initramfs(facts: &BuildFacts) -> Result<Initramfs, Violation> {
         }
         (None, None) => facts.artifact.to_string_lossy().into_owned(),
     };
-    Ok(Initramfs {
-        url,
-        checksum: Some(format!("sha256:{digest}")),
-    })
+    Ok((url, format!("sha256:{digest}")))
 }
 
 fn doc(d: &RawDoc) -> CloudInitDoc {

@@ -30,7 +30,12 @@ pub struct Manifest {
     pub enabled: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    pub initramfs: Initramfs,
+    /// The boot artifact: an initramfs, or (`strategy = "oci_rootfs"`) a root file system disk
+    /// in `rootfs`; exactly one is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<Initramfs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<Rootfs>,
     pub resources: Resources,
     pub workload: Workload,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +60,16 @@ pub struct Initramfs {
     pub url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+}
+
+/// A root file system disk (a squashfs image, attached as a raw disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rootfs {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// `raw`: the disk is the file as it is.
+    pub format: String,
 }
 
 /// Default VM size.
@@ -567,22 +582,48 @@ impl Manifest {
     }
 
     fn validate_boot_media(&self) -> Result<(), Violation> {
-        let url = self.initramfs.url.trim();
+        let (key, url, checksum) = match (&self.initramfs, &self.rootfs) {
+            (Some(i), None) => ("initramfs", i.url.trim(), i.checksum.as_deref()),
+            (None, Some(r)) => ("rootfs", r.url.trim(), r.checksum.as_deref()),
+            (None, None) => {
+                return Err(violation(
+                    "initramfs.url",
+                    "is missing (Volant needs initramfs.url or rootfs.url)",
+                    "pass the artifact path or --url",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(violation(
+                    "rootfs",
+                    "is set beside initramfs: a plugin boots one of them",
+                    "keep one",
+                ))
+            }
+        };
         if url.is_empty() {
             return Err(violation(
-                "initramfs.url",
+                format!("{key}.url"),
                 "is empty (Volant needs initramfs.url or rootfs.url)",
                 "pass the artifact path or --url",
             ));
         }
         if !is_volant_url(url) {
             return Err(violation(
-                "initramfs.url",
+                format!("{key}.url"),
                 format!("{url:?} is not http(s)://, file:// or an absolute path"),
                 "give an absolute path or an http(s):// or file:// URL",
             ));
         }
-        check_checksum("initramfs.checksum", self.initramfs.checksum.as_deref())
+        if let Some(r) = &self.rootfs {
+            if !matches!(r.format.as_str(), "raw" | "qcow2") {
+                return Err(violation(
+                    "rootfs.format",
+                    format!("is {:?}", r.format),
+                    "use \"raw\" or \"qcow2\"",
+                ));
+            }
+        }
+        check_checksum(&format!("{key}.checksum"), checksum)
     }
 
     fn validate_disks(&self) -> Result<(), Violation> {
