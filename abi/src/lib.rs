@@ -95,3 +95,77 @@ pub mod exit_status {
         }
     }
 }
+
+/// Booting a root file system disk: the keys Volant puts on the kernel command line for one
+/// (`root=/dev/vda rootfstype=squashfs overlay_size=1G`) and the marker that tells the init of a
+/// boot initramfs to mount the disk and switch to it.
+pub mod rootfs {
+    /// Present only in a boot initramfs: fledge-init there switches to the disk.
+    pub const BOOT_MARKER: &str = "/etc/fledge/boot-rootfs";
+    /// Defaults when the command line names none.
+    pub const DEFAULT_DEVICE: &str = "/dev/vda";
+    pub const DEFAULT_FSTYPE: &str = "squashfs";
+    pub const DEFAULT_OVERLAY_SIZE: &str = "1G";
+    /// How long the init waits for the disk to appear (`fledge.root_wait_ms=`).
+    pub const DEFAULT_WAIT_MS: u64 = 10_000;
+    pub const WAIT_KEY: &str = "fledge.root_wait_ms";
+
+    /// The disk to boot, from the kernel command line (the last of each key wins).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Args<'a> {
+        pub device: &'a str,
+        pub fstype: &'a str,
+        pub overlay_size: &'a str,
+        pub wait_ms: u64,
+    }
+
+    /// Reads `root=`, `rootfstype=`, `overlay_size=` and `fledge.root_wait_ms=`.
+    pub fn args(cmdline: &str) -> Args<'_> {
+        let mut a = Args {
+            device: DEFAULT_DEVICE,
+            fstype: DEFAULT_FSTYPE,
+            overlay_size: DEFAULT_OVERLAY_SIZE,
+            wait_ms: DEFAULT_WAIT_MS,
+        };
+        for token in cmdline.split_ascii_whitespace() {
+            let Some((k, v)) = token.split_once('=') else {
+                continue;
+            };
+            match k {
+                "root" if !v.is_empty() => a.device = v,
+                "rootfstype" if !v.is_empty() => a.fstype = v,
+                "overlay_size" if !v.is_empty() => a.overlay_size = v,
+                WAIT_KEY => {
+                    if let Ok(ms) = v.parse() {
+                        a.wait_ms = ms;
+                    }
+                }
+                _ => {}
+            }
+        }
+        a
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn volant_keys_are_read_and_defaults_fill_the_rest() {
+            let a = args("console=ttyS0 root=/dev/vdb rootfstype=squashfs overlay_size=512M quiet");
+            assert_eq!(
+                a,
+                Args {
+                    device: "/dev/vdb",
+                    fstype: "squashfs",
+                    overlay_size: "512M",
+                    wait_ms: DEFAULT_WAIT_MS
+                }
+            );
+            let d = args("console=ttyS0 root= fledge.root_wait_ms=250 fledge.root_wait_ms=x");
+            assert_eq!(d.device, DEFAULT_DEVICE);
+            assert_eq!(d.overlay_size, DEFAULT_OVERLAY_SIZE);
+            assert_eq!(d.wait_ms, 250);
+        }
+    }
+}

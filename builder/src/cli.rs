@@ -143,9 +143,10 @@ pub struct BuildArgs {
     /// there is none].
     #[arg(short, long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
-    /// Where to write the image.
-    #[arg(short, long, default_value = "plugin.cpio.gz", value_name = "FILE")]
-    pub output: PathBuf,
+    /// Where to write the image [default: plugin.cpio.gz; plugin.squashfs for strategy =
+    /// "oci_rootfs"].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Compression [default: [build] compression in the config, else gzip].
     #[arg(long, value_name = "KIND", value_parser = compression_parser())]
     pub compression: Option<Compression>,
@@ -312,7 +313,10 @@ fn request(config: PathBuf, manifest: Option<PathBuf>, output: PathBuf) -> Reque
 }
 
 fn build(a: BuildArgs, quiet: bool) -> Result<()> {
-    let mut req = request(a.config, a.manifest, a.output);
+    let output = a
+        .output
+        .unwrap_or_else(|| pipeline::default_output(&a.config));
+    let mut req = request(a.config, a.manifest, output);
     req.compression = a.compression;
     req.level = a.level;
     req.arch = a.arch;
@@ -366,6 +370,9 @@ fn build(a: BuildArgs, quiet: bool) -> Result<()> {
             say!("sbom {}", s.display());
         }
         say!("provenance {}", r.provenance.display());
+        if let Some(b) = &r.boot {
+            say!("boot initramfs {}", b.display());
+        }
     }
     Ok(())
 }

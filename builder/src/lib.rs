@@ -21,6 +21,7 @@
 //! | [`normalise`] | owners, times, inodes, order, hardlinks: the byte-for-byte guarantee |
 //! | [`archive`] | the newc writer |
 //! | [`squashfs`] | the squashfs writer of root file system disks (`strategy = "oci_rootfs"`) |
+//! | [`boot`] | the boot initramfs that mounts such a disk on kernels whose drivers are modules |
 //! | [`compress`] | compressions, segments and the segment cache |
 //! | [`manifest`] | `manifest.toml` into Volant's manifest JSON |
 //! | [`sbom`] | the SPDX 2.3 bill of materials of an image: packages, files, digests |
@@ -41,6 +42,7 @@
 
 pub mod arch;
 pub mod archive;
+pub mod boot;
 pub mod compress;
 pub mod config;
 pub mod embedded;
@@ -60,9 +62,9 @@ pub mod provenance;
 pub mod push;
 pub mod run;
 pub mod sbom;
-pub mod squashfs;
 pub mod scaffold;
 pub mod source;
+pub mod squashfs;
 pub mod util;
 pub mod verify;
 

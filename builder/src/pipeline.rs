@@ -81,6 +81,8 @@ pub struct Report {
     pub manifest: PathBuf,
     /// The SBOM written, unless `[build] sbom = false`.
     pub sbom: Option<PathBuf>,
+    /// The boot initramfs of a root file system disk.
+    pub boot: Option<PathBuf>,
     pub provenance: PathBuf,
     /// The manifest was made from defaults: there was no `manifest.toml`.
     pub manifest_defaulted: bool,
@@ -177,7 +179,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         agent: agent.as_ref(),
         init: config.arch.init(),
         modules: modules.as_ref(),
-        outputs: &outputs,
+        outputs: &outputs.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
         image: image.as_ref(),
     })?;
     if fetching == Fetching::Download {
@@ -258,29 +260,40 @@ fn kernel_modules(config: &Config) -> Result<Option<crate::kmod::Modules>, Error
 
 /// The files a build writes: the image, its manifest, its provenance and (unless
 /// `[build] sbom = false`) its SBOM, with what they are for messages.
-fn output_paths(req: &Request, config: &Config, template: &manifest::Template) -> Vec<PathBuf> {
+fn output_paths(
+    req: &Request,
+    config: &Config,
+    template: &manifest::Template,
+) -> Vec<(PathBuf, &'static str)> {
     let artifact = std::path::absolute(&req.output).unwrap_or_else(|_| req.output.clone());
-    let manifest = manifest::manifest_path(&artifact, template.name());
-    let provenance = crate::provenance::provenance_path(&artifact, template.name());
-    let mut out = vec![artifact.clone(), manifest, provenance];
+    let name = template.name();
+    let mut out = vec![
+        (artifact.clone(), "-o/--output"),
+        (
+            manifest::manifest_path(&artifact, name),
+            "the manifest path",
+        ),
+        (
+            crate::provenance::provenance_path(&artifact, name),
+            "the provenance path",
+        ),
+    ];
     if config.sbom {
-        out.push(crate::sbom::sbom_path(&artifact, template.name()));
+        out.push((crate::sbom::sbom_path(&artifact, name), "the SBOM path"));
+    }
+    if config.rootfs.is_some() {
+        out.push((
+            crate::boot::boot_path(&artifact, name),
+            "the boot initramfs path",
+        ));
     }
     out
 }
 
-/// What each of [`output_paths`] is, for messages.
-const OUTPUT_NAMES: [&str; 4] = [
-    "-o/--output",
-    "the manifest path",
-    "the provenance path",
-    "the SBOM path",
-];
-
 /// Refuses outputs that would destroy something: an existing path that is not a regular file,
 /// or a file the build reads ([`inputs_of`]).
 fn check_outputs(
-    outputs: &[PathBuf],
+    outputs: &[(PathBuf, &'static str)],
     config: &Config,
     template: &Path,
     modules: Option<&crate::kmod::Modules>,
@@ -288,7 +301,8 @@ fn check_outputs(
 ) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    for (out, what) in outputs.iter().zip(OUTPUT_NAMES) {
+    for (out, what) in outputs {
+        let what = *what;
         let refuse = |problem: String| Error::Request { what, problem };
         let Ok(meta) = std::fs::symlink_metadata(out) else {
             continue;
@@ -531,6 +545,20 @@ fn log_fetched(what: &str, f: &Fetched) {
     );
 }
 
+/// `-o`'s default: `plugin.cpio.gz`, or `plugin.squashfs` when the config at `config` says
+/// `strategy = "oci_rootfs"` (a config that cannot be read gets the first; its build says why).
+pub fn default_output(config: &Path) -> PathBuf {
+    let rootfs = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.get("strategy").and_then(|s| s.as_str()) == Some("oci_rootfs"));
+    PathBuf::from(if rootfs {
+        "plugin.squashfs"
+    } else {
+        "plugin.cpio.gz"
+    })
+}
+
 /// The entry mtime for this request.
 pub fn epoch(req: &Request) -> Result<u32, Error> {
     if let Some(e) = req.epoch {
@@ -591,6 +619,14 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     } else {
         None
     };
+    let boot = match &prepared.config.rootfs {
+        Some(_) => {
+            let path = crate::boot::boot_path(&artifact, name);
+            files.push(write_boot(&prepared, &path)?);
+            Some(path)
+        }
+        None => None,
+    };
     let provenance = crate::provenance::provenance_path(&artifact, name);
     let text = crate::provenance::render(&crate::provenance::Facts {
         req,
@@ -615,9 +651,35 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         manifest: manifest_path,
         sbom,
         provenance,
+        boot,
         entries: prepared.entries.len(),
         compression: prepared.options.compression,
     })
+}
+
+/// Writes the boot initramfs of a disk build (gzip) into a pending file at `path`.
+fn write_boot(prepared: &Prepared, path: &Path) -> Result<Pending, Error> {
+    let out_err = |source| Error::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let entries = crate::boot::entries(
+        prepared.config.arch.init(),
+        prepared.modules.as_ref(),
+        prepared.epoch,
+    );
+    let opts = compress::Options {
+        compression: compress::Compression::Gzip,
+        level: None,
+        threads: prepared.options.threads,
+        cache: None,
+    };
+    let mut pending = Pending::create(path).map_err(out_err)?;
+    let mut w = BufWriter::new(pending.file());
+    compress::write_image(&entries, &opts, &mut w)?;
+    w.flush().map_err(out_err)?;
+    drop(w);
+    Ok(pending)
 }
 
 /// Compresses the entries into a pending file at `out`; returns it, its sha256 and size.
@@ -641,10 +703,23 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
             out.display()
         );
         let mut w = BufWriter::with_capacity(1 << 20, pending.file());
-        let stats = crate::squashfs::write(&prepared.entries, &opts, &mut w)?;
+        let stats =
+            crate::squashfs::write(&prepared.entries, &opts, &mut w).map_err(|e| {
+                match (&e, rootfs.compression_level) {
+                    (compress::CompressError::Level { .. }, Some(l)) => Error::Request {
+                        what: "[filesystem] compression_level",
+                        problem: format!("is {l}: {e}"),
+                    },
+                    _ => e.into(),
+                }
+            })?;
         w.flush().map_err(out_err)?;
         drop(w);
-        log::debug!("squashfs: {} inodes, {} bytes used", stats.inodes, stats.bytes_used);
+        log::debug!(
+            "squashfs: {} inodes, {} bytes used",
+            stats.inodes,
+            stats.bytes_used
+        );
         // The superblock is written last, at the start: hash the disk as written.
         let f = pending.file();
         std::io::Seek::seek(f, std::io::SeekFrom::Start(0)).map_err(out_err)?;

@@ -143,11 +143,9 @@ impl Codec {
                 opts.dict_size(BLOCK_SIZE);
                 let mut filters = xz2::stream::Filters::new();
                 filters.lzma2(&opts);
-                let stream = xz2::stream::Stream::new_stream_encoder(
-                    &filters,
-                    xz2::stream::Check::Crc32,
-                )
-                .map_err(|e| err("xz", &e))?;
+                let stream =
+                    xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
+                        .map_err(|e| err("xz", &e))?;
                 let mut w = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
                 w.write_all(raw).map_err(|e| err("xz", &e))?;
                 w.finish().map_err(|e| err("xz", &e))?
@@ -344,7 +342,15 @@ pub fn write<W: Write + Seek>(
                 frag_buf.extend_from_slice(&raw);
             }
             if batch >= BATCH_BYTES {
-                pos = flush(&codec, threads, &mut jobs, &mut data, &mut fragments, pos, out)?;
+                pos = flush(
+                    &codec,
+                    threads,
+                    &mut jobs,
+                    &mut data,
+                    &mut fragments,
+                    pos,
+                    out,
+                )?;
                 batch = 0;
             }
         }
@@ -353,7 +359,15 @@ pub fn write<W: Write + Seek>(
     if !frag_buf.is_empty() {
         jobs.push(Job::Fragment { raw: frag_buf });
     }
-    pos = flush(&codec, threads, &mut jobs, &mut data, &mut fragments, pos, out)?;
+    pos = flush(
+        &codec,
+        threads,
+        &mut jobs,
+        &mut data,
+        &mut fragments,
+        pos,
+        out,
+    )?;
 
     // Inode numbers, children first; the root last.
     let mut order = Vec::with_capacity(nodes.len());
@@ -753,20 +767,20 @@ fn tree(entries: &[Entry]) -> Vec<Node> {
                 None => {
                     let n = nodes.len();
                     nodes.push(Node {
-                        name: path[at..k].as_bytes().to_vec(),
+                        name: path.as_bytes()[at..k].to_vec(),
                         entry: None,
                         children: Vec::new(),
                         is_dir: true,
                     });
                     kids.push(BTreeMap::new());
-                    kids[parent].insert(path[at..k].as_bytes().to_vec(), n);
+                    kids[parent].insert(path.as_bytes()[at..k].to_vec(), n);
                     by_path.insert(dir, n);
                     n
                 }
             };
             at = k + 1;
         }
-        let name = path[at..].as_bytes().to_vec();
+        let name = path.as_bytes()[at..].to_vec();
         let is_dir = matches!(e.kind, Kind::Dir);
         let n = match by_path.get(path) {
             Some(&n) => n,
@@ -811,12 +825,12 @@ fn open(c: &Content) -> Result<Box<dyn Read + '_>, CompressError> {
     Ok(match c {
         Content::Empty => Box::new(io::empty()),
         Content::Bytes(b) => Box::new(&b[..]),
-        Content::Path { path, .. } => Box::new(File::open(path).map_err(|source| {
-            ArchiveError::Read {
+        Content::Path { path, .. } => {
+            Box::new(File::open(path).map_err(|source| ArchiveError::Read {
                 path: path.clone(),
                 source,
-            }
-        })?),
+            })?)
+        }
         Content::Slice { path, offset, .. } => {
             let read = |source| ArchiveError::Read {
                 path: path.to_path_buf(),
@@ -879,34 +893,77 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn e(path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32) -> Entry {
-        Entry::new(path, kind, perm, ino, nlink, 1_700_000_000)
+    fn e(path: &str, kind: Kind, ino: u32, nlink: u32) -> Entry {
+        Entry::new(path, kind, 0o644, ino, nlink, 1)
     }
 
-    fn bytes(b: &[u8]) -> Kind {
-        Kind::File(Content::Bytes(Arc::from(b)))
+    fn opts(compression: Compression, threads: usize) -> Options {
+        Options {
+            compression,
+            level: None,
+            threads,
+            mtime: 1,
+        }
+    }
+
+    fn image(entries: &[Entry], o: &Options) -> Vec<u8> {
+        let mut out = io::Cursor::new(Vec::new());
+        write(entries, o, &mut out).unwrap();
+        out.into_inner()
     }
 
     #[test]
-    fn scratch() {
-        let big: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let entries = vec![
-            e("bin", Kind::Dir, 0o755, 1, 2),
-            e("bin/sh", bytes(b"#!/bin/sh\necho hi\n"), 0o4755, 2, 1),
-            e("bin/big", Kind::File(Content::Bytes(Arc::from(&big[..]))), 0o644, 3, 1),
-            e("bin/link", Kind::Symlink("sh".into()), 0o777, 4, 1),
-            e("dev", Kind::Dir, 0o755, 5, 2),
-            e("dev/console", Kind::CharDev { major: 5, minor: 1 }, 0o600, 6, 1),
-            e("dev/fifo", Kind::Fifo, 0o644, 7, 1),
-            e("etc", Kind::Dir, 0o755, 8, 2),
-            e("etc/a", Kind::File(Content::Empty), 0o644, 9, 2),
-            e("etc/b", bytes(b"shared"), 0o644, 9, 2),
-            e("zero", Kind::File(Content::Bytes(Arc::from(&vec![0u8; 300_000][..]))), 0o644, 10, 1),
+    fn the_superblock_and_tables_are_where_the_kernel_looks() {
+        let big: Arc<[u8]> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let entries = [
+            e("a", Kind::Dir, 1, 2),
+            e("a/big", Kind::File(Content::Bytes(big)), 2, 1),
+            e("a/l", Kind::Symlink("big".into()), 3, 1),
         ];
-        for c in [Compression::Gzip, Compression::Xz, Compression::Zstd, Compression::Lz4, Compression::None] {
-            let mut out = std::io::Cursor::new(Vec::new());
-            write(&entries, &Options { compression: c, level: None, threads: 2, mtime: 1_700_000_000 }, &mut out).unwrap();
-            std::fs::write(format!("/tmp/sq-{}.img", c.name()), out.into_inner()).unwrap();
+        let img = image(&entries, &opts(Compression::Gzip, 2));
+        assert_eq!(&img[..4], MAGIC);
+        assert_eq!(img.len() % 4096, 0, "padded for a block device");
+        let u32_at = |o: usize| u32::from_le_bytes(img[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(img[o..o + 8].try_into().unwrap());
+        assert_eq!(u32_at(4), 4, "root, a, big, l");
+        assert_eq!(u32_at(12), BLOCK_SIZE);
+        let (bytes_used, id, inode, dir, frag) =
+            (u64_at(40), u64_at(48), u64_at(64), u64_at(72), u64_at(80));
+        assert!(inode < dir && dir < frag && frag < id && id < bytes_used);
+        assert!(bytes_used <= img.len() as u64);
+        assert_eq!(u64_at(56), NONE64, "no xattrs");
+        assert_eq!(u64_at(88), NONE64, "no export table");
+    }
+
+    #[test]
+    fn the_bytes_depend_on_the_entries_only() {
+        let data: Arc<[u8]> = (0..700_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        let entries: Vec<Entry> = (0..40)
+            .map(|i| {
+                e(
+                    &format!("f{i:02}"),
+                    Kind::File(Content::Bytes(data.clone())),
+                    i + 1,
+                    1,
+                )
+            })
+            .collect();
+        for c in [Compression::Gzip, Compression::Zstd, Compression::Lz4] {
+            let one = image(&entries, &opts(c, 1));
+            assert!(
+                one == image(&entries, &opts(c, 3)),
+                "{c:?}: threads change nothing"
+            );
         }
+    }
+
+    #[test]
+    fn a_level_out_of_range_is_refused() {
+        let o = Options {
+            level: Some(30),
+            ..opts(Compression::Zstd, 1)
+        };
+        let err = write(&[], &o, &mut io::Cursor::new(Vec::new())).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
     }
 }

@@ -55,6 +55,16 @@ pub enum Error {
         target: String,
         cause: Errno,
     },
+    /// A step of switching to the root file system disk failed; `what` names it.
+    Root {
+        what: String,
+        cause: Errno,
+    },
+    /// The root file system disk did not appear in time.
+    RootMissing {
+        device: String,
+        waited_ms: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -79,6 +89,11 @@ impl fmt::Display for Error {
             }
             Error::Signals { cause } => write!(f, "failed to block signals: {cause}"),
             Error::Fork { target, cause } => write!(f, "failed to start {target}: {cause}"),
+            Error::Root { what, cause } => write!(f, "{what}: {cause}"),
+            Error::RootMissing { device, waited_ms } => write!(
+                f,
+                "the root file system disk {device} did not appear within {waited_ms} ms: attach the disk (root=) and make sure its driver is built in or in the boot initramfs"
+            ),
         }
     }
 }

@@ -23,6 +23,7 @@ mod mounts;
 mod net;
 mod options;
 mod power;
+mod rootfs;
 mod status;
 mod supervise;
 mod sys;
@@ -82,6 +83,12 @@ fn boot() -> Result<i32, Error> {
     klog::open_kmsg();
     let opts = options();
     REBOOT.store(opts.exit == ExitAction::Reboot, Ordering::Relaxed);
+    if rootfs::wanted() {
+        // A boot initramfs: its modules are the disk's drivers.
+        modules::load_all(&sys::cstring(paths::MODULES_LOAD))?;
+        let cmdline = sys::read_to_string(options::CMDLINE_PATH, 64 << 10).unwrap_or_default();
+        return Err(rootfs::switch(&cmdline));
+    }
     let spec = workload::load(&sys::cstring(paths::WORKLOAD))?;
     modules::load_all(&sys::cstring(paths::MODULES_LOAD))?;
     let ip_hostname = net::setup(&opts);

@@ -20,6 +20,15 @@ impl Project {
     /// A project whose `fledge.toml` is `version`/`strategy` plus `[source] busybox_url` pointing
     /// at the host's busybox, followed by `rest`.
     pub fn new(host: &Host, rest: &str) -> Result<Self, Error> {
+        Self::with_strategy(host, "initramfs", rest)
+    }
+
+    /// [`Project::new`] for a root file system disk (`strategy = "oci_rootfs"`).
+    pub fn rootfs(host: &Host, rest: &str) -> Result<Self, Error> {
+        Self::with_strategy(host, "oci_rootfs", rest)
+    }
+
+    fn with_strategy(host: &Host, strategy: &str, rest: &str) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("fledge-qemu.")
             .tempdir()
@@ -30,7 +39,7 @@ impl Project {
             })?;
         let p = Self { dir };
         let toml = format!(
-            "version = \"1\"\nstrategy = \"initramfs\"\n\n[source]\nbusybox_url = {}\n\n{rest}",
+            "version = \"1\"\nstrategy = \"{strategy}\"\n\n[source]\nbusybox_url = {}\n\n{rest}",
             toml_str(&host.busybox)
         );
         crate::write(&p.path().join("fledge.toml"), toml)?;
@@ -149,6 +158,28 @@ impl Project {
             },
         )?;
         Ok(dest)
+    }
+
+    /// Runs `fledge build` of a disk project with `compression`; returns the disk and its boot
+    /// initramfs.
+    pub fn build_disk(
+        &self,
+        tools: &Tools,
+        compression: &str,
+    ) -> Result<(PathBuf, PathBuf), Error> {
+        let out = self.path().join("disk.squashfs");
+        let mut cmd = std::process::Command::new(&tools.fledge);
+        cmd.arg("build")
+            .arg("-c")
+            .arg(self.path().join("fledge.toml"))
+            .arg("-o")
+            .arg(&out)
+            .args(["--compression", compression])
+            .current_dir(self.path())
+            .env("FLEDGE_CACHE_DIR", self.path().join("cache"));
+        crate::tools::run(cmd)?;
+        // The manifest name, and so the boot initramfs name, defaults to the disk's.
+        Ok((out, self.path().join("disk.boot.cpio.gz")))
     }
 
     /// Runs `fledge build` with `compression` (and `extra` arguments); returns the image path.

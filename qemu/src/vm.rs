@@ -67,6 +67,12 @@ impl Boot {
         self
     }
 
+    /// Attaches `disk` read-only as the first virtio disk (`/dev/vda`).
+    pub fn disk(self, disk: &Path) -> Self {
+        let drive = format!("file={},format=raw,if=virtio,readonly=on", disk.display());
+        self.qemu_args(&["-drive", &drive])
+    }
+
     /// Sets the guest's memory (default 256 MiB); a large initramfs is unpacked into it.
     pub fn memory_mb(mut self, mb: u32) -> Self {
         self.memory_mb = mb;

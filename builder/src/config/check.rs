@@ -119,7 +119,10 @@ fn filesystem(
         out.overlay_size = text.to_string();
     }
     for (key, span) in [
-        ("size_buffer_mb", f.size_buffer_mb.as_ref().map(|v| v.span())),
+        (
+            "size_buffer_mb",
+            f.size_buffer_mb.as_ref().map(|v| v.span()),
+        ),
         ("preallocate", f.preallocate.as_ref().map(|v| v.span())),
     ] {
         if let Some(span) = span {
@@ -571,13 +574,16 @@ pub(super) fn kernel(
     cx: &Ctx,
     k: Option<crate::kmod::RawKernel>,
     base_dir: &Path,
+    rootfs: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Option<crate::kmod::Settings>, ConfigError> {
     let Some(k) = k else {
         return Ok(None);
     };
     cx.unknown_keys("kernel", &k.extra, warnings);
-    crate::kmod::settings(k, base_dir).map_err(|e| ConfigError::Invalid {
+    // A disk's boot initramfs carries the disk's drivers too.
+    let also: &[&str] = if rootfs { &crate::boot::DRIVERS } else { &[] };
+    crate::kmod::settings(k, base_dir, also).map_err(|e| ConfigError::Invalid {
         at: cx.at(e.span),
         key: e.key.into(),
         problem: e.problem,

@@ -292,7 +292,7 @@ impl Config {
             .is_none_or(|s| *s.get_ref());
         let (compression, compression_level) = check::build(&cx, raw.build, &mut warnings)?;
         let mappings = check::mappings(&cx, found, &base_dir)?;
-        let kernel = check::kernel(&cx, raw.kernel, &base_dir, &mut warnings)?;
+        let kernel = check::kernel(&cx, raw.kernel, &base_dir, rootfs.is_some(), &mut warnings)?;
         cx.unknown_keys("", &raw.extra, &mut warnings);
         Ok(Config {
             path: file.to_path_buf(),

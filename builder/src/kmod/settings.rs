@@ -58,13 +58,26 @@ pub struct KeyError {
     pub problem: String,
 }
 
-/// Checks `[kernel]`; `None` when it asks for no modules.
-pub fn settings(raw: RawKernel, base_dir: &Path) -> Result<Option<Settings>, KeyError> {
+/// Checks `[kernel]`, adding the modules `also` names that it does not (a disk's drivers);
+/// `None` when it asks for no modules.
+pub fn settings(
+    raw: RawKernel,
+    base_dir: &Path,
+    also: &[&str],
+) -> Result<Option<Settings>, KeyError> {
     let bad = |span: Span, key: &'static str, problem: String| KeyError { span, key, problem };
-    let modules = match &raw.modules {
+    let mut modules = match &raw.modules {
         Some(m) => requests(m.get_ref()).map_err(|p| bad(Some(m.span()), "kernel.modules", p))?,
         None => Vec::new(),
     };
+    for name in also {
+        if !modules.iter().any(|r| r.name == *name) {
+            modules.push(Request {
+                name: name.to_string(),
+                params: None,
+            });
+        }
+    }
     if let Some(v) = &raw.version {
         check_release(v.get_ref()).map_err(|p| bad(Some(v.span()), "kernel.version", p))?;
     }
@@ -152,7 +165,7 @@ mod tests {
 
     fn parse(kernel: &str) -> Result<Option<Settings>, String> {
         let raw: RawKernel = toml::from_str(kernel).map_err(|e| e.to_string())?;
-        settings(raw, Path::new("/cfg")).map_err(|e| e.to_string())
+        settings(raw, Path::new("/cfg"), &[]).map_err(|e| e.to_string())
     }
 
     #[test]

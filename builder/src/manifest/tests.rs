@@ -27,6 +27,7 @@ fn facts(artifact: &Path) -> BuildFacts<'_> {
         program: None,
         image: None,
         agent: false,
+        rootfs: false,
     }
 }
 
@@ -266,10 +267,12 @@ fn url_and_base_url_set_initramfs_url() {
                 program: None,
                 image: None,
                 agent: false,
+                rootfs: false,
             },
         )
         .unwrap()
         .initramfs
+        .unwrap()
         .url
     };
     assert_eq!(with(None, None), "/build/out/app.cpio.zst");
@@ -714,6 +717,7 @@ fn rule_initramfs_url_kind() {
             program: None,
             image: None,
             agent: false,
+            rootfs: false,
         };
         let err = render(&t, &f).unwrap_err();
         assert_eq!(
@@ -729,7 +733,10 @@ fn rule_initramfs_url_kind() {
 
 #[test]
 fn rule_initramfs_url_required() {
-    expect_rule(|m| m.initramfs.url = " ".into(), "initramfs.url");
+    expect_rule(
+        |m| m.initramfs.as_mut().unwrap().url = " ".into(),
+        "initramfs.url",
+    );
 }
 
 #[test]
@@ -741,7 +748,7 @@ fn rule_initramfs_checksum_prefixed() {
     let err = render(&default_template("app"), &f).unwrap_err();
     assert_eq!(err.field(), Some("initramfs.checksum"), "{err}");
     expect_rule(
-        |m| m.initramfs.checksum = Some(DIGEST.into()),
+        |m| m.initramfs.as_mut().unwrap().checksum = Some(DIGEST.into()),
         "initramfs.checksum",
     );
 }

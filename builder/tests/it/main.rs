@@ -13,6 +13,7 @@ mod kmod;
 mod libraries;
 mod pinned;
 mod push;
+mod rootfs;
 mod safety;
 mod sources;
 mod streams;

@@ -26,6 +26,14 @@ pub fn mount(
     r(rustix::mount::mount(source, target, fstype, flags, data))
 }
 
+pub fn chdir(path: &CStr) -> Result<(), Errno> {
+    r(rustix::process::chdir(path))
+}
+
+pub fn chroot(path: &CStr) -> Result<(), Errno> {
+    r(rustix::process::chroot(path))
+}
+
 /// Lazily detaches the mount on `target`.
 pub fn unmount(target: &CStr) -> Result<(), Errno> {
     r(rustix::mount::unmount(target, UnmountFlags::DETACH))

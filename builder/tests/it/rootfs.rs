@@ -1,0 +1,185 @@
+//! Root file system disks (`strategy = "oci_rootfs"`) read by squashfs-tools: `unsquashfs -lln`
+//! lists exactly the paths of the initramfs of the same config, and `unsquashfs` extracts the
+//! same tree `cpio` extracts from it - types, modes (setuid), owners (an image's 1000:1000),
+//! sizes, link targets, device numbers, hardlinks and every byte - for every compressor; two
+//! builds are byte-identical whatever the thread count.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::common::{Project, DEFAULT_MODE};
+use crate::images::{have, run};
+
+/// A project: the umoci image of the images tests, and mappings that make fragments, holes,
+/// runs of more than 256 names in one directory and a hardlink (two equal files).
+fn project(strategy: &str) -> Project {
+    let p = Project::new();
+    crate::images::umoci_image(p.dir.path());
+    let mut maps = String::new();
+    for i in 0..700 {
+        p.file(
+            &format!("many/f{i:03}"),
+            format!("file {i}\n").as_bytes(),
+            0o644,
+        );
+    }
+    maps += "\"many\" = \"/srv/many\"\n";
+    let big: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    p.file("big", &big, 0o755);
+    p.file("zeros", &vec![0u8; 300_000], 0o644);
+    p.file("twin-a", b"the same bytes\n", 0o644);
+    p.file("twin-b", b"the same bytes\n", 0o644);
+    for (from, to) in [
+        ("big", "/opt/big"),
+        ("zeros", "/opt/zeros"),
+        ("twin-a", "/opt/twin-a"),
+        ("twin-b", "/opt/twin-b"),
+    ] {
+        maps += &format!("\"{from}\" = \"{to}\"\n");
+    }
+    p.config(&format!(
+        "image = \"oci:img:v1\"\n{DEFAULT_MODE}[mappings]\n{maps}"
+    ));
+    let cfg = std::fs::read_to_string(p.path("fledge.toml")).unwrap();
+    let cfg = cfg.replace(
+        "strategy = \"initramfs\"",
+        &format!("strategy = \"{strategy}\""),
+    );
+    std::fs::write(p.path("fledge.toml"), cfg).unwrap();
+    p
+}
+
+/// What a tree holds, path by path: kind and mode, owner, size, link target, device, the
+/// sha256 of a file's bytes, and for files the set of names sharing its inode.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let mut what = format!("{:o} {}:{}", m.mode(), m.uid(), m.gid());
+            if m.file_type().is_symlink() {
+                what += &format!(" -> {}", std::fs::read_link(&p).unwrap().display());
+            } else if m.is_file() {
+                what += &format!(
+                    " {} {}",
+                    m.len(),
+                    crate::common::hex(&std::fs::read(&p).unwrap())
+                );
+                inodes.entry(m.ino()).or_default().push(rel.clone());
+            } else if m.is_dir() {
+                stack.push(p.clone());
+            } else {
+                what += &format!(" dev {:x}", m.rdev());
+            }
+            out.insert(rel, what);
+        }
+    }
+    for names in inodes.values().filter(|n| n.len() > 1) {
+        for n in names {
+            *out.get_mut(n).unwrap() += &format!(" links {}", names.len());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_squashfs_disk_holds_what_the_initramfs_holds_read_by_squashfs_tools() {
+    if !have(&["unsquashfs", "umoci", "cpio"]) {
+        return;
+    }
+    // Extracting owners and device nodes needs root (CI runs as root).
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let initramfs = project("initramfs");
+    initramfs.ok(&["build", "-q", "--compression", "none", "-o", "image.cpio"]);
+    let listed = |p: &Project, args: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", args])
+            .current_dir(p.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let want: Vec<String> = listed(&initramfs, "cpio -it --quiet < image.cpio")
+        .lines()
+        .filter(|l| *l != ".")
+        .map(str::to_string)
+        .collect();
+    assert!(want.len() > 750, "{}", want.len());
+    if root {
+        run(
+            initramfs.dir.path(),
+            "mkdir x && cd x && cpio -idm --quiet < ../image.cpio",
+        );
+    }
+
+    let disk = project("oci_rootfs");
+    for c in ["gzip", "xz", "lz4", "zstd"] {
+        let out = format!("{c}.squashfs");
+        disk.ok(&["build", "-q", "--compression", c, "-o", &out]);
+        // unsquashfs -lln: "MODE UID/GID SIZE DATE TIME squashfs-root/PATH[ -> TARGET]".
+        let mut got: Vec<String> = listed(&disk, &format!("unsquashfs -lln {out}"))
+            .lines()
+            .filter_map(|l| l.split_once(" squashfs-root/").map(|(_, p)| p))
+            .map(|p| p.split(" -> ").next().unwrap().to_string())
+            .collect();
+        got.sort();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(
+            got, sorted,
+            "{c}: unsquashfs -lln lists the initramfs's paths"
+        );
+        let setuid = listed(&disk, &format!("unsquashfs -lln {out} usr/bin/app"));
+        assert!(setuid.contains("-rwsr-xr-x 0/0"), "{c}: {setuid}");
+        let owned = listed(&disk, &format!("unsquashfs -lln {out} srv"));
+        assert!(owned.contains("1000/1000"), "{c}: {owned}");
+        if root {
+            run(
+                disk.dir.path(),
+                &format!("unsquashfs -q -d x-{c} {out} >/dev/null"),
+            );
+            assert_eq!(
+                tree(&disk.path(&format!("x-{c}"))),
+                tree(&initramfs.path("x")),
+                "{c}: the disk extracts to the initramfs's tree"
+            );
+        }
+    }
+    if root {
+        let twin = tree(&disk.path("x-zstd"));
+        assert!(
+            twin["opt/twin-a"].ends_with("links 2"),
+            "{}",
+            twin["opt/twin-a"]
+        );
+    }
+
+    // Reproducible: the same bytes again, with one thread or two.
+    disk.ok(&[
+        "build",
+        "-q",
+        "--compression",
+        "zstd",
+        "-j",
+        "1",
+        "-o",
+        "again.squashfs",
+    ]);
+    assert!(
+        std::fs::read(disk.path("again.squashfs")).unwrap()
+            == std::fs::read(disk.path("zstd.squashfs")).unwrap(),
+        "two builds are byte-identical"
+    );
+}
