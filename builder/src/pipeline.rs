@@ -593,7 +593,10 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     let (image, sha256, size) = write_image(&prepared, out)?;
     // The manifest is rendered (so validated) and written before either file takes its place;
     // then both are renamed together.
-    let manifest = render_manifest(req, &prepared, &artifact, &sha256)?;
+    let (manifest, memory_mb) = render_manifest(req, &prepared, &artifact, &sha256)?;
+    if prepared.config.rootfs.is_none() {
+        warn_if_large(&prepared.entries, memory_mb);
+    }
     let manifest_path = manifest.path().to_path_buf();
     let mut files = vec![image, manifest];
     let name = prepared.manifest.1.name();
@@ -788,7 +791,7 @@ fn render_manifest(
     prepared: &Prepared,
     artifact: &Path,
     sha256: &str,
-) -> Result<Pending, Error> {
+) -> Result<(Pending, i64), Error> {
     let template = &prepared.manifest.1;
     let program = started_program(&prepared.config);
     let facts = manifest::BuildFacts {
@@ -823,7 +826,23 @@ fn render_manifest(
     }
     let mut pending = Pending::create(&path).map_err(m_err)?;
     pending.file().write_all(text.as_bytes()).map_err(m_err)?;
-    Ok(pending)
+    Ok((
+        pending,
+        json["resources"]["memory_mb"].as_i64().unwrap_or(0),
+    ))
+}
+
+/// An initramfs lives in the guest's memory: one that takes more than half of `memory_mb`
+/// unpacked leaves the workload little, and a root file system disk would not.
+fn warn_if_large(entries: &[crate::archive::Entry], memory_mb: i64) {
+    let unpacked = crate::archive::archive_len(entries);
+    let memory = u64::try_from(memory_mb).unwrap_or(0) << 20;
+    if memory > 0 && unpacked > memory / 2 {
+        log::warn!(
+            "the image unpacks to {} MiB, more than half of resources.memory_mb = {memory_mb}: the guest holds all of it in RAM before the workload starts; a root file system disk (strategy = \"oci_rootfs\") is read from disk instead",
+            unpacked >> 20
+        );
+    }
 }
 
 /// The image's file name, as the SBOM and provenance name it.

@@ -183,3 +183,32 @@ fn a_squashfs_disk_holds_what_the_initramfs_holds_read_by_squashfs_tools() {
         "two builds are byte-identical"
     );
 }
+
+#[test]
+fn an_initramfs_larger_than_half_the_memory_warns_and_names_the_disk() {
+    let p = Project::new();
+    p.config(&format!(
+        "{DEFAULT_MODE}[mappings]\n\"data\" = \"/srv/data\"\n"
+    ));
+    p.file(
+        "manifest.toml",
+        b"name = \"big\"\nversion = \"1\"\n[resources]\ncpu_cores = 1\nmemory_mb = 16\n",
+        0o644,
+    );
+    let data: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    p.file("data", &data, 0o644);
+    let o = p.fledge(&["build", "--compression", "lz4", "-o", "big.cpio.lz4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("more than half of resources.memory_mb = 16")
+            && err.contains("strategy = \"oci_rootfs\""),
+        "{err}"
+    );
+    // Within the bound: no warning.
+    p.file("data", &data[..1 << 20], 0o644);
+    let o = p.fledge(&["build", "--compression", "lz4", "-o", "big.cpio.lz4"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("more than half"));
+}
