@@ -119,15 +119,19 @@ pub mod rootfs {
         pub wait_ms: u64,
     }
 
-    /// Reads `root=`, `rootfstype=`, `overlay_size=` and `fledge.root_wait_ms=`.
-    pub fn args(cmdline: &str) -> Args<'_> {
+    /// Reads `root=`, `rootfstype=`, `overlay_size=` and `fledge.root_wait_ms=` from the
+    /// marker's text (what the build baked: `[filesystem] overlay_size`), then from the kernel
+    /// command line, which wins.
+    pub fn args<'a>(baked: &'a str, cmdline: &'a str) -> Args<'a> {
         let mut a = Args {
             device: DEFAULT_DEVICE,
             fstype: DEFAULT_FSTYPE,
             overlay_size: DEFAULT_OVERLAY_SIZE,
             wait_ms: DEFAULT_WAIT_MS,
         };
-        for token in cmdline.split_ascii_whitespace() {
+        let baked = baked.lines().filter(|l| !l.trim_start().starts_with('#'));
+        let tokens = baked.flat_map(str::split_ascii_whitespace);
+        for token in tokens.chain(cmdline.split_ascii_whitespace()) {
             let Some((k, v)) = token.split_once('=') else {
                 continue;
             };
@@ -152,7 +156,17 @@ pub mod rootfs {
 
         #[test]
         fn volant_keys_are_read_and_defaults_fill_the_rest() {
-            let a = args("console=ttyS0 root=/dev/vdb rootfstype=squashfs overlay_size=512M quiet");
+            let baked = "# a comment root=/dev/x\noverlay_size=2G\n";
+            assert_eq!(args(baked, "").overlay_size, "2G");
+            assert_eq!(
+                args(baked, "").device,
+                DEFAULT_DEVICE,
+                "comments are not read"
+            );
+            let a = args(
+                baked,
+                "console=ttyS0 root=/dev/vdb rootfstype=squashfs overlay_size=512M quiet",
+            );
             assert_eq!(
                 a,
                 Args {
@@ -162,7 +176,10 @@ pub mod rootfs {
                     wait_ms: DEFAULT_WAIT_MS
                 }
             );
-            let d = args("console=ttyS0 root= fledge.root_wait_ms=250 fledge.root_wait_ms=x");
+            let d = args(
+                "",
+                "console=ttyS0 root= fledge.root_wait_ms=250 fledge.root_wait_ms=x",
+            );
             assert_eq!(d.device, DEFAULT_DEVICE);
             assert_eq!(d.overlay_size, DEFAULT_OVERLAY_SIZE);
             assert_eq!(d.wait_ms, 250);

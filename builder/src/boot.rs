@@ -30,7 +30,12 @@ pub fn boot_path(artifact: &Path, name: &str) -> PathBuf {
 }
 
 /// The entries of the boot initramfs, in the order the newc writer wants (parents first).
-pub fn entries(init: &[u8], modules: Option<&Modules>, mtime: u32) -> Vec<Entry> {
+pub fn entries(
+    init: &[u8],
+    modules: Option<&Modules>,
+    overlay_size: &str,
+    mtime: u32,
+) -> Vec<Entry> {
     let bytes = |b: &[u8]| Kind::File(Content::Bytes(Arc::from(b)));
     let mut files: BTreeMap<String, (Kind, u32)> = BTreeMap::new();
     for d in ["dev", "proc", "sys", "run", "tmp", "etc/fledge"] {
@@ -42,9 +47,9 @@ pub fn entries(init: &[u8], modules: Option<&Modules>, mtime: u32) -> Vec<Entry>
     );
     files.insert(rel(paths::INIT), (bytes(init), 0o755));
     let marker = format!(
-        "# a fledge boot initramfs: fledge-init mounts {} ({}) and switches to it\n",
-        rootfs::DEFAULT_DEVICE,
-        rootfs::DEFAULT_FSTYPE
+        "# a fledge boot initramfs: fledge-init mounts the disk under a tmpfs overlay and\n\
+         # switches to it; the kernel command line (root=, rootfstype=, overlay_size=) wins\n\
+         overlay_size={overlay_size}\n"
     );
     files.insert(rel(rootfs::BOOT_MARKER), (bytes(marker.as_bytes()), 0o644));
     if let Some(m) = modules {
@@ -91,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_boot_initramfs_holds_the_init_the_marker_and_every_parent() {
-        let e = entries(b"\x7fELF init", None, 7);
+        let e = entries(b"\x7fELF init", None, "1G", 7);
         let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,

@@ -666,9 +666,17 @@ fn write_boot(prepared: &Prepared, path: &Path) -> Result<Pending, Error> {
         path: path.to_path_buf(),
         source,
     };
+    let overlay = prepared
+        .config
+        .rootfs
+        .as_ref()
+        .map_or(fledge_abi::rootfs::DEFAULT_OVERLAY_SIZE, |r| {
+            &r.overlay_size
+        });
     let entries = crate::boot::entries(
         prepared.config.arch.init(),
         prepared.modules.as_ref(),
+        overlay,
         prepared.epoch,
     );
     let opts = compress::Options {

@@ -264,10 +264,11 @@ pub fn image_files(image: &Path) -> Result<BTreeMap<String, String>, VerifyError
         path: image.to_path_buf(),
         source,
     };
-    let f = File::open(image).map_err(err)?;
+    let mut f = File::open(image).map_err(err)?;
+    let squashfs = crate::inspect::is_squashfs(&mut f).map_err(err)?;
     let mut files: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut groups: BTreeMap<reader::LinkGroup, (Vec<String>, Option<String>)> = BTreeMap::new();
-    let walked = reader::walk_hashing(f, &mut |e| {
+    let mut sink = |e: &reader::Entry<'_>| {
         let path = String::from_utf8_lossy(e.path).into_owned();
         if crate::inspect::file_type(e.mode) != crate::inspect::FileType::File {
             files.remove(&path);
@@ -288,7 +289,12 @@ pub fn image_files(image: &Path) -> Result<BTreeMap<String, String>, VerifyError
             }
         }
         Ok(())
-    });
+    };
+    let walked = if squashfs {
+        crate::squashfs::read::walk(f, true, &mut sink).map(|_| ())
+    } else {
+        reader::walk_hashing(f, &mut sink).map(|_| ())
+    };
     walked.map_err(|e| match e {
         reader::WalkError::Read(source) | reader::WalkError::Sink(source) => err(source),
         reader::WalkError::Format(problem) => VerifyError::Differs {
@@ -314,10 +320,15 @@ pub fn image_files(image: &Path) -> Result<BTreeMap<String, String>, VerifyError
 
 fn check_manifest(image: &Path, manifest: &Path, sha256: &str) -> Result<(), VerifyError> {
     let m = read_json(manifest)?;
-    let Some(sum) = m["initramfs"]["checksum"].as_str() else {
+    let key = if m.get("rootfs").is_some() {
+        "rootfs"
+    } else {
+        "initramfs"
+    };
+    let Some(sum) = m[key]["checksum"].as_str() else {
         return Err(VerifyError::Differs {
             path: manifest.to_path_buf(),
-            problem: "has no initramfs.checksum".into(),
+            problem: format!("has no {key}.checksum"),
         });
     };
     if sum.strip_prefix("sha256:") == Some(sha256) {
@@ -326,7 +337,7 @@ fn check_manifest(image: &Path, manifest: &Path, sha256: &str) -> Result<(), Ver
     Err(VerifyError::Differs {
         path: image.to_path_buf(),
         problem: format!(
-            "has sha256 {sha256}, but initramfs.checksum of {} is {sum}",
+            "has sha256 {sha256}, but {key}.checksum of {} is {sum}",
             manifest.display()
         ),
     })

@@ -29,7 +29,8 @@ pub fn wanted() -> bool {
 
 /// Mounts the disk and execs its `/init`; returns only the failure.
 pub fn switch(cmdline: &str) -> Error {
-    match try_switch(rootfs::args(cmdline)) {
+    let baked = sys::read_to_string(&sys::cstring(rootfs::BOOT_MARKER), 4096).unwrap_or_default();
+    match try_switch(rootfs::args(&baked, cmdline)) {
         Ok(never) => match never {},
         Err(e) => e,
     }

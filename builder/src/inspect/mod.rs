@@ -59,11 +59,29 @@ pub struct Report {
 
 /// Reads the image at `path` and writes `view` of it to `out`.
 pub fn run(path: &Path, view: View, out: &mut dyn Write) -> Result<Report, InspectError> {
-    let file = File::open(path).map_err(|source| InspectError::Read {
+    let read_err = |source| InspectError::Read {
         path: path.into(),
         source,
-    })?;
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    if is_squashfs(&mut file).map_err(read_err)? {
+        return run_walk(
+            |sink| crate::squashfs::read::walk(file, false, sink),
+            path,
+            view,
+            out,
+        );
+    }
     run_on(file, path, view, out)
+}
+
+/// Whether `file` starts with the squashfs magic (the position is left at the start).
+pub fn is_squashfs(file: &mut File) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut magic = [0u8; 4];
+    let n = file.read(&mut magic)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(n == 4 && &magic == crate::squashfs::MAGIC)
 }
 
 /// [`run`] on an image read from `image`; `path` names it in messages.
@@ -73,10 +91,22 @@ pub fn run_on(
     view: View,
     out: &mut dyn Write,
 ) -> Result<Report, InspectError> {
+    run_walk(|sink| reader::walk(image, sink), path, view, out)
+}
+
+type Sink<'s> = dyn FnMut(&reader::Entry<'_>) -> io::Result<()> + 's;
+
+/// Lists, draws or checks what `walk` hands to its sink.
+fn run_walk(
+    walk: impl FnOnce(&mut Sink<'_>) -> Result<Summary, WalkError>,
+    path: &Path,
+    view: View,
+    out: &mut dyn Write,
+) -> Result<Report, InspectError> {
     let mut index = check::Index::default();
     let mut records = format::Records::default();
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
-    let walked = reader::walk(image, &mut |e| {
+    let walked = walk(&mut |e| {
         index.add(e);
         match view {
             View::List => format::line(&mut out, e),

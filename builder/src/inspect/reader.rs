@@ -28,7 +28,7 @@ const HEADER_LEN: usize = 110;
 /// Files whose body the reader hands over (the boot check reads them), with their largest size:
 /// small files the check reads, and the programs PID 1 starts, for the check that they can
 /// (their interpreter and libraries are in the image).
-const KEPT_BODIES: &[(&str, u64)] = &[
+pub(crate) const KEPT_BODIES: &[(&str, u64)] = &[
     (paths::VOLANT_INIT, 4096),
     (paths::MODULES_LOAD, fledge_abi::modules::MAX_LEN as u64),
     ("/etc/ld-musl-x86_64.path", 4096),

@@ -182,6 +182,7 @@ struct Setup {
 
 fn setup(o: &Options) -> Result<Setup, RunError> {
     let kernel = o.kernel.clone();
+    let boot = boot_initramfs(o)?;
     let (drivers, agent, arch) = guest_drivers(&kernel, &o.image)?;
     let (program, package) = match arch {
         Arch::X86_64 => ("qemu-system-x86_64", "qemu-system-x86"),
@@ -285,8 +286,18 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         .collect();
     let hostname = machine::hostname(&o.plugin.name);
     let tsc = machine::host_tsc_khz();
+    // A disk is booted as Volant boots one (its overlay size from the boot initramfs).
+    let disk_keys = if boot.is_some() {
+        format!(
+            "root={} rootfstype={} volant.rootfs_device=vda ",
+            fledge_abi::rootfs::DEFAULT_DEVICE,
+            fledge_abi::rootfs::DEFAULT_FSTYPE
+        )
+    } else {
+        String::new()
+    };
     let line = |extra: &str| {
-        let append = format!("{extra} {}", o.append.trim());
+        let append = format!("{disk_keys}{extra} {}", o.append.trim());
         machine::cmdline(machine, accel, &hostname, network, tsc, &append)
     };
     let mut api = None;
@@ -345,7 +356,8 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         memory_mb: o.plugin.memory_mb,
         cpus: o.plugin.cpus,
         kernel,
-        initrd: o.image.clone(),
+        initrd: boot.clone().unwrap_or_else(|| o.image.clone()),
+        disk: boot.is_some().then(|| o.image.clone()),
         cmdline,
         forwards,
         network,
@@ -360,6 +372,48 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
         api,
         _dir: dir,
     })
+}
+
+/// For a root file system disk, the boot initramfs `fledge build` wrote beside it
+/// (`NAME.boot.cpio.gz`, NAME the manifest's name, else the disk's file stem); `None` for an
+/// initramfs.
+fn boot_initramfs(o: &Options) -> Result<Option<PathBuf>, RunError> {
+    let mut f =
+        std::fs::File::open(&o.image).map_err(io(format!("cannot read {}", o.image.display())))?;
+    if !crate::inspect::is_squashfs(&mut f)
+        .map_err(io(format!("cannot read {}", o.image.display())))?
+    {
+        return Ok(None);
+    }
+    let abs = std::path::absolute(&o.image).unwrap_or_else(|_| o.image.clone());
+    let stem = abs
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let found = [o.plugin.name.as_str(), stem.as_str()]
+        .iter()
+        .map(|n| crate::boot::boot_path(&abs, n))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => {
+            log::info!(
+                "{} is a root file system disk: booting it as /dev/vda from {}",
+                o.image.display(),
+                p.display()
+            );
+            Ok(Some(p))
+        }
+        None => Err(RunError::Image {
+            path: o.image.clone(),
+            source: crate::inspect::InspectError::Format {
+                path: o.image.clone(),
+                problem: format!(
+                    "is a root file system disk, and no boot initramfs is beside it ({}): build it with `fledge build`, which writes one",
+                    crate::boot::boot_path(&abs, &o.plugin.name).display()
+                ),
+            },
+        }),
+    }
 }
 
 /// The kernel's built-ins and the modules the image loads (by name), whether the image

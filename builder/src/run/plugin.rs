@@ -63,6 +63,7 @@ struct Raw {
     workload: Option<RawWorkload>,
     health_check: Option<RawHealth>,
     initramfs: Option<RawInitramfs>,
+    rootfs: Option<RawInitramfs>,
 }
 
 #[derive(Deserialize)]
@@ -152,7 +153,7 @@ pub fn parse(text: &str) -> Result<Plugin, String> {
 pub use crate::manifest::volant::port_of;
 
 /// The manifest beside an image: the one `*.manifest.json` in its directory whose
-/// `initramfs.url` is the image's path (as `fledge build` writes it).
+/// `initramfs.url` (or `rootfs.url`) is the image's path (as `fledge build` writes it).
 pub fn beside(image: &Path) -> Option<PathBuf> {
     let abs = std::path::absolute(image).ok()?;
     let dir = abs.parent()?;
@@ -169,7 +170,7 @@ pub fn beside(image: &Path) -> Option<PathBuf> {
             let url = text
                 .ok()
                 .and_then(|t| serde_json::from_str::<Raw>(&t).ok())
-                .and_then(|r| r.initramfs)
+                .and_then(|r| r.initramfs.or(r.rootfs))
                 .and_then(|i| i.url);
             url.is_some_and(|u| Path::new(u.strip_prefix("file://").unwrap_or(&u)) == abs)
         })

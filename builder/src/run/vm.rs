@@ -22,6 +22,8 @@ pub struct Guest {
     pub cpus: u64,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// A root file system disk, attached read-only as the first virtio disk (`/dev/vda`).
+    pub disk: Option<PathBuf>,
     pub cmdline: String,
     /// `(host port, guest port)` TCP forwards on the user-mode network; none: no network.
     pub forwards: Vec<(u16, u16)>,
@@ -66,6 +68,17 @@ impl Guest {
                 Machine::Q35 | Machine::Virt => "virtio-net-pci,netdev=net0",
             };
             cmd.args(["-netdev", &netdev, "-device", nic]);
+        }
+        if let Some(disk) = &self.disk {
+            let blk = match self.machine {
+                Machine::Microvm => "virtio-blk-device,drive=root",
+                Machine::Q35 | Machine::Virt => "virtio-blk-pci,drive=root",
+            };
+            let drive = format!(
+                "file={},format=raw,if=none,id=root,readonly=on",
+                disk.display()
+            );
+            cmd.args(["-drive", &drive, "-device", blk]);
         }
         cmd.arg("-kernel")
             .arg(&self.kernel)
@@ -145,6 +158,7 @@ mod tests {
             cpus: 2,
             kernel: "/k".into(),
             initrd: "/i".into(),
+            disk: None,
             cmdline: "console=ttyS0 quiet".into(),
             forwards: vec![(4000, 8080)],
             network: true,
@@ -177,6 +191,24 @@ mod tests {
             "{m}"
         );
         assert!(!m.contains("netdev"), "{m}");
+    }
+
+    #[test]
+    fn a_disk_is_attached_read_only_on_the_machine_s_virtio_transport() {
+        let plain = |c: &Command| describe(c);
+        for (machine, device) in [
+            (Machine::Q35, "-device virtio-blk-pci,drive=root"),
+            (Machine::Microvm, "-device virtio-blk-device,drive=root"),
+        ] {
+            let mut g = guest(machine);
+            g.disk = Some("/d.squashfs".into());
+            let c = plain(&g.command(Path::new("qemu")));
+            assert!(
+                c.contains("-drive file=/d.squashfs,format=raw,if=none,id=root,readonly=on")
+                    && c.contains(device),
+                "{c}"
+            );
+        }
     }
 
     #[test]

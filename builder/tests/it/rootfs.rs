@@ -124,6 +124,22 @@ fn a_squashfs_disk_holds_what_the_initramfs_holds_read_by_squashfs_tools() {
         );
     }
 
+    // `fledge inspect` lists mode, owner and path alike (sizes differ where newc leaves the
+    // first names of a hardlink group without a body).
+    let inspected = |p: &Project, image: &str| {
+        let mut v: Vec<String> = p
+            .ok(&["inspect", image])
+            .lines()
+            .filter(|l| l.starts_with(['-', 'd', 'l', 'c', 'b', 'p']))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {} {}", f[0], f[1], f[3..].join(" "))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want_inspected = inspected(&initramfs, "image.cpio");
     let disk = project("oci_rootfs");
     for c in ["gzip", "xz", "lz4", "zstd"] {
         let out = format!("{c}.squashfs");
@@ -141,6 +157,14 @@ fn a_squashfs_disk_holds_what_the_initramfs_holds_read_by_squashfs_tools() {
             got, sorted,
             "{c}: unsquashfs -lln lists the initramfs's paths"
         );
+        assert_eq!(
+            inspected(&disk, &out),
+            want_inspected,
+            "{c}: fledge inspect"
+        );
+        assert!(disk
+            .ok(&["inspect", "--check", &out])
+            .contains("boot check passed"));
         let setuid = listed(&disk, &format!("unsquashfs -lln {out} usr/bin/app"));
         assert!(setuid.contains("-rwsr-xr-x 0/0"), "{c}: {setuid}");
         let owned = listed(&disk, &format!("unsquashfs -lln {out} srv"));
@@ -165,6 +189,26 @@ fn a_squashfs_disk_holds_what_the_initramfs_holds_read_by_squashfs_tools() {
             twin["opt/twin-a"]
         );
     }
+
+    // `fledge verify` reads the disk's files against its SBOM; one changed byte fails it.
+    assert!(disk.ok(&["verify", "zstd.squashfs"]).contains("verified"));
+    let mut bytes = std::fs::read(disk.path("zstd.squashfs")).unwrap();
+    bytes[300] ^= 0x20;
+    std::fs::write(disk.path("tampered.squashfs"), &bytes).unwrap();
+    for f in ["manifest.json", "spdx.json", "provenance.json"] {
+        std::fs::copy(
+            disk.path(&format!("zstd.{f}")),
+            disk.path(&format!("tampered.{f}")),
+        )
+        .unwrap();
+    }
+    let o = disk.fledge(&["verify", "tampered.squashfs", "-m", "zstd.manifest.json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Reproducible: the same bytes again, with one thread or two.
     disk.ok(&[

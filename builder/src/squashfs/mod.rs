@@ -19,6 +19,8 @@
 //! - newc hardlink groups (entries sharing an inode number; only the last carries the body)
 //!   become one inode with several names. Xattrs are not written: the plan carries none.
 
+pub mod read;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
