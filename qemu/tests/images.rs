@@ -2,7 +2,9 @@
 //! --variant=minbase`, packed as an OCI image by umoci and skopeo, built by fledge from
 //! `oci-archive:` with `[init] from_image = true`, booted on Debian's kernel. The workload is the
 //! image's own dynamic `/bin/sh` (dash) running coreutils' `id` and `pwd`: its libraries come
-//! from the image itself, and its output shows the image's Env, WorkingDir and User.
+//! from the image itself, and its output shows the image's Env, WorkingDir and User. The same
+//! image built as a squashfs root file system disk boots the same workload in 192 MiB, where
+//! the initramfs is given 1 GiB.
 //!
 //! mmdebstrap downloads from Debian's mirror once; the tarball is kept under
 //! `target/qemu-debian/`. When the mirror cannot be reached within the time bound the test
@@ -140,7 +142,7 @@ fn a_minbase_debian_image_runs_its_own_dynamic_program_as_its_user() {
         .timeout(Duration::from_secs(300))
         .run(&host)
         .unwrap();
-    log.assert(&[
+    let checks = [
         Check::contains(
             "DEBIAN-WORKLOAD uid=1000 gid=1000 user=app cwd=/home/app greeting=hello-from-debian",
         ),
@@ -148,5 +150,37 @@ fn a_minbase_debian_image_runs_its_own_dynamic_program_as_its_user() {
         Check::contains("exit-status=0"),
         Check::NoPanic,
         Check::PowerOff,
-    ]);
+    ];
+    log.assert(&checks);
+
+    // The same image as a squashfs root file system disk boots in 192 MiB: the guest reads the
+    // disk instead of holding the whole tree in RAM.
+    let Some(tree) = host.module_tree(test) else {
+        return;
+    };
+    let disk = Project::rootfs(
+        &host,
+        &format!(
+            "image = \"oci-archive:debian.tar\"\n\n[init]\nfrom_image = true\nsupervise = true\n\n[kernel]\nmodules_dir = {:?}\n",
+            tree.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::copy(p.path().join("debian.tar"), disk.path().join("debian.tar")).unwrap();
+    let start = Instant::now();
+    let (squashfs, boot) = disk.build_disk(tools, "zstd").unwrap();
+    eprintln!(
+        "debian minbase disk: {} bytes (squashfs, zstd) in {:.1?}, boot initramfs {} bytes",
+        std::fs::metadata(&squashfs).unwrap().len(),
+        start.elapsed(),
+        std::fs::metadata(&boot).unwrap().len()
+    );
+    Boot::new("debian-minbase-disk", &boot)
+        .disk(&squashfs)
+        .param("root=/dev/vda rootfstype=squashfs")
+        .memory_mb(192)
+        .timeout(Duration::from_secs(300))
+        .run(&host)
+        .unwrap()
+        .assert(&checks);
 }

@@ -213,7 +213,8 @@ fn every_rule_names_its_key() {
         ("no version", "strategy = \"initramfs\"\n".into(), &["`version`", "missing"]),
         ("bad version", "version = \"2\"\nstrategy = \"initramfs\"\n".into(), &["fledge.toml:1", "`version`", "\"2\""]),
         ("no strategy", "version = \"1\"\n".into(), &["`strategy`", "missing"]),
-        ("oci", "version = \"1\"\nstrategy = \"oci_rootfs\"\n".into(), &["fledge.toml:2", "oci_rootfs", "images only"]),
+        ("ext4 disk", "version = \"1\"\nstrategy = \"oci_rootfs\"\n[filesystem]\ntype = \"ext4\"\nsize_buffer_mb = 10\n".into(), &["fledge.toml:4", "`filesystem.type`", "\"ext4\"", "use type = \"squashfs\""]),
+        ("bad overlay", "version = \"1\"\nstrategy = \"oci_rootfs\"\n[filesystem]\noverlay_size = \"lots\"\n".into(), &["fledge.toml:4", "`filesystem.overlay_size`", "\"lots\""]),
         ("bad strategy", "version = \"1\"\nstrategy = \"disk\"\n".into(), &["`strategy`", "\"disk\""]),
         ("none+path", format!("{HEAD}[init]\npath = \"/x\"\nnone = true\n"), &["`init`", "none = true"]),
         ("empty init path", format!("{HEAD}[init]\npath = \"\"\n"), &["`init.path`", "empty"]),
@@ -401,5 +402,38 @@ fn arch_selects_platform_and_busybox() {
     assert!(
         e.starts_with("/p/fledge.toml:4: `build.arch` is \"riscv64\""),
         "{e}"
+    );
+}
+
+#[test]
+fn oci_rootfs_takes_the_original_filesystem_table() {
+    let c = parse("version = \"1\"\nstrategy = \"oci_rootfs\"\n").unwrap();
+    assert_eq!(c.rootfs, Some(Rootfs::default()));
+    assert_eq!(c.rootfs.unwrap().overlay_size, "1G");
+    let c = parse(
+        "version = \"1\"\nstrategy = \"oci_rootfs\"\n[filesystem]\ntype = \"squashfs\"\ncompression_level = 19\noverlay_size = \"512M\"\nsize_buffer_mb = 100\n",
+    )
+    .unwrap();
+    let r = c.rootfs.as_ref().unwrap();
+    assert_eq!(
+        (r.compression_level, r.overlay_size.as_str()),
+        (Some(19), "512M")
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("fledge.toml:7") && w.contains("`filesystem.size_buffer_mb`")),
+        "{:?}",
+        c.warnings
+    );
+    // An initramfs build ignores the table, saying so.
+    let c = parse(&format!("{HEAD}[filesystem]\ntype = \"ext4\"\n")).unwrap();
+    assert!(c.rootfs.is_none());
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("[filesystem]") && w.contains("ignored")),
+        "{:?}",
+        c.warnings
     );
 }
