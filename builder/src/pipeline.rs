@@ -548,7 +548,8 @@ fn log_fetched(what: &str, f: &Fetched) {
 /// `-o`'s default: `plugin.cpio.gz`, or `plugin.squashfs` when the config at `config` says
 /// `strategy = "oci_rootfs"` (a config that cannot be read gets the first; its build says why).
 pub fn default_output(config: &Path) -> PathBuf {
-    let rootfs = std::fs::read_to_string(config)
+    // Read as the load reads it: bounded, a regular file only (the load says why not).
+    let rootfs = crate::util::read_bounded(config, crate::util::MAX_TEXT_FILE)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
         .is_some_and(|t| t.get("strategy").and_then(|s| s.as_str()) == Some("oci_rootfs"));

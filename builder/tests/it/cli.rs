@@ -323,12 +323,12 @@ fn validate_checks_without_writing() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     p.file(
         "fledge.toml",
-        b"version = \"1\"\nstrategy = \"oci_rootfs\"\n",
+        b"version = \"1\"\nstrategy = \"oci_rootfs\"\n[filesystem]\ntype = \"xfs\"\n",
         0o644,
     );
     let o = p.fledge_env(&["validate"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("oci_rootfs"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("filesystem.type"));
     let o = p.fledge_env(&["bogus"], &[]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
 }

@@ -68,9 +68,9 @@ const CASES: &[(&str, &str, &str)] = &[
         "fledge.toml: `init.path` names ./tools, which is not a regular file: point `init.path` at your init script or program",
     ),
     (
-        "oci_rootfs",
-        "version = \"1\"\nstrategy = \"oci_rootfs\"\n",
-        "fledge.toml:2: `strategy` is \"oci_rootfs\", which this fledge does not build: it builds `strategy = \"initramfs\"` images only",
+        "oci_rootfs on ext4",
+        "version = \"1\"\nstrategy = \"oci_rootfs\"\n[filesystem]\ntype = \"ext4\"\n",
+        "fledge.toml:4: `filesystem.type` is \"ext4\", a disk only root can make (losetup, mount); fledge writes \"squashfs\" disks, without root and reproducibly: use type = \"squashfs\"",
     ),
     (
         "missing version",
