@@ -117,16 +117,36 @@ impl Codec {
 
     /// `Some(compressed)` when compressing makes `raw` smaller.
     fn compress(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, CompressError> {
-        let err = |what, e: &dyn std::fmt::Display| CompressError::Encoder {
-            what,
-            message: e.to_string(),
-        };
-        let out = match self.compression {
-            Compression::None => return Ok(None),
+        self.compress_with(&mut self.engine()?, raw)
+    }
+
+    /// The compressor state a thread keeps from block to block (a zstd context at a high
+    /// level costs more to set up than a block takes to compress).
+    fn engine(&self) -> Result<Engine, CompressError> {
+        Ok(match self.compression {
             Compression::Gzip => {
                 let lvl = libdeflater::CompressionLvl::new(self.level.0)
-                    .map_err(|e| err("gzip", &format!("{e:?}")))?;
-                let mut c = libdeflater::Compressor::new(lvl);
+                    .map_err(|e| encoder_err("gzip", &format!("{e:?}")))?;
+                Engine::Zlib(libdeflater::Compressor::new(lvl))
+            }
+            Compression::Zstd => Engine::Zstd(Box::new(
+                zstd::bulk::Compressor::new(self.level.0).map_err(|e| encoder_err("zstd", &e))?,
+            )),
+            _ => Engine::Stateless,
+        })
+    }
+
+    /// `Some(compressed)` when compressing makes `raw` smaller, with `engine` from
+    /// [`Codec::engine`].
+    fn compress_with(
+        &self,
+        engine: &mut Engine,
+        raw: &[u8],
+    ) -> Result<Option<Vec<u8>>, CompressError> {
+        let err = encoder_err;
+        let out = match (self.compression, engine) {
+            (Compression::None, _) => return Ok(None),
+            (Compression::Gzip, Engine::Zlib(c)) => {
                 let mut out = vec![0u8; c.zlib_compress_bound(raw.len())];
                 let n = c
                     .zlib_compress(raw, &mut out)
@@ -134,11 +154,9 @@ impl Codec {
                 out.truncate(n);
                 out
             }
-            Compression::Zstd => {
-                zstd::bulk::compress(raw, self.level.0).map_err(|e| err("zstd", &e))?
-            }
-            Compression::Lz4 => lz4_flex::block::compress(raw),
-            Compression::Xz => {
+            (Compression::Zstd, Engine::Zstd(c)) => c.compress(raw).map_err(|e| err("zstd", &e))?,
+            (Compression::Lz4, _) => lz4_flex::block::compress(raw),
+            (Compression::Xz, _) => {
                 let mut opts = xz2::stream::LzmaOptions::new_preset(self.level.0 as u32)
                     .map_err(|e| err("xz", &e))?;
                 // The kernel's decoder allocates a dictionary of one block.
@@ -152,6 +170,7 @@ impl Codec {
                 w.write_all(raw).map_err(|e| err("xz", &e))?;
                 w.finish().map_err(|e| err("xz", &e))?
             }
+            (c, _) => unreachable!("{c:?} has the engine Codec::engine makes for it"),
         };
         Ok((out.len() < raw.len()).then_some(out))
     }
@@ -164,6 +183,20 @@ impl Codec {
             Compression::Lz4 => Some([1u32.to_le_bytes(), 0u32.to_le_bytes()].concat()),
             _ => None,
         }
+    }
+}
+
+/// Per-thread compressor state.
+enum Engine {
+    Zlib(libdeflater::Compressor),
+    Zstd(Box<zstd::bulk::Compressor<'static>>),
+    Stateless,
+}
+
+fn encoder_err(what: &'static str, e: &dyn std::fmt::Display) -> CompressError {
+    CompressError::Encoder {
+        what,
+        message: e.to_string(),
     }
 }
 
@@ -625,16 +658,35 @@ fn flush<W: Write>(
         })
         .collect();
     let zero = |r: &[u8]| r.iter().all(|&b| b == 0);
+    // Each thread takes the next block not yet taken; the results go back in order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut done: Vec<Option<Result<Option<Vec<u8>>, CompressError>>> =
         (0..raws.len()).map(|_| None).collect();
     std::thread::scope(|s| {
-        let chunk = raws.len().div_ceil(threads).max(1);
-        for (raws, done) in raws.chunks(chunk).zip(done.chunks_mut(chunk)) {
-            s.spawn(move || {
-                for (r, d) in raws.iter().zip(done.iter_mut()) {
-                    *d = Some(codec.compress(r));
-                }
-            });
+        let workers: Vec<_> = (0..threads.min(raws.len()).max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut engine = codec.engine();
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(r) = raws.get(i) else { break };
+                        mine.push((
+                            i,
+                            match &mut engine {
+                                Ok(e) => codec.compress_with(e, r),
+                                Err(e) => Err(encoder_err("block", e)),
+                            },
+                        ));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        for w in workers {
+            for (i, r) in w.join().expect("a compression thread panicked") {
+                done[i] = Some(r);
+            }
         }
     });
     for (job, result) in taken.iter().zip(done) {
