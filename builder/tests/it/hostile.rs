@@ -469,3 +469,46 @@ fn an_output_onto_an_image_input_is_refused_and_the_input_kept() {
         );
     }
 }
+
+#[test]
+fn deep_layers_and_deep_mapped_trees_build() {
+    // A layer of 1500 files, one in each directory of a chain 1500 deep (3000-byte names).
+    let mut tar = tar::Builder::new(Vec::new());
+    for depth in 0..1500 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let name = format!("{}f", "a/".repeat(depth));
+        tar.append_data(&mut h, &name, &b"x"[..]).unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let p = Project::new();
+    layout(&p, &image_of(tar.clone(), &tar, None));
+    p.config(&format!("image = \"oci:layout\"\n{DEFAULT_MODE}"));
+    let image = p.build("deep.cpio", &[]);
+    let deepest = format!("{}f", "a/".repeat(1499));
+    assert!(
+        image
+            .windows(deepest.len())
+            .any(|w| w == deepest.as_bytes()),
+        "the deepest file is in the image"
+    );
+
+    // A mapped host tree 1500 directories deep.
+    let mut dir = p.path("tree");
+    for _ in 0..1500 {
+        dir.push("a");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    p.config(&format!("[mappings]\n\"tree\" = \"/srv\"\n{DEFAULT_MODE}"));
+    let image = p.build("mapped.cpio", &[]);
+    let deepest = format!("srv/{}f", "a/".repeat(1500));
+    assert!(image
+        .windows(deepest.len())
+        .any(|w| w == deepest.as_bytes()));
+}
