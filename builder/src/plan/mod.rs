@@ -475,16 +475,15 @@ impl Stack<'_> {
         if let Some(old) = self.plan.nodes.get(path) {
             match (&old.kind, &node.kind) {
                 (Kind::Dir, Kind::Dir) => return Ok(()),
-                // A directory onto an image's symlink to a directory merges into that one.
-                (Kind::Symlink(_), Kind::Dir)
-                    if self
-                        .plan
-                        .nodes
-                        .get(self.resolve(path, true).as_str())
-                        .map(|n| &n.kind)
-                        == Some(&Kind::Dir) =>
-                {
-                    return Ok(())
+                // A directory onto an image's symlink to a directory merges into that one; onto
+                // one whose target is missing (`/bin -> usr/bin` without `/usr/bin`) it makes it.
+                (Kind::Symlink(_), Kind::Dir) if matches!(old.origin, Origin::Image { .. }) => {
+                    let target = self.resolve(path, true);
+                    match self.plan.nodes.get(target.as_str()).map(|n| &n.kind) {
+                        Some(Kind::Dir) => return Ok(()),
+                        None if target != path => return self.put(&target, node),
+                        _ => return Err(self.conflict(path, &old.origin, &node.origin)),
+                    }
                 }
                 (old_kind, k) if old.origin.replaceable() && !matches!(k, Kind::Dir) => {
                     let note = format!("{path}: {} replaces {}", node.origin, old.origin);
@@ -585,7 +584,11 @@ impl Stack<'_> {
     /// the two is) and names the other.
     fn conflict(&self, path: &str, old: &Origin, new: &Origin) -> PlanError {
         let is_mapping = |o: &Origin| matches!(o, Origin::Mapping { .. });
-        let (subject, other) = if is_mapping(new) || !is_mapping(old) {
+        // What every image has is never the one to change: the image's entry is.
+        let is_base = |o: &Origin| matches!(o, Origin::Base | Origin::Applet);
+        let (subject, other) = if is_base(new) && matches!(old, Origin::Image { .. }) {
+            (old, new)
+        } else if is_mapping(new) || !is_mapping(old) {
             (new, old)
         } else {
             (old, new)
