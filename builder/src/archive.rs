@@ -73,11 +73,63 @@ pub enum Kind {
     Fifo,
 }
 
+/// A path inside the image as the archive names it: without the leading `/` (`bin/busybox`).
+/// It is kept as the plan's `/bin/busybox`, so an entry and the plan share one copy of it.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// A name from a path with or without its leading `/`.
+    pub fn new(path: &str) -> Name {
+        Name(format!("/{}", path.strip_prefix('/').unwrap_or(path)).into())
+    }
+
+    /// A name sharing an absolute path (`/bin/busybox`); copied when it is not absolute.
+    pub fn shared(path: &Arc<str>) -> Name {
+        if path.starts_with('/') {
+            Name(Arc::clone(path))
+        } else {
+            Name::new(path)
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0[1..]
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        **self == **other
+    }
+}
+
 /// One archive entry, already normalised: every field is written as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Path inside the image without the leading `/` (`bin/busybox`).
-    pub path: String,
+    pub path: Name,
     pub kind: Kind,
     /// Permission bits (`0o7777` at most); the type bits come from `kind`.
     pub perm: u32,
@@ -106,7 +158,7 @@ impl Entry {
     /// An entry owned by 0:0.
     pub fn new(path: &str, kind: Kind, perm: u32, ino: u32, nlink: u32, mtime: u32) -> Entry {
         Entry {
-            path: path.into(),
+            path: Name::new(path),
             kind,
             perm,
             uid: 0,
@@ -191,7 +243,7 @@ impl<W: Write> NewcWriter<W> {
         }
         let size = e.body_len();
         let size32 = u32::try_from(size).map_err(|_| ArchiveError::TooLarge {
-            path: e.path.clone(),
+            path: e.path.to_string(),
             what: "file size",
         })?;
         let (rmaj, rmin) = match e.kind {

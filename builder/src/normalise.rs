@@ -8,7 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use sha2::{Digest, Sha256};
 
-use crate::archive::{Content, Entry, Kind};
+use crate::archive::{Content, Entry, Kind, Name};
 use crate::plan::{Plan, PlanError};
 
 /// Turns a plan into archive entries, the one place that fixes everything reproducibility
@@ -28,7 +28,7 @@ pub fn normalise(plan: &Plan, mtime: u32, dedup: bool) -> Result<Vec<Entry>, Pla
         .nodes
         .iter()
         .map(|(path, node)| Entry {
-            path: path.trim_start_matches('/').to_string(),
+            path: Name::shared(path),
             kind: node.kind.clone(),
             perm: node.perm,
             uid: node.uid,
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn inodes_are_unique_and_stay_when_a_file_is_added() {
         let entry = |p: &str| Entry {
-            path: p.to_string(),
+            path: Name::new(p),
             kind: Kind::File(Content::Empty),
             perm: 0o644,
             uid: 0,
@@ -170,5 +170,24 @@ mod tests {
         assert!(!unique.contains(&0), "no inode 0");
         b.remove(1500);
         assert_eq!(a, b, "the added file changes no other inode");
+    }
+
+    #[test]
+    fn entries_share_the_plans_paths() {
+        let mut plan = Plan::default();
+        let long = format!("/srv/{}", "d".repeat(3000));
+        for p in ["/srv", long.as_str()] {
+            let node = crate::plan::Node::new(Kind::Dir, 0o755, crate::plan::Origin::Base);
+            plan.nodes.insert(p.into(), node);
+        }
+        let entries = normalise(&plan, 0, false).unwrap();
+        assert_eq!(entries[1].path, &long[1..]);
+        for (e, (key, _)) in entries.iter().zip(&plan.nodes) {
+            assert!(
+                std::ptr::eq(e.path.as_ptr(), key[1..].as_ptr()),
+                "{} is not a copy",
+                e.path
+            );
+        }
     }
 }

@@ -604,21 +604,29 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     let sbom = if prepared.config.sbom {
         let started = std::time::Instant::now();
         let path = crate::sbom::sbom_path(&artifact, name);
-        let text = crate::sbom::render(&crate::sbom::Facts {
-            config: &prepared.config,
-            plan: &prepared.plan,
-            sources: &prepared.sources,
-            name: &file_name(&artifact),
-            sha256: &sha256,
-            epoch: prepared.epoch,
-            threads: prepared.options.threads,
-        })?;
-        log::debug!(
-            "SBOM: {} bytes in {} ms",
-            text.len(),
-            started.elapsed().as_millis()
-        );
-        files.push(pending_text(&path, &text)?);
+        let err = |source| Error::Output {
+            path: path.clone(),
+            source,
+        };
+        let mut pending = Pending::create(&path).map_err(err)?;
+        let mut out = io::BufWriter::new(pending.file());
+        crate::sbom::render_to(
+            &crate::sbom::Facts {
+                config: &prepared.config,
+                plan: &prepared.plan,
+                sources: &prepared.sources,
+                name: &file_name(&artifact),
+                sha256: &sha256,
+                epoch: prepared.epoch,
+                threads: prepared.options.threads,
+            },
+            &mut out,
+        )?
+        .and_then(|()| out.flush())
+        .map_err(err)?;
+        drop(out);
+        log::debug!("SBOM written in {} ms", started.elapsed().as_millis());
+        files.push(pending);
         Some(path)
     } else {
         None

@@ -78,7 +78,7 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
         "annotations": {"version": VERSION},
     }));
     // Every host file a body is read from (mappings, the custom init, libraries, modules).
-    let hosted: Vec<(&String, &Content)> = p
+    let hosted: Vec<(&str, &Content)> = p
         .plan
         .nodes
         .iter()
@@ -86,7 +86,7 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
             Kind::File(c @ Content::Path { .. })
                 if !matches!(n.origin, Origin::Busybox | Origin::Agent) =>
             {
-                Some((path, c))
+                Some((&**path, c))
             }
             _ => None,
         })

@@ -128,7 +128,7 @@ mod tests {
             Content::Bytes(Arc::from(vec![b'x'; size]))
         };
         Entry {
-            path: path.to_string(),
+            path: crate::archive::Name::new(path),
             kind: Kind::File(content),
             perm: 0o644,
             uid: 0,
@@ -179,7 +179,9 @@ mod tests {
 
     /// Segments as the paths they start with, for comparing plans of different lists.
     fn starts(e: &[Entry], segs: &[Segment]) -> std::collections::BTreeSet<String> {
-        segs.iter().map(|s| e[s.range.start].path.clone()).collect()
+        segs.iter()
+            .map(|s| e[s.range.start].path.to_string())
+            .collect()
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn entry(path: &str, kind: Kind, ino: u32, nlink: u32) -> Entry {
         0o644
     };
     Entry {
-        path: path.to_string(),
+        path: crate::archive::Name::new(path),
         kind,
         perm,
         uid: 0,

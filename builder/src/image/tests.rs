@@ -148,7 +148,14 @@ fn tree_of(layers: &[Vec<E>]) -> (tempfile::TempDir, Tree) {
 }
 
 fn paths(t: &Tree) -> Vec<String> {
-    t.iter().map(|(p, _)| p.clone()).collect()
+    let mut v = Vec::new();
+    t.for_each(|p, _| {
+        v.push(p[1..].to_string());
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    v.sort();
+    v
 }
 
 fn body(t: &Tree, path: &str) -> Vec<u8> {

@@ -14,7 +14,13 @@
 //! `evil -> /etc` changes the image's `/etc/passwd`, never the build host's. Nothing is written
 //! to disk: a file node is a range of the layer's uncompressed tar in the cache, streamed when
 //! the archive is written, so memory grows with the number of entries, not their size.
+//!
+//! The tree is a tree of components: each directory holds its children by name, and a node
+//! stores its own name only, never its full path. So an entry costs the same whatever its
+//! depth, and resolving a name takes one step per component (a lookup among one directory's
+//! children), never a search of every path by a key as long as the path.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -69,14 +75,47 @@ pub struct EntryError {
     pub problem: String,
 }
 
-/// The root file system: every path (relative, `usr/bin/env`) with its node. The root itself
-/// is implicit.
-#[derive(Debug, Default)]
+/// The root file system: a tree of components whose root (slot 0) is the image root.
+#[derive(Debug)]
 pub struct Tree {
-    nodes: BTreeMap<String, Node>,
+    /// Every node, the root first; removed nodes' slots are reused.
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Nodes in the tree, the root not counted.
+    len: usize,
     /// Paths whose headers carried extended attributes, with the attribute names (newc cannot
     /// store them).
     pub xattrs: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// One node and, for a directory, its children by name.
+#[derive(Debug)]
+struct Slot {
+    node: Node,
+    children: BTreeMap<Box<str>, u32>,
+}
+
+const ROOT: u32 = 0;
+
+impl Default for Tree {
+    fn default() -> Tree {
+        let root = Node {
+            kind: NodeKind::Dir,
+            perm: 0o755,
+            uid: 0,
+            gid: 0,
+            layer: 0,
+        };
+        Tree {
+            slots: vec![Slot {
+                node: root,
+                children: BTreeMap::new(),
+            }],
+            free: Vec::new(),
+            len: 0,
+            xattrs: BTreeMap::new(),
+        }
+    }
 }
 
 /// What one tar entry asks for, decoded from its header.
@@ -99,47 +138,58 @@ pub enum What {
 }
 
 impl Tree {
-    /// The node at `path` (relative or absolute, already resolved).
+    /// The node at `path` (relative or absolute, already resolved: no symlink is followed).
     pub fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path.trim_start_matches('/'))
+        let mut at = ROOT;
+        let mut any = false;
+        for c in path.split('/').filter(|c| !c.is_empty()) {
+            at = *self.slot(at).children.get(c)?;
+            any = true;
+        }
+        any.then(|| &self.slot(at).node)
     }
 
-    /// Every path in order, with its node.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
-        self.nodes.iter()
+    /// Calls `f` with every path (absolute, `/usr/bin/env`) and its node, each directory
+    /// before what it holds; stops at the first error.
+    pub fn for_each<E>(&self, mut f: impl FnMut(&str, &Node) -> Result<(), E>) -> Result<(), E> {
+        let mut path = String::new();
+        let mut stack = vec![(self.slot(ROOT).children.iter(), 0)];
+        while let Some((children, base)) = stack.last_mut() {
+            let base = *base;
+            let Some((name, &id)) = children.next() else {
+                stack.pop();
+                continue;
+            };
+            path.truncate(base);
+            path.push('/');
+            path.push_str(name);
+            let slot = self.slot(id);
+            f(&path, &slot.node)?;
+            if !slot.children.is_empty() {
+                stack.push((slot.children.iter(), path.len()));
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    /// Takes the nodes out.
-    pub fn into_nodes(self) -> BTreeMap<String, Node> {
-        self.nodes
-    }
-
-    /// Resolves `path` (absolute inside the image) to the path it names in the tree, following
-    /// symlinks in every component, the last one too, inside the image root. `None` when some
-    /// component does not exist.
-    pub fn resolve(&self, path: &str) -> Result<Option<String>, String> {
-        self.walk(&clean(path), false)
+        self.len == 0
     }
 
     /// Reads a regular file of the image (following symlinks inside the root), at most `limit`
     /// bytes; `None` when it is not there.
     pub fn read(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        let Ok(Some(real)) = self.resolve(path) else {
+        let Ok(Some(w)) = self.walk(&clean(path), false, false) else {
             return Ok(None);
         };
-        let Some(Node {
-            kind: NodeKind::File { data, offset, size },
-            ..
-        }) = self.nodes.get(&real)
-        else {
+        let Pos::Real(id) = w.end else {
+            return Ok(None);
+        };
+        let NodeKind::File { data, offset, size } = &self.slot(id).node.kind else {
             return Ok(None);
         };
         let mut f = File::open(data)?;
@@ -158,146 +208,182 @@ impl Tree {
         if e.name.len() > MAX_PATH {
             return Err(fail(format!("the name is longer than {MAX_PATH} bytes")));
         }
+        if let What::Node(NodeKind::Symlink(t)) | What::Hardlink(t) = &e.what {
+            if t.len() > MAX_PATH {
+                return Err(fail(format!(
+                    "is a link whose target is longer than {MAX_PATH} bytes"
+                )));
+            }
+        }
         let comps = clean(&e.name);
         let Some((last, parents)) = comps.split_last() else {
             // The root itself (`./`): its metadata is not part of an initramfs.
             return Ok(());
         };
         if let Some(hidden) = last.strip_prefix(".wh.") {
-            let Some(dir) = self.walk(parents, true).map_err(fail)? else {
+            let Some(dir) = self.find(parents, true).map_err(fail)? else {
                 return Ok(());
             };
             if hidden == ".wh..opq" {
-                self.opaque(&dir, layer);
+                self.prune(dir, layer);
             } else if !hidden.starts_with(".wh.") && !hidden.is_empty() {
-                self.whiteout(&join(&dir, hidden), layer);
+                self.whiteout(dir, hidden, layer);
             }
             // Other `.wh..wh.` names are aufs bookkeeping: not content.
             return Ok(());
         }
-        let dir = self
-            .make_dirs(parents, layer)
-            .map_err(fail)?
-            .expect("make_dirs creates what is missing");
-        let path = join(&dir, last);
-        let kind = match e.what {
-            What::Node(k) => k,
+        let (dir, len) = self.make_dirs(parents, layer).map_err(fail)?;
+        if len + 1 + last.len() > MAX_PATH {
+            return Err(fail(too_long()));
+        }
+        let node = match e.what {
+            What::Node(kind) => Node {
+                kind,
+                perm: e.perm & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                layer,
+            },
             What::Hardlink(target) => {
-                let t = self
-                    .walk_parent(&clean(&target))
+                let missing = || format!("is a hardlink to {target:?}, which is not in the image");
+                let t = clean(&target);
+                let Some((name, parents)) = t.split_last() else {
+                    return Err(fail(missing()));
+                };
+                let linked = self
+                    .find(parents, true)
                     .map_err(fail)?
-                    .ok_or_else(|| {
-                        fail(format!(
-                            "is a hardlink to {target:?}, which is not in the image"
-                        ))
-                    })?;
-                match self.nodes.get(&t) {
-                    Some(n) if n.kind != NodeKind::Dir => {
-                        // Same inode, same metadata: the link carries the target's.
-                        let n = Node { layer, ..n.clone() };
-                        return self.put(path, n).map_err(fail);
-                    }
-                    Some(_) => {
-                        return Err(fail(format!("is a hardlink to the directory {target:?}")))
-                    }
-                    None => {
-                        return Err(fail(format!(
-                            "is a hardlink to {target:?}, which is not in the image"
-                        )))
-                    }
+                    .and_then(|d| self.slot(d).children.get(*name).copied())
+                    .ok_or_else(|| fail(missing()))?;
+                let n = &self.slot(linked).node;
+                if n.kind == NodeKind::Dir {
+                    return Err(fail(format!("is a hardlink to the directory {target:?}")));
                 }
+                // Same inode, same metadata: the link carries the target's.
+                Node { layer, ..n.clone() }
             }
         };
-        let node = Node {
-            kind,
-            perm: e.perm & 0o7777,
-            uid: e.uid,
-            gid: e.gid,
-            layer,
-        };
-        self.put(path, node).map_err(fail)
+        self.put(dir, last, node).map_err(fail)
     }
 
-    /// Puts a node at a resolved path: a directory over a directory keeps the children; anything
-    /// else replaces what was there (a directory with everything below it).
-    fn put(&mut self, path: String, node: Node) -> Result<(), String> {
-        match self.nodes.get(&path) {
-            Some(old) if old.kind == NodeKind::Dir && node.kind == NodeKind::Dir => {}
-            Some(old) if old.kind == NodeKind::Dir => self.remove_below(&path),
-            _ => {}
+    fn slot(&self, id: u32) -> &Slot {
+        &self.slots[id as usize]
+    }
+
+    fn slot_mut(&mut self, id: u32) -> &mut Slot {
+        &mut self.slots[id as usize]
+    }
+
+    /// Puts `node` as `name` in the directory `dir`: a directory over a directory keeps the
+    /// children; anything else replaces what was there (a directory with everything below it).
+    fn put(&mut self, dir: u32, name: &str, node: Node) -> Result<(), String> {
+        if let Some(&id) = self.slot(dir).children.get(name) {
+            if !(self.slot(id).node.kind == NodeKind::Dir && node.kind == NodeKind::Dir) {
+                self.remove_children(id);
+            }
+            self.slot_mut(id).node = node;
+            return Ok(());
         }
-        if self.nodes.len() >= MAX_ENTRIES && !self.nodes.contains_key(&path) {
+        if self.len >= MAX_ENTRIES {
             return Err(format!("the image has more than {MAX_ENTRIES} entries"));
         }
-        self.nodes.insert(path, node);
+        let id = self.alloc(node);
+        self.slot_mut(dir).children.insert(name.into(), id);
         Ok(())
     }
 
-    /// `.wh.NAME`: NAME and everything below it go, when a lower layer gave it.
-    fn whiteout(&mut self, path: &str, layer: usize) {
-        if self.nodes.get(path).is_some_and(|n| n.layer < layer) {
-            self.nodes.remove(path);
-            self.remove_below(path);
+    fn alloc(&mut self, node: Node) -> u32 {
+        self.len += 1;
+        let slot = Slot {
+            node,
+            children: BTreeMap::new(),
+        };
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Frees the node `id` (already taken out of its directory) and everything below it.
+    fn free_subtree(&mut self, id: u32) {
+        self.remove_children(id);
+        self.free.push(id);
+        self.len -= 1;
+    }
+
+    /// Frees everything below `id`.
+    fn remove_children(&mut self, id: u32) {
+        let mut todo: Vec<u32> = std::mem::take(&mut self.slot_mut(id).children)
+            .into_values()
+            .collect();
+        while let Some(k) = todo.pop() {
+            todo.extend(std::mem::take(&mut self.slot_mut(k).children).into_values());
+            self.free.push(k);
+            self.len -= 1;
+        }
+    }
+
+    /// `.wh.NAME` in `dir`: NAME and everything below it go, when a lower layer gave it.
+    fn whiteout(&mut self, dir: u32, name: &str, layer: usize) {
+        let Some(&id) = self.slot(dir).children.get(name) else {
+            return;
+        };
+        if self.slot(id).node.layer < layer {
+            self.slot_mut(dir).children.remove(name);
+            self.free_subtree(id);
         }
     }
 
     /// `.wh..wh..opq` in `dir`: what lower layers put below `dir` goes; what this layer put
-    /// there stays, with the directories leading to it.
-    fn opaque(&mut self, dir: &str, layer: usize) {
-        let below: Vec<String> = self.below(dir).map(|(k, _)| k.clone()).collect();
-        let mut keep = BTreeSet::new();
-        for k in &below {
-            if self.nodes[k].layer >= layer {
-                let mut p = k.as_str();
-                while let Some((parent, _)) = p.rsplit_once('/') {
-                    keep.insert(parent.to_string());
-                    p = parent;
-                }
+    /// there stays, with the directories leading to it. Returns whether anything stays.
+    fn prune(&mut self, dir: u32, layer: usize) -> bool {
+        let kids: Vec<u32> = self.slot(dir).children.values().copied().collect();
+        let mut stays = Vec::with_capacity(kids.len());
+        for k in kids {
+            let keep = self.prune(k, layer) || self.slot(k).node.layer >= layer;
+            if !keep {
+                self.free_subtree(k);
             }
+            stays.push(keep);
         }
-        for k in below {
-            if self.nodes[&k].layer < layer && !keep.contains(&k) {
-                self.nodes.remove(&k);
-            }
-        }
+        let mut i = 0;
+        self.slot_mut(dir).children.retain(|_, _| {
+            i += 1;
+            stays[i - 1]
+        });
+        stays.contains(&true)
     }
 
-    /// Entries strictly below `dir` (`""` = the root).
-    fn below<'a>(&'a self, dir: &str) -> Box<dyn Iterator<Item = (&'a String, &'a Node)> + 'a> {
-        if dir.is_empty() {
-            return Box::new(self.nodes.iter());
-        }
-        // Keys starting with "dir/" sort between "dir/" and "dir0" ('0' follows '/').
-        Box::new(self.nodes.range(format!("{dir}/")..format!("{dir}0")))
-    }
-
-    fn remove_below(&mut self, dir: &str) {
-        let below: Vec<String> = self.below(dir).map(|(k, _)| k.clone()).collect();
-        for k in below {
-            self.nodes.remove(&k);
-        }
-    }
-
-    /// Resolves the parents of a cleaned name and joins the last component unresolved.
-    fn walk_parent(&self, comps: &[String]) -> Result<Option<String>, String> {
-        let Some((last, parents)) = comps.split_last() else {
-            return Ok(Some(String::new()));
-        };
-        Ok(self.walk(parents, true)?.map(|d| join(&d, last)))
+    /// Resolves `comps` to an existing node, following every symlink; with `want_dir` it must
+    /// be a directory.
+    fn find(&self, comps: &[&str], want_dir: bool) -> Result<Option<u32>, String> {
+        Ok(self.walk(comps, want_dir, false)?.map(|w| match w.end {
+            Pos::Real(id) => id,
+            Pos::New(_) => unreachable!("nothing is created without `create`"),
+        }))
     }
 
     /// Resolves directories, creating the missing ones (0755, owned by root, as tar does).
-    fn make_dirs(&mut self, comps: &[String], layer: usize) -> Result<Option<String>, String> {
-        let mut r = Resolver {
-            tree: self,
-            created: Vec::new(),
-        };
-        let out = r.run(comps, true, Some(layer))?;
-        let created = r.created;
-        if self.nodes.len() + created.len() > MAX_ENTRIES {
+    /// Returns the directory and the length of its path.
+    fn make_dirs(&mut self, comps: &[&str], layer: usize) -> Result<(u32, usize), String> {
+        let w = self
+            .walk(comps, true, true)?
+            .expect("walk creates what is missing");
+        if self.len + w.new.len() > MAX_ENTRIES {
             return Err(format!("the image has more than {MAX_ENTRIES} entries"));
         }
-        for (path, layer) in created {
+        let mut made: Vec<u32> = Vec::with_capacity(w.new.len());
+        let real = |made: &[u32], p: Pos| match p {
+            Pos::Real(id) => id,
+            Pos::New(i) => made[i],
+        };
+        for (parent, name) in w.new {
             let dir = Node {
                 kind: NodeKind::Dir,
                 perm: 0o755,
@@ -305,113 +391,141 @@ impl Tree {
                 gid: 0,
                 layer,
             };
-            self.nodes.insert(path, dir);
+            let id = self.alloc(dir);
+            let parent = real(&made, parent);
+            self.slot_mut(parent).children.insert(name.into(), id);
+            made.push(id);
         }
-        Ok(out)
+        Ok((real(&made, w.end), w.len))
     }
 
-    /// Resolves `comps` through the tree, following every symlink; with `want_dir` the last
-    /// component must be a directory too.
-    fn walk(&self, comps: &[String], want_dir: bool) -> Result<Option<String>, String> {
-        let mut r = Resolver {
-            tree: self,
-            created: Vec::new(),
-        };
-        r.run(comps, want_dir, None)
-    }
-}
-
-/// Resolves names through a tree; directories it would create are collected, not made, so a
-/// failed resolution changes nothing.
-struct Resolver<'a> {
-    tree: &'a Tree,
-    created: Vec<(String, usize)>,
-}
-
-impl Resolver<'_> {
-    /// The resolved path of `comps`, or `None` when a component is missing and `create` (the
-    /// layer to create directories for) is not given.
-    fn run(
-        &mut self,
-        comps: &[String],
+    /// Resolves `comps` through the tree, following every symlink, inside the image root; with
+    /// `want_dir` the last component must be a directory too. Missing components are `None`,
+    /// or with `create` directories to make, collected and not made, so a failed resolution
+    /// changes nothing.
+    fn walk<'n>(
+        &self,
+        comps: &[&'n str],
         want_dir: bool,
-        create: Option<usize>,
-    ) -> Result<Option<String>, String> {
-        let mut todo: VecDeque<String> = comps.iter().cloned().collect();
-        let mut done: Vec<String> = Vec::new();
+        create: bool,
+    ) -> Result<Option<Walked<'n>>, String> {
+        let mut todo: VecDeque<Cow<'n, str>> = comps.iter().map(|c| Cow::Borrowed(*c)).collect();
+        // The resolved path so far (`/a/b`), and where each component of it starts.
+        let mut text = String::new();
+        let mut done: Vec<(Pos, usize)> = Vec::new();
+        let mut new: Vec<(Pos, Cow<'n, str>)> = Vec::new();
         let mut links = 0;
-        while let Some(c) = todo.pop_front() {
-            match c.as_str() {
+        let whole = || format!("/{}", comps.join("/"));
+        let result = loop {
+            let Some(c) = todo.pop_front() else {
+                break Ok(true);
+            };
+            match &*c {
                 "" | "." => continue,
                 ".." => {
-                    done.pop();
+                    if let Some((_, start)) = done.pop() {
+                        text.truncate(start);
+                    }
                     continue;
                 }
                 _ => {}
             }
-            let path = if done.is_empty() {
-                c.clone()
-            } else {
-                format!("{}/{c}", done.join("/"))
-            };
-            let created = || self.created.iter().any(|(p, _)| *p == path);
-            match self.tree.nodes.get(&path).map(|n| &n.kind) {
-                None if created() => {}
-                None => match create {
-                    Some(layer) => self.created.push((path, layer)),
-                    None => return Ok(None),
-                },
-                Some(NodeKind::Symlink(target)) => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(format!(
-                            "more than {MAX_LINKS} symlinks while resolving /{}",
-                            comps.join("/")
-                        ));
-                    }
-                    if target.starts_with('/') {
-                        done.clear();
-                    }
-                    for t in target.split('/').rev() {
-                        todo.push_front(t.to_string());
-                    }
-                    continue;
-                }
-                Some(NodeKind::Dir) => {}
-                Some(_) if todo.is_empty() && !want_dir => {}
-                Some(_) => {
-                    return Err(format!(
-                        "/{path} is not a directory, but /{} goes through it",
-                        comps.join("/")
-                    ))
-                }
+            if text.len() + 1 + c.len() > MAX_PATH {
+                break Err(too_long());
             }
-            done.push(c);
+            let here = done.last().map_or(Pos::Real(ROOT), |d| d.0);
+            let existing = match here {
+                Pos::Real(id) => self.slot(id).children.get(&*c).map(|&k| Pos::Real(k)),
+                Pos::New(_) => None,
+            };
+            // A directory this walk created earlier (it may come back to one through `..`).
+            let existing = existing.or_else(|| {
+                new.iter()
+                    .position(|(p, n)| *p == here && *n == c)
+                    .map(Pos::New)
+            });
+            let pos = match existing {
+                None if create => {
+                    new.push((here, c.clone()));
+                    Pos::New(new.len() - 1)
+                }
+                None => break Ok(false),
+                Some(Pos::New(i)) => Pos::New(i),
+                Some(Pos::Real(id)) => match &self.slot(id).node.kind {
+                    NodeKind::Symlink(target) => {
+                        links += 1;
+                        if links > MAX_LINKS {
+                            break Err(format!(
+                                "more than {MAX_LINKS} symlinks while resolving {}",
+                                whole()
+                            ));
+                        }
+                        if target.starts_with('/') {
+                            done.clear();
+                            text.clear();
+                        }
+                        for t in target.split('/').rev() {
+                            todo.push_front(Cow::Owned(t.to_string()));
+                        }
+                        continue;
+                    }
+                    NodeKind::Dir => Pos::Real(id),
+                    _ if todo.is_empty() && !want_dir => Pos::Real(id),
+                    _ => {
+                        break Err(format!(
+                            "{text}/{c} is not a directory, but {} goes through it",
+                            whole()
+                        ))
+                    }
+                },
+            };
+            done.push((pos, text.len()));
+            text.push('/');
+            text.push_str(&c);
+        };
+        if !result? {
+            return Ok(None);
         }
-        Ok(Some(done.join("/")))
+        Ok(Some(Walked {
+            end: done.last().map_or(Pos::Real(ROOT), |d| d.0),
+            new,
+            len: text.len(),
+        }))
     }
+}
+
+/// A node of the tree, or one a walk would create (by its index in [`Walked::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pos {
+    Real(u32),
+    New(usize),
+}
+
+/// Where a name resolved to.
+struct Walked<'n> {
+    end: Pos,
+    /// Directories to create, parents first: where, and the name.
+    new: Vec<(Pos, Cow<'n, str>)>,
+    /// The length of the resolved path (`/a/b`).
+    len: usize,
+}
+
+fn too_long() -> String {
+    format!("resolves to a path longer than {MAX_PATH} bytes")
 }
 
 /// The components of `name` cleaned as if rooted at `/`: no empty, `.` or `..` components, and
 /// never above the root.
-pub fn clean(name: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+pub fn clean(name: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
     for c in name.split('/') {
         match c {
             "" | "." => {}
             ".." => {
                 out.pop();
             }
-            c => out.push(c.to_string()),
+            c => out.push(c),
         }
     }
     out
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
 }

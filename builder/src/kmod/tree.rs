@@ -49,18 +49,19 @@ pub struct Tree {
     builtin_aliases: Vec<(Alias, String)>,
 }
 
-/// An alias: a literal or an fnmatch pattern, normalised.
+/// An alias: a literal or an fnmatch pattern, normalised. Kept as its text, so an alias costs
+/// its length and no more (`modules.alias` has hundreds of thousands of them).
 #[derive(Debug)]
 enum Alias {
     Exact(String),
-    Glob(glob::Pattern),
+    Glob(String),
 }
 
 impl Alias {
     fn new(raw: &str) -> Option<Alias> {
         let norm = normalise_alias(raw);
         if norm.contains(['*', '?', '[']) {
-            glob::Pattern::new(&norm).ok().map(Alias::Glob)
+            Some(Alias::Glob(norm))
         } else {
             Some(Alias::Exact(norm))
         }
@@ -69,9 +70,74 @@ impl Alias {
     fn matches(&self, query: &str) -> bool {
         match self {
             Alias::Exact(s) => s == query,
-            Alias::Glob(p) => p.matches(query),
+            Alias::Glob(p) => fnmatch(p, query),
         }
     }
+}
+
+/// fnmatch(3) without flags, as kmod matches aliases: `*` any run of characters, `?` one,
+/// `[...]` one of a set (ranges, `!` or `^` to negate); a `[` that is not closed is itself.
+pub fn fnmatch(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // The last `*` seen and where in the text its match ends so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        let step = match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+                continue;
+            }
+            Some('?') => Some(pi + 1),
+            Some('[') => match class(&p, pi, t[ti]) {
+                Some((true, next)) => Some(next),
+                Some((false, _)) => None,
+                None => (t[ti] == '[').then_some(pi + 1),
+            },
+            Some(c) if *c == t[ti] => Some(pi + 1),
+            _ => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                pi = next;
+                ti += 1;
+            }
+            (None, Some((sp, st))) => {
+                pi = sp + 1;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Whether `c` is in the set `p[at..]` (starting at its `[`), and the index after the set;
+/// `None` when the set is not closed.
+fn class(p: &[char], at: usize, c: char) -> Option<(bool, usize)> {
+    let mut i = at + 1;
+    let negate = matches!(p.get(i), Some('!' | '^'));
+    if negate {
+        i += 1;
+    }
+    let (mut found, mut first) = (false, true);
+    while i < p.len() {
+        if p[i] == ']' && !first {
+            return Some((found != negate, i + 1));
+        }
+        first = false;
+        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+            found |= p[i] <= c && c <= p[i + 2];
+            i += 3;
+        } else {
+            found |= p[i] == c;
+            i += 1;
+        }
+    }
+    None
 }
 
 /// A module name as the kernel knows it: `-` and `_` are the same.
@@ -336,6 +402,33 @@ mod tests {
         ];
         for (i, (rel, want)) in cases.iter().enumerate() {
             assert_eq!(name_of(rel).as_deref(), *want, "case {i}: {rel}");
+        }
+    }
+
+    #[test]
+    fn aliases_match_as_fnmatch_does() {
+        for (pattern, text, want) in [
+            (
+                "pci:v00008086d*sv*sd*bc*sc*i*",
+                "pci:v00008086d00001234sv0sd0bc02sc00i00",
+                true,
+            ),
+            (
+                "pci:v00008086d*sv*sd*bc*sc*i*",
+                "pci:v00001af4d00001000sv0sd0bc02sc00i00",
+                false,
+            ),
+            ("usb:v1_2[a-f]x*", "usb:v1_2cx9", true),
+            ("usb:v1_2[a-f]x*", "usb:v1_2gx9", false),
+            ("usb:v[!0-9]?", "usb:vab", true),
+            ("usb:v[!0-9]?", "usb:v1b", false),
+            ("a[]]b", "a]b", true),
+            ("a[b", "a[b", true),
+            ("*x*y*z", "axxbyyz", true),
+            ("*x*y*z", "axxbyy", false),
+            ("fs_*", "fs_", true),
+        ] {
+            assert_eq!(fnmatch(pattern, text), want, "{pattern} ~ {text}");
         }
     }
 

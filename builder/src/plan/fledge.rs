@@ -103,14 +103,18 @@ fn own_paths(cfg: &Config, stack: &mut Stack) {
             let under = format!("{path}/");
             let children: Vec<String> = (stack.plan().nodes.keys())
                 .filter(|p| p.starts_with(&under))
-                .cloned()
+                .map(|p| p.to_string())
                 .collect();
             for c in children {
                 left_out.extend(stack.remove_tree(&c));
             }
         } else {
             for p in at.iter() {
-                let image_node = stack.plan().nodes.get(p).map(|n| from_image(&n.origin));
+                let image_node = stack
+                    .plan()
+                    .nodes
+                    .get(p.as_str())
+                    .map(|n| from_image(&n.origin));
                 if image_node == Some(true) {
                     left_out.extend(stack.remove_tree(p));
                 }

@@ -47,7 +47,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     let Some(image) = inputs.image else {
         return Ok(());
     };
-    for (path, n) in image.tree.iter() {
+    image.tree.for_each(|path, n| {
         let kind = match &n.kind {
             NodeKind::Dir => Kind::Dir,
             NodeKind::File { data, offset, size } => Kind::File(Content::Slice {
@@ -68,8 +68,8 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         };
         let origin = Origin::Image { layer: n.layer + 1 };
         let node = Node::new(kind, n.perm, origin).owned_by(n.uid, n.gid);
-        stack.put(&format!("/{path}"), node)?;
-    }
+        stack.put_resolved(Arc::from(path), node)
+    })?;
     for w in &image.warnings {
         stack.warn(w.clone());
     }

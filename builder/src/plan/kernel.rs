@@ -73,7 +73,7 @@ fn through_links(plan: &Plan, path: &str) -> String {
                 .concat()
                 .join("/")
         );
-        match plan.nodes.get(&here).map(|n| &n.kind) {
+        match plan.nodes.get(here.as_str()).map(|n| &n.kind) {
             Some(Kind::Symlink(target)) if followed < MAX_LINKS => {
                 followed += 1;
                 if target.starts_with('/') {

@@ -142,7 +142,7 @@ fn elf_files(plan: &Plan) -> Vec<String> {
             }
             _ => false,
         })
-        .map(|(p, _)| p.clone())
+        .map(|(p, _)| p.to_string())
         .collect()
 }
 
@@ -168,14 +168,14 @@ impl Adds {
         for (i, o) in c.objects.iter().enumerate().skip(1) {
             let why = format!("{} for {root} (needed by {})", o.path, c.pulled_by(i));
             for l in &o.walk.links {
-                if !view.plan.nodes.contains_key(&l.at) {
+                if !view.plan.nodes.contains_key(l.at.as_str()) {
                     let node = Node::new(Kind::Symlink(l.target.clone()), 0o777, origin.clone());
                     self.nodes
                         .entry(l.at.clone())
                         .or_insert((node, why.clone()));
                 }
             }
-            if !view.plan.nodes.contains_key(&o.walk.real) {
+            if !view.plan.nodes.contains_key(o.walk.real.as_str()) {
                 let node = self.host_file(sysroot, &o.walk.real, origin.clone())?;
                 self.nodes
                     .entry(o.walk.real.clone())
@@ -218,7 +218,7 @@ impl Adds {
         if let Flavor::Musl { .. } = rules.flavor {
             for f in &rules.files {
                 let w = walk(view, f)?;
-                if !view.plan.nodes.contains_key(&w.real) && w.node == Some(TNode::File) {
+                if !view.plan.nodes.contains_key(w.real.as_str()) && w.node == Some(TNode::File) {
                     let node = self.host_file(sysroot, &w.real, origin.clone())?;
                     self.nodes
                         .entry(w.real)
@@ -233,7 +233,7 @@ impl Adds {
         let dir = parent(&interp.walk.real);
         for o in c.objects.iter().filter(|o| o.via == Via::Conf) {
             let at = join(dir, &o.name);
-            if at != o.walk.real && !view.plan.nodes.contains_key(&at) {
+            if at != o.walk.real && !view.plan.nodes.contains_key(at.as_str()) {
                 let node = Node::new(Kind::Symlink(o.path.clone()), 0o777, origin.clone());
                 let note = format!(
                     "{at} -> {}: found through ld.so.conf, which the guest has no cache of",
@@ -290,7 +290,10 @@ impl Tree for PlanTree<'_> {
         Ok(self
             .plan
             .nodes
-            .range(prefix.clone()..)
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(&prefix))
             .filter_map(|(k, _)| Some(k[prefix.len()..].to_string()).filter(|n| !n.contains('/')))
             .collect())
@@ -471,7 +474,7 @@ pub fn runnable(
     }
     for (path, node) in &plan.nodes {
         let runs = matches!(node.kind, Kind::File(_)) && node.perm & 0o111 != 0;
-        if !runs || must.contains(&path.as_str()) || matches!(node.origin, Origin::Library { .. }) {
+        if !runs || must.contains(&&**path) || matches!(node.origin, Origin::Library { .. }) {
             continue;
         }
         let is_program = matches!(tree.open(path).map(elf::read), Ok(Ok(Exec::Elf(ref e))) if e.loadable)
@@ -582,7 +585,7 @@ mod tests {
         let ld = walk(&tree, "/lib64/ld-linux-x86-64.so.2").unwrap();
         assert_eq!(ld.node, Some(TNode::File), "{ld:?}");
         assert!(
-            matches!(plan.nodes[&ld.real].origin, Origin::Library { ref program } if program == "/usr/bin/ls")
+            matches!(plan.nodes[ld.real.as_str()].origin, Origin::Library { ref program } if program == "/usr/bin/ls")
         );
         assert!(problems(&tree, "/usr/bin/ls", &[], elf::X86_64).is_empty());
         assert_eq!(

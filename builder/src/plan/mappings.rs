@@ -163,18 +163,30 @@ impl Walk<'_, '_> {
         self.stack.put(dest, node)
     }
 
-    /// Copies a directory tree; symlinks stay symlinks, special files are skipped.
+    /// Copies a directory tree; symlinks stay symlinks, special files are skipped. Depth
+    /// first, each directory's entries in name order, with a stack of its own (a deep tree
+    /// cannot exhaust the thread's).
     fn tree(&mut self, src: &Path, dest: &str) -> Result<(), PlanError> {
         let read = |path: &Path, e| PlanError::Read {
             path: path.to_path_buf(),
             source: e,
         };
-        let mut children: Vec<_> = fs::read_dir(src)
-            .map_err(|e| read(src, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| read(src, e))?;
-        children.sort_by_key(|e| e.file_name());
-        for child in children {
+        let list = |src: &Path| -> Result<std::vec::IntoIter<fs::DirEntry>, PlanError> {
+            let mut children: Vec<_> = fs::read_dir(src)
+                .map_err(|e| read(src, e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| read(src, e))?;
+            children.sort_by_key(|e| e.file_name());
+            Ok(children.into_iter())
+        };
+        // The directories being copied, innermost last: what is left of each, and its
+        // destination.
+        let mut open = vec![(list(src)?, dest.to_string())];
+        while let Some((children, dest)) = open.last_mut() {
+            let Some(child) = children.next() else {
+                open.pop();
+                continue;
+            };
             let path = child.path();
             let name = child.file_name();
             let Some(name) = name.to_str() else {
@@ -190,7 +202,7 @@ impl Walk<'_, '_> {
             if ft.is_dir() {
                 let node = Node::new(Kind::Dir, 0o755, self.origin.clone());
                 self.stack.put(&to, node)?;
-                self.tree(&path, &to)?;
+                open.push((list(&path)?, to));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(|e| read(&path, e))?;
                 let Some(target) = target.to_str() else {

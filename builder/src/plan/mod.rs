@@ -34,9 +34,12 @@ mod libraries;
 mod mappings;
 mod workload;
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::archive::Kind;
 use crate::config::{Config, Location};
@@ -221,10 +224,11 @@ impl Node {
     }
 }
 
-/// Every path of the image (absolute, normalised), with what it is.
+/// Every path of the image (absolute, normalised), with what it is. A path is stored once:
+/// the archive entries made from the plan share it ([`crate::normalise`]).
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    pub nodes: BTreeMap<String, Node>,
+    pub nodes: BTreeMap<Arc<str>, Node>,
     /// Things worth telling the user (skipped sockets, ...).
     pub warnings: Vec<String>,
     /// What `-v` shows: entries a later source replaced.
@@ -293,6 +297,7 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
     let mut stack = Stack {
         cfg: inputs.config,
         plan: Plan::default(),
+        links: BTreeSet::new(),
     };
     for layer in LAYERS {
         log::trace!("planning {}", layer.name);
@@ -305,6 +310,8 @@ pub fn plan(inputs: &Inputs) -> Result<Plan, PlanError> {
 pub struct Stack<'a> {
     cfg: &'a Config,
     plan: Plan,
+    /// The planned paths that are the image's symlinks: the only links paths resolve through.
+    links: BTreeSet<Arc<str>>,
 }
 
 impl Stack<'_> {
@@ -339,7 +346,9 @@ impl Stack<'_> {
 
     /// Whether `path` is planned, its parents resolved through the image's symlinks.
     pub fn has(&self, path: &str) -> bool {
-        self.plan.nodes.contains_key(&self.resolve(path, false))
+        self.plan
+            .nodes
+            .contains_key(self.resolve(path, false).as_str())
     }
 
     /// `path` with its parent directories resolved through the image's symlinks: where the
@@ -349,39 +358,88 @@ impl Stack<'_> {
     }
 
     /// `path` with its parent directories resolved through the image's symlinks (its
-    /// `/bin -> usr/bin`), inside the image root; with `follow`, the last component too.
+    /// `/bin -> usr/bin`), inside the image root; with `follow`, the last component too. One
+    /// step per component: the path so far grows and shrinks in place, and only the image's
+    /// links are looked up.
     fn resolve(&self, path: &str, follow: bool) -> String {
-        let mut todo: std::collections::VecDeque<String> = crate::image::tree::clean(path).into();
-        let mut done: Vec<String> = Vec::new();
+        let mut todo: VecDeque<Cow<str>> = crate::image::tree::clean(path)
+            .into_iter()
+            .map(Cow::Borrowed)
+            .collect();
+        let mut done = String::new();
+        let mut starts: Vec<usize> = Vec::new();
         let mut links = 0;
         while let Some(c) = todo.pop_front() {
             if c == ".." {
-                done.pop();
+                if let Some(start) = starts.pop() {
+                    done.truncate(start);
+                }
                 continue;
             }
             if c.is_empty() || c == "." {
                 continue;
             }
-            done.push(c);
-            let here = format!("/{}", done.join("/"));
+            starts.push(done.len());
+            done.push('/');
+            done.push_str(&c);
             let last = todo.is_empty();
-            // Only the image's own links are directories others write through.
-            let node = self.plan.nodes.get(&here);
-            let image_link = node.filter(|n| matches!(n.origin, Origin::Image { .. }));
-            if let Some(Kind::Symlink(t)) = image_link.map(|n| &n.kind) {
-                if (!last || follow) && links < crate::util::MAX_LINKS {
-                    links += 1;
-                    done.pop();
-                    if t.starts_with('/') {
-                        done.clear();
-                    }
-                    for part in t.split('/').rev() {
-                        todo.push_front(part.to_string());
-                    }
-                }
+            if (last && !follow) || links >= crate::util::MAX_LINKS || !self.links.contains(&*done)
+            {
+                continue;
+            }
+            let Some(Kind::Symlink(t)) = self.plan.nodes.get(&*done).map(|n| &n.kind) else {
+                continue;
+            };
+            links += 1;
+            if let Some(start) = starts.pop() {
+                done.truncate(start);
+            }
+            if t.starts_with('/') {
+                done.clear();
+                starts.clear();
+            }
+            for part in t.split('/').rev() {
+                todo.push_front(Cow::Owned(part.to_string()));
             }
         }
-        format!("/{}", done.join("/"))
+        if done.is_empty() {
+            done.push('/');
+        }
+        done
+    }
+
+    /// Adds an entry of the container image at `path`, which the image's tree resolved: the
+    /// image is the bottom layer, so nothing is there yet and its parent directory is planned
+    /// (the tree gives directories first). The path is kept as given, not copied.
+    pub fn put_resolved(&mut self, path: Arc<str>, node: Node) -> Result<(), PlanError> {
+        let parent = path.rfind('/').map_or("", |i| &path[..i]);
+        let parent_planned = parent.is_empty()
+            || self
+                .plan
+                .nodes
+                .get(parent)
+                .is_some_and(|n| n.kind == Kind::Dir);
+        if !parent_planned
+            || self.plan.nodes.contains_key(&*path)
+            || path.strip_prefix('/') == Some(crate::archive::TRAILER)
+        {
+            return self.put(&path, node);
+        }
+        self.insert(path, node);
+        Ok(())
+    }
+
+    /// Inserts a node at a resolved path, keeping the image's links known.
+    fn insert(&mut self, path: Arc<str>, node: Node) {
+        if matches!(
+            (&node.kind, &node.origin),
+            (Kind::Symlink(_), Origin::Image { .. })
+        ) {
+            self.links.insert(path.clone());
+        } else if !self.links.is_empty() {
+            self.links.remove(&*path);
+        }
+        self.plan.nodes.insert(path, node);
     }
 
     /// Adds `node` at `path` by the precedence rule of the module doc.
@@ -417,29 +475,39 @@ impl Stack<'_> {
         if let Some(old) = self.plan.nodes.get(path) {
             match (&old.kind, &node.kind) {
                 (Kind::Dir, Kind::Dir) => return Ok(()),
-                // A directory onto an image's symlink to a directory merges into that one.
-                (Kind::Symlink(_), Kind::Dir)
-                    if self
-                        .plan
-                        .nodes
-                        .get(&self.resolve(path, true))
-                        .map(|n| &n.kind)
-                        == Some(&Kind::Dir) =>
-                {
-                    return Ok(())
+                // A directory onto an image's symlink to a directory merges into that one; onto
+                // one whose target is missing (`/bin -> usr/bin` without `/usr/bin`) it makes it.
+                (Kind::Symlink(_), Kind::Dir) if matches!(old.origin, Origin::Image { .. }) => {
+                    let target = self.resolve(path, true);
+                    match self.plan.nodes.get(target.as_str()).map(|n| &n.kind) {
+                        Some(Kind::Dir) => return Ok(()),
+                        None if target != path => return self.put(&target, node),
+                        _ => return Err(self.conflict(path, &old.origin, &node.origin)),
+                    }
                 }
-                (_, k) if old.origin.replaceable() && !matches!(k, Kind::Dir) => {
+                (old_kind, k) if old.origin.replaceable() && !matches!(k, Kind::Dir) => {
                     let note = format!("{path}: {} replaces {}", node.origin, old.origin);
+                    // What was below a directory goes with it (fledge's own files say what
+                    // of the image's they leave out, see the fledge layer).
+                    let below = matches!(old_kind, Kind::Dir) && !node.origin.is_fledge_file();
                     if matches!(old.origin, Origin::Image { .. }) && node.origin.is_fledge_file() {
                         self.plan.warnings.push(note);
                     } else {
                         self.plan.notes.push(note);
                     }
+                    if below {
+                        let gone = self.remove_tree(path).len() - 1;
+                        if gone > 0 {
+                            self.plan
+                                .notes
+                                .push(format!("{path}: {gone} paths under it go with it"));
+                        }
+                    }
                 }
                 _ => return Err(self.conflict(path, &old.origin, &node.origin)),
             }
         }
-        self.plan.nodes.insert(path.to_string(), node);
+        self.insert(path.into(), node);
         Ok(())
     }
 
@@ -453,7 +521,7 @@ impl Stack<'_> {
                 kind: Kind::Symlink(t),
                 origin: Origin::Image { .. },
                 ..
-            }) = self.plan.nodes.get(&at)
+            }) = self.plan.nodes.get(at.as_str())
             {
                 return (at, t.clone());
             }
@@ -463,32 +531,51 @@ impl Stack<'_> {
 
     /// Removes `path` and everything under it; returns the removed paths' origins by path.
     pub fn remove_tree(&mut self, path: &str) -> Vec<(String, Origin)> {
-        let under = format!("{path}/");
-        let gone: Vec<String> = self
+        // Keys starting with "path/" sort between "path/" and "path0" ('0' follows '/').
+        let (from, to) = (format!("{path}/"), format!("{path}0"));
+        let below = (Bound::Included(from.as_str()), Bound::Excluded(to.as_str()));
+        let gone: Vec<Arc<str>> = self
             .plan
             .nodes
-            .range(path.to_string()..)
-            .filter(|(p, _)| *p == path || p.starts_with(&under))
-            .map(|(p, _)| p.clone())
+            .get_key_value(path)
+            .map(|(k, _)| k.clone())
+            .into_iter()
+            .chain(
+                self.plan
+                    .nodes
+                    .range::<str, _>(below)
+                    .map(|(k, _)| k.clone()),
+            )
             .collect();
         gone.into_iter()
-            .filter_map(|p| self.plan.nodes.remove(&p).map(|n| (p, n.origin)))
+            .filter_map(|p| {
+                self.links.remove(&p);
+                self.plan
+                    .nodes
+                    .remove(&p)
+                    .map(|n| (p.to_string(), n.origin))
+            })
             .collect()
     }
 
+    /// Plans the missing parent directories of `path` (resolved). The parents of a planned
+    /// path are planned directories, so the nearest planned one decides: a directory, or a
+    /// conflict.
     fn parents(&mut self, path: &str, origin: &Origin) -> Result<(), PlanError> {
-        let mut end = 0;
-        while let Some(i) = path[end + 1..].find('/') {
-            end += 1 + i;
-            let dir = &path[..end];
+        let mut missing = Vec::new();
+        let mut end = path.len();
+        while let Some(i) = path[..end].rfind('/').filter(|i| *i > 0) {
+            let dir = &path[..i];
             match self.plan.nodes.get(dir) {
-                None => {
-                    let node = Node::new(Kind::Dir, 0o755, origin.clone());
-                    self.plan.nodes.insert(dir.to_string(), node);
-                }
-                Some(n) if n.kind == Kind::Dir => {}
+                None => missing.push(i),
+                Some(n) if n.kind == Kind::Dir => break,
                 Some(old) => return Err(self.conflict(dir, &old.origin, origin)),
             }
+            end = i;
+        }
+        for i in missing.into_iter().rev() {
+            let node = Node::new(Kind::Dir, 0o755, origin.clone());
+            self.insert(path[..i].into(), node);
         }
         Ok(())
     }
@@ -497,7 +584,11 @@ impl Stack<'_> {
     /// the two is) and names the other.
     fn conflict(&self, path: &str, old: &Origin, new: &Origin) -> PlanError {
         let is_mapping = |o: &Origin| matches!(o, Origin::Mapping { .. });
-        let (subject, other) = if is_mapping(new) || !is_mapping(old) {
+        // What every image has is never the one to change: the image's entry is.
+        let is_base = |o: &Origin| matches!(o, Origin::Base | Origin::Applet);
+        let (subject, other) = if is_base(new) && matches!(old, Origin::Image { .. }) {
+            (old, new)
+        } else if is_mapping(new) || !is_mapping(old) {
             (new, old)
         } else {
             (old, new)

@@ -25,7 +25,11 @@ pub(super) fn program(keys: &WorkloadKeys, stack: &Stack) -> Result<String, Plan
     // Through the image's directory links (`/bin -> usr/bin`).
     let exists = |p: &str| {
         matches!(
-            stack.plan().nodes.get(&stack.resolved(p)).map(|n| &n.kind),
+            stack
+                .plan()
+                .nodes
+                .get(stack.resolved(p).as_str())
+                .map(|n| &n.kind),
             Some(Kind::File(_) | Kind::Symlink(_))
         )
     };
@@ -114,7 +118,7 @@ fn accounts(stack: &Stack, path: &str) -> Result<String, PlanError> {
     let bytes: Vec<u8> = match stack
         .plan()
         .nodes
-        .get(&stack.resolved(path))
+        .get(stack.resolved(path).as_str())
         .map(|n| &n.kind)
     {
         Some(Kind::File(Content::Bytes(b))) => b.to_vec(),

@@ -47,6 +47,9 @@ fn prepare_and_run(a: Start, quiet: bool) -> anyhow::Result<i32> {
         .iter()
         .map(|p| parse_publish(p))
         .collect::<Result<Vec<_>, _>>()?;
+    for (spec, (host, _)) in a.publish.iter().zip(&publish) {
+        host_port_free(spec, *host)?;
+    }
     let events: Option<Box<dyn EventSink>> = match &a.json {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(JsonLines(std::io::stderr()))),
@@ -135,9 +138,36 @@ pub fn parse_publish(s: &str) -> Result<(u16, u16), RunError> {
     Ok((host, guest))
 }
 
+/// Fails when the host port of `--publish spec` is taken on 127.0.0.1, before QEMU is started
+/// (which would only say it cannot set up its network); 0, a free port, always passes.
+pub fn host_port_free(spec: &str, host: u16) -> anyhow::Result<()> {
+    if host == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(("127.0.0.1", host))
+        .map(drop)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--publish {spec}: port {host} on 127.0.0.1 cannot be used ({e}): choose another host port, or 0 for a free one"
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_host_port_is_refused_naming_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let spec = format!("{port}:80");
+        let e = host_port_free(&spec, port).unwrap_err().to_string();
+        assert!(e.contains(&format!("--publish {spec}: port {port}")), "{e}");
+        drop(taken);
+        host_port_free(&spec, port).unwrap();
+        host_port_free("0:80", 0).unwrap();
+    }
 
     #[test]
     fn publish_specs() {

@@ -79,7 +79,7 @@ pub struct SbomError {
 /// The digests of the bodies of `files` (image path, body), for `document`; the error names
 /// the image path and the host file.
 pub fn digests_of(
-    files: &[(&String, &Content)],
+    files: &[(&str, &Content)],
     threads: usize,
     document: &'static str,
 ) -> Result<Vec<digest::Digests>, SbomError> {
@@ -121,14 +121,25 @@ pub(crate) struct Package {
 
 /// The document's JSON text (pretty, ending in a newline).
 pub fn render(f: &Facts) -> Result<String, SbomError> {
+    let mut text = Vec::new();
+    render_to(f, &mut text)?.expect("writing to memory does not fail");
+    Ok(String::from_utf8(text).expect("JSON is UTF-8"))
+}
+
+/// Writes the document's JSON text to `out` as it is made, so no second copy of every path is
+/// held: the outer error is a file of the image that cannot be read, the inner one `out`'s.
+pub fn render_to(
+    f: &Facts,
+    out: &mut dyn std::io::Write,
+) -> Result<std::io::Result<()>, SbomError> {
     let mut packages: Vec<Package> = Vec::new();
     let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
-    let files: Vec<(&String, &Content, &Origin)> = f
+    let files: Vec<(&str, &Content, &Origin)> = f
         .plan
         .nodes
         .iter()
         .filter_map(|(p, n)| match &n.kind {
-            Kind::File(c) => Some((p, c, &n.origin)),
+            Kind::File(c) => Some((&**p, c, &n.origin)),
             _ => None,
         })
         .collect();
@@ -148,9 +159,9 @@ pub fn render(f: &Facts) -> Result<String, SbomError> {
             owner[i] = p;
         }
     }
-    let bodies: Vec<(&String, &Content)> = files.iter().map(|(p, c, _)| (*p, *c)).collect();
+    let bodies: Vec<(&str, &Content)> = files.iter().map(|(p, c, _)| (*p, *c)).collect();
     let digests = digests_of(&bodies, f.threads, "SBOM")?;
-    Ok(document(f, &packages, &files, &owner, &digests))
+    Ok(document(f, &packages, &files, &owner, &digests, out))
 }
 
 fn content_path(c: &Content) -> Option<&Path> {
@@ -391,6 +402,15 @@ mod shape {
 
     pub const NOASSERTION: &str = "NOASSERTION";
 
+    /// An image path as SPDX names a file: `./usr/bin/env`, written without a copy.
+    pub struct Dotted<'a>(pub &'a str);
+
+    impl Serialize for Dotted<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!(".{}", self.0))
+        }
+    }
+
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     pub struct Doc<'a> {
@@ -468,7 +488,7 @@ mod shape {
     pub struct File<'a> {
         #[serde(rename = "SPDXID")]
         pub spdx_id: String,
-        pub file_name: String,
+        pub file_name: Dotted<'a>,
         pub checksums: [Checksum<'a>; 2],
         pub license_concluded: &'static str,
         pub copyright_text: &'static str,
@@ -510,10 +530,11 @@ mod shape {
 fn document(
     f: &Facts,
     packages: &[Package],
-    files: &[(&String, &Content, &Origin)],
+    files: &[(&str, &Content, &Origin)],
     owner: &[usize],
     digests: &[digest::Digests],
-) -> String {
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     use shape::{Checksum, ExternalRef, Pkg, Rel, VerificationCode, NOASSERTION};
     let contains = |from: String, to: String| Rel {
         spdx_element_id: from,
@@ -574,7 +595,7 @@ fn document(
     for (i, ((path, _, _), d)) in files.iter().zip(digests).enumerate() {
         out_files.push(shape::File {
             spdx_id: id("File", i + 1),
-            file_name: format!(".{path}"),
+            file_name: shape::Dotted(path),
             checksums: [
                 Checksum {
                     algorithm: "SHA1",
@@ -608,7 +629,8 @@ fn document(
         files: out_files,
         relationships,
     };
-    serde_json::to_string_pretty(&doc).expect("the document serialises") + "\n"
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    out.write_all(b"\n")
 }
 
 /// A name as one URI path segment.

@@ -31,7 +31,7 @@ pub struct Installed {
 /// added to `packages`.
 pub(crate) fn claims(
     f: &Facts,
-    files: &[(&String, &Content, &Origin)],
+    files: &[(&str, &Content, &Origin)],
     packages: &mut Vec<Package>,
     by_key: &BTreeMap<String, usize>,
 ) -> Vec<Option<usize>> {
@@ -48,7 +48,7 @@ pub(crate) fn claims(
 /// The container image's own database.
 fn image_claims(
     plan: &Plan,
-    files: &[(&String, &Content, &Origin)],
+    files: &[(&str, &Content, &Origin)],
     packages: &mut Vec<Package>,
     image: usize,
     out: &mut [Option<usize>],
@@ -83,7 +83,7 @@ fn image_claims(
         .iter()
         .enumerate()
         .filter(|(_, (_, _, o))| matches!(o, Origin::Image { .. }))
-        .map(|(i, (p, _, _))| (p.as_str(), i))
+        .map(|(i, (p, _, _))| (*p, i))
         .collect();
     for p in installed {
         packages.push(Package {
@@ -114,7 +114,7 @@ fn db_name(kind: &str) -> &'static str {
 /// The sysroot's dpkg database, for the library files taken from it.
 fn sysroot_claims(
     sysroot: &Path,
-    files: &[(&String, &Content, &Origin)],
+    files: &[(&str, &Content, &Origin)],
     packages: &mut Vec<Package>,
     libs: usize,
     out: &mut [Option<usize>],
@@ -209,7 +209,7 @@ fn resolve(plan: &Plan, path: &str) -> String {
             break;
         }
         let here = format!("/{}", done.join("/"));
-        if let Some(Kind::Symlink(t)) = plan.nodes.get(&here).map(|n| &n.kind) {
+        if let Some(Kind::Symlink(t)) = plan.nodes.get(here.as_str()).map(|n| &n.kind) {
             if links < 40 {
                 links += 1;
                 done.pop();

@@ -469,3 +469,95 @@ fn an_output_onto_an_image_input_is_refused_and_the_input_kept() {
         );
     }
 }
+
+#[test]
+fn deep_layers_and_deep_mapped_trees_build() {
+    // A layer of 1500 files, one in each directory of a chain 1500 deep (3000-byte names).
+    let mut tar = tar::Builder::new(Vec::new());
+    for depth in 0..1500 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let name = format!("{}f", "a/".repeat(depth));
+        tar.append_data(&mut h, &name, &b"x"[..]).unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let p = Project::new();
+    layout(&p, &image_of(tar.clone(), &tar, None));
+    p.config(&format!("image = \"oci:layout\"\n{DEFAULT_MODE}"));
+    let image = p.build("deep.cpio", &[]);
+    let deepest = format!("{}f", "a/".repeat(1499));
+    assert!(
+        image
+            .windows(deepest.len())
+            .any(|w| w == deepest.as_bytes()),
+        "the deepest file is in the image"
+    );
+
+    // A mapped host tree 1500 directories deep.
+    let mut dir = p.path("tree");
+    for _ in 0..1500 {
+        dir.push("a");
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f"), b"x").unwrap();
+    p.config(&format!("[mappings]\n\"tree\" = \"/srv\"\n{DEFAULT_MODE}"));
+    let image = p.build("mapped.cpio", &[]);
+    let deepest = format!("srv/{}f", "a/".repeat(1500));
+    assert!(image
+        .windows(deepest.len())
+        .any(|w| w == deepest.as_bytes()));
+}
+
+/// A layer of `srv/hello` and the symlink `bin -> target`.
+fn bin_link_layer(target: &str) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    tar.append_link(&mut h, "bin", target).unwrap();
+    tar.into_inner().unwrap()
+}
+
+#[test]
+fn an_images_bin_link_to_nothing_gets_its_directory_and_a_bad_one_names_the_image() {
+    let p = Project::new();
+    p.config(&format!("image = \"oci:layout\"\n{DEFAULT_MODE}"));
+    let tar = bin_link_layer("usr/bin");
+    layout(&p, &image_of(tar.clone(), &tar, None));
+    p.build("merged.cpio", &[]);
+    let listing = p.ok(&["inspect", "merged.cpio"]);
+    assert!(listing.contains("/usr/bin/busybox"), "{listing}");
+
+    // A link to a file cannot be the base layout's /bin: the image is named, not `mappings`.
+    std::fs::remove_dir_all(p.path("layout")).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "etc/file", &b"x"[..]).unwrap();
+    let mut tar = tar.into_inner().unwrap();
+    tar.truncate(tar.len() - 1024);
+    tar.extend(bin_link_layer("etc/file"));
+    layout(&p, &image_of(tar.clone(), &tar, None));
+    let o = p.fledge(&["build", "-o", "bad.cpio"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let first = err.lines().find(|l| l.starts_with("error:")).unwrap_or("");
+    assert!(
+        first.contains("`source.image` writes /bin") && !first.contains("`mappings`"),
+        "{err}"
+    );
+}

@@ -15,7 +15,7 @@ fn image(p: &Project, name: &str, n: u32) {
     let mut w = NewcWriter::new(Vec::new());
     for i in 0..n {
         w.append(&Entry {
-            path: format!("f{i:06}"),
+            path: fledge::archive::Name::new(&format!("f{i:06}")),
             kind: Kind::File(Content::Empty),
             perm: 0o644,
             uid: 0,
