@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn the_boot_initramfs_holds_the_init_the_marker_and_every_parent() {
         let e = entries(b"\x7fELF init", None, "1G", 7);
-        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        let paths: Vec<&str> = e.iter().map(|e| &*e.path).collect();
         assert_eq!(
             paths,
             [
