@@ -117,6 +117,9 @@ pub struct Prepared {
     pub sources: crate::sbom::Sources,
     /// The entries' mtime.
     pub epoch: u32,
+    /// Extended attributes of the image's files still in the plan (path without the leading
+    /// `/`), for a squashfs disk.
+    pub xattrs: crate::squashfs::Xattrs,
 }
 
 /// Reads the config and manifest template; reports their warnings.
@@ -209,6 +212,21 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         }),
         kernel: modules.as_ref().map(|m| (m.release.clone(), m.dir.clone())),
     };
+    let xattrs = image
+        .as_ref()
+        .map(|i| {
+            i.tree
+                .xattrs
+                .iter()
+                .filter(|(p, _)| {
+                    plan.nodes
+                        .get(format!("/{p}").as_str())
+                        .is_some_and(|n| matches!(n.origin, crate::plan::Origin::Image { .. }))
+                })
+                .map(|(p, a)| (p.clone(), a.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let image = image.map(|i| manifest::ImageFacts {
         argv: i.config.argv(),
         env: i.config.env.clone(),
@@ -235,6 +253,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         image,
         sources,
         epoch: mtime,
+        xattrs,
     })
 }
 
@@ -723,15 +742,13 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
             out.display()
         );
         let mut w = BufWriter::with_capacity(1 << 20, pending.file());
-        let stats =
-            crate::squashfs::write(&prepared.entries, &opts, &mut w).map_err(|e| {
-                match (&e, rootfs.compression_level) {
-                    (compress::CompressError::Level { .. }, Some(l)) => Error::Request {
-                        what: "[filesystem] compression_level",
-                        problem: format!("is {l}: {e}"),
-                    },
-                    _ => e.into(),
-                }
+        let stats = crate::squashfs::write(&prepared.entries, &opts, &prepared.xattrs, &mut w)
+            .map_err(|e| match (&e, rootfs.compression_level) {
+                (compress::CompressError::Level { .. }, Some(l)) => Error::Request {
+                    what: "[filesystem] compression_level",
+                    problem: format!("is {l}: {e}"),
+                },
+                _ => e.into(),
             })?;
         w.flush().map_err(out_err)?;
         drop(w);

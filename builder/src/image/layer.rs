@@ -8,6 +8,7 @@
 //! is extracted. The compression (none, gzip, zstd) is read from the blob's first bytes, so a
 //! mislabelled media type does not matter.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -181,10 +182,14 @@ pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Re
             else {
                 continue;
             };
-            let xattrs = xattr_names(&mut entry);
-            if !xattrs.is_empty() {
-                let key = super::tree::clean(&name).join("/");
-                tree.xattrs.entry(key).or_default().extend(xattrs);
+            // A path's attributes are those of its last header (a later layer's copy of a file
+            // has only its own).
+            let xattrs = xattrs(&mut entry);
+            let key = super::tree::clean(&name).join("/");
+            if xattrs.is_empty() {
+                tree.xattrs.remove(&key);
+            } else {
+                tree.xattrs.insert(key, xattrs);
             }
             tree.apply(index, decoded)
                 .map_err(|e| at(e.entry, e.problem))?;
@@ -275,17 +280,18 @@ fn decode<R: Read>(
     }))
 }
 
-/// Names of the extended attributes a PAX header gives the entry.
-fn xattr_names<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<String> {
+/// The extended attributes a PAX header gives the entry, by name.
+fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> BTreeMap<String, Vec<u8>> {
     let Ok(Some(pax)) = entry.pax_extensions() else {
-        return Vec::new();
+        return BTreeMap::new();
     };
     pax.flatten()
         .filter_map(|e| {
             let k = e.key().ok()?;
-            k.strip_prefix("SCHILY.xattr.")
-                .or_else(|| k.strip_prefix("LIBARCHIVE.xattr."))
-                .map(str::to_string)
+            let name = k
+                .strip_prefix("SCHILY.xattr.")
+                .or_else(|| k.strip_prefix("LIBARCHIVE.xattr."))?;
+            Some((name.to_string(), e.value_bytes().to_vec()))
         })
         .collect()
 }

@@ -259,28 +259,7 @@ fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageErr
     for (i, l) in resolved.layers.iter().enumerate() {
         layer::apply(&mut tree, i, &l.path, &l.diff_id).map_err(err)?;
     }
-    let mut warnings = Vec::new();
-    if !tree.xattrs.is_empty() {
-        let mut names: Vec<String> = tree
-            .xattrs
-            .iter()
-            .take(5)
-            .map(|(p, a)| {
-                format!(
-                    "/{p} ({})",
-                    a.iter().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })
-            .collect();
-        if tree.xattrs.len() > 5 {
-            names.push(format!("and {} more", tree.xattrs.len() - 5));
-        }
-        warnings.push(format!(
-            "image {}: newc archives cannot store extended attributes, so these are dropped: {}",
-            spec.text,
-            names.join(", ")
-        ));
-    }
+    let warnings = Vec::new();
     Ok(Image {
         text: spec.text.clone(),
         digest: resolved.digest,

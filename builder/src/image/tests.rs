@@ -373,8 +373,11 @@ fn extended_attributes_and_pax_ids_are_read() {
         .pax("SCHILY.xattr.security.capability", "x")
         .pax("uid", "3000000")]]);
     assert_eq!(t.get("usr/bin/ping").unwrap().uid, 3_000_000);
-    let names: Vec<_> = t.xattrs["usr/bin/ping"].iter().cloned().collect();
-    assert_eq!(names, ["security.capability"]);
+    let attrs: Vec<_> = t.xattrs["usr/bin/ping"].iter().collect();
+    assert_eq!(
+        attrs,
+        [(&"security.capability".to_string(), &b"x".to_vec())]
+    );
 }
 
 #[test]

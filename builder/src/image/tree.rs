@@ -21,7 +21,7 @@
 //! children), never a search of every path by a key as long as the path.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -83,9 +83,9 @@ pub struct Tree {
     free: Vec<u32>,
     /// Nodes in the tree, the root not counted.
     len: usize,
-    /// Paths whose headers carried extended attributes, with the attribute names (newc cannot
-    /// store them).
-    pub xattrs: BTreeMap<String, BTreeSet<String>>,
+    /// Paths whose last header carried extended attributes, with the attributes by name (a
+    /// squashfs disk stores them; newc cannot).
+    pub xattrs: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 /// One node and, for a directory, its children by name.

@@ -73,6 +73,25 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     for w in &image.warnings {
         stack.warn(w.clone());
     }
+    let xattrs = &image.tree.xattrs;
+    if inputs.config.rootfs.is_none() && !xattrs.is_empty() {
+        let mut names: Vec<String> = xattrs
+            .iter()
+            .take(5)
+            .map(|(p, a)| {
+                let keys: Vec<&str> = a.keys().map(String::as_str).collect();
+                format!("/{p} ({})", keys.join(", "))
+            })
+            .collect();
+        if xattrs.len() > 5 {
+            names.push(format!("and {} more", xattrs.len() - 5));
+        }
+        stack.warn(format!(
+            "image {}: newc archives cannot store extended attributes, so these are dropped (a squashfs disk, strategy = \"oci_rootfs\", keeps them): {}",
+            image.text,
+            names.join(", ")
+        ));
+    }
     Ok(())
 }
 

@@ -17,7 +17,10 @@
 //!   in that order, so a directory's listing is written when the inodes it names are, and the
 //!   root is the last inode.
 //! - newc hardlink groups (entries sharing an inode number; only the last carries the body)
-//!   become one inode with several names. Xattrs are not written: the plan carries none.
+//!   become one inode with several names.
+//! - Extended attributes an image's layers give (`user.`, `trusted.`, `security.`, e.g. a file
+//!   capability) are kept: each distinct set once, after the id table, its index ending the
+//!   image as the kernel expects; inodes with a set are the extended kinds.
 
 pub mod read;
 
@@ -59,6 +62,69 @@ mod ty {
     pub const FIFO: u16 = 6;
     pub const EXT_DIR: u16 = 8;
     pub const EXT_FILE: u16 = 9;
+}
+
+/// Extended attributes by path (without the leading `/`), then by name.
+pub type Xattrs = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+/// One attribute as squashfs stores it: the prefix's type (user 0, trusted 1, security 2), the
+/// name after the prefix, the value.
+type Attr = (u16, Vec<u8>, Vec<u8>);
+
+/// The distinct attribute sets, numbered in order of first use, and each entry's set.
+struct XattrSets {
+    sets: Vec<Vec<Attr>>,
+    of_entry: HashMap<usize, u32>,
+}
+
+impl XattrSets {
+    fn new(entries: &[Entry], xattrs: &Xattrs) -> XattrSets {
+        let mut ids: BTreeMap<Vec<Attr>, u32> = BTreeMap::new();
+        let mut out = XattrSets {
+            sets: Vec::new(),
+            of_entry: HashMap::new(),
+        };
+        if xattrs.is_empty() {
+            return out;
+        }
+        let mut skipped = BTreeSet::new();
+        for (i, e) in entries.iter().enumerate() {
+            let Some(a) = xattrs.get(e.path.trim_matches('/')) else {
+                continue;
+            };
+            let set: Vec<Attr> = a
+                .iter()
+                .filter_map(|(k, v)| {
+                    let kinds = [("user.", 0), ("trusted.", 1), ("security.", 2)];
+                    let found = kinds
+                        .iter()
+                        .find_map(|(p, t)| k.strip_prefix(p).map(|n| (*t, n)));
+                    if found.is_none() {
+                        skipped.insert(k.clone());
+                    }
+                    let (t, name) = found?;
+                    Some((t, name.as_bytes().to_vec(), v.clone()))
+                })
+                .collect();
+            if set.is_empty() {
+                continue;
+            }
+            let next = out.sets.len() as u32;
+            let id = *ids.entry(set.clone()).or_insert_with(|| {
+                out.sets.push(set);
+                next
+            });
+            out.of_entry.insert(i, id);
+        }
+        if !skipped.is_empty() {
+            let names: Vec<String> = skipped.into_iter().collect();
+            log::warn!(
+                "squashfs stores user., trusted. and security. attributes only; dropped: {}",
+                names.join(", ")
+            );
+        }
+        out
+    }
 }
 
 /// How the disk is compressed.
@@ -289,9 +355,11 @@ enum Job {
 pub fn write<W: Write + Seek>(
     entries: &[Entry],
     opts: &Options,
+    xattrs: &Xattrs,
     out: &mut W,
 ) -> Result<Stats, CompressError> {
     let codec = Codec::new(opts)?;
+    let attrs = XattrSets::new(entries, xattrs);
     let threads = opts.threads.max(1);
     let nodes = tree(entries);
 
@@ -459,6 +527,11 @@ pub fn write<W: Write + Seek>(
         }
         let node = &nodes[n];
         let e = node.entry.map(|i| &entries[i]);
+        // A file's attributes are its inode's: the hardlink group's owner's.
+        let xid = node
+            .entry
+            .map(|i| if node.is_dir { i } else { owner(i) })
+            .and_then(|i| attrs.of_entry.get(&i).copied());
         let (perm, uid, gid, mtime) = match e {
             Some(e) => (e.perm, e.uid, e.gid, e.mtime),
             None => (0o755, 0, 0, opts.mtime),
@@ -484,8 +557,8 @@ pub fn write<W: Write + Seek>(
                 node_number[parent[n]]
             };
             let file_size = listing.len() as u64 + 3;
-            match u16::try_from(file_size) {
-                Ok(fs) => {
+            match u16::try_from(file_size).ok().filter(|_| xid.is_none()) {
+                Some(fs) => {
                     let mut b = head(ty::DIR);
                     b.extend_from_slice(&(listing_at.0 as u32).to_le_bytes());
                     b.extend_from_slice(&(2 + subdirs).to_le_bytes());
@@ -494,7 +567,7 @@ pub fn write<W: Write + Seek>(
                     b.extend_from_slice(&parent_num.to_le_bytes());
                     b
                 }
-                Err(_) => {
+                None => {
                     let mut b = head(ty::EXT_DIR);
                     b.extend_from_slice(&(2 + subdirs).to_le_bytes());
                     b.extend_from_slice(&(file_size as u32).to_le_bytes());
@@ -502,7 +575,7 @@ pub fn write<W: Write + Seek>(
                     b.extend_from_slice(&parent_num.to_le_bytes());
                     b.extend_from_slice(&0u16.to_le_bytes()); // no index
                     b.extend_from_slice(&listing_at.1.to_le_bytes());
-                    b.extend_from_slice(&NONE32.to_le_bytes()); // no xattrs
+                    b.extend_from_slice(&xid.unwrap_or(NONE32).to_le_bytes());
                     b
                 }
             }
@@ -516,7 +589,8 @@ pub fn write<W: Write + Seek>(
                     let basic = nlink == 1
                         && d.start <= u64::from(u32::MAX)
                         && d.size <= u64::from(u32::MAX)
-                        && d.sparse == 0;
+                        && d.sparse == 0
+                        && xid.is_none();
                     let mut b;
                     if basic {
                         b = head(ty::FILE);
@@ -532,7 +606,7 @@ pub fn write<W: Write + Seek>(
                         b.extend_from_slice(&nlink.to_le_bytes());
                         b.extend_from_slice(&fi.to_le_bytes());
                         b.extend_from_slice(&fo.to_le_bytes());
-                        b.extend_from_slice(&NONE32.to_le_bytes());
+                        b.extend_from_slice(&xid.unwrap_or(NONE32).to_le_bytes());
                     }
                     for s in &d.sizes {
                         b.extend_from_slice(&s.to_le_bytes());
@@ -540,10 +614,11 @@ pub fn write<W: Write + Seek>(
                     b
                 }
                 Kind::Symlink(target) => {
-                    let mut b = head(ty::SYMLINK);
+                    let mut b = head(ty::SYMLINK + if xid.is_some() { 7 } else { 0 });
                     b.extend_from_slice(&nlink.to_le_bytes());
                     b.extend_from_slice(&(target.len() as u32).to_le_bytes());
                     b.extend_from_slice(target.as_bytes());
+                    with_xattr(&mut b, xid);
                     b
                 }
                 Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
@@ -552,15 +627,17 @@ pub fn write<W: Write + Seek>(
                     } else {
                         ty::BLOCK
                     };
-                    let mut b = head(t);
+                    let mut b = head(t + if xid.is_some() { 7 } else { 0 });
                     b.extend_from_slice(&nlink.to_le_bytes());
                     let dev = (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12);
                     b.extend_from_slice(&dev.to_le_bytes());
+                    with_xattr(&mut b, xid);
                     b
                 }
                 Kind::Fifo => {
-                    let mut b = head(ty::FIFO);
+                    let mut b = head(ty::FIFO + if xid.is_some() { 7 } else { 0 });
                     b.extend_from_slice(&nlink.to_le_bytes());
+                    with_xattr(&mut b, xid);
                     b
                 }
                 Kind::Dir => unreachable!("directories are handled above"),
@@ -594,11 +671,12 @@ pub fn write<W: Write + Seek>(
         id_meta.put(&codec, &id.to_le_bytes())?;
     }
     let id_table = write_lookup(id_meta.finish(&codec)?, &mut pos, out)?;
+    let xattr_table = write_xattrs(&codec, &attrs, &mut pos, out)?;
     let bytes_used = pos;
     let pad = (4096 - bytes_used % 4096) % 4096;
     out.write_all(&vec![0u8; pad as usize])?;
 
-    let mut flags = NO_XATTRS;
+    let mut flags = if xattr_table == NONE64 { NO_XATTRS } else { 0 };
     if options.is_some() {
         flags |= COMPRESSOR_OPTIONS;
     }
@@ -621,7 +699,7 @@ pub fn write<W: Write + Seek>(
     for v in [
         bytes_used,
         id_table,
-        NONE64, // xattr id table
+        xattr_table,
         inode_table,
         directory_table,
         fragment_table,
@@ -637,6 +715,66 @@ pub fn write<W: Write + Seek>(
         inodes: inode_count,
         bytes_used,
     })
+}
+
+/// The extended inodes' last field: the attribute set, when there is one.
+fn with_xattr(b: &mut Vec<u8>, xid: Option<u32>) {
+    if let Some(x) = xid {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// Writes the attribute sets (names and values, then one id entry per set, then the id
+/// table's header and index, which the kernel wants to end the image); returns the header's
+/// position, or [`NONE64`] without attributes.
+fn write_xattrs<W: Write>(
+    codec: &Codec,
+    attrs: &XattrSets,
+    pos: &mut u64,
+    out: &mut W,
+) -> Result<u64, CompressError> {
+    if attrs.sets.is_empty() {
+        return Ok(NONE64);
+    }
+    let mut kv = Meta::new();
+    let mut ids = Meta::new();
+    for set in &attrs.sets {
+        let (block, offset) = kv.pos();
+        let mut size = 0u32;
+        for (t, name, value) in set {
+            let mut b = Vec::with_capacity(8 + name.len() + value.len());
+            b.extend_from_slice(&t.to_le_bytes());
+            b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            b.extend_from_slice(name);
+            b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            b.extend_from_slice(value);
+            size += b.len() as u32;
+            kv.put(codec, &b)?;
+        }
+        let mut id = Vec::with_capacity(16);
+        id.extend_from_slice(&((block << 16) | u64::from(offset)).to_le_bytes());
+        id.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        id.extend_from_slice(&size.to_le_bytes());
+        ids.put(codec, &id)?;
+    }
+    let kv = kv.finish(codec)?;
+    let kv_start = *pos;
+    out.write_all(&kv.out)?;
+    *pos += kv.out.len() as u64;
+    let ids = ids.finish(codec)?;
+    let base = *pos;
+    out.write_all(&ids.out)?;
+    *pos += ids.out.len() as u64;
+    let header = *pos;
+    out.write_all(&kv_start.to_le_bytes())?;
+    out.write_all(&(attrs.sets.len() as u32).to_le_bytes())?;
+    out.write_all(&0u32.to_le_bytes())?;
+    *pos += 16;
+    for s in &ids.starts {
+        out.write_all(&(base + s).to_le_bytes())?;
+        *pos += 8;
+    }
+    Ok(header)
 }
 
 /// Compresses the waiting blocks in parallel and writes them in order; returns the new
@@ -1017,7 +1155,7 @@ mod tests {
             level: Some(30),
             ..opts(Compression::Zstd, 1)
         };
-        let err = write(&[], &o, &mut io::Cursor::new(Vec::new())).unwrap_err();
+        let err = write(&[], &o, &Xattrs::new(), &mut io::Cursor::new(Vec::new())).unwrap_err();
         assert!(err.to_string().contains("out of range"), "{err}");
     }
 }

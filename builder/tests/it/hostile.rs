@@ -23,7 +23,7 @@ enum Blob {
     Drip,
 }
 
-struct Image {
+pub(crate) struct Image {
     manifest: Vec<u8>,
     config: Vec<u8>,
     config_hex: String,
@@ -57,7 +57,7 @@ fn image(claimed: Option<u64>) -> Image {
 }
 
 /// An image of one layer: the blob `layer` whose uncompressed tar is `tar`.
-fn image_of(layer: Vec<u8>, tar: &[u8], claimed: Option<u64>) -> Image {
+pub(crate) fn image_of(layer: Vec<u8>, tar: &[u8], claimed: Option<u64>) -> Image {
     let layer_hex = sha(&layer);
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
@@ -366,7 +366,7 @@ fn a_layer_bomb_stops_at_the_layer_bound_and_layers_count_in_the_cache() {
 }
 
 /// `layout/`: an OCI layout of `img`.
-fn layout(p: &Project, img: &Image) {
+pub(crate) fn layout(p: &Project, img: &Image) {
     let blobs = p.path("layout/blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     for b in [&img.manifest, &img.config, &img.layer] {

@@ -256,3 +256,74 @@ fn an_initramfs_larger_than_half_the_memory_warns_and_names_the_disk() {
     let o = p.fledge(&["build", "--compression", "lz4", "-o", "big.cpio.lz4"]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("more than half"));
 }
+
+#[test]
+fn a_disk_keeps_an_images_extended_attributes_which_an_initramfs_drops_naming_them() {
+    use crate::hostile::{image_of, layout};
+    if !have(&["unsquashfs", "python3"]) {
+        return;
+    }
+    // A layer whose ping carries a file capability and a user attribute (PAX SCHILY.xattr).
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_pax_extensions([
+        (
+            "SCHILY.xattr.security.capability",
+            &b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"[..],
+        ),
+        ("SCHILY.xattr.user.note", &b"kept"[..]),
+    ])
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(5);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "usr/bin/ping", &b"ping\n"[..])
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let p = Project::new();
+    layout(&p, &image_of(tar.clone(), &tar, None));
+    p.config(&format!("image = \"oci:layout\"\n{DEFAULT_MODE}"));
+    let o = p.fledge(&["build", "-o", "image.cpio.gz"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("newc archives cannot store extended attributes")
+            && err.contains("/usr/bin/ping (security.capability, user.note)"),
+        "{err}"
+    );
+    let cfg = std::fs::read_to_string(p.path("fledge.toml"))
+        .unwrap()
+        .replace("strategy = \"initramfs\"", "strategy = \"oci_rootfs\"");
+    std::fs::write(p.path("fledge.toml"), cfg).unwrap();
+    let o = p.fledge(&["build", "-o", "disk.squashfs"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !err.contains("extended attributes"),
+        "{err}"
+    );
+    assert!(p
+        .ok(&["inspect", "--check", "disk.squashfs"])
+        .contains("passed"));
+    // Extracting attributes other than user. needs root (CI runs as root).
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        run(p.dir.path(), "unsquashfs -q -d x disk.squashfs >/dev/null");
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os; p='x/usr/bin/ping'; print(os.getxattr(p,'user.note').decode(), os.getxattr(p,'security.capability').hex())",
+            ])
+            .current_dir(p.dir.path())
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            got.trim(),
+            "kept 0100000200200000000000000000000000000000",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
