@@ -1100,7 +1100,7 @@ mod tests {
 
     fn image(entries: &[Entry], o: &Options) -> Vec<u8> {
         let mut out = io::Cursor::new(Vec::new());
-        write(entries, o, &mut out).unwrap();
+        write(entries, o, &Xattrs::new(), &mut out).unwrap();
         out.into_inner()
     }
 
