@@ -14,6 +14,9 @@ pub mod workload;
 pub mod paths {
     /// `fledge-init` itself (the kernel runs `/init`).
     pub const INIT: &str = "/init";
+    /// On a root file system disk: a link to [`INIT`], where an init that switched to the disk
+    /// looks first.
+    pub const SBIN_INIT: &str = "/sbin/init";
     /// One line: the in-image path of the custom init (custom mode).
     pub const VOLANT_INIT: &str = "/.volant_init";
     /// The Volant agent: the hand-off target when there is no custom init.

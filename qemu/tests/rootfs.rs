@@ -1,8 +1,8 @@
 //! Root file system disks on Debian's kernel: a `strategy = "oci_rootfs"` build gives a squashfs
 //! disk and a boot initramfs (fledge-init and the disk's drivers, which Debian builds as
 //! modules). Booted with the disk as `/dev/vda` and Volant's `root=` keys, fledge-init mounts
-//! it read-only under a tmpfs overlay, switches to it and runs the disk's custom init; with no
-//! disk attached it prints its fatal line and powers off instead of hanging.
+//! it read-only under a tmpfs overlay, switches to it and runs the disk's custom init; with a
+//! corrupt disk or none attached it prints its fatal line and powers off instead of hanging.
 
 use fledge_qemu::host::Host;
 use fledge_qemu::project::Project;
@@ -56,6 +56,22 @@ fn a_squashfs_disk_boots_under_an_overlay_and_a_missing_one_fails_clearly() {
         "the disk is the root, not the boot initramfs: `{marker}`\n{}",
         log.serial
     );
+
+    // A disk whose superblock is gone: the mount fails, named, and the guest powers off.
+    let corrupt = p.path().join("corrupt.squashfs");
+    let mut bytes = std::fs::read(&disk).unwrap();
+    bytes[..4096].fill(0);
+    std::fs::write(&corrupt, bytes).unwrap();
+    Boot::new("rootfs/corrupt", &boot)
+        .disk(&corrupt)
+        .param("root=/dev/vda rootfstype=squashfs")
+        .run(&host)
+        .unwrap()
+        .assert(&[
+            Check::contains("fledge-init: failed to mount the root file system disk /dev/vda (squashfs) read-only"),
+            Check::absent("ROOTFS-MOUNT"),
+            Check::PowerOff,
+        ]);
 
     let missing = Boot::new("rootfs/missing", &boot)
         .param("root=/dev/vda fledge.root_wait_ms=1500")

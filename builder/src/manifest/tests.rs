@@ -849,3 +849,29 @@ fn rule_exposed_ports_in_range() {
         "network.expose[0].protocol",
     );
 }
+
+#[test]
+fn a_disk_build_names_its_rootfs_and_passes_volants_schema_and_rules() {
+    let f = BuildFacts {
+        rootfs: true,
+        ..facts(Path::new("/srv/out/app.squashfs"))
+    };
+    let json = render(&default_template("app"), &f).unwrap();
+    assert!(json.get("initramfs").is_none(), "{json:#}");
+    assert_eq!(json["rootfs"]["url"], "/srv/out/app.squashfs");
+    assert_eq!(json["rootfs"]["checksum"], format!("sha256:{DIGEST}"));
+    assert_eq!(json["rootfs"]["format"], "raw");
+    assert_schema_valid("rootfs manifest", &json);
+    // Volant's rules: exactly one boot artifact.
+    let mut m = render_text(BASE).unwrap();
+    m.rootfs = Some(crate::manifest::volant::Rootfs {
+        url: "/d.squashfs".into(),
+        checksum: None,
+        format: "raw".into(),
+    });
+    assert_eq!(m.validate().unwrap_err().field, "rootfs");
+    m.initramfs = None;
+    m.validate().unwrap();
+    m.rootfs.as_mut().unwrap().format = "squashfs".into();
+    assert_eq!(m.validate().unwrap_err().field, "rootfs.format");
+}

@@ -68,6 +68,11 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         }
         InitMode::None => {}
     }
+    // On a disk, /sbin/init is where an init that switched to it looks first (Volant's).
+    if cfg.rootfs.is_some() && !matches!(cfg.init, InitMode::None) {
+        let link = Node::new(Kind::Symlink(paths::INIT.into()), 0o777, Origin::FledgeInit);
+        stack.put(paths::SBIN_INIT, link)?;
+    }
     if cfg.supervise {
         let text = format!(
             "# written by fledge from [init] supervise = true\n{}=1\n",
