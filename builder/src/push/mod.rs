@@ -102,7 +102,7 @@ pub struct PushRequest {
     pub mount_from: Option<String>,
     /// Blobs larger than this go up in PATCHes of this size.
     pub chunk: u64,
-    /// Set the Volant manifest's `initramfs.url` to the image blob's registry URL.
+    /// Set the Volant manifest's `initramfs.url` (`rootfs.url`) to the image blob's registry URL.
     pub url_from_registry: bool,
     /// Plain HTTP to a registry not on this machine.
     pub plain_http: bool,
@@ -211,7 +211,7 @@ pub fn push(req: &PushRequest, target: &Target) -> Result<Pushed, PushError> {
     for f in &req.files {
         blobs.push(file_blob(f, None)?);
     }
-    // The build's other outputs beside its manifest (the SBOM and the provenance) go with it,
+    // The build's other outputs beside its manifest (SBOM, provenance, boot initramfs) go with it,
     // unless --file named a file of the same name.
     for f in companions(&manifest_path) {
         let title = file_name(&f)?;
@@ -679,8 +679,8 @@ pub fn media_type_of(name: &str, head: &[u8]) -> String {
     }
 }
 
-/// The SBOM and provenance `fledge build` wrote beside `manifest` (`NAME.manifest.json`):
-/// `NAME.spdx.json` and `NAME.provenance.json`, those that exist.
+/// The other files `fledge build` wrote beside `manifest` (`NAME.manifest.json`):
+/// `NAME.spdx.json`, `NAME.provenance.json` and a disk's `NAME.boot.cpio.gz`, those that exist.
 fn companions(manifest: &Path) -> Vec<PathBuf> {
     let Some(name) = manifest
         .file_name()
@@ -689,14 +689,15 @@ fn companions(manifest: &Path) -> Vec<PathBuf> {
     else {
         return Vec::new();
     };
-    ["spdx.json", "provenance.json"]
+    ["spdx.json", "provenance.json", "boot.cpio.gz"]
         .iter()
         .map(|ext| manifest.with_file_name(format!("{name}.{ext}")))
         .filter(|p| p.is_file())
         .collect()
 }
 
-/// The Volant manifest JSON beside `image` whose `initramfs.checksum` is `d`.
+/// The Volant manifest JSON beside `image` whose `initramfs.checksum` (a disk's
+/// `rootfs.checksum`) is `d`.
 fn find_manifest(image: &Path, d: &Digest) -> Result<PathBuf, PushError> {
     let dir = match image.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -717,7 +718,13 @@ fn find_manifest(image: &Path, d: &Digest) -> Result<PathBuf, PushError> {
         let Some(json) = read_json(&p).ok() else {
             continue;
         };
-        if json.pointer("/initramfs/checksum").and_then(Value::as_str) == Some(&d.to_string()) {
+        let sum = |key: &str| {
+            json.pointer(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let names = [sum("/initramfs/checksum"), sum("/rootfs/checksum")];
+        if names.contains(&Some(d.to_string())) {
             found.push(p);
         }
     }
@@ -725,7 +732,7 @@ fn find_manifest(image: &Path, d: &Digest) -> Result<PathBuf, PushError> {
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(PushError(format!(
-            "no *.manifest.json beside {} has initramfs.checksum {d}: build the image with `fledge build`, or name its manifest with --manifest FILE",
+            "no *.manifest.json beside {} has initramfs.checksum or rootfs.checksum {d}: build the image with `fledge build`, or name its manifest with --manifest FILE",
             image.display()
         ))),
         _ => Err(PushError(format!(
@@ -754,13 +761,19 @@ fn read_json(p: &Path) -> Result<Value, PushError> {
         .map_err(|e| PushError(format!("{} is not JSON: {e}", p.display())))
 }
 
-/// The Volant manifest at `p` with `initramfs.url` set to `url`, as fledge writes manifests.
+/// The Volant manifest at `p` with `initramfs.url` (a disk's `rootfs.url`) set to `url`, as
+/// fledge writes manifests.
 fn with_url(p: &Path, url: &str) -> Result<Vec<u8>, PushError> {
     let mut json = read_json(p)?;
+    let key = if json.get("rootfs").is_some() {
+        "rootfs"
+    } else {
+        "initramfs"
+    };
     let slot = json
-        .get_mut("initramfs")
+        .get_mut(key)
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| PushError(format!("{} has no initramfs object", p.display())))?;
+        .ok_or_else(|| PushError(format!("{} has no initramfs or rootfs object", p.display())))?;
     slot.insert("url".into(), Value::String(url.to_string()));
     let mut bytes = serde_json::to_vec_pretty(&json).expect("JSON values serialise");
     bytes.push(b'\n');
