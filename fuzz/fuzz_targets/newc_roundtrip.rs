@@ -56,7 +56,7 @@ fuzz_target!(|input: Input| {
             },
         };
         entries.push(Entry {
-            path,
+            path: fledge::archive::Name::new(&path),
             kind,
             perm: u32::from(perm) & 0o7777,
             uid: uid.into(),
