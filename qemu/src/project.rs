@@ -168,16 +168,7 @@ impl Project {
         compression: &str,
     ) -> Result<(PathBuf, PathBuf), Error> {
         let out = self.path().join("disk.squashfs");
-        let mut cmd = std::process::Command::new(&tools.fledge);
-        cmd.arg("build")
-            .arg("-c")
-            .arg(self.path().join("fledge.toml"))
-            .arg("-o")
-            .arg(&out)
-            .args(["--compression", compression])
-            .current_dir(self.path())
-            .env("FLEDGE_CACHE_DIR", self.path().join("cache"));
-        crate::tools::run(cmd)?;
+        self.build_to(tools, &out, compression, &[])?;
         // The manifest name, and so the boot initramfs name, defaults to the disk's.
         Ok((out, self.path().join("disk.boot.cpio.gz")))
     }
@@ -192,19 +183,31 @@ impl Project {
         let out = self
             .path()
             .join(format!("image.cpio{}", suffix(compression)));
+        self.build_to(tools, &out, compression, extra)?;
+        Ok(out)
+    }
+
+    /// `fledge build -o out --compression compression extra...` in the project.
+    fn build_to(
+        &self,
+        tools: &Tools,
+        out: &Path,
+        compression: &str,
+        extra: &[&str],
+    ) -> Result<(), Error> {
         let mut cmd = std::process::Command::new(&tools.fledge);
         cmd.arg("build")
             .arg("-c")
             .arg(self.path().join("fledge.toml"))
             .arg("-o")
-            .arg(&out)
+            .arg(out)
             .args(["--compression", compression])
             .args(extra)
             .current_dir(self.path())
             // Keep tests off the user's download cache; every source here is a local file.
             .env("FLEDGE_CACHE_DIR", self.path().join("cache"));
         crate::tools::run(cmd)?;
-        Ok(out)
+        Ok(())
     }
 }
 
