@@ -789,13 +789,14 @@ fn flush<W: Write>(
     out: &mut W,
 ) -> Result<u64, CompressError> {
     let taken = std::mem::take(jobs);
-    let raws: Vec<&[u8]> = taken
+    // A whole block of zeros is a hole: nothing to compress or store.
+    let raws: Vec<(&[u8], bool)> = taken
         .iter()
         .map(|j| match j {
-            Job::Block { raw, .. } | Job::Fragment { raw } => &raw[..],
+            Job::Block { raw, .. } => (&raw[..], raw.iter().all(|&b| b == 0)),
+            Job::Fragment { raw } => (&raw[..], false),
         })
         .collect();
-    let zero = |r: &[u8]| r.iter().all(|&b| b == 0);
     // Each thread takes the next block not yet taken; the results go back in order.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let mut done: Vec<Option<Result<Option<Vec<u8>>, CompressError>>> =
@@ -808,10 +809,11 @@ fn flush<W: Write>(
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(r) = raws.get(i) else { break };
+                        let Some(&(r, hole)) = raws.get(i) else { break };
                         mine.push((
                             i,
                             match &mut engine {
+                                _ if hole => Ok(None),
                                 Ok(e) => codec.compress_with(e, r),
                                 Err(e) => Err(encoder_err("block", e)),
                             },
@@ -827,7 +829,7 @@ fn flush<W: Write>(
             }
         }
     });
-    for (job, result) in taken.iter().zip(done) {
+    for ((job, result), &(_, hole)) in taken.iter().zip(done).zip(&raws) {
         let compressed = result.expect("every job is done")?;
         let raw = match job {
             Job::Block { raw, .. } | Job::Fragment { raw } => raw,
@@ -842,7 +844,7 @@ fn flush<W: Write>(
                 if d.sizes.is_empty() {
                     d.start = pos;
                 }
-                if zero(raw) {
+                if hole {
                     d.sizes.push(0);
                     d.sparse += raw.len() as u64;
                     continue;
