@@ -73,15 +73,26 @@ fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
         }
     }
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    for (_, idxs) in by_size.into_iter().filter(|(_, v)| v.len() > 1) {
+    // Files of one size are told apart by their first block, and only files that share it
+    // are read whole: most same-size files differ early.
+    let by = |idxs: Vec<usize>, limit| -> Result<Vec<Vec<usize>>, PlanError> {
         let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
         for i in idxs {
             let Kind::File(c) = &entries[i].kind else {
                 unreachable!()
             };
-            by_hash.entry(content_hash(c)?).or_default().push(i);
+            by_hash.entry(content_hash(c, limit)?).or_default().push(i);
         }
-        groups.extend(by_hash.into_values().filter(|v| v.len() > 1));
+        Ok(by_hash.into_values().filter(|v| v.len() > 1).collect())
+    };
+    for ((size, ..), idxs) in by_size.into_iter().filter(|(_, v)| v.len() > 1) {
+        for same_start in by(idxs, PREFIX)? {
+            if size <= PREFIX {
+                groups.push(same_start);
+            } else {
+                groups.extend(by(same_start, u64::MAX)?);
+            }
+        }
     }
     // Index of each group's last member -> the members that go just before it.
     let mut before: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -118,17 +129,26 @@ fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn content_hash(c: &Content) -> Result<[u8; 32], PlanError> {
+/// How much of each same-size file is compared first.
+const PREFIX: u64 = 4096;
+
+/// The sha256 of the first `limit` bytes of a body.
+fn content_hash(c: &Content, limit: u64) -> Result<[u8; 32], PlanError> {
     match c {
         Content::Empty => Ok(Sha256::digest(b"").into()),
-        Content::Bytes(b) => Ok(Sha256::digest(b).into()),
+        Content::Bytes(b) => {
+            let n = usize::try_from(limit).map_or(b.len(), |l| l.min(b.len()));
+            Ok(Sha256::digest(&b[..n]).into())
+        }
         Content::Path { path, .. } => {
             let err = |e| PlanError::Read {
                 path: path.clone(),
                 source: e,
             };
-            let mut f = fs::File::open(path).map_err(err)?;
-            Ok(crate::source::sha256_reader(&mut f).map_err(err)?.0)
+            let f = fs::File::open(path).map_err(err)?;
+            Ok(crate::source::sha256_reader(&mut f.take(limit))
+                .map_err(err)?
+                .0)
         }
         Content::Slice { path, offset, size } => {
             let err = |e| PlanError::Read {
@@ -137,9 +157,11 @@ fn content_hash(c: &Content) -> Result<[u8; 32], PlanError> {
             };
             let mut f = fs::File::open(path).map_err(err)?;
             f.seek(SeekFrom::Start(*offset)).map_err(err)?;
-            Ok(crate::source::sha256_reader(&mut f.take(*size))
-                .map_err(err)?
-                .0)
+            Ok(
+                crate::source::sha256_reader(&mut f.take((*size).min(limit)))
+                    .map_err(err)?
+                    .0,
+            )
         }
     }
 }

@@ -551,6 +551,7 @@ fn settings(
             req.threads
         },
         cache: Some(compress::SegmentCache::from_env(&req.cache_dir)?),
+        body_sha1: config.sbom,
     })
 }
 
@@ -610,7 +611,8 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         source,
     };
     let artifact = std::path::absolute(out).map_err(out_err)?;
-    let (image, sha256, size) = write_image(&prepared, out)?;
+    let (image, sha256, size, bodies) = write_image(&prepared, out)?;
+    let known = crate::sbom::Known::new(&prepared.entries, &bodies);
     // The manifest is rendered (so validated) and written before either file takes its place;
     // then both are renamed together.
     let (manifest, memory_mb) = render_manifest(req, &prepared, &artifact, &sha256)?;
@@ -638,6 +640,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
                 sha256: &sha256,
                 epoch: prepared.epoch,
                 threads: prepared.options.threads,
+                known: &known,
             },
             &mut out,
         )?
@@ -664,6 +667,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         prepared: &prepared,
         name: &file_name(&artifact),
         sha256: &sha256,
+        known: &known,
     })?;
     files.push(pending_text(&provenance, &text)?);
     crate::output::commit(files).map_err(|(path, source)| Error::Output { path, source })?;
@@ -712,6 +716,7 @@ fn write_boot(prepared: &Prepared, path: &Path) -> Result<Pending, Error> {
         level: None,
         threads: prepared.options.threads,
         cache: None,
+        body_sha1: false,
     };
     let mut pending = Pending::create(path).map_err(out_err)?;
     let mut w = BufWriter::new(pending.file());
@@ -721,8 +726,12 @@ fn write_boot(prepared: &Prepared, path: &Path) -> Result<Pending, Error> {
     Ok(pending)
 }
 
-/// Compresses the entries into a pending file at `out`; returns it, its sha256 and size.
-fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64), Error> {
+/// What [`write_image`] made: the pending file, its sha256 and size, and the digests of the
+/// bodies it wrote (by entry index; none for a squashfs disk).
+type Written = (Pending, String, u64, Vec<Option<compress::BodyDigest>>);
+
+/// Compresses the entries into a pending file at `out`.
+fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
     let out_err = |source| Error::Output {
         path: out.to_path_buf(),
         source,
@@ -764,7 +773,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
         std::io::copy(&mut h, &mut std::io::sink()).map_err(out_err)?;
         let len = h.len;
         let sha256 = hex::encode(h.finish().map_err(out_err)?);
-        return Ok((pending, sha256, len));
+        return Ok((pending, sha256, len, Vec::new()));
     }
     let kind = prepared.options.compression.name();
     let bar = crate::progress::Bar::bytes(&format!("compressing ({kind})"), None);
@@ -775,7 +784,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
             out.display()
         );
     }
-    let (sha256, len) = {
+    let (sha256, len, bodies) = {
         let mut w = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, pending.file()),
             hasher: Sha256::new(),
@@ -785,12 +794,12 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<(Pending, String, u64)
             inner: &mut w,
             bar: &bar,
         };
-        compress::write_image(&prepared.entries, &prepared.options, &mut counting)?;
+        let stats = compress::write_image(&prepared.entries, &prepared.options, &mut counting)?;
         w.inner.flush().map_err(out_err)?;
-        (hex::encode(w.hasher.finalize_reset()), w.len)
+        (hex::encode(w.hasher.finalize_reset()), w.len, stats.bodies)
     };
     bar.finish();
-    Ok((pending, sha256, len))
+    Ok((pending, sha256, len, bodies))
 }
 
 /// Default mode: the image starts Volant's agent, which listens on port 8080.

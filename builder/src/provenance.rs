@@ -35,6 +35,8 @@ pub struct Facts<'a> {
     pub name: &'a str,
     /// The image's sha256, hex.
     pub sha256: &'a str,
+    /// Digests already made of the image's bodies.
+    pub known: &'a crate::sbom::Known<'a>,
 }
 
 /// Where `<name>.provenance.json` goes for an image at `artifact` whose manifest is `name`.
@@ -91,7 +93,8 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
             _ => None,
         })
         .collect();
-    let digests = crate::sbom::digests_of(&hosted, p.options.threads, "provenance")?;
+    let digests =
+        crate::sbom::digests_of(&hosted, p.options.threads, f.known, false, "provenance")?;
     for ((image_path, c), d) in hosted.iter().zip(&digests) {
         let Content::Path { path, .. } = c else {
             continue;

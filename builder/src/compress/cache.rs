@@ -3,8 +3,8 @@
 //! A build renders and hashes every segment (so it reads every input, each time), then looks
 //! the segment up here and compresses only those it does not find. A key is the sha256 of
 //! [`FORMAT_VERSION`], fledge's version, the versions of the compressor crates it was built
-//! with (from `Cargo.lock`), the compression, the level, the piece size and the sha256 of the
-//! segment's uncompressed archive bytes: whatever could change the compressed bytes is in it,
+//! with (from `Cargo.lock`), the compression, the level, the piece size and the digest of the
+//! segment's uncompressed archive bytes (`digest`): whatever could change the compressed bytes is in it,
 //! so a member found here is the member a cold build writes, byte for byte.
 //!
 //! Layout: `<cache dir>/segments/<key in hex>`, each file [`MAGIC`], the member as it goes into
@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use super::{CompressError, Compression};
 
 /// Bumped whenever the framing of a member changes without a crate version changing.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of every cache file.
 pub const MAGIC: &[u8; 8] = b"FLDGSEG1";
 /// Length and digest after the member.
@@ -372,10 +372,10 @@ impl Hit {
             end: MAGIC.len() as u64 + self.reader.limit(),
         };
         let decoded = super::decode::decoder(compression, Box::new(member));
-        let mut hasher = Sha256::new();
+        let mut digest = super::digest::SegmentDigest::new(false);
         // One byte more than the segment is enough to know it is not the segment.
-        match io::copy(&mut decoded.take(raw_len + 1), &mut HashSink(&mut hasher)) {
-            Ok(n) if n == raw_len => <[u8; 32]>::from(hasher.finalize()) == *raw,
+        match io::copy(&mut decoded.take(raw_len + 1), &mut digest) {
+            Ok(n) if n == raw_len => digest.finish().0 == *raw,
             _ => false,
         }
     }

@@ -390,11 +390,12 @@ impl MemberWriter {
                     .map_err(zerr)?;
                 z.include_checksum(true).map_err(zerr)?;
                 z.set_pledged_src_size(Some(member_len)).map_err(zerr)?;
-                // Multi-threaded zstd output is the same for any worker count >= 1; a fixed job
-                // size of one chunk keeps each worker's buffers as small as a piece.
+                // Multi-threaded zstd output is the same for any worker count >= 1. Only a
+                // segment of one entry larger than a piece comes here; jobs of a quarter of a
+                // piece share it among the workers.
                 z.multithread(threads).map_err(zerr)?;
                 z.set_parameter(zstd::zstd_safe::CParameter::JobSize(
-                    self.codec.chunk as u32,
+                    (self.codec.chunk / 4) as u32,
                 ))
                 .map_err(zerr)?;
                 Stream::Zstd(z)

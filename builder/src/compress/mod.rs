@@ -4,12 +4,13 @@
 //! [`write_image`] cuts the entry list into content-defined segments ([`plan`]), each a
 //! complete newc archive with its own trailer, and compresses each as one member of the output
 //! (the kernel unpacks concatenated members, each ending after a trailer). Each segment's bytes
-//! are hashed first: a member found in the [`SegmentCache`] under that hash is copied as it is,
+//! are digested first ([`digest`]: each body hashed once, which also gives the SBOM and the
+//! provenance their file digests): a member found in the [`SegmentCache`] under that hash is copied as it is,
 //! so a rebuild after a small change compresses only the segments the change touched. Three
 //! kinds of threads cooperate:
 //!
 //! - one producer renders segments with [`NewcWriter`] (reading host files in small blocks,
-//!   never whole), hashes them, replays cached members, and cuts the rest into pieces of at most
+//!   never whole), digests them, replays cached members, and cuts the rest into pieces of at most
 //!   the chunk size;
 //! - `threads` workers compress pieces independently ([`codec::PieceEncoder`]);
 //! - the calling thread writes results in sequence order ([`codec::MemberWriter`]) and stores
@@ -28,6 +29,7 @@
 mod cache;
 pub(crate) mod codec;
 mod decode;
+mod digest;
 mod plan;
 
 use std::collections::BTreeMap;
@@ -35,14 +37,14 @@ use std::io::{self, Write};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
 use crate::archive::{ArchiveError, Entry, NewcWriter};
-use cache::{HashSink, Hit, Key, Store};
+use cache::{Hit, Key, Store};
 use codec::{Codec, Encoded, MemberWriter, Piece, PieceEncoder};
+use digest::SegmentDigest;
 
 pub use cache::{parse_size, segment_dir, SegmentCache, Usage, LIMIT_ENV};
 pub use decode::{decoder, detect};
+pub use digest::BodyDigest;
 
 /// How the archive is compressed; every choice is one the Linux kernel unpacks: gzip
 /// (libdeflate, the default; every kernel has it), zstd (kernel 5.9+, `CONFIG_RD_ZSTD`), xz with
@@ -100,6 +102,8 @@ pub struct Options {
     pub threads: usize,
     /// Where compressed segments are looked up and stored; output is identical without it.
     pub cache: Option<SegmentCache>,
+    /// Whether [`Stats::bodies`] carries each body's sha1 besides its sha256 (the SBOM's).
+    pub body_sha1: bool,
 }
 
 /// Default libdeflate level for gzip: output no larger than `gzip -9` on realistic images.
@@ -152,6 +156,9 @@ pub(crate) struct Tuning {
     pub xz: plan::Limits,
     /// Largest piece handed to a worker; at most 8 MiB (the kernel's lz4 block limit).
     pub chunk: usize,
+    /// Largest zstd piece: a zstd segment up to this size is one piece, compressed by one
+    /// worker as one frame.
+    pub zstd_chunk: usize,
 }
 
 impl Tuning {
@@ -171,6 +178,16 @@ impl Tuning {
             _ => self.limits,
         }
     }
+
+    /// Piece size for `c`. A zstd segment is one piece: each worker compresses whole frames,
+    /// so segments run in parallel with no stream to drain between them, and a frame of the
+    /// whole segment is smaller than one cut into multi-threaded jobs.
+    fn chunk_for(&self, c: Compression) -> usize {
+        match c {
+            Compression::Zstd => self.zstd_chunk,
+            _ => self.chunk,
+        }
+    }
 }
 
 impl Default for Tuning {
@@ -182,6 +199,7 @@ impl Default for Tuning {
             zstd: limits(4 * MIB, 8 * MIB, 16 * MIB),
             xz: limits(3 * MIB, MIB, CHUNK as u64),
             chunk: CHUNK,
+            zstd_chunk: 16 << 20,
         }
     }
 }
@@ -197,12 +215,15 @@ pub fn check_level(compression: Compression, level: Option<i32>) -> Result<(), C
 }
 
 /// What [`write_image`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// Segments (compressed members) in the image.
     pub segments: usize,
     /// Of those, copied from the segment cache.
     pub cached: usize,
+    /// The digests of each entry's body, by the entry's index (`None`: no body), from the
+    /// pass that rendered it.
+    pub bodies: Vec<Option<BodyDigest>>,
 }
 
 /// Writes `entries` (normalised, in order) as a newc archive compressed per `opts` into `out`.
@@ -228,7 +249,7 @@ pub(crate) fn write_image_tuned(
     let codec = Codec {
         compression: opts.compression,
         level: codec::resolve_level(opts.compression, opts.level)?,
-        chunk: tuning.chunk,
+        chunk: tuning.chunk_for(opts.compression),
         threads,
     };
     // An uncompressed segment would be cached as itself: nothing to gain.
@@ -237,7 +258,7 @@ pub(crate) fn write_image_tuned(
         .as_ref()
         .filter(|c| c.enabled() && opts.compression != Compression::None);
     let segments = plan::plan(entries, tuning.limits_for(opts.compression));
-    let cached = run_threads(entries, &segments, codec, cache, out)?;
+    let (cached, bodies) = run_threads(entries, &segments, codec, cache, opts.body_sha1, out)?;
     if let Some(c) = cache {
         log::debug!(
             "{cached} of {} segments from the cache {}",
@@ -248,18 +269,20 @@ pub(crate) fn write_image_tuned(
     Ok(Stats {
         segments: segments.len(),
         cached,
+        bodies,
     })
 }
 
 /// Runs the producer, the workers and the writer over `segments`; returns how many segments
-/// came from the cache.
+/// came from the cache, and the bodies' digests.
 fn run_threads(
     entries: &[Entry],
     segments: &[plan::Segment],
     codec: Codec,
     cache: Option<&SegmentCache>,
+    sha1: bool,
     out: &mut dyn Write,
-) -> Result<usize, CompressError> {
+) -> Result<(usize, Vec<Option<BodyDigest>>), CompressError> {
     let threads = codec.threads;
     let credits = threads + 2;
     std::thread::scope(|s| {
@@ -284,6 +307,8 @@ fn run_threads(
                 codec,
                 cache,
                 outbox,
+                sha1,
+                bodies: vec![None; entries.len()],
             }
             .run(segments)
         });
@@ -311,7 +336,7 @@ fn run_threads(
             Err(Produce::Failed(e)) => Err(e),
             Err(Produce::Stopped) => Err(CompressError::Thread("workers stopped early")),
             Ok(_) if !complete => Err(CompressError::Thread("pieces went missing")),
-            Ok(cached) => Ok(cached),
+            Ok(done) => Ok(done),
         }
     })
 }
@@ -400,27 +425,46 @@ struct Producer<'a> {
     codec: Codec,
     cache: Option<&'a SegmentCache>,
     outbox: Outbox,
+    /// Whether bodies get a sha1 too.
+    sha1: bool,
+    /// Every entry's body digests, filled as segments are digested.
+    bodies: Vec<Option<BodyDigest>>,
 }
 
 impl Producer<'_> {
-    /// Returns how many segments came from the cache.
-    fn run(mut self, segments: &[plan::Segment]) -> Result<usize, Produce> {
+    /// Returns how many segments came from the cache, and the bodies' digests.
+    fn run(
+        mut self,
+        segments: &[plan::Segment],
+    ) -> Result<(usize, Vec<Option<BodyDigest>>), Produce> {
         let mut cached = 0;
         for seg in segments {
-            let entries = &self.entries[seg.range.clone()];
             let hit = if seg.raw_len <= self.codec.chunk as u64 {
-                self.small(entries, seg.raw_len)?
+                self.small(seg)?
             } else {
-                self.big(entries, seg.raw_len)?
+                self.big(seg)?
             };
             cached += usize::from(hit);
         }
-        Ok(cached)
+        Ok((cached, self.bodies))
     }
 
-    /// A segment that fits one piece: rendered once, hashed, compressed unless cached.
+    /// Keeps what `d` found of the bodies of the segment starting at entry `start`; returns
+    /// the segment's digest.
+    fn digested(&mut self, start: usize, d: SegmentDigest) -> [u8; 32] {
+        let (segment, bodies) = d.finish();
+        for (i, b) in bodies {
+            if let Some(slot) = self.bodies.get_mut(start + i) {
+                *slot = Some(b);
+            }
+        }
+        segment
+    }
+
+    /// A segment that fits one piece: rendered once, digested, compressed unless cached.
     /// Returns whether it was cached.
-    fn small(&mut self, entries: &[Entry], raw_len: u64) -> Result<bool, Produce> {
+    fn small(&mut self, seg: &plan::Segment) -> Result<bool, Produce> {
+        let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
         let mut buf = Vec::with_capacity(raw_len as usize);
         render(entries, &mut buf)?;
         if buf.len() as u64 != raw_len {
@@ -428,7 +472,9 @@ impl Producer<'_> {
                 "segment size differs from its plan",
             )));
         }
-        let raw: [u8; 32] = Sha256::digest(&buf).into();
+        let mut d = SegmentDigest::new(self.sha1);
+        d.write_all(&buf).map_err(CompressError::Io)?;
+        let raw = self.digested(seg.range.start, d);
         let key = self.cache.map(|_| self.key(&raw));
         if let Some(hit) = self.lookup(key, &raw, raw_len) {
             return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
@@ -437,14 +483,16 @@ impl Producer<'_> {
         Ok(false)
     }
 
-    /// A segment larger than a piece: hashed in one pass (when there is a cache), then, unless
-    /// cached, rendered again and cut into pieces.
-    fn big(&mut self, entries: &[Entry], raw_len: u64) -> Result<bool, Produce> {
+    /// A segment larger than a piece: digested in one pass (when there is a cache), then,
+    /// unless cached, rendered again and cut into pieces (and digested on the way, when there
+    /// is no cache).
+    fn big(&mut self, seg: &plan::Segment) -> Result<bool, Produce> {
+        let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
         let (key, raw) = match self.cache {
             Some(_) => {
-                let mut h = Sha256::new();
-                render(entries, &mut HashSink(&mut h))?;
-                let raw: [u8; 32] = h.finalize().into();
+                let mut d = SegmentDigest::new(self.sha1);
+                render(entries, &mut d)?;
+                let raw = self.digested(seg.range.start, d);
                 (Some(self.key(&raw)), raw)
             }
             None => (None, [0; 32]),
@@ -460,6 +508,7 @@ impl Producer<'_> {
             first: true,
             buf: Vec::new(),
             store: key,
+            digest: self.cache.is_none().then(|| SegmentDigest::new(self.sha1)),
         };
         if let Err(e) = render(entries, &mut cutter) {
             return Err(if cutter.outbox.stopped {
@@ -468,7 +517,11 @@ impl Producer<'_> {
                 Produce::Failed(e)
             });
         }
-        cutter.end().map(|()| false)
+        cutter.end()?;
+        if let Some(d) = cutter.digest.take() {
+            self.digested(seg.range.start, d);
+        }
+        Ok(false)
     }
 
     fn key(&self, raw: &[u8; 32]) -> Key {
@@ -511,6 +564,8 @@ struct Cutter<'a> {
     first: bool,
     buf: Vec<u8>,
     store: Option<Key>,
+    /// Digests the bytes on the way, when they were not digested before.
+    digest: Option<SegmentDigest>,
 }
 
 impl Cutter<'_> {
@@ -553,6 +608,9 @@ impl Write for Cutter<'_> {
         }
         let n = data.len().min(self.chunk - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
+        if let Some(d) = self.digest.as_mut() {
+            d.write_all(&data[..n])?;
+        }
         self.written += n as u64;
         Ok(n)
     }

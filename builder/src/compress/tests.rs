@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::*;
 use crate::archive::{Content, Kind};
 use plan::Limits;
+use sha2::{Digest, Sha256};
 
 const ALL: [Compression; 5] = [
     Compression::Gzip,
@@ -38,6 +39,7 @@ const SMALL: Tuning = Tuning {
         max: 64 << 10,
     },
     chunk: 64 << 10,
+    zstd_chunk: 64 << 10,
 };
 
 /// Deterministic text-like bytes: compressible, but not trivially.
@@ -147,6 +149,7 @@ fn build_cached(
         level: None,
         threads,
         cache: cache.cloned(),
+        body_sha1: false,
     };
     let mut out = Vec::new();
     let stats = write_image_tuned(entries, &opts, tuning, &mut out).expect("image is written");
@@ -316,6 +319,7 @@ fn default_sizes_round_trip_with_many_threads() {
             level: None,
             threads: 3,
             cache: None,
+            body_sha1: false,
         };
         let mut out = Vec::new();
         write_image(&entries, &opts, &mut out).unwrap();
@@ -367,6 +371,7 @@ fn a_missing_host_file_fails_cleanly_on_any_thread_count() {
             level: None,
             threads,
             cache: None,
+            body_sha1: false,
         };
         let err = write_image_tuned(&entries, &opts, SMALL, &mut Vec::new()).unwrap_err();
         assert!(
@@ -402,6 +407,7 @@ fn a_failing_output_stops_every_thread() {
             level: None,
             threads: 2,
             cache: None,
+            body_sha1: false,
         };
         let err = write_image_tuned(&entries, &opts, SMALL, &mut Full(1000)).unwrap_err();
         assert!(matches!(err, CompressError::Io(_)), "{}: {err}", c.name());
@@ -415,6 +421,7 @@ fn a_bad_level_is_rejected_before_any_output() {
         level: Some(22),
         threads: 1,
         cache: None,
+        body_sha1: false,
     };
     let mut out = Vec::new();
     let err = write_image(&[], &opts, &mut out).unwrap_err();

@@ -1,5 +1,6 @@
 //! The digests of the image's regular files, read from where the plan takes their bodies.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use std::path::PathBuf;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::archive::Content;
+use crate::archive::{Content, Entry, Kind};
+use crate::compress::BodyDigest;
 
 /// A file's sha256 and sha1 (SPDX asks for the second), lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,22 +18,88 @@ pub struct Digests {
     pub sha1: String,
 }
 
-/// The digests of `contents`, in order, computed on `threads` threads. The error names the
-/// host file that could not be read.
-pub fn all(contents: &[&Content], threads: usize) -> Result<Vec<Digests>, (PathBuf, io::Error)> {
-    let threads = threads.clamp(1, 16).min(contents.len().max(1));
-    let chunk = contents.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = contents
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|c| one(c)).collect::<Result<Vec<_>, _>>()))
+/// The digests the image writer made of the bodies it wrote, by image path (no leading `/`),
+/// so the SBOM and the provenance need not read those files again.
+#[derive(Debug, Default)]
+pub struct Known<'a>(HashMap<&'a str, BodyDigest>);
+
+impl<'a> Known<'a> {
+    /// From the entries as written and their bodies' digests (by entry index): an entry of a
+    /// hardlink group has the digest of the group's body, which one of them carries.
+    pub fn new(entries: &'a [Entry], bodies: &[Option<BodyDigest>]) -> Known<'a> {
+        let group = |e: &Entry| e.nlink > 1 && matches!(e.kind, Kind::File(_));
+        let by_ino: HashMap<u32, BodyDigest> = entries
+            .iter()
+            .zip(bodies)
+            .filter_map(|(e, b)| Some((e.ino, (*b)?)).filter(|_| group(e)))
             .collect();
-        let mut out = Vec::with_capacity(contents.len());
+        let known = entries
+            .iter()
+            .zip(bodies)
+            .filter_map(|(e, b)| {
+                let d = b.or_else(|| by_ino.get(&e.ino).copied().filter(|_| group(e)))?;
+                Some((&*e.path, d))
+            })
+            .collect();
+        Known(known)
+    }
+
+    /// The digests of the body at image path `path` (with or without its leading `/`), when
+    /// known with a sha1 or `sha1` is not needed (it is then empty).
+    fn get(&self, path: &str, sha1: bool) -> Option<Digests> {
+        let d = self.0.get(path.strip_prefix('/').unwrap_or(path))?;
+        let sha1 = match d.sha1 {
+            Some(s) => hex::encode(s),
+            None if sha1 => return None,
+            None => String::new(),
+        };
+        Some(Digests {
+            sha256: hex::encode(d.sha256),
+            sha1,
+        })
+    }
+}
+
+/// The digests of `files` (image path and body), in order: from `known`, else computed on
+/// `threads` threads. `sha1` says whether the sha1 is needed (when not, a known digest's may
+/// be empty). The error names the host file that could not be read.
+pub fn all(
+    files: &[(&str, &Content)],
+    threads: usize,
+    known: &Known,
+    sha1: bool,
+) -> Result<Vec<Digests>, (PathBuf, io::Error)> {
+    let mut out: Vec<Option<Digests>> = files.iter().map(|(p, _)| known.get(p, sha1)).collect();
+    let missing: Vec<(usize, &Content)> = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| out[*i].is_none())
+        .map(|(i, (_, c))| (i, *c))
+        .collect();
+    let threads = threads.clamp(1, 16).min(missing.len().max(1));
+    let chunk = missing.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = missing
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(i, c)| one(c).map(|d| (*i, d)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
         for w in workers {
-            out.extend(w.join().expect("a digest worker does not panic")?);
+            for (i, d) in w.join().expect("a digest worker does not panic")? {
+                out[i] = Some(d);
+            }
         }
-        Ok(out)
-    })
+        Ok(())
+    })?;
+    Ok(out
+        .into_iter()
+        .map(|d| d.expect("every body is known or computed"))
+        .collect())
 }
 
 /// The digests of one body.
@@ -132,8 +200,8 @@ mod tests {
                 size: 5,
             },
         ];
-        let refs: Vec<&Content> = contents.iter().collect();
-        let d = all(&refs, 3).unwrap();
+        let refs: Vec<(&str, &Content)> = contents.iter().map(|c| ("f", c)).collect();
+        let d = all(&refs, 3, &Known::default(), true).unwrap();
         let hello = hex::encode(Sha256::digest(b"hello"));
         assert_eq!(d[0].sha256, hex::encode(Sha256::digest(b"")));
         assert_eq!(d[1].sha256, hello);
@@ -145,5 +213,50 @@ mod tests {
             size: 1,
         };
         assert_eq!(one(&missing).unwrap_err().0, dir.path().join("gone"));
+    }
+
+    #[test]
+    fn known_bodies_are_not_read_again_unless_a_sha1_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = |n: &str| Content::Path {
+            path: dir.path().join(n),
+            size: 5,
+        };
+        let (a, b) = (gone("a"), gone("b"));
+        let body = |sha1| BodyDigest {
+            sha256: [1; 32],
+            sha1,
+        };
+        let entry = |path: &str, ino, nlink, content: &Content| Entry {
+            path: crate::archive::Name::new(path),
+            kind: Kind::File(content.clone()),
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            ino,
+            nlink,
+            mtime: 0,
+        };
+        // "link" is in "a"'s hardlink group and carries no body of its own.
+        let entries = [
+            entry("a", 7, 2, &a),
+            entry("link", 7, 2, &Content::Empty),
+            entry("b", 8, 1, &b),
+        ];
+        let known = Known::new(
+            &entries,
+            &[Some(body(Some([2; 20]))), None, Some(body(None))],
+        );
+        let files = [("/a", &a), ("/link", &a), ("/b", &b)];
+        let d = all(&files, 2, &known, false).unwrap();
+        assert!(
+            d.iter().all(|d| d.sha256 == hex::encode([1u8; 32])),
+            "{d:?}"
+        );
+        assert_eq!(d[1].sha1, hex::encode([2u8; 20]), "the group's digest");
+        assert_eq!(d[2].sha1, "", "no sha1 was asked for");
+        // With sha1s needed, "b" has none known and is read: it does not exist.
+        let err = all(&files, 2, &known, true).unwrap_err();
+        assert_eq!(err.0, dir.path().join("b"));
     }
 }

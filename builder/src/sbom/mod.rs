@@ -17,6 +17,8 @@
 pub mod digest;
 pub mod packages;
 
+pub use digest::Known;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -62,6 +64,8 @@ pub struct Facts<'a> {
     pub epoch: u32,
     /// Threads for hashing the files.
     pub threads: usize,
+    /// Digests already made of the image's bodies.
+    pub known: &'a Known<'a>,
 }
 
 /// An SBOM or provenance that cannot be made: a file of the image that cannot be read.
@@ -81,10 +85,11 @@ pub struct SbomError {
 pub fn digests_of(
     files: &[(&str, &Content)],
     threads: usize,
+    known: &Known,
+    sha1: bool,
     document: &'static str,
 ) -> Result<Vec<digest::Digests>, SbomError> {
-    let contents: Vec<&Content> = files.iter().map(|(_, c)| *c).collect();
-    digest::all(&contents, threads).map_err(|(path, source)| {
+    digest::all(files, threads, known, sha1).map_err(|(path, source)| {
         let file = files
             .iter()
             .find(|(_, c)| content_path(c) == Some(path.as_path()))
@@ -160,7 +165,7 @@ pub fn render_to(
         }
     }
     let bodies: Vec<(&str, &Content)> = files.iter().map(|(p, c, _)| (*p, *c)).collect();
-    let digests = digests_of(&bodies, f.threads, "SBOM")?;
+    let digests = digests_of(&bodies, f.threads, f.known, true, "SBOM")?;
     Ok(document(f, &packages, &files, &owner, &digests, out))
 }
 

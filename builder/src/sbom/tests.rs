@@ -68,6 +68,7 @@ fn render_json(dir: &Path, config: &str, plan: &Plan) -> Value {
         sha256: &"cd".repeat(32),
         epoch: 0,
         threads: 2,
+        known: &Known::default(),
     })
     .unwrap();
     serde_json::from_str(&text).unwrap()
@@ -239,6 +240,7 @@ fn an_unreadable_body_names_the_image_path_and_the_host_file() {
         sha256: "",
         epoch: 0,
         threads: 1,
+        known: &Known::default(),
     })
     .unwrap_err()
     .to_string();

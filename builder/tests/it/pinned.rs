@@ -47,6 +47,7 @@ fn sha256_of(c: Compression, threads: usize) -> String {
         level: None,
         threads,
         cache: None,
+        body_sha1: false,
     };
     let mut out = Vec::new();
     compress::write_image(&entries(), &opts, &mut out).unwrap();
