@@ -151,49 +151,16 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Applies the cached uncompressed layer `index` (at `path`, named by `diff_id`) to `tree`,
 /// checking its digest as it goes.
 pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Result<(), Problem> {
-    let data: Arc<Path> = Arc::from(path);
     let read_err = |source| Problem::Read {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(read_err)?;
     let mut hashing = Hashing::new(BufReader::with_capacity(256 << 10, file), MAX_LAYER_BYTES);
-    let at = |entry: String, problem: String| Problem::Entry {
-        index,
-        diff_id: diff_id.clone(),
-        entry,
-        problem,
-    };
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive
-            .entries()
-            .map_err(|e| at(String::new(), format!("not a tar archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| at(String::new(), format!("bad tar entry: {e}")))?;
-            let name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|e| {
-                at(
-                    String::from_utf8_lossy(e.as_bytes()).into(),
-                    "the name is not UTF-8".into(),
-                )
-            })?;
-            let Some(decoded) =
-                decode(&mut entry, &data, name.clone()).map_err(|p| at(name.clone(), p))?
-            else {
-                continue;
-            };
-            // A path's attributes are those of its last header (a later layer's copy of a file
-            // has only its own).
-            let xattrs = xattrs(&mut entry);
-            let key = super::tree::clean(&name).join("/");
-            if xattrs.is_empty() {
-                tree.xattrs.remove(&key);
-            } else {
-                tree.xattrs.insert(key, xattrs);
-            }
-            tree.apply(index, decoded)
-                .map_err(|e| at(e.entry, e.problem))?;
-        }
+        let entries = archive.entries();
+        list(tree, index, path, diff_id, entries, u64::MAX)?;
     }
     let actual = Digest::from_bytes(hashing.finish().map_err(read_err)?);
     if actual != *diff_id {
@@ -201,6 +168,77 @@ pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Re
             what: format!("cached layer {} (diff_id {diff_id})", path.display()),
             actual: actual.to_string(),
         });
+    }
+    Ok(())
+}
+
+/// [`apply`] for a layer this process has just unpacked (so checked) into the cache: only its
+/// headers are read, seeking past the bodies.
+pub fn apply_unpacked(
+    tree: &mut Tree,
+    index: usize,
+    path: &Path,
+    diff_id: &Digest,
+) -> Result<(), Problem> {
+    let read_err = |source| Problem::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let len = file.metadata().map_err(read_err)?.len();
+    let mut archive = tar::Archive::new(BufReader::with_capacity(64 << 10, file));
+    let entries = archive.entries_with_seek();
+    list(tree, index, path, diff_id, entries, len)
+}
+
+/// Applies the entries of layer `index` to `tree`; a body may not end past `len` (a reader
+/// that seeks past bodies does not see a tar cut short).
+fn list<R: Read>(
+    tree: &mut Tree,
+    index: usize,
+    path: &Path,
+    diff_id: &Digest,
+    entries: io::Result<tar::Entries<'_, R>>,
+    len: u64,
+) -> Result<(), Problem> {
+    let data: Arc<Path> = Arc::from(path);
+    let at = |entry: String, problem: String| Problem::Entry {
+        index,
+        diff_id: diff_id.clone(),
+        entry,
+        problem,
+    };
+    let entries = entries.map_err(|e| at(String::new(), format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| at(String::new(), format!("bad tar entry: {e}")))?;
+        if entry.raw_file_position().saturating_add(entry.size()) > len {
+            return Err(at(
+                String::from_utf8_lossy(&entry.path_bytes()).into(),
+                "its body runs past the end of the layer".into(),
+            ));
+        }
+        let name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|e| {
+            at(
+                String::from_utf8_lossy(e.as_bytes()).into(),
+                "the name is not UTF-8".into(),
+            )
+        })?;
+        let Some(decoded) =
+            decode(&mut entry, &data, name.clone()).map_err(|p| at(name.clone(), p))?
+        else {
+            continue;
+        };
+        // A path's attributes are those of its last header (a later layer's copy of a file
+        // has only its own).
+        let xattrs = xattrs(&mut entry);
+        let key = super::tree::clean(&name).join("/");
+        if xattrs.is_empty() {
+            tree.xattrs.remove(&key);
+        } else {
+            tree.xattrs.insert(key, xattrs);
+        }
+        tree.apply(index, decoded)
+            .map_err(|e| at(e.entry, e.problem))?;
     }
     Ok(())
 }

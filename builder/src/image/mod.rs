@@ -207,6 +207,8 @@ pub struct LayerInfo {
     pub diff_id: Digest,
     /// The uncompressed tar in the cache.
     pub path: PathBuf,
+    /// Whether this process unpacked it (and so checked it on the way in).
+    pub unpacked: bool,
 }
 
 /// An image read and applied.
@@ -257,7 +259,12 @@ fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageErr
     );
     let mut tree = Tree::default();
     for (i, l) in resolved.layers.iter().enumerate() {
-        layer::apply(&mut tree, i, &l.path, &l.diff_id).map_err(err)?;
+        if l.unpacked {
+            layer::apply_unpacked(&mut tree, i, &l.path, &l.diff_id)
+        } else {
+            layer::apply(&mut tree, i, &l.path, &l.diff_id)
+        }
+        .map_err(err)?;
     }
     let warnings = Vec::new();
     Ok(Image {

@@ -134,7 +134,8 @@ where
     let mut out = Vec::with_capacity(diff_ids.len());
     for (i, (blob, diff_id)) in blobs.iter().zip(diff_ids).enumerate() {
         let path = layer::cached_path(cache, diff_id);
-        if path.is_file() {
+        let cached = path.is_file();
+        if cached {
             log::debug!("layer {}: {diff_id} is cached", i + 1);
             // A use, for the cache's least-recently-used pruning; failing only ages it.
             if let Ok(f) = std::fs::File::open(&path) {
@@ -147,6 +148,7 @@ where
         out.push(LayerInfo {
             diff_id: diff_id.clone(),
             path,
+            unpacked: !cached,
         });
     }
     Ok(out)

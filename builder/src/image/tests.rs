@@ -130,14 +130,31 @@ pub fn layer(entries: &[E]) -> Vec<u8> {
 }
 
 /// Applies layers (each an entry list) to a fresh tree through the cache, as a build does.
+/// Every layer is also applied as a fresh unpack is (seeking past bodies, not hashing again),
+/// and both trees must be the same.
 fn apply_all(dir: &Path, layers: &[Vec<E>]) -> Result<Tree, Problem> {
-    let mut tree = Tree::default();
+    let (mut tree, mut seeking) = (Tree::default(), Tree::default());
     for (i, l) in layers.iter().enumerate() {
         let tar = layer(l);
         let diff_id = Digest::of(&tar);
         let path = layer::unpack(&tar[..], None, &diff_id, dir)?;
         layer::apply(&mut tree, i, &path, &diff_id)?;
+        layer::apply_unpacked(&mut seeking, i, &path, &diff_id)?;
     }
+    let dump = |t: &Tree| {
+        let mut v = Vec::new();
+        t.for_each(|p, n| {
+            v.push(format!("{p} {n:?}"));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        (v, format!("{:?}", t.xattrs))
+    };
+    assert_eq!(
+        dump(&tree),
+        dump(&seeking),
+        "the two ways of reading a layer differ"
+    );
     Ok(tree)
 }
 
