@@ -74,6 +74,7 @@ fuzz_target!(|input: Input| {
         level: None,
         threads: usize::from(input.threads % 3) + 1,
         cache: None,
+        body_sha1: false,
     };
     let mut file = tempfile::tempfile().expect("a temporary file");
     compress::write_image(&entries, &opts, &mut file).expect("the writer takes clean entries");
