@@ -15,6 +15,7 @@
 //! | [`config`] | `fledge.toml`: raw TOML shapes and one check per table |
 //! | [`source`] | the outside world: downloads with their bounds, the content-addressed cache |
 //! | [`image`] | container images read in-process: references, registries, layouts, layers |
+//! | [`tree`] | in-image paths and the one walk through symlinks, over any tree |
 //! | [`plan`] | the image as a stack of sources and the precedence between them |
 //! | [`libs`] | the shared-library closure of the programs placed (ELF, loader search) |
 //! | [`kmod`] | kernel modules of the guest kernel's tree and their load order |
@@ -65,6 +66,7 @@ pub mod sbom;
 pub mod scaffold;
 pub mod source;
 pub mod squashfs;
+pub mod tree;
 pub mod util;
 pub mod verify;
 

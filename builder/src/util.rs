@@ -1,11 +1,7 @@
-//! Small helpers every stage uses: how a host path and its kind are shown in messages, and the
-//! one symlink limit every resolver of the builder keeps.
+//! Small helpers every stage uses: how a host path and its kind are shown in messages, and how
+//! a small text file is read.
 
 use std::path::{Path, PathBuf};
-
-/// Most symlinks one path resolution follows before it counts as a loop (the kernel's
-/// `MAXSYMLINKS`): the one limit of every resolver, in-image or host.
-pub const MAX_LINKS: usize = 40;
 
 /// Most items a message lists before it says how many more there are.
 pub const LISTED: usize = 10;

@@ -231,7 +231,7 @@ fn list<R: Read>(
         // A path's attributes are those of its last header (a later layer's copy of a file
         // has only its own).
         let xattrs = xattrs(&mut entry);
-        let key = super::tree::clean(&name).join("/");
+        let key = crate::tree::clean(&name).join("/");
         if xattrs.is_empty() {
             tree.xattrs.remove(&key);
         } else {

@@ -20,8 +20,7 @@
 //! depth, and resolving a name takes one step per component (a lookup among one directory's
 //! children), never a search of every path by a key as long as the path.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
@@ -31,7 +30,7 @@ use std::sync::Arc;
 pub const MAX_ENTRIES: usize = 2_000_000;
 /// Longest path inside the image.
 pub const MAX_PATH: usize = 4096;
-use crate::util::MAX_LINKS;
+use crate::tree::{self, Last, Lookup, Missing, MAX_LINKS};
 
 /// What a path of the image is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +182,7 @@ impl Tree {
     /// Reads a regular file of the image (following symlinks inside the root), at most `limit`
     /// bytes; `None` when it is not there.
     pub fn read(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        let Ok(Some(w)) = self.walk(&clean(path), false, false) else {
+        let Ok(Some(w)) = self.walk(&tree::clean(path), false, false) else {
             return Ok(None);
         };
         let Pos::Real(id) = w.end else {
@@ -215,7 +214,7 @@ impl Tree {
                 )));
             }
         }
-        let comps = clean(&e.name);
+        let comps = tree::clean(&e.name);
         let Some((last, parents)) = comps.split_last() else {
             // The root itself (`./`): its metadata is not part of an initramfs.
             return Ok(());
@@ -246,7 +245,7 @@ impl Tree {
             },
             What::Hardlink(target) => {
                 let missing = || format!("is a hardlink to {target:?}, which is not in the image");
-                let t = clean(&target);
+                let t = tree::clean(&target);
                 let Some((name, parents)) = t.split_last() else {
                     return Err(fail(missing()));
                 };
@@ -403,129 +402,71 @@ impl Tree {
     /// `want_dir` the last component must be a directory too. Missing components are `None`,
     /// or with `create` directories to make, collected and not made, so a failed resolution
     /// changes nothing.
-    fn walk<'n>(
-        &self,
-        comps: &[&'n str],
-        want_dir: bool,
-        create: bool,
-    ) -> Result<Option<Walked<'n>>, String> {
-        let mut todo: VecDeque<Cow<'n, str>> = comps.iter().map(|c| Cow::Borrowed(*c)).collect();
-        // The resolved path so far (`/a/b`), and where each component of it starts.
-        let mut text = String::new();
-        let mut done: Vec<(Pos, usize)> = Vec::new();
-        let mut new: Vec<(Pos, Cow<'n, str>)> = Vec::new();
-        let mut links = 0;
-        let whole = || format!("/{}", comps.join("/"));
-        let result = loop {
-            let Some(c) = todo.pop_front() else {
-                break Ok(true);
-            };
-            match &*c {
-                "" | "." => continue,
-                ".." => {
-                    if let Some((_, start)) = done.pop() {
-                        text.truncate(start);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            if text.len() + 1 + c.len() > MAX_PATH {
-                break Err(too_long());
-            }
-            let here = done.last().map_or(Pos::Real(ROOT), |d| d.0);
-            let existing = match here {
-                Pos::Real(id) => self.slot(id).children.get(&*c).map(|&k| Pos::Real(k)),
-                Pos::New(_) => None,
-            };
-            // A directory this walk created earlier (it may come back to one through `..`).
-            let existing = existing.or_else(|| {
-                new.iter()
-                    .position(|(p, n)| *p == here && *n == c)
-                    .map(Pos::New)
-            });
-            let pos = match existing {
-                None if create => {
-                    new.push((here, c.clone()));
-                    Pos::New(new.len() - 1)
-                }
-                None => break Ok(false),
-                Some(Pos::New(i)) => Pos::New(i),
-                Some(Pos::Real(id)) => match &self.slot(id).node.kind {
-                    NodeKind::Symlink(target) => {
-                        links += 1;
-                        if links > MAX_LINKS {
-                            break Err(format!(
-                                "more than {MAX_LINKS} symlinks while resolving {}",
-                                whole()
-                            ));
-                        }
-                        if target.starts_with('/') {
-                            done.clear();
-                            text.clear();
-                        }
-                        for t in target.split('/').rev() {
-                            todo.push_front(Cow::Owned(t.to_string()));
-                        }
-                        continue;
-                    }
-                    NodeKind::Dir => Pos::Real(id),
-                    _ if todo.is_empty() && !want_dir => Pos::Real(id),
-                    _ => {
-                        break Err(format!(
-                            "{text}/{c} is not a directory, but {} goes through it",
-                            whole()
-                        ))
-                    }
-                },
-            };
-            done.push((pos, text.len()));
-            text.push('/');
-            text.push_str(&c);
+    fn walk(&self, comps: &[&str], want_dir: bool, create: bool) -> Result<Option<Walked>, String> {
+        let whole = tree::absolute(comps);
+        let missing = if create {
+            Missing::Create
+        } else {
+            Missing::Stop
         };
-        if !result? {
-            return Ok(None);
+        let w =
+            tree::walk(self, &whole, Last::Follow, missing).map_err(
+                |e| match tree::symlink_loop(&e) {
+                    Some(_) => format!("more than {MAX_LINKS} symlinks while resolving {whole}"),
+                    None => e.to_string(),
+                },
+            )?;
+        if w.real.len() > MAX_PATH {
+            return Err(too_long());
         }
-        Ok(Some(Walked {
-            end: done.last().map_or(Pos::Real(ROOT), |d| d.0),
-            new,
-            len: text.len(),
-        }))
+        let not_dir = |at: &str| format!("{at} is not a directory, but {whole} goes through it");
+        match (&w.stopped, w.end) {
+            (Some((_, None)), _) => Ok(None),
+            (Some((at, Some(_))), _) => Err(not_dir(at)),
+            (None, _) if want_dir && w.node != Some(tree::Node::Dir) => Err(not_dir(&w.real)),
+            (None, Some(end)) => Ok(Some(Walked {
+                end,
+                len: if w.real == "/" { 0 } else { w.real.len() },
+                new: w.new,
+            })),
+            (None, None) => unreachable!("a walk that did not stop has an end"),
+        }
     }
 }
 
-/// A node of the tree, or one a walk would create (by its index in [`Walked::new`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pos {
-    Real(u32),
-    New(usize),
+/// The image seen by [`tree::walk`]: one lookup among a directory's children per step.
+impl Lookup for Tree {
+    type At = u32;
+
+    fn root(&self) -> u32 {
+        ROOT
+    }
+
+    fn step(&self, dir: u32, path: &str) -> io::Result<Option<(u32, tree::Node)>> {
+        let Some(&id) = self.slot(dir).children.get(tree::name(path)) else {
+            return Ok(None);
+        };
+        let node = match &self.slot(id).node.kind {
+            NodeKind::Dir => tree::Node::Dir,
+            NodeKind::File { .. } => tree::Node::File,
+            NodeKind::Symlink(t) => tree::Node::Symlink(t.clone()),
+            _ => tree::Node::Other,
+        };
+        Ok(Some((id, node)))
+    }
 }
 
+type Pos = tree::Pos<u32>;
+
 /// Where a name resolved to.
-struct Walked<'n> {
+struct Walked {
     end: Pos,
     /// Directories to create, parents first: where, and the name.
-    new: Vec<(Pos, Cow<'n, str>)>,
+    new: Vec<(Pos, String)>,
     /// The length of the resolved path (`/a/b`).
     len: usize,
 }
 
 fn too_long() -> String {
     format!("resolves to a path longer than {MAX_PATH} bytes")
-}
-
-/// The components of `name` cleaned as if rooted at `/`: no empty, `.` or `..` components, and
-/// never above the root.
-pub fn clean(name: &str) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    for c in name.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }

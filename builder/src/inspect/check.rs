@@ -4,7 +4,7 @@
 //! per entry: a 64-bit hash of the path with a per-run random key, the mode and the entry's
 //! number), every symlink's target and the small files it reads. Paths are resolved the way the kernel walks them: every
 //! component, symlinks included (a merged-`/usr` image has `/bin -> usr/bin`), with at most
-//! [`MAX_LINKS`] symlinks followed, as Linux allows.
+//! [`tree::MAX_LINKS`] symlinks followed, as Linux allows.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -14,10 +14,8 @@ use std::io;
 use super::format::{escape, mode_string};
 use super::reader::Entry;
 use super::{file_type, FileType};
-use crate::libs::tree::{Node, ReadSeek, Tree};
+use crate::tree::{self, Node, ReadSeek, Tree};
 use fledge_abi::paths::{AGENT, INIT, INIT_CONF, MODULES_LOAD, VOLANT_INIT, WORKLOAD};
-
-use crate::util::MAX_LINKS;
 
 /// Directories whose programs are linked to busybox applets or the agent: a dangling link here
 /// breaks commands the guest runs.
@@ -139,57 +137,24 @@ impl Index {
     /// Follows `path` component by component to what it names; the error ends a sentence that
     /// starts with the path (`is missing`, `points to /x, which is not in the image`, ...).
     fn resolve(&self, path: &str) -> Result<(String, u32), String> {
-        // Components still to walk, last first.
-        let mut todo: Vec<String> = components(path).rev().map(str::to_string).collect();
-        let mut done: Vec<String> = Vec::new();
-        let mut followed = 0;
-        while let Some(c) = todo.pop() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            let here = join(done.iter().map(String::as_str).chain([c.as_str()]));
-            let whole = || {
-                join(
-                    done.iter()
-                        .chain([&c])
-                        .chain(todo.iter().rev())
-                        .map(String::as_str),
-                )
-            };
-            let Some(mode) = self.mode(&here) else {
-                return Err(if followed == 0 {
-                    "is missing".into()
-                } else {
-                    format!(
-                        "points to {}, which is not in the image",
-                        escape(whole().as_bytes())
-                    )
-                });
-            };
-            if let Some(target) = self.links.get(here.as_str()) {
-                followed += 1;
-                if followed > MAX_LINKS {
-                    return Err("is a symlink loop".into());
-                }
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(components(target).rev().map(str::to_string));
-                continue;
-            }
-            if !todo.is_empty() && file_type(mode) != FileType::Dir {
-                return Err(format!(
-                    "goes through {}, which is {}, not a directory",
-                    escape(here.as_bytes()),
-                    file_type(mode).name()
-                ));
-            }
-            done.push(c);
+        let w = match tree::resolve(self, path) {
+            Ok(w) => w,
+            Err(e) if tree::is_symlink_loop(&e) => return Err("is a symlink loop".into()),
+            Err(e) => return Err(e.to_string()),
+        };
+        match &w.stopped {
+            None => Ok((w.real.clone(), self.mode(&w.real).unwrap_or(0o040755))),
+            Some((_, None)) if w.links.is_empty() => Err("is missing".into()),
+            Some((_, None)) => Err(format!(
+                "points to {}, which is not in the image",
+                escape(w.real.as_bytes())
+            )),
+            Some((at, Some(_))) => Err(format!(
+                "goes through {}, which is {}, not a directory",
+                escape(at.as_bytes()),
+                file_type(self.mode(at).unwrap_or(0)).name()
+            )),
         }
-        let at = join(done.iter().map(String::as_str));
-        let mode = self.mode(&at).unwrap_or(0o040755);
-        Ok((at, mode))
     }
 
     /// What would break a boot of this image, one sentence each; empty when it looks bootable.
@@ -383,39 +348,10 @@ fn in_bin(p: &str) -> bool {
     BIN_DIRS.iter().any(|d| p.starts_with(d))
 }
 
-fn components(p: &str) -> impl DoubleEndedIterator<Item = &str> {
-    p.split('/').filter(|c| !c.is_empty() && *c != ".")
-}
-
-fn join<'a>(parts: impl Iterator<Item = &'a str>) -> String {
-    let mut s = String::new();
-    for p in parts {
-        s.push('/');
-        s.push_str(p);
-    }
-    if s.is_empty() {
-        s.push('/');
-    }
-    s
-}
-
 /// The absolute, `.`/`..`-free path a symlink at `link` with `target` names, read as text (no
 /// symlinks followed): decides whether a link points into a bin directory.
 pub fn lexical(link: &str, target: &str) -> String {
-    let base = if target.starts_with('/') {
-        ""
-    } else {
-        link.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for c in components(base).chain(components(target)) {
-        if c == ".." {
-            parts.pop();
-        } else {
-            parts.push(c);
-        }
-    }
-    join(parts.into_iter())
+    tree::join(tree::parent(link), target)
 }
 
 /// The last `fledge.supervise=` setting in `text` (fledge-init's options: whitespace-separated

@@ -592,13 +592,11 @@ fn boot_check_wants_a_dynamic_init_with_its_loader_and_libraries() {
             .all(|p| !p.contains("libc.so.6") && !p.contains("interpreter")),
         "{found:?}"
     );
-    let needs = crate::libs::closure::read_elf(
-        &crate::libs::tree::HostTree { root: "/".into() },
-        "/usr/bin/ls",
-    )
-    .unwrap()
-    .dynamic
-    .needed;
+    let needs =
+        crate::libs::closure::read_elf(&crate::tree::HostTree { root: "/".into() }, "/usr/bin/ls")
+            .unwrap()
+            .dynamic
+            .needed;
     for (i, n) in needs.iter().enumerate() {
         with_libc.push(file(&format!("lib/{n}"), b"lib", 10 + i as u32));
     }

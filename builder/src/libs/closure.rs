@@ -9,7 +9,7 @@ use std::io;
 
 use super::elf::{self, ElfFile, Exec, Target};
 use super::search::{check_target, find_in, Flavor, Rules};
-use super::tree::{parent, walk, Node, Tree, Walk};
+use crate::tree::{parent, resolve, Node, Tree, Walk};
 
 /// How an object was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +145,7 @@ fn read_needed(tree: &dyn Tree, real: &str, target: Target) -> Result<ElfFile, S
 /// is passed to [`Rules::read`].
 pub fn closure(tree: &dyn Tree, path: &str, target: Target, use_conf: bool) -> io::Result<Closure> {
     let mut out = Closure::default();
-    let w = walk(tree, path)?;
+    let w = resolve(tree, path)?;
     let elf = match w.node {
         Some(Node::File) => read_elf(tree, &w.real),
         _ => Err("it does not exist".into()),
@@ -222,7 +222,7 @@ struct Search<'a> {
 
 impl Search<'_> {
     fn interp(&mut self, interp: &str) -> io::Result<()> {
-        let w = walk(self.tree, interp)?;
+        let w = resolve(self.tree, interp)?;
         let elf = match w.node {
             Some(Node::File) => read_needed(self.tree, &w.real, self.target),
             _ => Err("is not in the image".into()),
@@ -378,7 +378,7 @@ impl Search<'_> {
 pub(crate) mod tests {
     use super::*;
     use crate::libs::elf::X86_64;
-    use crate::libs::tree::HostTree;
+    use crate::tree::HostTree;
     use std::path::{Path, PathBuf};
     use std::process::Command;
 

@@ -17,7 +17,7 @@
 use std::io;
 
 use super::elf::Target;
-use super::tree::{is_symlink_loop, join, parent, walk, Node, Tree, Walk};
+use crate::tree::{is_symlink_loop, join, parent, resolve, Node, Tree, Walk};
 
 /// glibc's default directories after the multiarch pair of the machine
 /// ([`glibc_default_dirs`]): the lib64 pair, then the plain one.
@@ -112,7 +112,7 @@ impl Rules {
         target: Target,
     ) -> io::Result<Rules> {
         let multiarch = match target.multiarch() {
-            Some(m) => walk(tree, &format!("/lib/{m}"))?.node == Some(Node::Dir),
+            Some(m) => resolve(tree, &format!("/lib/{m}"))?.node == Some(Node::Dir),
             None => false,
         };
         let lib = match target.multiarch() {
@@ -196,7 +196,7 @@ impl Rules {
 
 /// Reads a small configuration file, `None` when it is absent.
 pub fn read_small(tree: &dyn Tree, path: &str) -> io::Result<Option<String>> {
-    let w = walk(tree, path)?;
+    let w = resolve(tree, path)?;
     if w.node != Some(Node::File) {
         return Ok(None);
     }
@@ -263,7 +263,7 @@ fn glob(tree: &dyn Tree, pattern: &str) -> io::Result<Vec<String>> {
     if !name.contains(['*', '?']) {
         return Ok(vec![pattern.to_string()]);
     }
-    let w = walk(tree, dir)?;
+    let w = resolve(tree, dir)?;
     if w.node != Some(Node::Dir) {
         return Ok(Vec::new());
     }
@@ -305,7 +305,7 @@ pub fn find_in(
 ) -> io::Result<Option<Candidate>> {
     for d in dirs {
         let path = join(d, name);
-        let w = match walk(tree, &path) {
+        let w = match resolve(tree, &path) {
             Ok(w) => w,
             // open() fails with ELOOP and the loader tries the next directory.
             Err(e) if is_symlink_loop(&e) => {
@@ -339,7 +339,7 @@ pub fn check_target(found: Target, want: Target) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::libs::elf::{AARCH64, X86_64};
-    use crate::libs::tree::MemTree;
+    use crate::tree::MemTree;
 
     fn rules(flavor: Flavor) -> Rules {
         Rules {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use fledge_abi::paths;
 
-use super::{nothing_to_check, Inputs, Layer, Node, Origin, Plan, PlanError, Stack};
+use super::{nothing_to_check, Inputs, Layer, Node, Origin, PlanError, Stack};
 use crate::archive::{Content, Kind};
 
 pub(super) const LAYER: Layer = Layer {
@@ -20,14 +20,12 @@ pub(super) const LAYER: Layer = Layer {
     add,
 };
 
-use crate::util::MAX_LINKS;
-
 fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     let Some(m) = inputs.modules else {
         return Ok(());
     };
     let mut put = |path: &str, kind: Kind, why: String| {
-        let at = through_links(stack.plan(), path);
+        let at = stack.plan().resolved(path);
         stack.put(&at, Node::new(kind, 0o644, Origin::Kernel(why)))
     };
     let file = |bytes: &Arc<[u8]>| Kind::File(Content::Bytes(bytes.clone()));
@@ -47,56 +45,19 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     )
 }
 
-/// `path` (absolute) with each directory component that `plan` has as a symlink replaced by
-/// its target, as the kernel's path walk would; the last component is kept as it is. A loop
-/// (more than [`MAX_LINKS`] links) leaves the rest unresolved, for the put to refuse.
-fn through_links(plan: &Plan, path: &str) -> String {
-    let words = |p: &str| -> Vec<String> {
-        p.split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .rev()
-            .map(String::from)
-            .collect()
-    };
-    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-    let mut todo = words(dir);
-    let mut done: Vec<String> = Vec::new();
-    let mut followed = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        let here = format!(
-            "/{}",
-            [done.as_slice(), std::slice::from_ref(&c)]
-                .concat()
-                .join("/")
-        );
-        match plan.nodes.get(here.as_str()).map(|n| &n.kind) {
-            Some(Kind::Symlink(target)) if followed < MAX_LINKS => {
-                followed += 1;
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(words(target));
-            }
-            _ => done.push(c),
-        }
-    }
-    done.push(name.to_string());
-    format!("/{}", done.join("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Plan;
 
     #[test]
     fn directories_that_are_symlinks_are_followed() {
         let mut plan = Plan::default();
         let link = |t: &str| Node::new(Kind::Symlink(t.into()), 0o777, Origin::Base);
+        let dir = || Node::new(Kind::Dir, 0o755, Origin::Base);
         plan.nodes.insert("/lib".into(), link("usr/lib"));
+        plan.nodes.insert("/usr".into(), dir());
+        plan.nodes.insert("/usr/lib".into(), dir());
         plan.nodes
             .insert("/usr/lib/firmware".into(), link("/opt/./fw"));
         plan.nodes.insert("/loop".into(), link("/loop"));
@@ -113,7 +74,7 @@ mod tests {
             ("/loop/a", "/loop/a"),
         ];
         for (i, (path, want)) in cases.iter().enumerate() {
-            assert_eq!(through_links(&plan, path), *want, "case {i}: {path}");
+            assert_eq!(plan.resolved(path), *want, "case {i}: {path}");
         }
     }
 }

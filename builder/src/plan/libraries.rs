@@ -23,7 +23,7 @@ use crate::config::{Config, CustomInit, InitMode};
 use crate::libs::closure::{closure, Closure, Problem, Via};
 use crate::libs::elf::{self, Exec};
 use crate::libs::search::{find_in, Flavor, Rules};
-use crate::libs::tree::{join, parent, walk, HostTree, Node as TNode, ReadSeek, Tree};
+use crate::tree::{join, parent, resolve, HostTree, Node as TNode, ReadSeek, Tree};
 use crate::util::shown;
 
 pub(super) const LAYER: Layer = Layer {
@@ -217,7 +217,7 @@ impl Adds {
         };
         if let Flavor::Musl { .. } = rules.flavor {
             for f in &rules.files {
-                let w = walk(view, f)?;
+                let w = resolve(view, f)?;
                 if !view.plan.nodes.contains_key(w.real.as_str()) && w.node == Some(TNode::File) {
                     let node = self.host_file(sysroot, &w.real, origin.clone())?;
                     self.nodes
@@ -376,7 +376,7 @@ pub fn problems(
                 why,
             }]
         };
-        let w = match walk(tree, &path) {
+        let w = match resolve(tree, &path) {
             Ok(w) if w.node == Some(TNode::File) => w,
             Ok(_) => return not("it is not in the image".into()),
             Err(e) => return not(e.to_string()),
@@ -400,7 +400,7 @@ pub fn problems(
             Ok(Err(e)) => return not(format!("a broken ELF file: {e}")),
             Err(e) => return not(format!("it cannot be read: {e}")),
         };
-        let found = walk(tree, &interp).is_ok_and(|w| w.node == Some(TNode::File));
+        let found = resolve(tree, &interp).is_ok_and(|w| w.node == Some(TNode::File));
         if !found && !unknown.contains(&interp.as_str()) {
             return vec![Problem::Interp {
                 program: path,
@@ -582,7 +582,7 @@ mod tests {
         let (cfg, plan) = fx.plan(LS_INIT);
         let plan = plan.unwrap();
         let tree = PlanTree { plan: &plan };
-        let ld = walk(&tree, "/lib64/ld-linux-x86-64.so.2").unwrap();
+        let ld = resolve(&tree, "/lib64/ld-linux-x86-64.so.2").unwrap();
         assert_eq!(ld.node, Some(TNode::File), "{ld:?}");
         assert!(
             matches!(plan.nodes[ld.real.as_str()].origin, Origin::Library { ref program } if program == "/usr/bin/ls")

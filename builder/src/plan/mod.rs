@@ -34,8 +34,7 @@ mod libraries;
 mod mappings;
 mod workload;
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Bound;
 use std::path::PathBuf;
@@ -44,6 +43,7 @@ use std::sync::Arc;
 use crate::archive::Kind;
 use crate::config::{Config, Location};
 use crate::source::Fetched;
+use crate::tree::{self, Last, Missing, Tree};
 
 pub use base::BASE_DIRS;
 pub use busybox::BASE_APPLETS;
@@ -235,6 +235,47 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
+impl Plan {
+    /// `path` with its parent directories resolved through every planned symlink, as the
+    /// kernel's path walk will at boot; the last component is kept as it is. A loop leaves the
+    /// rest unresolved, for the put to refuse.
+    pub fn resolved(&self, path: &str) -> String {
+        self.resolve(path, None, Last::Keep)
+    }
+
+    /// `path` resolved through the planned symlinks (only those in `only`, when given);
+    /// directories not planned yet count as made.
+    fn resolve(&self, path: &str, only: Option<&BTreeSet<Arc<str>>>, last: Last) -> String {
+        let view = Planned { plan: self, only };
+        match tree::walk(&view, path, last, Missing::Create) {
+            Ok(w) => w.real,
+            Err(e) => tree::symlink_loop(&e)
+                .map(|l| l.partial.clone())
+                .unwrap_or_else(|| path.to_string()),
+        }
+    }
+}
+
+/// The plan seen as a tree by [`tree::walk`]: with `only`, symlinks outside it are plain
+/// entries.
+struct Planned<'a> {
+    plan: &'a Plan,
+    only: Option<&'a BTreeSet<Arc<str>>>,
+}
+
+impl Tree for Planned<'_> {
+    fn node(&self, path: &str) -> std::io::Result<Option<tree::Node>> {
+        Ok(self.plan.nodes.get(path).map(|n| match &n.kind {
+            Kind::Symlink(t) if self.only.is_none_or(|l| l.contains(path)) => {
+                tree::Node::Symlink(t.clone())
+            }
+            Kind::Dir => tree::Node::Dir,
+            Kind::File(_) => tree::Node::File,
+            _ => tree::Node::Other,
+        }))
+    }
+}
+
 /// What the layers lay out besides the config's mappings.
 pub struct Inputs<'a> {
     pub config: &'a Config,
@@ -358,54 +399,10 @@ impl Stack<'_> {
     }
 
     /// `path` with its parent directories resolved through the image's symlinks (its
-    /// `/bin -> usr/bin`), inside the image root; with `follow`, the last component too. One
-    /// step per component: the path so far grows and shrinks in place, and only the image's
-    /// links are looked up.
+    /// `/bin -> usr/bin`), inside the image root; with `follow`, the last component too.
     fn resolve(&self, path: &str, follow: bool) -> String {
-        let mut todo: VecDeque<Cow<str>> = crate::image::tree::clean(path)
-            .into_iter()
-            .map(Cow::Borrowed)
-            .collect();
-        let mut done = String::new();
-        let mut starts: Vec<usize> = Vec::new();
-        let mut links = 0;
-        while let Some(c) = todo.pop_front() {
-            if c == ".." {
-                if let Some(start) = starts.pop() {
-                    done.truncate(start);
-                }
-                continue;
-            }
-            if c.is_empty() || c == "." {
-                continue;
-            }
-            starts.push(done.len());
-            done.push('/');
-            done.push_str(&c);
-            let last = todo.is_empty();
-            if (last && !follow) || links >= crate::util::MAX_LINKS || !self.links.contains(&*done)
-            {
-                continue;
-            }
-            let Some(Kind::Symlink(t)) = self.plan.nodes.get(&*done).map(|n| &n.kind) else {
-                continue;
-            };
-            links += 1;
-            if let Some(start) = starts.pop() {
-                done.truncate(start);
-            }
-            if t.starts_with('/') {
-                done.clear();
-                starts.clear();
-            }
-            for part in t.split('/').rev() {
-                todo.push_front(Cow::Owned(part.to_string()));
-            }
-        }
-        if done.is_empty() {
-            done.push('/');
-        }
-        done
+        let last = if follow { Last::Follow } else { Last::Keep };
+        self.plan.resolve(path, Some(&self.links), last)
     }
 
     /// Adds an entry of the container image at `path`, which the image's tree resolved: the
