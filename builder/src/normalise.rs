@@ -199,7 +199,7 @@ mod tests {
         let mut plan = Plan::default();
         let long = format!("/srv/{}", "d".repeat(3000));
         for p in ["/srv", long.as_str()] {
-            let node = crate::plan::Node::new(Kind::Dir, 0o755, crate::plan::Origin::Base);
+            let node = crate::plan::Planned::new(Kind::Dir, 0o755, crate::plan::Origin::Base);
             plan.nodes.insert(p.into(), node);
         }
         let entries = normalise(&plan, 0, false).unwrap();

@@ -6,11 +6,11 @@
 
 use crate::archive::{Content, Kind};
 use crate::inspect::mode_string;
-use crate::plan::{Node, Origin, Plan};
+use crate::plan::{Origin, Plan, Planned};
 
 /// Where a planned path comes from: a host path, or `busybox`, `fledge-init`, `agent` or
 /// `generated` (made by fledge itself: directories, device nodes, small config files).
-pub fn source_of(node: &Node) -> String {
+pub fn source_of(node: &Planned) -> String {
     let host = match &node.kind {
         Kind::File(Content::Path { path, .. }) => Some(path.display().to_string()),
         _ => None,
@@ -35,12 +35,12 @@ pub fn source_of(node: &Node) -> String {
 }
 
 /// Full `st_mode` of a planned node (type bits plus permissions).
-pub fn st_mode(node: &Node) -> u32 {
+pub fn st_mode(node: &Planned) -> u32 {
     node.kind.type_bits() | node.perm
 }
 
 /// Bytes a planned node stores (file size, symlink target length), or its device numbers.
-fn size_field(node: &Node) -> String {
+fn size_field(node: &Planned) -> String {
     match &node.kind {
         Kind::Dir => "0".into(),
         Kind::File(Content::Empty) => "0".into(),
@@ -92,8 +92,8 @@ mod tests {
     use std::path::PathBuf;
     use std::sync::Arc;
 
-    fn node(kind: Kind, perm: u32, origin: Origin) -> Node {
-        Node::new(kind, perm, origin)
+    fn node(kind: Kind, perm: u32, origin: Origin) -> Planned {
+        Planned::new(kind, perm, origin)
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use fledge::libs::closure::closure;
 use fledge::libs::elf::X86_64;
-use fledge::libs::tree::{MemTree, Node, Tree};
+use fledge::tree::{MemTree, Node, Tree};
 use libfuzzer_sys::fuzz_target;
 
 fn sysroot(elf: &[u8]) -> MemTree {

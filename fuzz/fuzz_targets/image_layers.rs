@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use fledge::image::tree::{NodeKind, TarEntry, Tree, What};
+use fledge::image::tree::{NodeKind, RootFs, TarEntry, What};
 use fledge::image::{layer, Digest};
 use libfuzzer_sys::fuzz_target;
 
@@ -31,7 +31,7 @@ enum Input {
 }
 
 fuzz_target!(|input: Input| {
-    let mut tree = Tree::default();
+    let mut tree = RootFs::default();
     match input {
         Input::Raw(layers) => {
             for (i, bytes) in layers.iter().take(3).enumerate() {
@@ -73,7 +73,7 @@ fuzz_target!(|input: Input| {
     check(&tree);
 });
 
-fn check(tree: &Tree) {
+fn check(tree: &RootFs) {
     let mut paths = Vec::new();
     let _ = tree.for_each(|path, _| {
         assert!(path.starts_with('/'), "relative path {path:?}");

@@ -1,5 +1,5 @@
 //! Layer blobs: from a (compressed) blob to the uncompressed tar in the cache, and from that tar
-//! to entries of the [`Tree`].
+//! to entries of the [`RootFs`].
 //!
 //! A layer is decompressed once, while its compressed digest and its `diff_id` (the digest of
 //! the uncompressed tar) are both checked, into `<cache>/layers/<diff_id hex>`; a build then
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub use crate::source::store::Hashing;
 
-use super::tree::{NodeKind, TarEntry, Tree, What};
+use super::tree::{NodeKind, RootFs, TarEntry, What};
 use super::{Digest, Problem};
 
 /// Largest layer blob or uncompressed layer ever read.
@@ -150,7 +150,12 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Applies the cached uncompressed layer `index` (at `path`, named by `diff_id`) to `tree`,
 /// checking its digest as it goes.
-pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Result<(), Problem> {
+pub fn apply(
+    tree: &mut RootFs,
+    index: usize,
+    path: &Path,
+    diff_id: &Digest,
+) -> Result<(), Problem> {
     let read_err = |source| Problem::Read {
         path: path.to_path_buf(),
         source,
@@ -175,7 +180,7 @@ pub fn apply(tree: &mut Tree, index: usize, path: &Path, diff_id: &Digest) -> Re
 /// [`apply`] for a layer this process has just unpacked (so checked) into the cache: only its
 /// headers are read, seeking past the bodies.
 pub fn apply_unpacked(
-    tree: &mut Tree,
+    tree: &mut RootFs,
     index: usize,
     path: &Path,
     diff_id: &Digest,
@@ -194,7 +199,7 @@ pub fn apply_unpacked(
 /// Applies the entries of layer `index` to `tree`; a body may not end past `len` (a reader
 /// that seeks past bodies does not see a tar cut short).
 fn list<R: Read>(
-    tree: &mut Tree,
+    tree: &mut RootFs,
     index: usize,
     path: &Path,
     diff_id: &Digest,

@@ -43,7 +43,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use reference::ImageRef;
-pub use tree::{Node, NodeKind, Tree};
+pub use tree::{Inode, NodeKind, RootFs};
 pub use workload::ImageConfig;
 
 /// Largest manifest, index or config accepted.
@@ -221,7 +221,7 @@ pub struct Image {
     pub digest: Digest,
     pub config: ImageConfig,
     pub layers: Vec<LayerInfo>,
-    pub tree: Tree,
+    pub tree: RootFs,
     /// Things worth telling the user (extended attributes that cannot be kept, ...).
     pub warnings: Vec<String>,
 }
@@ -257,7 +257,7 @@ fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageErr
         resolved.digest,
         resolved.layers.len()
     );
-    let mut tree = Tree::default();
+    let mut tree = RootFs::default();
     for (i, l) in resolved.layers.iter().enumerate() {
         if l.unpacked {
             layer::apply_unpacked(&mut tree, i, &l.path, &l.diff_id)

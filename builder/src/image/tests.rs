@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::tree::{NodeKind, Tree};
+use super::tree::{NodeKind, RootFs};
 use super::*;
 
 /// One tar entry of a hand-made layer; names and link targets are written byte for byte, so
@@ -132,8 +132,8 @@ pub fn layer(entries: &[E]) -> Vec<u8> {
 /// Applies layers (each an entry list) to a fresh tree through the cache, as a build does.
 /// Every layer is also applied as a fresh unpack is (seeking past bodies, not hashing again),
 /// and both trees must be the same.
-fn apply_all(dir: &Path, layers: &[Vec<E>]) -> Result<Tree, Problem> {
-    let (mut tree, mut seeking) = (Tree::default(), Tree::default());
+fn apply_all(dir: &Path, layers: &[Vec<E>]) -> Result<RootFs, Problem> {
+    let (mut tree, mut seeking) = (RootFs::default(), RootFs::default());
     for (i, l) in layers.iter().enumerate() {
         let tar = layer(l);
         let diff_id = Digest::of(&tar);
@@ -141,7 +141,7 @@ fn apply_all(dir: &Path, layers: &[Vec<E>]) -> Result<Tree, Problem> {
         layer::apply(&mut tree, i, &path, &diff_id)?;
         layer::apply_unpacked(&mut seeking, i, &path, &diff_id)?;
     }
-    let dump = |t: &Tree| {
+    let dump = |t: &RootFs| {
         let mut v = Vec::new();
         t.for_each(|p, n| {
             v.push(format!("{p} {n:?}"));
@@ -158,13 +158,13 @@ fn apply_all(dir: &Path, layers: &[Vec<E>]) -> Result<Tree, Problem> {
     Ok(tree)
 }
 
-fn tree_of(layers: &[Vec<E>]) -> (tempfile::TempDir, Tree) {
+fn tree_of(layers: &[Vec<E>]) -> (tempfile::TempDir, RootFs) {
     let dir = tempfile::tempdir().unwrap();
     let t = apply_all(dir.path(), layers).unwrap();
     (dir, t)
 }
 
-fn paths(t: &Tree) -> Vec<String> {
+fn paths(t: &RootFs) -> Vec<String> {
     let mut v = Vec::new();
     t.for_each(|p, _| {
         v.push(p[1..].to_string());
@@ -175,7 +175,7 @@ fn paths(t: &Tree) -> Vec<String> {
     v
 }
 
-fn body(t: &Tree, path: &str) -> Vec<u8> {
+fn body(t: &RootFs, path: &str) -> Vec<u8> {
     t.read(path, 1 << 20)
         .unwrap()
         .unwrap_or_else(|| panic!("{path} is not a file"))
@@ -426,7 +426,7 @@ fn a_layer_whose_digest_is_wrong_fails() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[600] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let err = layer::apply(&mut Tree::default(), 0, &path, &right)
+    let err = layer::apply(&mut RootFs::default(), 0, &path, &right)
         .unwrap_err()
         .to_string();
     assert!(

@@ -56,7 +56,7 @@ pub enum NodeKind {
 
 /// One path of the image with the metadata its layer gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub struct Inode {
     pub kind: NodeKind,
     /// Permission bits, setuid/setgid/sticky included (`0o7777` at most).
     pub perm: u32,
@@ -76,7 +76,7 @@ pub struct EntryError {
 
 /// The root file system: a tree of components whose root (slot 0) is the image root.
 #[derive(Debug)]
-pub struct Tree {
+pub struct RootFs {
     /// Every node, the root first; removed nodes' slots are reused.
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -90,22 +90,22 @@ pub struct Tree {
 /// One node and, for a directory, its children by name.
 #[derive(Debug)]
 struct Slot {
-    node: Node,
+    node: Inode,
     children: BTreeMap<Box<str>, u32>,
 }
 
 const ROOT: u32 = 0;
 
-impl Default for Tree {
-    fn default() -> Tree {
-        let root = Node {
+impl Default for RootFs {
+    fn default() -> RootFs {
+        let root = Inode {
             kind: NodeKind::Dir,
             perm: 0o755,
             uid: 0,
             gid: 0,
             layer: 0,
         };
-        Tree {
+        RootFs {
             slots: vec![Slot {
                 node: root,
                 children: BTreeMap::new(),
@@ -136,9 +136,9 @@ pub enum What {
     Hardlink(String),
 }
 
-impl Tree {
+impl RootFs {
     /// The node at `path` (relative or absolute, already resolved: no symlink is followed).
-    pub fn get(&self, path: &str) -> Option<&Node> {
+    pub fn get(&self, path: &str) -> Option<&Inode> {
         let mut at = ROOT;
         let mut any = false;
         for c in path.split('/').filter(|c| !c.is_empty()) {
@@ -150,7 +150,7 @@ impl Tree {
 
     /// Calls `f` with every path (absolute, `/usr/bin/env`) and its node, each directory
     /// before what it holds; stops at the first error.
-    pub fn for_each<E>(&self, mut f: impl FnMut(&str, &Node) -> Result<(), E>) -> Result<(), E> {
+    pub fn for_each<E>(&self, mut f: impl FnMut(&str, &Inode) -> Result<(), E>) -> Result<(), E> {
         let mut path = String::new();
         let mut stack = vec![(self.slot(ROOT).children.iter(), 0)];
         while let Some((children, base)) = stack.last_mut() {
@@ -236,7 +236,7 @@ impl Tree {
             return Err(fail(too_long()));
         }
         let node = match e.what {
-            What::Node(kind) => Node {
+            What::Node(kind) => Inode {
                 kind,
                 perm: e.perm & 0o7777,
                 uid: e.uid,
@@ -259,7 +259,7 @@ impl Tree {
                     return Err(fail(format!("is a hardlink to the directory {target:?}")));
                 }
                 // Same inode, same metadata: the link carries the target's.
-                Node { layer, ..n.clone() }
+                Inode { layer, ..n.clone() }
             }
         };
         self.put(dir, last, node).map_err(fail)
@@ -275,7 +275,7 @@ impl Tree {
 
     /// Puts `node` as `name` in the directory `dir`: a directory over a directory keeps the
     /// children; anything else replaces what was there (a directory with everything below it).
-    fn put(&mut self, dir: u32, name: &str, node: Node) -> Result<(), String> {
+    fn put(&mut self, dir: u32, name: &str, node: Inode) -> Result<(), String> {
         if let Some(&id) = self.slot(dir).children.get(name) {
             if !(self.slot(id).node.kind == NodeKind::Dir && node.kind == NodeKind::Dir) {
                 self.remove_children(id);
@@ -291,7 +291,7 @@ impl Tree {
         Ok(())
     }
 
-    fn alloc(&mut self, node: Node) -> u32 {
+    fn alloc(&mut self, node: Inode) -> u32 {
         self.len += 1;
         let slot = Slot {
             node,
@@ -383,7 +383,7 @@ impl Tree {
             Pos::New(i) => made[i],
         };
         for (parent, name) in w.new {
-            let dir = Node {
+            let dir = Inode {
                 kind: NodeKind::Dir,
                 perm: 0o755,
                 uid: 0,
@@ -435,7 +435,7 @@ impl Tree {
 }
 
 /// The image seen by [`tree::walk`]: one lookup among a directory's children per step.
-impl Lookup for Tree {
+impl Lookup for RootFs {
     type At = u32;
 
     fn root(&self) -> u32 {

@@ -22,7 +22,7 @@ use crate::util::shown;
 use resolve::Resolution;
 use settings::check_release;
 pub use settings::{settings, RawKernel, Request, Settings, HOST_MODULES};
-use tree::Tree;
+use tree::ModuleTree;
 
 /// The largest index file (`modules.dep`, `modules.alias`, ...) read (Debian's are below 2 MiB).
 pub const INDEX_LIMIT: u64 = 16 << 20;
@@ -225,7 +225,7 @@ pub fn load_list(release: &str, modules: &[resolve::Resolved]) -> String {
 /// Resolves, reads and checks the modules `settings` asks for.
 pub fn prepare(settings: &Settings, arch: crate::arch::Arch) -> Result<Modules, KmodError> {
     let mut budget = Budget::from_env()?;
-    let tree = Tree::open_within(&settings.dir, &mut budget)?;
+    let tree = ModuleTree::open_within(&settings.dir, &mut budget)?;
     let resolution = resolve::resolve(&tree, &settings.modules)?;
     let root = canonical(&settings.dir)?;
     let release = match &settings.version {
@@ -272,7 +272,7 @@ pub fn prepare(settings: &Settings, arch: crate::arch::Arch) -> Result<Modules, 
 
 /// Reads the resolved modules one by one, in load order.
 struct Reader<'a> {
-    tree: &'a Tree,
+    tree: &'a ModuleTree,
     release: &'a str,
     /// The guest: every module must be built for its machine.
     arch: crate::arch::Arch,

@@ -1,6 +1,6 @@
 //! The closure of the requested modules, in the order they must be loaded.
 //!
-//! Each request is looked up in the [`Tree`] (name, builtin, alias); each module found brings
+//! Each request is looked up in the [`ModuleTree`] (name, builtin, alias); each module found brings
 //! its `pre:` soft dependencies and its `modules.dep` dependencies first, depth first, so every
 //! module comes after everything it needs. A module appears once, with the first reason that
 //! brought it in (an explicit request wins over being a dependency).
@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use super::tree::{Lookup, Tree};
+use super::tree::{Lookup, ModuleTree};
 use super::{KmodError, Request};
 
 /// Why a module is in the image.
@@ -68,7 +68,7 @@ pub struct Resolution {
 }
 
 /// Resolves `requests` against `tree`.
-pub fn resolve(tree: &Tree, requests: &[Request]) -> Result<Resolution, KmodError> {
+pub fn resolve(tree: &ModuleTree, requests: &[Request]) -> Result<Resolution, KmodError> {
     let mut r = Resolver {
         tree,
         out: Resolution::default(),
@@ -104,7 +104,7 @@ pub fn resolve(tree: &Tree, requests: &[Request]) -> Result<Resolution, KmodErro
 }
 
 struct Resolver<'a> {
-    tree: &'a Tree,
+    tree: &'a ModuleTree,
     out: Resolution,
     /// Index in `out.modules` of each module placed.
     placed: HashMap<String, usize>,

@@ -431,7 +431,7 @@ fn malformed_indexes_are_refused_with_their_line() {
     for (i, (dep, want)) in cases.iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("modules.dep"), dep).unwrap();
-        let e = tree::Tree::open(tmp.path()).unwrap_err().to_string();
+        let e = tree::ModuleTree::open(tmp.path()).unwrap_err().to_string();
         for w in *want {
             assert!(e.contains(w), "case {i}: {e:?} lacks {w:?}");
         }
@@ -442,7 +442,7 @@ fn malformed_indexes_are_refused_with_their_line() {
 fn a_dependency_cycle_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(tmp.path().join("modules.dep"), "a.ko: b.ko\nb.ko: a.ko\n").unwrap();
-    let tree = tree::Tree::open(tmp.path()).unwrap();
+    let tree = tree::ModuleTree::open(tmp.path()).unwrap();
     let e = resolve::resolve(&tree, &[req("a")])
         .unwrap_err()
         .to_string();
@@ -478,7 +478,7 @@ fn debian_kernel_tree() {
     // Every expectation below comes from this tree's own index files, so it holds for whatever
     // kernel Debian ships today: which modules `crc32c` stands for, and which way each
     // dependency points, are read from modules.alias and modules.dep.
-    let tree = tree::Tree::open(&dir).unwrap();
+    let tree = tree::ModuleTree::open(&dir).unwrap();
     let names = order(&m);
     let loaded = |n: &str| m.resolution.modules.iter().find(|r| r.name == n);
     let virtio_net =
@@ -591,11 +591,11 @@ fn compressed_modules_and_index_files_share_one_bound() {
         alias.push_str("alias pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_net\n");
     }
     fs::write(dir.join("modules.alias"), &alias).unwrap();
-    let e = tree::Tree::open_within(&dir, &mut Budget::new(200 << 10))
+    let e = tree::ModuleTree::open_within(&dir, &mut Budget::new(200 << 10))
         .unwrap_err()
         .to_string();
     assert!(e.contains("modules.alias") && e.contains(BUDGET_VAR), "{e}");
-    assert!(tree::Tree::open_within(&dir, &mut Budget::new(1 << 20)).is_ok());
+    assert!(tree::ModuleTree::open_within(&dir, &mut Budget::new(1 << 20)).is_ok());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! This module owns reading the index files depmod writes: `modules.dep` (required), and
 //! `modules.softdep`, `modules.alias`, `modules.builtin` and `modules.builtin.modinfo` (each
 //! optional: a tree without one has nothing of that kind). Every file is read with a size
-//! bound, every module path must stay inside the tree, and [`Tree::lookup`] answers what a name
+//! bound, every module path must stay inside the tree, and [`ModuleTree::lookup`] answers what a name
 //! or alias means the way `modprobe` looks it up: module name, builtin name, then aliases.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +34,7 @@ pub struct Indexed {
 
 /// The index files of one module tree.
 #[derive(Debug)]
-pub struct Tree {
+pub struct ModuleTree {
     /// The tree (`.../lib/modules/<release>`).
     pub dir: PathBuf,
     /// Loadable modules by name.
@@ -182,14 +182,14 @@ fn check_rel(rel: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-impl Tree {
+impl ModuleTree {
     /// Reads the index files of the tree at `dir` within the default [`Budget`].
-    pub fn open(dir: &Path) -> Result<Tree, KmodError> {
+    pub fn open(dir: &Path) -> Result<ModuleTree, KmodError> {
         Self::open_within(dir, &mut Budget::default())
     }
 
     /// Reads the index files of the tree at `dir`, charging their bytes to `budget`.
-    pub fn open_within(dir: &Path, budget: &mut Budget) -> Result<Tree, KmodError> {
+    pub fn open_within(dir: &Path, budget: &mut Budget) -> Result<ModuleTree, KmodError> {
         if !dir.is_dir() {
             return Err(KmodError::NoTree {
                 dir: dir.to_path_buf(),
@@ -201,7 +201,7 @@ impl Tree {
                 dir: dir.to_path_buf(),
             });
         }
-        let mut tree = Tree {
+        let mut tree = ModuleTree {
             dir: dir.to_path_buf(),
             modules: BTreeMap::new(),
             builtin: BTreeSet::new(),

@@ -257,7 +257,7 @@ impl Search<'_> {
         if let Some(so) = &elf.dynamic.soname {
             self.loaded.entry(so.clone()).or_insert(i);
         }
-        let base = &path[path.rfind('/').map_or(0, |k| k + 1)..];
+        let base = crate::tree::name(&path);
         self.loaded.entry(base.to_string()).or_insert(i);
         self.out.objects.push(Object {
             name: name.into(),

@@ -53,7 +53,7 @@ pub enum Flavor {
 impl Flavor {
     /// The loader named by an interpreter path.
     pub fn of_interp(interp: &str) -> Flavor {
-        let base = &interp[interp.rfind('/').map_or(0, |i| i + 1)..];
+        let base = crate::tree::name(interp);
         match base
             .strip_prefix("ld-musl-")
             .and_then(|r| r.strip_suffix(".so.1"))
@@ -256,10 +256,7 @@ fn read_conf(
 
 /// The files matching `pattern`, sorted; wildcards (`*`, `?`) in the last component only.
 fn glob(tree: &dyn Tree, pattern: &str) -> io::Result<Vec<String>> {
-    let (dir, name) = (
-        parent(pattern),
-        &pattern[pattern.rfind('/').map_or(0, |i| i + 1)..],
-    );
+    let (dir, name) = (parent(pattern), crate::tree::name(pattern));
     if !name.contains(['*', '?']) {
         return Ok(vec![pattern.to_string()]);
     }

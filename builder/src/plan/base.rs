@@ -1,6 +1,6 @@
 //! The base layer: the directories and device nodes every image has.
 
-use super::{nothing_to_check, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{nothing_to_check, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::Kind;
 
 pub(super) const LAYER: Layer = Layer {
@@ -28,11 +28,11 @@ pub const BASE_DIRS: &[&str] = &[
 
 fn add(_: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     for d in BASE_DIRS {
-        stack.put(d, Node::new(Kind::Dir, 0o755, Origin::Base))?;
+        stack.put(d, Planned::new(Kind::Dir, 0o755, Origin::Base))?;
     }
-    stack.put("/tmp", Node::new(Kind::Dir, 0o1777, Origin::Base))?;
+    stack.put("/tmp", Planned::new(Kind::Dir, 0o1777, Origin::Base))?;
     let console = Kind::CharDev { major: 5, minor: 1 };
-    stack.put("/dev/console", Node::new(console, 0o600, Origin::Base))?;
+    stack.put("/dev/console", Planned::new(console, 0o600, Origin::Base))?;
     let null = Kind::CharDev { major: 1, minor: 3 };
-    stack.put("/dev/null", Node::new(null, 0o666, Origin::Base))
+    stack.put("/dev/null", Planned::new(null, 0o666, Origin::Base))
 }

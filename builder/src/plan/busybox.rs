@@ -2,7 +2,7 @@
 
 use fledge_abi::paths;
 
-use super::{nothing_to_check, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{nothing_to_check, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 
 pub(super) const LAYER: Layer = Layer {
@@ -30,7 +30,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     });
     // An image's own busybox stays (the links then use it).
     if !stack.has(paths::BUSYBOX) {
-        stack.put(paths::BUSYBOX, Node::new(bb, 0o755, Origin::Busybox))?;
+        stack.put(paths::BUSYBOX, Planned::new(bb, 0o755, Origin::Busybox))?;
     }
     let extra = inputs.config.extra_applets.iter().map(String::as_str);
     for a in BASE_APPLETS.iter().copied().chain(extra) {
@@ -38,7 +38,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
         // An applet never displaces what a source below placed (or busybox itself).
         if !stack.has(&path) {
             let link = Kind::Symlink("busybox".into());
-            stack.put(&path, Node::new(link, 0o777, Origin::Applet))?;
+            stack.put(&path, Planned::new(link, 0o777, Origin::Applet))?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fledge_abi::{options, paths};
 
-use super::{invalid, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{invalid, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::{Config, CustomInit, InitMode};
 use crate::util::shown;
@@ -46,7 +46,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     let cfg = inputs.config;
     let init_bin = || {
         let kind = Kind::File(Content::Bytes(Arc::from(inputs.init)));
-        Node::new(kind, 0o755, Origin::FledgeInit)
+        Planned::new(kind, 0o755, Origin::FledgeInit)
     };
     match &cfg.init {
         InitMode::Default { .. } => {
@@ -57,20 +57,20 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
                 path: agent.path.clone(),
                 size: agent.size,
             });
-            stack.put(paths::AGENT, Node::new(kind, 0o755, Origin::Agent))?;
+            stack.put(paths::AGENT, Planned::new(kind, 0o755, Origin::Agent))?;
         }
         InitMode::Custom { init } => {
             stack.put(paths::INIT, init_bin())?;
             let target = custom_init(inputs, stack, init)?;
             let line = Content::Bytes(Arc::from(format!("{target}\n").into_bytes()));
-            let node = Node::new(Kind::File(line), 0o644, Origin::VolantInit);
+            let node = Planned::new(Kind::File(line), 0o644, Origin::VolantInit);
             stack.put(paths::VOLANT_INIT, node)?;
         }
         InitMode::None => {}
     }
     // On a disk, /sbin/init is where an init that switched to it looks first (Volant's).
     if cfg.rootfs.is_some() && !matches!(cfg.init, InitMode::None) {
-        let link = Node::new(Kind::Symlink(paths::INIT.into()), 0o777, Origin::FledgeInit);
+        let link = Planned::new(Kind::Symlink(paths::INIT.into()), 0o777, Origin::FledgeInit);
         stack.put(paths::SBIN_INIT, link)?;
     }
     if cfg.supervise {
@@ -79,7 +79,10 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
             options::SUPERVISE
         );
         let conf = Kind::File(Content::Bytes(Arc::from(text.into_bytes())));
-        stack.put(paths::INIT_CONF, Node::new(conf, 0o644, Origin::InitConf))?;
+        stack.put(
+            paths::INIT_CONF,
+            Planned::new(conf, 0o644, Origin::InitConf),
+        )?;
     }
     super::workload::add(&workload_keys(inputs)?, stack)?;
     own_paths(cfg, stack);
@@ -206,7 +209,7 @@ fn custom_init(inputs: &Inputs, stack: &mut Stack, init: &CustomInit) -> Result<
     });
     stack.put(
         paths::CUSTOM_INIT,
-        Node::new(kind, 0o755, Origin::CustomInit),
+        Planned::new(kind, 0o755, Origin::CustomInit),
     )?;
     Ok(paths::CUSTOM_INIT.to_string())
 }
@@ -252,5 +255,5 @@ fn from_host(stack: &mut Stack, path: &str, missing: String) -> Result<(), PlanE
         path: path.into(),
         size: meta.len(),
     });
-    stack.put(path, Node::new(kind, 0o755, Origin::CustomInit))
+    stack.put(path, Planned::new(kind, 0o755, Origin::CustomInit))
 }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use super::{invalid, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{invalid, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::{Config, WorkloadKeys};
 use crate::image::{Image, NodeKind};
@@ -67,7 +67,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
             NodeKind::Fifo => Kind::Fifo,
         };
         let origin = Origin::Image { layer: n.layer + 1 };
-        let node = Node::new(kind, n.perm, origin).owned_by(n.uid, n.gid);
+        let node = Planned::new(kind, n.perm, origin).owned_by(n.uid, n.gid);
         stack.put_resolved(Arc::from(path), node)
     })?;
     for w in &image.warnings {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use fledge_abi::paths;
 
-use super::{nothing_to_check, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{nothing_to_check, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 
 pub(super) const LAYER: Layer = Layer {
@@ -26,7 +26,7 @@ fn add(inputs: &Inputs, stack: &mut Stack) -> Result<(), PlanError> {
     };
     let mut put = |path: &str, kind: Kind, why: String| {
         let at = stack.plan().resolved(path);
-        stack.put(&at, Node::new(kind, 0o644, Origin::Kernel(why)))
+        stack.put(&at, Planned::new(kind, 0o644, Origin::Kernel(why)))
     };
     let file = |bytes: &Arc<[u8]>| Kind::File(Content::Bytes(bytes.clone()));
     for (placed, r) in m.files.iter().zip(&m.resolution.modules) {
@@ -53,8 +53,8 @@ mod tests {
     #[test]
     fn directories_that_are_symlinks_are_followed() {
         let mut plan = Plan::default();
-        let link = |t: &str| Node::new(Kind::Symlink(t.into()), 0o777, Origin::Base);
-        let dir = || Node::new(Kind::Dir, 0o755, Origin::Base);
+        let link = |t: &str| Planned::new(Kind::Symlink(t.into()), 0o777, Origin::Base);
+        let dir = || Planned::new(Kind::Dir, 0o755, Origin::Base);
         plan.nodes.insert("/lib".into(), link("usr/lib"));
         plan.nodes.insert("/usr".into(), dir());
         plan.nodes.insert("/usr/lib".into(), dir());

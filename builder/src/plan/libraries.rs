@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use fledge_abi::paths;
 
-use super::{Inputs, Layer, Node, Origin, Plan, PlanError, Stack};
+use super::{Inputs, Layer, Origin, Plan, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::{Config, CustomInit, InitMode};
 use crate::libs::closure::{closure, Closure, Problem, Via};
@@ -149,7 +149,7 @@ fn elf_files(plan: &Plan) -> Vec<String> {
 /// What the layer adds, by path, with the `-v` note for each.
 #[derive(Default)]
 struct Adds {
-    nodes: BTreeMap<String, (Node, String)>,
+    nodes: BTreeMap<String, (Planned, String)>,
     warnings: Vec<String>,
 }
 
@@ -169,7 +169,7 @@ impl Adds {
             let why = format!("{} for {root} (needed by {})", o.path, c.pulled_by(i));
             for l in &o.walk.links {
                 if !view.plan.nodes.contains_key(l.at.as_str()) {
-                    let node = Node::new(Kind::Symlink(l.target.clone()), 0o777, origin.clone());
+                    let node = Planned::new(Kind::Symlink(l.target.clone()), 0o777, origin.clone());
                     self.nodes
                         .entry(l.at.clone())
                         .or_insert((node, why.clone()));
@@ -185,7 +185,7 @@ impl Adds {
         self.loader_view(view, sysroot, c, &origin)
     }
 
-    fn host_file(&self, sysroot: &HostTree, path: &str, origin: Origin) -> io::Result<Node> {
+    fn host_file(&self, sysroot: &HostTree, path: &str, origin: Origin) -> io::Result<Planned> {
         let host = sysroot
             .host_path(path)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
@@ -199,7 +199,7 @@ impl Adds {
             path: host,
             size: meta.len(),
         });
-        Ok(Node::new(kind, perm, origin))
+        Ok(Planned::new(kind, perm, origin))
     }
 
     /// What the guest's loader needs besides the files: musl's path file, and for glibc (which
@@ -234,7 +234,7 @@ impl Adds {
         for o in c.objects.iter().filter(|o| o.via == Via::Conf) {
             let at = join(dir, &o.name);
             if at != o.walk.real && !view.plan.nodes.contains_key(at.as_str()) {
-                let node = Node::new(Kind::Symlink(o.path.clone()), 0o777, origin.clone());
+                let node = Planned::new(Kind::Symlink(o.path.clone()), 0o777, origin.clone());
                 let note = format!(
                     "{at} -> {}: found through ld.so.conf, which the guest has no cache of",
                     o.path

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use super::{invalid, Inputs, Layer, Node, Origin, PlanError, Stack};
+use super::{invalid, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::{Config, CustomInit, InitMode, Mapping};
 use crate::util::shown;
@@ -125,7 +125,7 @@ impl Walk<'_, '_> {
         }
         if meta.is_dir() {
             if dest != "/" {
-                let node = Node::new(Kind::Dir, 0o755, self.origin.clone());
+                let node = Planned::new(Kind::Dir, 0o755, self.origin.clone());
                 self.stack.put(&dest, node)?;
             }
             self.tree(&m.source, &dest)
@@ -159,7 +159,7 @@ impl Walk<'_, '_> {
             path: source.to_path_buf(),
             size: meta.len(),
         });
-        let node = Node::new(kind, fhs_mode(dest, mode), self.origin.clone());
+        let node = Planned::new(kind, fhs_mode(dest, mode), self.origin.clone());
         self.stack.put(dest, node)
     }
 
@@ -200,7 +200,7 @@ impl Walk<'_, '_> {
             let meta = fs::symlink_metadata(&path).map_err(|e| read(&path, e))?;
             let ft = meta.file_type();
             if ft.is_dir() {
-                let node = Node::new(Kind::Dir, 0o755, self.origin.clone());
+                let node = Planned::new(Kind::Dir, 0o755, self.origin.clone());
                 self.stack.put(&to, node)?;
                 open.push((list(&path)?, to));
             } else if ft.is_symlink() {
@@ -208,7 +208,7 @@ impl Walk<'_, '_> {
                 let Some(target) = target.to_str() else {
                     return Err(self.not_utf8(&path));
                 };
-                let node = Node::new(Kind::Symlink(target.into()), 0o777, self.origin.clone());
+                let node = Planned::new(Kind::Symlink(target.into()), 0o777, self.origin.clone());
                 self.stack.put(&to, node)?;
             } else if ft.is_file() && self.is_ours(name, &meta) {
                 let why = "fledge's own output or temporary file";
@@ -251,11 +251,7 @@ impl Walk<'_, '_> {
 
 /// `//a/./b/` -> `/a/b`.
 fn clean_dest(dest: &str) -> String {
-    let parts: Vec<&str> = dest
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
+    crate::tree::absolute(&crate::tree::components(dest).collect::<Vec<_>>())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -197,7 +197,7 @@ impl fmt::Display for Origin {
 
 /// One planned path of the image, before normalisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
+pub struct Planned {
     pub kind: Kind,
     /// Permission bits (with setuid/setgid/sticky), no file-type bits.
     pub perm: u32,
@@ -206,10 +206,10 @@ pub struct Node {
     pub origin: Origin,
 }
 
-impl Node {
+impl Planned {
     /// A node owned by 0:0.
-    pub fn new(kind: Kind, perm: u32, origin: Origin) -> Node {
-        Node {
+    pub fn new(kind: Kind, perm: u32, origin: Origin) -> Planned {
+        Planned {
             kind,
             perm,
             uid: 0,
@@ -219,8 +219,8 @@ impl Node {
     }
 
     /// The same node with another owner.
-    pub fn owned_by(self, uid: u32, gid: u32) -> Node {
-        Node { uid, gid, ..self }
+    pub fn owned_by(self, uid: u32, gid: u32) -> Planned {
+        Planned { uid, gid, ..self }
     }
 }
 
@@ -228,7 +228,7 @@ impl Node {
 /// the archive entries made from the plan share it ([`crate::normalise`]).
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    pub nodes: BTreeMap<Arc<str>, Node>,
+    pub nodes: BTreeMap<Arc<str>, Planned>,
     /// Things worth telling the user (skipped sockets, ...).
     pub warnings: Vec<String>,
     /// What `-v` shows: entries a later source replaced.
@@ -246,7 +246,7 @@ impl Plan {
     /// `path` resolved through the planned symlinks (only those in `only`, when given);
     /// directories not planned yet count as made.
     fn resolve(&self, path: &str, only: Option<&BTreeSet<Arc<str>>>, last: Last) -> String {
-        let view = Planned { plan: self, only };
+        let view = View { plan: self, only };
         match tree::walk(&view, path, last, Missing::Create) {
             Ok(w) => w.real,
             Err(e) => tree::symlink_loop(&e)
@@ -258,12 +258,12 @@ impl Plan {
 
 /// The plan seen as a tree by [`tree::walk`]: with `only`, symlinks outside it are plain
 /// entries.
-struct Planned<'a> {
+struct View<'a> {
     plan: &'a Plan,
     only: Option<&'a BTreeSet<Arc<str>>>,
 }
 
-impl Tree for Planned<'_> {
+impl Tree for View<'_> {
     fn node(&self, path: &str) -> std::io::Result<Option<tree::Node>> {
         Ok(self.plan.nodes.get(path).map(|n| match &n.kind {
             Kind::Symlink(t) if self.only.is_none_or(|l| l.contains(path)) => {
@@ -408,7 +408,7 @@ impl Stack<'_> {
     /// Adds an entry of the container image at `path`, which the image's tree resolved: the
     /// image is the bottom layer, so nothing is there yet and its parent directory is planned
     /// (the tree gives directories first). The path is kept as given, not copied.
-    pub fn put_resolved(&mut self, path: Arc<str>, node: Node) -> Result<(), PlanError> {
+    pub fn put_resolved(&mut self, path: Arc<str>, node: Planned) -> Result<(), PlanError> {
         let parent = path.rfind('/').map_or("", |i| &path[..i]);
         let parent_planned = parent.is_empty()
             || self
@@ -427,7 +427,7 @@ impl Stack<'_> {
     }
 
     /// Inserts a node at a resolved path, keeping the image's links known.
-    fn insert(&mut self, path: Arc<str>, node: Node) {
+    fn insert(&mut self, path: Arc<str>, node: Planned) {
         if matches!(
             (&node.kind, &node.origin),
             (Kind::Symlink(_), Origin::Image { .. })
@@ -440,7 +440,7 @@ impl Stack<'_> {
     }
 
     /// Adds `node` at `path` by the precedence rule of the module doc.
-    pub fn put(&mut self, path: &str, node: Node) -> Result<(), PlanError> {
+    pub fn put(&mut self, path: &str, node: Planned) -> Result<(), PlanError> {
         if let Kind::File(c) = &node.kind {
             if c.len() > MAX_FILE {
                 let (line, key) = node.origin.key();
@@ -514,7 +514,7 @@ impl Stack<'_> {
         for c in path.split('/').filter(|c| !c.is_empty()) {
             at.push('/');
             at.push_str(c);
-            if let Some(Node {
+            if let Some(Planned {
                 kind: Kind::Symlink(t),
                 origin: Origin::Image { .. },
                 ..
@@ -571,7 +571,7 @@ impl Stack<'_> {
             end = i;
         }
         for i in missing.into_iter().rev() {
-            let node = Node::new(Kind::Dir, 0o755, origin.clone());
+            let node = Planned::new(Kind::Dir, 0o755, origin.clone());
             self.insert(path[..i].into(), node);
         }
         Ok(())

@@ -62,7 +62,7 @@ fn plan_of(fx: &Fixture, body: &str) -> Result<Plan, PlanError> {
     })
 }
 
-fn node<'a>(p: &'a Plan, path: &str) -> &'a Node {
+fn node<'a>(p: &'a Plan, path: &str) -> &'a Planned {
     p.nodes
         .get(path)
         .unwrap_or_else(|| panic!("{path} missing from plan"))
@@ -623,7 +623,7 @@ fn image_fixture(dir: &std::path::Path) -> crate::image::Image {
         uid,
         gid: uid,
     };
-    let mut tree = crate::image::Tree::default();
+    let mut tree = crate::image::RootFs::default();
     for entry in [
         e("bin", What::Node(N::Symlink("usr/bin".into())), 0o777, 0),
         e(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fledge_abi::paths;
 use fledge_abi::workload::Workload;
 
-use super::{Node, Origin, PlanError, Stack};
+use super::{Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::WorkloadKeys;
 
@@ -93,7 +93,7 @@ pub(super) fn add(keys: &WorkloadKeys, stack: &mut Stack) -> Result<(), PlanErro
         };
         stack.invalid(None, key, format!("makes an invalid workload spec: {e}"))
     })?;
-    let node = Node::new(
+    let node = Planned::new(
         Kind::File(Content::Bytes(Arc::from(text.into_bytes()))),
         0o644,
         Origin::Workload,

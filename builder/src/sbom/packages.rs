@@ -340,9 +340,10 @@ mod tests {
 
     #[test]
     fn list_paths_resolve_through_the_images_links() {
-        use crate::plan::Node;
+        use crate::plan::Planned;
         let mut plan = Plan::default();
-        let link = |t: &str| Node::new(Kind::Symlink(t.into()), 0o777, Origin::Image { layer: 1 });
+        let link =
+            |t: &str| Planned::new(Kind::Symlink(t.into()), 0o777, Origin::Image { layer: 1 });
         plan.nodes.insert("/lib".into(), link("usr/lib"));
         plan.nodes.insert("/usr/lib/x".into(), link("/etc"));
         assert_eq!(resolve(&plan, "/lib/libc.so.6"), "/usr/lib/libc.so.6");

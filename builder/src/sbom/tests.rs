@@ -32,10 +32,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::plan::Node;
+use crate::plan::Planned;
 
-fn file(c: Content, origin: Origin) -> Node {
-    Node::new(Kind::File(c), 0o644, origin)
+fn file(c: Content, origin: Origin) -> Planned {
+    Planned::new(Kind::File(c), 0o644, origin)
 }
 
 fn bytes(b: &[u8]) -> Content {

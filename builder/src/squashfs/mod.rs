@@ -327,7 +327,7 @@ impl Meta {
 }
 
 /// One node of the tree being written.
-struct Node {
+struct Inode {
     name: Vec<u8>,
     /// Index into the entries (`None`: a directory no entry names, or the root).
     entry: Option<usize>,
@@ -876,8 +876,8 @@ fn write_lookup<W: Write>(meta: Meta, pos: &mut u64, out: &mut W) -> Result<u64,
 /// A directory's listing: runs of entries that share an inode metadata block and are within
 /// an `i16` of the run's first inode number, at most 256 per run.
 fn listing(
-    nodes: &[Node],
-    dir: &Node,
+    nodes: &[Inode],
+    dir: &Inode,
     entries: &[Entry],
     number: &[u32],
     refs: &HashMap<u32, (u64, u16)>,
@@ -935,8 +935,8 @@ fn listing(
 }
 
 /// The tree of `entries`: node 0 is the root; children sorted by name.
-fn tree(entries: &[Entry]) -> Vec<Node> {
-    let mut nodes = vec![Node {
+fn tree(entries: &[Entry]) -> Vec<Inode> {
+    let mut nodes = vec![Inode {
         name: Vec::new(),
         entry: None,
         children: Vec::new(),
@@ -960,7 +960,7 @@ fn tree(entries: &[Entry]) -> Vec<Node> {
                 Some(&n) => n,
                 None => {
                     let n = nodes.len();
-                    nodes.push(Node {
+                    nodes.push(Inode {
                         name: path.as_bytes()[at..k].to_vec(),
                         entry: None,
                         children: Vec::new(),
@@ -980,7 +980,7 @@ fn tree(entries: &[Entry]) -> Vec<Node> {
             Some(&n) => n,
             None => {
                 let n = nodes.len();
-                nodes.push(Node {
+                nodes.push(Inode {
                     name: name.clone(),
                     entry: None,
                     children: Vec::new(),
@@ -1001,7 +1001,7 @@ fn tree(entries: &[Entry]) -> Vec<Node> {
     nodes
 }
 
-fn post_order(nodes: &[Node], n: usize, out: &mut Vec<usize>) {
+fn post_order(nodes: &[Inode], n: usize, out: &mut Vec<usize>) {
     // Iterative: depth is bounded by the plan, but a stack of frames is cheaper than recursion.
     let mut stack = vec![(n, 0usize)];
     while let Some((node, next)) = stack.pop() {
