@@ -76,12 +76,55 @@ pub fn panicked(info: &core::panic::PanicInfo<'_>) -> ! {
     finish(1)
 }
 
+/// With the `step-times` feature, the monotonic clock at each step of [`boot`], kept until one
+/// write just before the handoff (a write per step would slow the boot it measures).
+#[cfg(feature = "step-times")]
+mod steps {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    pub const NAMES: [&str; 10] = [
+        "start", "mounts", "console", "kmsg", "options", "spec", "modules", "net", "plan", "limits",
+    ];
+    static AT: [AtomicU64; NAMES.len()] = [const { AtomicU64::new(0) }; NAMES.len()];
+
+    pub fn mark(step: &str) {
+        if let Some(i) = NAMES.iter().position(|n| *n == step) {
+            AT[i].store(crate::sys::now().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// `fledge-init: step NAME NS` per step reached, on fd 2.
+    pub fn print() {
+        let mut text = alloc::string::String::new();
+        for (name, at) in NAMES.iter().zip(&AT) {
+            let ns = at.load(Ordering::Relaxed);
+            if ns != 0 {
+                text += &alloc::format!("fledge-init: step {name} {ns}\n");
+            }
+        }
+        crate::sys::write(2, text.as_bytes());
+    }
+}
+
+/// Marks a step for the `step-times` feature; nothing without it.
+macro_rules! step {
+    ($name:literal) => {
+        #[cfg(feature = "step-times")]
+        steps::mark($name);
+    };
+}
+
 /// The steps; returns the supervised target's status, or the error that ends the boot.
 fn boot() -> Result<i32, Error> {
+    step!("start");
     mount_filesystems()?;
+    step!("mounts");
     console()?;
+    step!("console");
     klog::open_kmsg();
+    step!("kmsg");
     let opts = options();
+    step!("options");
     REBOOT.store(opts.exit == ExitAction::Reboot, Ordering::Relaxed);
     if rootfs::wanted() {
         // A boot initramfs: its modules are the disk's drivers.
@@ -90,8 +133,11 @@ fn boot() -> Result<i32, Error> {
         return Err(rootfs::switch(&cmdline));
     }
     let spec = workload::load(&sys::cstring(paths::WORKLOAD))?;
+    step!("spec");
     modules::load_all(&sys::cstring(paths::MODULES_LOAD))?;
+    step!("modules");
     let ip_hostname = net::setup(&opts);
+    step!("net");
     let plan = workload::plan(
         spec,
         &opts,
@@ -99,6 +145,7 @@ fn boot() -> Result<i32, Error> {
         sys::environment(),
         |p| sys::is_executable(&sys::cstring(p)),
     );
+    step!("plan");
     hostname(
         opts.hostname
             .clone()
@@ -106,6 +153,9 @@ fn boot() -> Result<i32, Error> {
             .or(plan.hostname.clone()),
     );
     limits(&plan)?;
+    step!("limits");
+    #[cfg(feature = "step-times")]
+    steps::print();
     if opts.supervise {
         let status = supervise::supervise(&plan, opts.grace)?;
         mounts::unmount_all(mounts::MOUNTS);

@@ -1,38 +1,53 @@
 //! `boot-bench`: how long fledge-init takes to hand over to the agent, measured on a real kernel.
 //!
-//! For each of N rounds it boots two images built by `fledge build` from the same stand-in
-//! program, alternating so both see the same machine load:
-//! - `fledge-init`: default mode, fledge-init is `/init` and execs the stand-in as `/bin/kestrel`;
+//! For each of N rounds it boots these images, one after the other, so all see the same machine
+//! load; every image holds the same stand-in program as the agent (`/bin/kestrel`):
+//! - `fledge-init`: default mode, fledge-init is `/init` and execs the stand-in;
+//! - with `--init PATH`, `--init`: the same image with the fledge-init binary at `PATH` as
+//!   `/init` (another build of it, to compare two in one run);
+//! - with `--steps`, `steps`: the same image with fledge-init built with its `step-times` feature,
+//!   which prints the monotonic clock at each step of the boot (the per-step medians are printed);
+//! - `C init`: the same image with `qemu/bench/same-work-init.c` as `/init`, built at bench time
+//!   with `$CC` (default `gcc`) `-static -O2`: a static C program that makes fledge-init's system
+//!   calls in the same order (mounts, `/dev` links, stdio check, `/dev/kmsg`, options and spec
+//!   reads, `lo` up, `/.volant_init`, `RLIMIT_NOFILE`) and execs the stand-in the same way - the
+//!   floor for that work;
 //! - `null init`: none mode, the stand-in itself is `/init`.
+//!
+//! The default-mode images are one `fledge build` (uncompressed, so `/init` can be replaced by
+//! the harness's own newc code); the others differ only in `/init`.
 //!
 //! Two figures per boot, both starting at the kernel's `printk` timestamp of `Run /init as init
 //! process`:
 //! - to the agent's poweroff: the `printk` timestamp of `reboot: Power down`, which the stand-in
-//!   triggers right after printing its report (same program, same path in both images, one clock:
-//!   this is the figure to compare);
+//!   triggers right after printing its report (same program, same path in every image, one
+//!   clock: this is the figure to compare);
 //! - to the agent's report: the stand-in's `CLOCK_BOOTTIME` in its report line. Under TCG the
 //!   offset between the `printk` clock (sched_clock) and the timekeeping clocks moves from boot to
 //!   boot by tens of milliseconds (the clocksource switches jiffies -> tsc-early -> tsc while the
 //!   emulated TSC is calibrated), so this one is noisier; it is printed for reference.
 //!
-//! The medians of each and the differences (the init's overhead) are printed.
+//! The median and quartiles of each are printed, and the differences of the medians against the
+//! C init and the null init.
 //!
 //! With `--unpack`, it instead measures how long the kernel takes to unpack the build benchmark's
 //! image (the input `bench/run.sh` gathers, with the stand-in as `/init`) for each compression:
 //! from the start of unpacking (`Trying to unpack rootfs image as initramfs`, or `Unpacking
 //! initramfs` on older kernels) to `Run /init`, the time the boot waits for the initramfs.
 //!
-//! Usage: `cargo run -p fledge-qemu --release --bin boot-bench -- [-n N] [--show]
-//! [--unpack [--bench-dir DIR]]` (`--show` prints the serial log of the first boot of each kind;
-//! `DIR` is `bench/run.sh`'s work directory, default `$TMPDIR/fledge-bench`). Needs what the
-//! smoke tests need (`bash qemu/fetch-kernel.sh`, busybox-static).
+//! Usage: `cargo run -p fledge-qemu --release --bin boot-bench -- [-n N] [--show] [--init PATH]
+//! [--steps] [--unpack [--bench-dir DIR]]` (`--show` prints the serial log of the first boot of
+//! each kind; `DIR` is `bench/run.sh`'s work directory, default `$TMPDIR/fledge-bench`). Needs
+//! what the smoke tests need (`bash qemu/fetch-kernel.sh`, busybox-static) and, but for
+//! `--unpack`, a C compiler with a static C library.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-use fledge_qemu::host::Host;
+use fledge_qemu::host::{GuestTarget, Host};
+use fledge_qemu::newc::Archive;
 use fledge_qemu::project::{toml_str, Project};
-use fledge_qemu::tools::Tools;
+use fledge_qemu::tools::{self, Tools};
 use fledge_qemu::vm::{fields, Boot, BootLog, Check, POWER_DOWN, RUN_INIT};
 
 /// Where the kernel starts unpacking the initramfs (6.x first, then older kernels).
@@ -56,9 +71,12 @@ struct Args {
     show: bool,
     unpack: bool,
     bench_dir: PathBuf,
+    init: Option<PathBuf>,
+    steps: bool,
 }
 
-const USAGE: &str = "usage: boot-bench [-n N] [--show] [--unpack [--bench-dir DIR]]";
+const USAGE: &str =
+    "usage: boot-bench [-n N] [--show] [--init PATH] [--steps] [--unpack [--bench-dir DIR]]";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
@@ -66,6 +84,8 @@ fn args() -> Result<Args, String> {
         show: false,
         unpack: false,
         bench_dir: std::env::temp_dir().join("fledge-bench"),
+        init: None,
+        steps: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -80,6 +100,8 @@ fn args() -> Result<Args, String> {
             "--show" => a.show = true,
             "--unpack" => a.unpack = true,
             "--bench-dir" => a.bench_dir = it.next().ok_or("--bench-dir needs a directory")?.into(),
+            "--init" => a.init = Some(it.next().ok_or("--init needs a path")?.into()),
+            "--steps" => a.steps = true,
             _ => return Err(format!("unknown argument `{arg}` ({USAGE})")),
         }
     }
@@ -131,22 +153,113 @@ fn boot(host: &Host, name: &str, image: &std::path::Path, memory: u32) -> Result
     Ok(log)
 }
 
-/// fledge-init against a null init, as the module doc says.
-fn init_overhead(host: &Host, tools: &Tools, a: &Args) -> Result<(), String> {
+/// The images of the module doc, in boot order: (label, image), and the projects they are in
+/// (removed on drop).
+type Images = (Vec<Project>, Vec<(String, PathBuf)>);
+
+fn images(host: &Host, tools: &Tools, a: &Args) -> Result<Images, String> {
     let with_init = Project::default_mode(host, tools, "").map_err(err)?;
+    let built = with_init.build(tools, "none", &[]).map_err(err)?;
+    let archive = Archive::read(&built).map_err(err)?;
+    let dir = with_init.path().to_path_buf();
     let null_init = Project::none_mode(host, tools).map_err(err)?;
-    let kinds = [
-        (
-            "fledge-init",
-            with_init.build(tools, "gzip", &[]).map_err(err)?,
-        ),
-        (
-            "null init",
-            null_init.build(tools, "gzip", &[]).map_err(err)?,
-        ),
-    ];
+    let null_image = null_init.build(tools, "none", &[]).map_err(err)?;
+    let mut kinds = vec![("fledge-init".to_string(), built)];
+    let mut variant = |label: &str, init: &Path| -> Result<(), String> {
+        let bytes = std::fs::read(init).map_err(|e| format!("{}: {e}", init.display()))?;
+        let mut a = archive.clone();
+        let entry = a
+            .entries
+            .iter_mut()
+            .find(|e| e.name == "init")
+            .ok_or("the default-mode image has no /init")?;
+        entry.data = bytes;
+        let image = dir.join(format!("{}.cpio", label.replace(' ', "-")));
+        a.write(&image).map_err(err)?;
+        kinds.push((label.to_string(), image));
+        Ok(())
+    };
+    if let Some(init) = &a.init {
+        variant("--init", init)?;
+    }
+    if a.steps {
+        variant("steps", &step_times_init()?)?;
+    }
+    variant("C init", &same_work_init(&dir)?)?;
+    kinds.push(("null init".to_string(), null_image));
+    Ok((vec![with_init, null_init], kinds))
+}
+
+/// Builds `qemu/bench/same-work-init.c` into `dir` with `$CC -static -O2`.
+fn same_work_init(dir: &Path) -> Result<PathBuf, String> {
+    let src = fledge_qemu::repo_root().join("qemu/bench/same-work-init.c");
+    let out = dir.join("same-work-init");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".into());
+    let mut cmd = Command::new(&cc);
+    cmd.args(["-static", "-O2", "-o"]).arg(&out).arg(&src);
+    tools::run(cmd).map_err(err)?;
+    Ok(out)
+}
+
+/// Builds fledge-init with the `step-times` feature (same target and profile as the images').
+fn step_times_init() -> Result<PathBuf, String> {
+    let root = fledge_qemu::repo_root();
+    let target = GuestTarget::load().map_err(err)?;
+    let target_dir = root.join("target/fledge-init-steps");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "fledge-init",
+        "--features",
+        "step-times",
+    ])
+    .args([
+        "--target",
+        &target.rust_target,
+        "--profile",
+        &target.profile,
+    ])
+    .arg("--manifest-path")
+    .arg(root.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
+    tools::run(cmd).map_err(err)?;
+    Ok(target_dir
+        .join(&target.rust_target)
+        .join(&target.profile)
+        .join("fledge-init"))
+}
+
+/// The `fledge-init: step NAME NS` lines of a `step-times` boot: (step, ns since the previous).
+fn steps(log: &BootLog) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut prev = None;
+    for line in log.serial.lines() {
+        let Some(rest) = line.split("fledge-init: step ").nth(1) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (Some(name), Some(Ok(ns))) = (f.next(), f.next().map(str::parse::<u64>)) else {
+            continue;
+        };
+        if let Some(p) = prev {
+            out.push((name.to_string(), ns.saturating_sub(p) as f64 / 1e6));
+        }
+        prev = Some(ns);
+    }
+    out
+}
+
+/// fledge-init against the C init and the null init, as the module doc says.
+fn init_overhead(host: &Host, tools: &Tools, a: &Args) -> Result<(), String> {
+    let (_projects, kinds) = images(host, tools, a)?;
     // [kind][figure]: figure 0 = to poweroff (printk), 1 = to report (CLOCK_BOOTTIME), 2 = wall.
-    let mut samples: [[Vec<f64>; 3]; 2] = Default::default();
+    let mut samples: Vec<[Vec<f64>; 3]> = vec![Default::default(); kinds.len()];
+    // Per step of a `--steps` boot, in order: (step, ms per boot).
+    let mut step_samples: Vec<(String, Vec<f64>)> = Vec::new();
     for round in 0..a.rounds {
         for (k, (name, image)) in kinds.iter().enumerate() {
             let log = boot(host, name, image, 256)?;
@@ -178,32 +291,62 @@ fn init_overhead(host: &Host, tools: &Tools, a: &Args) -> Result<(), String> {
             for (f, v) in figures.into_iter().enumerate() {
                 samples[k][f].push(v);
             }
+            if name == "steps" {
+                for (i, (step, ms)) in steps(&log).into_iter().enumerate() {
+                    if step_samples.len() <= i {
+                        step_samples.push((step, Vec::new()));
+                    }
+                    step_samples[i].1.push(ms);
+                }
+            }
         }
     }
-    let med = |k: usize, f: usize| median(&mut samples[k][f].clone());
+    let q = |k: usize, f: usize| quartiles(&samples[k][f]);
     println!(
-        "median of {} boots under {}, from `{RUN_INIT}` (printk clock):",
+        "{} boots of each under {}, from `{RUN_INIT}` (printk clock); median [Q1 .. Q3]:",
         a.rounds,
         mode(host)
     );
-    println!("                        to agent's poweroff   to agent's report   QEMU wall");
-    for (k, name) in ["fledge-init (default)", "null init (none)"]
-        .iter()
-        .enumerate()
-    {
+    println!("                     to agent's poweroff           to agent's report     QEMU wall");
+    for (k, (name, _)) in kinds.iter().enumerate() {
+        let (p, r) = (q(k, 0), q(k, 1));
         println!(
-            "  {name:<21} {:10.2} ms {:17.2} ms {:10.1} s",
-            med(k, 0),
-            med(k, 1),
-            med(k, 2)
+            "  {name:<12} {:7.2} ms [{:6.2} .. {:6.2}]  {:7.2} ms [{:6.2} .. {:6.2}] {:6.1} s",
+            p[1],
+            p[0],
+            p[2],
+            r[1],
+            r[0],
+            r[2],
+            q(k, 2)[1]
         );
     }
+    let c = kinds.len() - 2;
+    let null = kinds.len() - 1;
+    println!("difference of the medians, to agent's poweroff (to agent's report):");
+    for (k, (name, _)) in kinds.iter().enumerate().take(c) {
+        for (base, label) in [(c, "C init"), (null, "null init")] {
+            println!(
+                "  {name:<12} - {label:<9} {:7.2} ms ({:7.2} ms)",
+                q(k, 0)[1] - q(base, 0)[1],
+                q(k, 1)[1] - q(base, 1)[1]
+            );
+        }
+    }
     println!(
-        "  {:<21} {:10.2} ms {:17.2} ms",
-        "fledge-init overhead",
-        med(0, 0) - med(1, 0),
-        med(0, 1) - med(1, 1)
+        "  {:<12} - {:<9} {:7.2} ms ({:7.2} ms)",
+        "C init",
+        "null init",
+        q(c, 0)[1] - q(null, 0)[1],
+        q(c, 1)[1] - q(null, 1)[1]
     );
+    if !step_samples.is_empty() {
+        println!("steps of the `steps` boots (ms since the previous step), median [Q1 .. Q3]:");
+        for (step, ms) in &step_samples {
+            let s = quartiles(ms);
+            println!("  {step:<12} {:7.3} [{:6.3} .. {:6.3}]", s[1], s[0], s[2]);
+        }
+    }
     Ok(())
 }
 
@@ -276,17 +419,35 @@ fn unpack(host: &Host, tools: &Tools, a: &Args) -> Result<(), String> {
         println!(
             "  {c:<11} {:12.3} {:13.1}",
             *size as f64 / 1e6,
-            median(&mut samples[k])
+            quartiles(&samples[k])[1]
         );
     }
     Ok(())
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// Q1, median and Q3 of `v` (linear interpolation between the closest ranks); NaN when empty.
+fn quartiles(v: &[f64]) -> [f64; 3] {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    [0.25, 0.5, 0.75].map(|p| {
+        let Some(last) = v.len().checked_sub(1) else {
+            return f64::NAN;
+        };
+        let at = p * last as f64;
+        let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quartiles_interpolate_between_ranks() {
+        assert_eq!(quartiles(&[3.0, 1.0, 2.0]), [1.5, 2.0, 2.5]);
+        assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0]), [1.75, 2.5, 3.25]);
+        assert_eq!(quartiles(&[7.0]), [7.0; 3]);
+        assert!(quartiles(&[]).iter().all(|x| x.is_nan()));
     }
 }
