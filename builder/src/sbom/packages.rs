@@ -96,7 +96,7 @@ fn image_claims(
         });
         let me = packages.len() - 1;
         for listed in &p.files {
-            if let Some(&i) = wanted.get(resolve(plan, listed).as_str()) {
+            if let Some(&i) = wanted.get(plan.resolved(listed).as_str()) {
                 out[i] = Some(me);
             }
         }
@@ -187,42 +187,6 @@ fn sysroot_claims(
             }
         }
     }
-}
-
-/// `path` with its parent directories resolved through the plan's symlinks, inside the root.
-fn resolve(plan: &Plan, path: &str) -> String {
-    let mut todo: std::collections::VecDeque<String> =
-        path.split('/').map(str::to_string).collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut links = 0;
-    while let Some(c) = todo.pop_front() {
-        match c.as_str() {
-            "" | "." => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => {}
-        }
-        done.push(c);
-        if todo.iter().all(|c| c.is_empty() || c == ".") {
-            break;
-        }
-        let here = format!("/{}", done.join("/"));
-        if let Some(Kind::Symlink(t)) = plan.nodes.get(here.as_str()).map(|n| &n.kind) {
-            if links < 40 {
-                links += 1;
-                done.pop();
-                if t.starts_with('/') {
-                    done.clear();
-                }
-                for part in t.split('/').rev() {
-                    todo.push_front(part.to_string());
-                }
-            }
-        }
-    }
-    format!("/{}", done.join("/"))
 }
 
 /// The `ID=` of an os-release file.
@@ -344,15 +308,18 @@ mod tests {
         let mut plan = Plan::default();
         let link =
             |t: &str| Planned::new(Kind::Symlink(t.into()), 0o777, Origin::Image { layer: 1 });
+        let dir = || Planned::new(Kind::Dir, 0o755, Origin::Image { layer: 1 });
         plan.nodes.insert("/lib".into(), link("usr/lib"));
+        plan.nodes.insert("/usr".into(), dir());
+        plan.nodes.insert("/usr/lib".into(), dir());
         plan.nodes.insert("/usr/lib/x".into(), link("/etc"));
-        assert_eq!(resolve(&plan, "/lib/libc.so.6"), "/usr/lib/libc.so.6");
-        assert_eq!(resolve(&plan, "/lib/x/passwd"), "/etc/passwd");
+        assert_eq!(plan.resolved("/lib/libc.so.6"), "/usr/lib/libc.so.6");
+        assert_eq!(plan.resolved("/lib/x/passwd"), "/etc/passwd");
         assert_eq!(
-            resolve(&plan, "/lib"),
+            plan.resolved("/lib"),
             "/lib",
             "the last component is not followed"
         );
-        assert_eq!(resolve(&plan, "/../../bin/sh"), "/bin/sh");
+        assert_eq!(plan.resolved("/../../bin/sh"), "/bin/sh");
     }
 }
