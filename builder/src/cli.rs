@@ -518,7 +518,7 @@ fn cache(a: CacheArgs, quiet: bool) -> Result<()> {
     use indicatif::HumanBytes;
     let root = a
         .cache_dir
-        .unwrap_or_else(fledge::source::Fetcher::default_cache_dir);
+        .unwrap_or_else(fledge::fetch::Fetcher::default_cache_dir);
     let configured = SegmentCache::from_env(&root)?;
     let dir = configured.dir().display().to_string();
     let err = |e: std::io::Error| anyhow::anyhow!("cannot read the segment cache {dir}: {e}");

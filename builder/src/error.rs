@@ -9,7 +9,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(#[from] crate::fetch::SourceError),
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
     #[error(transparent)]

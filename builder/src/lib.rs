@@ -3,7 +3,7 @@
 //! One build flows through one module per stage, each taking the previous stage's value:
 //!
 //! ```text
-//! config::load ─> source (fetch and cache: busybox, agent) ─> plan::plan (the layer stack:
+//! config::load ─> fetch (download and cache: busybox, agent) ─> plan::plan (the layer stack:
 //!      base, image, busybox, mappings, libs, kmod, fledge's own files) ─> normalise
 //!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
 //!      ─> sbom::render, provenance::render ─> output (all files committed together)
@@ -13,7 +13,7 @@
 //! | --- | --- |
 //! | [`arch`] | the guest machines: ELF machine, loader paths, image platform, QEMU settings |
 //! | [`config`] | `fledge.toml`: raw TOML shapes and one check per table |
-//! | [`source`] | the outside world: downloads with their bounds, the content-addressed cache |
+//! | [`fetch`] | the outside world: the one HTTP client and its bounds, the content-addressed blob store |
 //! | [`image`] | container images read in-process: references, registries, layouts, layers |
 //! | [`tree`] | in-image paths and the one walk through symlinks, over any tree |
 //! | [`plan`] | the image as a stack of sources and the precedence between them |
@@ -48,6 +48,7 @@ pub mod compress;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod fetch;
 pub mod image;
 pub mod inspect;
 pub mod kmod;
@@ -64,7 +65,6 @@ pub mod push;
 pub mod run;
 pub mod sbom;
 pub mod scaffold;
-pub mod source;
 pub mod squashfs;
 pub mod tree;
 pub mod util;

@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::archive::Entry;
 use crate::compress::{self, Compression};
 use crate::config::{self, AgentSource, Config, CustomInit, InitMode};
+use crate::fetch::{Fetched, Fetcher};
 use crate::manifest;
 use crate::output::Pending;
 use crate::plan::{self, Plan};
-use crate::source::{Fetched, Fetcher};
 use crate::Error;
 
 /// mtime of every entry when `SOURCE_DATE_EPOCH` is not set (2024-01-01, the original's epoch).
@@ -476,7 +476,7 @@ fn fetch_inputs(
         cached: false,
     };
     let offline = fetching == Fetching::Offline;
-    let busybox = if offline && crate::source::is_remote(&config.busybox.location) {
+    let busybox = if offline && crate::fetch::is_remote(&config.busybox.location) {
         stand_in("busybox", &config.busybox.location)
     } else {
         let b = fetcher.fetch(
@@ -490,7 +490,7 @@ fn fetch_inputs(
     };
     let local_agent = |a: &AgentSource| match a {
         AgentSource::Local { .. } => true,
-        AgentSource::Http { url, .. } => !crate::source::is_remote(url),
+        AgentSource::Http { url, .. } => !crate::fetch::is_remote(url),
         AgentSource::Release { .. } => false,
     };
     let agent = match &config.init {
@@ -769,7 +769,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
         // The superblock is written last, at the start: hash the disk as written.
         let f = pending.file();
         std::io::Seek::seek(f, std::io::SeekFrom::Start(0)).map_err(out_err)?;
-        let mut h = crate::source::store::Hashing::new(&mut *f, u64::MAX);
+        let mut h = crate::fetch::store::Hashing::new(&mut *f, u64::MAX);
         std::io::copy(&mut h, &mut std::io::sink()).map_err(out_err)?;
         let len = h.len;
         let sha256 = hex::encode(h.finish().map_err(out_err)?);

@@ -152,7 +152,7 @@ fn file_dep(name: &str, path: &Path) -> Value {
 
 /// A URI for an input: its URL, or `file://` and its absolute path.
 fn uri(origin: &str, path: &Path) -> String {
-    if crate::source::is_remote(origin) {
+    if crate::fetch::is_remote(origin) {
         origin.to_string()
     } else {
         let p = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());

@@ -14,7 +14,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use crate::source::store::Hashing;
+pub use crate::fetch::store::Hashing;
 
 use super::tree::{NodeKind, RootFs, TarEntry, What};
 use super::{Digest, Problem};
@@ -124,7 +124,7 @@ impl std::error::Error for Oversized {}
 /// descriptor says, or data that cannot be decompressed.
 fn read_fail(diff_id: &Digest, e: io::Error) -> Problem {
     let inner = e.get_ref();
-    if let Some(f) = crate::source::net::BodyFailure::of(&e) {
+    if let Some(f) = crate::fetch::net::BodyFailure::of(&e) {
         return Problem::Invalid(format!("layer {diff_id}: cannot download it: {f}"));
     }
     if let Some(o) = inner.and_then(|i| i.downcast_ref::<Oversized>()) {

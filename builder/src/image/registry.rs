@@ -9,10 +9,10 @@
 //! for registries on this machine (`localhost`, `127.0.0.1`, `[::1]`) or with
 //! `source.image_plain_http = true`; credentials never go to a token service over plain HTTP
 //! unless one of those holds for it too, and never follow a redirect (to a CDN). Every request
-//! goes through the builder's one HTTP client ([`crate::source::net`]) with its `FLEDGE_HTTP_*`
+//! goes through the builder's one HTTP client ([`crate::fetch::net`]) with its `FLEDGE_HTTP_*`
 //! bounds; a blob is also bounded by its descriptor's size, and a timeout, refused connection
 //! or 5xx is tried once more. Manifests and configs are kept in the blob store
-//! ([`crate::source::store`]).
+//! ([`crate::fetch::store`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,8 +21,8 @@ use super::auth::{self, Credentials};
 use super::reference::{is_loopback, Pick, RegistryRef};
 use super::resolve::{self, Blobs, Resolved};
 use super::{Digest, Problem, Spec, MAX_JSON};
-use crate::source::net::{self, NetLimits};
-use crate::source::store::BlobStore;
+use crate::fetch::net::{self, NetLimits};
+use crate::fetch::store::BlobStore;
 
 /// What a manifest request accepts: OCI and Docker v2, indexes and manifests.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \

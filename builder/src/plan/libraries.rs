@@ -514,8 +514,8 @@ fn fix_for(cfg: &Config, p: &Problem) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::Fetched;
     use crate::libs::closure::tests::cc;
-    use crate::source::Fetched;
     use std::path::Path;
 
     /// A static x86_64 ELF header and nothing else: what busybox needs to pass the check.

@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 use crate::archive::Kind;
 use crate::config::{Config, Location};
-use crate::source::Fetched;
+use crate::fetch::Fetched;
 use crate::tree::{self, Last, Missing, Tree};
 
 pub use base::BASE_DIRS;

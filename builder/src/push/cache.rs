@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{copy_checked, file_blob, read_artifact, send, PushError, Target, Upload};
 use crate::compress::SegmentCache;
+use crate::fetch::net::NetLimits;
 use crate::output::{self, Pending};
-use crate::source::net::NetLimits;
 
 /// The `artifactType` of a cache artifact.
 pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.fledge.cache.v1";

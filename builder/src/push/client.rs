@@ -7,17 +7,17 @@
 //! `repository:FROM:pull` for a mount); tokens are kept per realm, service and scope for the
 //! rest of the run. Credentials and tokens go only to the registry's own scheme, host and port:
 //! redirects are followed here (GET and HEAD only), and one to another origin gets no
-//! `Authorization` header. Every request goes through the agent of [`crate::source::net`], so
+//! `Authorization` header. Every request goes through the agent of [`crate::fetch::net`], so
 //! the `FLEDGE_HTTP_*` bounds hold for every request, pull and push.
 
 use std::io::Read;
 use std::sync::Mutex;
 
+use crate::fetch::net::{self, NetLimits};
 use crate::image::auth::{self, Credentials};
 use crate::image::reference::{is_loopback, RegistryRef};
 use crate::image::registry::parse_challenge;
 use crate::image::Digest;
-use crate::source::net::{self, NetLimits};
 
 use super::PushError;
 

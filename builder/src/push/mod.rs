@@ -27,10 +27,10 @@ use serde_json::{json, Value};
 use sha2::Digest as _;
 
 use crate::compress::{detect, Compression};
+use crate::fetch::net::NetLimits;
 use crate::image::reference::{ImageRef, Pick, RegistryRef};
 use crate::image::Digest;
 use crate::output::{self, Pending};
-use crate::source::net::NetLimits;
 
 pub use client::same_origin;
 

@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::source::net::NetLimits;
+use crate::fetch::net::NetLimits;
 
 /// Time between probes.
 const INTERVAL: Duration = Duration::from_millis(50);
@@ -87,7 +87,7 @@ impl Drop for Poller {
 }
 
 fn poll(url: &str, window: Duration, stop: &AtomicBool) -> Health {
-    let agent = crate::source::net::agent(&NetLimits::probe(PROBE_TIMEOUT), false);
+    let agent = crate::fetch::net::agent(&NetLimits::probe(PROBE_TIMEOUT), false);
     let (tx, rx) = mpsc::channel::<Result<(), String>>();
     let start = Instant::now();
     let mut last = format!("{url} did not answer");

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::{Content, Kind};
 use crate::config::{AgentSource, Config, CustomInit, InitMode};
+use crate::fetch::Fetched;
 use crate::plan::{Origin, Plan};
-use crate::source::Fetched;
 
 /// fledge's version, as SPDX creator and as fledge-init's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -227,7 +227,7 @@ fn relative(f: &Facts, p: &Path) -> String {
 
 /// A URL for `downloadLocation`, or `None` for a local file.
 fn remote(location: &str) -> Option<String> {
-    crate::source::is_remote(location).then(|| location.to_string())
+    crate::fetch::is_remote(location).then(|| location.to_string())
 }
 
 fn busybox(f: &Facts) -> Package {

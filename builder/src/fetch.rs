@@ -1,4 +1,4 @@
-//! Sourcing: gets busybox and the kestrel agent onto this machine, verified.
+//! Fetching: busybox, the kestrel agent and image blobs onto this machine, verified.
 //!
 //! This module owns every byte that comes from outside the config's directory. A location is
 //! `http(s)://`, `file://` (RFC 8089: `file:///abs`, `file://localhost/abs`; `file://rel` is
