@@ -13,8 +13,6 @@
 pub mod net;
 pub mod store;
 
-pub use store::sha256_reader;
-
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStringExt;
@@ -434,7 +432,7 @@ pub fn hash_file(what: &str, path: &Path) -> Result<(String, u64), SourceError> 
             path: path.to_path_buf(),
         });
     }
-    let (digest, size) = sha256_reader(&mut f).map_err(read_err)?;
+    let (digest, size) = crate::hashing::sha256_reader(&mut f).map_err(read_err)?;
     Ok((hex::encode(digest), size))
 }
 

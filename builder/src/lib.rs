@@ -23,7 +23,8 @@
 //! | [`archive`] | the newc writer |
 //! | [`squashfs`] | the squashfs writer of root file system disks (`strategy = "oci_rootfs"`) |
 //! | [`boot`] | the boot initramfs that mounts such a disk on kernels whose drivers are modules |
-//! | [`compress`] | compressions, segments and the segment cache |
+//! | [`compress`] | compressions (each described once, [`compress::Format`]), segments and the segment cache |
+//! | [`hashing`] | the one sha256 stream, reading or writing, with an optional size limit |
 //! | [`manifest`] | `manifest.toml` into Volant's manifest JSON |
 //! | [`sbom`] | the SPDX 2.3 bill of materials of an image: packages, files, digests |
 //! | [`provenance`] | the in-toto / SLSA provenance statement of a build |
@@ -49,6 +50,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod fetch;
+pub mod hashing;
 pub mod image;
 pub mod inspect;
 pub mod kmod;

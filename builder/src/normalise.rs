@@ -146,7 +146,7 @@ fn content_hash(c: &Content, limit: u64) -> Result<[u8; 32], PlanError> {
                 source: e,
             };
             let f = fs::File::open(path).map_err(err)?;
-            Ok(crate::fetch::sha256_reader(&mut f.take(limit))
+            Ok(crate::hashing::sha256_reader(&mut f.take(limit))
                 .map_err(err)?
                 .0)
         }
@@ -157,9 +157,11 @@ fn content_hash(c: &Content, limit: u64) -> Result<[u8; 32], PlanError> {
             };
             let mut f = fs::File::open(path).map_err(err)?;
             f.seek(SeekFrom::Start(*offset)).map_err(err)?;
-            Ok(crate::fetch::sha256_reader(&mut f.take((*size).min(limit)))
-                .map_err(err)?
-                .0)
+            Ok(
+                crate::hashing::sha256_reader(&mut f.take((*size).min(limit)))
+                    .map_err(err)?
+                    .0,
+            )
         }
     }
 }

@@ -8,12 +8,11 @@
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::archive::Entry;
 use crate::compress::{self, Compression};
 use crate::config::{self, AgentSource, Config, CustomInit, InitMode};
 use crate::fetch::{Fetched, Fetcher};
+use crate::hashing::Hashing;
 use crate::manifest;
 use crate::output::Pending;
 use crate::plan::{self, Plan};
@@ -769,10 +768,8 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
         // The superblock is written last, at the start: hash the disk as written.
         let f = pending.file();
         std::io::Seek::seek(f, std::io::SeekFrom::Start(0)).map_err(out_err)?;
-        let mut h = crate::fetch::store::Hashing::new(&mut *f, u64::MAX);
-        std::io::copy(&mut h, &mut std::io::sink()).map_err(out_err)?;
-        let len = h.len;
-        let sha256 = hex::encode(h.finish().map_err(out_err)?);
+        let (digest, len) = crate::hashing::sha256_reader(&mut *f).map_err(out_err)?;
+        let sha256 = hex::encode(digest);
         return Ok((pending, sha256, len, Vec::new()));
     }
     let kind = prepared.options.compression.name();
@@ -785,18 +782,15 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
         );
     }
     let (sha256, len, bodies) = {
-        let mut w = HashingWriter {
-            inner: BufWriter::with_capacity(1 << 20, pending.file()),
-            hasher: Sha256::new(),
-            len: 0,
-        };
+        let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, pending.file()));
         let mut counting = crate::progress::Counting {
             inner: &mut w,
             bar: &bar,
         };
         let stats = compress::write_image(&prepared.entries, &prepared.options, &mut counting)?;
-        w.inner.flush().map_err(out_err)?;
-        (hex::encode(w.hasher.finalize_reset()), w.len, stats.bodies)
+        w.flush().map_err(out_err)?;
+        let len = w.passed();
+        (hex::encode(w.digest()), len, stats.bodies)
     };
     bar.finish();
     Ok((pending, sha256, len, bodies))
@@ -904,24 +898,4 @@ fn pending_text(path: &Path, text: &str) -> Result<Pending, Error> {
     let mut pending = Pending::create(path).map_err(err)?;
     pending.file().write_all(text.as_bytes()).map_err(err)?;
     Ok(pending)
-}
-
-/// Hashes and counts what passes through.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -144,7 +144,7 @@ fn file_sha256(path: &Path) -> Result<String, VerifyError> {
     };
     let mut f = File::open(path).map_err(err)?;
     Ok(hex::encode(
-        crate::fetch::sha256_reader(&mut f).map_err(err)?.0,
+        crate::hashing::sha256_reader(&mut f).map_err(err)?.0,
     ))
 }
 

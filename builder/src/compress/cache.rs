@@ -27,6 +27,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 
 use super::{CompressError, Compression};
+use crate::hashing::Hashing;
 
 /// Bumped whenever the framing of a member changes without a crate version changing.
 pub const FORMAT_VERSION: u32 = 2;
@@ -249,8 +250,7 @@ impl SegmentCache {
                     return None;
                 }
                 Some(Hit {
-                    reader: file.take(len),
-                    hasher: keyed_hasher(key),
+                    reader: keyed(file.take(len), key),
                     digest,
                     path,
                 })
@@ -283,8 +283,7 @@ impl SegmentCache {
         };
         let mut s = Store {
             out: BufWriter::with_capacity(64 << 10, tmp),
-            hasher: keyed_hasher(&key),
-            len: 0,
+            hash: keyed(io::sink(), &key),
             path,
             failed: None,
         };
@@ -306,10 +305,10 @@ struct CacheFile {
     used: SystemTime,
 }
 
-fn keyed_hasher(key: &Key) -> Sha256 {
-    let mut h = Sha256::new();
-    h.update(key.0);
-    h
+/// The hash of a member in its cache file: keyed, so a file copied from another key does not
+/// pass for this one.
+fn keyed<T>(inner: T, key: &Key) -> Hashing<T> {
+    Hashing::keyed(inner, &key.0)
 }
 
 /// Reads a whole cache file: `Some((member length, digest))` when magic, length and digest
@@ -326,34 +325,20 @@ fn check(file: &mut File, key: &Key) -> io::Result<Option<(u64, [u8; 32])>> {
     if &magic != MAGIC {
         return Ok(None);
     }
-    let mut hasher = keyed_hasher(key);
-    let copied = io::copy(&mut (&mut *file).take(len), &mut HashSink(&mut hasher))?;
+    let mut hasher = keyed(io::sink(), key);
+    let copied = io::copy(&mut (&mut *file).take(len), &mut hasher)?;
     let mut trailer = [0u8; TRAILER_LEN as usize];
     file.read_exact(&mut trailer)?;
     let stored_len = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
-    let digest: [u8; 32] = hasher.finalize().into();
+    let digest = hasher.digest();
     let ok = copied == len && stored_len == len && trailer[8..] == digest;
     Ok(ok.then_some((len, digest)))
 }
 
-/// A `Write` that only hashes.
-pub(crate) struct HashSink<'a>(pub &'a mut Sha256);
-
-impl Write for HashSink<'_> {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// A checked member being read back.
 pub(crate) struct Hit {
-    reader: io::Take<File>,
-    hasher: Sha256,
+    /// Hashes what is read, to be compared with `digest` at the end.
+    reader: Hashing<io::Take<File>>,
     digest: [u8; 32],
     path: PathBuf,
 }
@@ -367,11 +352,11 @@ impl Hit {
     /// so a file swapped in afterwards is not what was proven.
     pub fn proves(&self, compression: Compression, raw: &[u8; 32], raw_len: u64) -> bool {
         let member = At {
-            file: self.reader.get_ref(),
+            file: self.reader.get_ref().get_ref(),
             pos: MAGIC.len() as u64,
-            end: MAGIC.len() as u64 + self.reader.limit(),
+            end: MAGIC.len() as u64 + self.reader.get_ref().limit(),
         };
-        let decoded = super::decode::decoder(compression, Box::new(member));
+        let decoded = super::decoder(compression, Box::new(member));
         let mut digest = super::digest::SegmentDigest::new(false);
         // One byte more than the segment is enough to know it is not the segment.
         match io::copy(&mut decoded.take(raw_len + 1), &mut digest) {
@@ -392,7 +377,7 @@ impl Hit {
             path: path.to_path_buf(),
             source: e,
         };
-        let want = (max as u64).min(self.reader.limit());
+        let want = (max as u64).min(self.reader.get_ref().limit());
         let mut buf = Vec::with_capacity(want as usize);
         (&mut self.reader)
             .take(want)
@@ -404,22 +389,18 @@ impl Hit {
                 io::Error::other("it shrank while it was read"),
             ));
         }
-        self.hasher.update(&buf);
-        if self.at_end() {
-            let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-            if digest != self.digest {
-                return Err(changed(
-                    &self.path,
-                    io::Error::other("it changed while it was read"),
-                ));
-            }
+        if self.at_end() && self.reader.digest_so_far() != self.digest {
+            return Err(changed(
+                &self.path,
+                io::Error::other("it changed while it was read"),
+            ));
         }
         Ok(buf)
     }
 
     /// Whether the whole member has been read.
     pub fn at_end(&self) -> bool {
-        self.reader.limit() == 0
+        self.reader.get_ref().limit() == 0
     }
 }
 
@@ -445,8 +426,8 @@ impl Read for At<'_> {
 /// A member being written to the cache; never fails the build: a write error drops the entry.
 pub(crate) struct Store {
     out: BufWriter<crate::output::Pending>,
-    hasher: Sha256,
-    len: u64,
+    /// The member's bytes only (not the magic before them), whatever was written.
+    hash: Hashing<io::Sink>,
     path: PathBuf,
     failed: Option<io::Error>,
 }
@@ -462,15 +443,15 @@ impl Store {
 
     /// Adds bytes of the member.
     pub fn write(&mut self, b: &[u8]) {
-        self.hasher.update(b);
-        self.len += b.len() as u64;
+        self.hash.write_all(b).expect("a sink takes every byte");
         self.put(b);
     }
 
     /// Writes the trailer and renames the file into place.
     pub fn commit(mut self) {
-        let digest = std::mem::take(&mut self.hasher).finalize();
-        self.put(&self.len.to_le_bytes());
+        let len = self.hash.passed();
+        let digest = std::mem::replace(&mut self.hash, Hashing::sink()).digest();
+        self.put(&len.to_le_bytes());
         self.put(&digest);
         let done = match self.failed.take() {
             Some(e) => Err(e),

@@ -19,6 +19,7 @@
 use std::io::{self, Write};
 
 use super::cache::Key;
+use super::format::Level;
 use super::{CompressError, Compression};
 
 /// lz4 legacy frame magic number.
@@ -29,38 +30,6 @@ pub(crate) const LZ4_MAX_BLOCK: usize = 8 << 20;
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
 /// Largest zlib level, used for the non-final pieces of big gzip members.
 const ZLIB_MAX_LEVEL: i32 = 9;
-
-/// A compressor level checked against the format's range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Level(pub i32);
-
-/// Checks `level` for `c`, or returns the format's default.
-pub(crate) fn resolve_level(c: Compression, level: Option<i32>) -> Result<Level, CompressError> {
-    let (default, min, max) = match c {
-        Compression::Gzip => (super::GZIP_DEFAULT_LEVEL, 1, 12),
-        Compression::Zstd => (3, 1, 19),
-        Compression::Xz => (6, 0, 9),
-        Compression::Lz4 | Compression::None => {
-            return match level {
-                None => Ok(Level(0)),
-                Some(level) => Err(CompressError::NoLevel {
-                    compression: c.name(),
-                    level,
-                }),
-            }
-        }
-    };
-    match level {
-        None => Ok(Level(default)),
-        Some(l) if (min..=max).contains(&l) => Ok(Level(l)),
-        Some(level) => Err(CompressError::Level {
-            compression: c.name(),
-            level,
-            min,
-            max,
-        }),
-    }
-}
 
 /// One piece of a member, as the producer cut it.
 pub(crate) struct Piece {
@@ -428,30 +397,6 @@ fn done(b: &Body) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn levels_are_checked_per_format() {
-        let cases = [
-            (
-                Compression::Gzip,
-                None,
-                Ok(super::super::GZIP_DEFAULT_LEVEL),
-            ),
-            (Compression::Gzip, Some(12), Ok(12)),
-            (Compression::Gzip, Some(13), Err(())),
-            (Compression::Zstd, None, Ok(3)),
-            (Compression::Zstd, Some(20), Err(())),
-            (Compression::Xz, Some(0), Ok(0)),
-            (Compression::Xz, Some(10), Err(())),
-            (Compression::Lz4, None, Ok(0)),
-            (Compression::Lz4, Some(1), Err(())),
-            (Compression::None, Some(1), Err(())),
-        ];
-        for (i, (c, level, want)) in cases.into_iter().enumerate() {
-            let got = resolve_level(c, level).map(|l| l.0).map_err(|_| ());
-            assert_eq!(got, want, "case {i}: {c:?} {level:?}");
-        }
-    }
 
     #[test]
     fn lz4_block_has_size_prefix() {

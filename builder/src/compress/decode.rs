@@ -1,42 +1,34 @@
-//! Reading images back: format detection from magic bytes and decoders that read every
-//! concatenated member to the end, as the kernel does (used by `fledge inspect`).
+//! Reading images back: decoders that read every concatenated member to the end, as the kernel
+//! does (used by `fledge inspect`); [`super::format`] says which one a format has.
 
 use std::io::{self, Read};
 
 use super::codec::{LZ4_LEGACY_MAGIC, LZ4_MAX_BLOCK};
-use super::Compression;
 
-/// The compression of an image from its first bytes (at least 6 are needed for xz), or `None`
-/// when the bytes are neither a known compressed format nor a newc archive.
-pub fn detect(head: &[u8]) -> Option<Compression> {
-    const MAGICS: [(&[u8], Compression); 6] = [
-        (&[0x1f, 0x8b], Compression::Gzip),
-        (&[0x28, 0xb5, 0x2f, 0xfd], Compression::Zstd),
-        (&[0xfd, b'7', b'z', b'X', b'Z', 0], Compression::Xz),
-        (&[0x02, 0x21, 0x4c, 0x18], Compression::Lz4),
-        // newc, and newc with checksums (same layout).
-        (b"070701", Compression::None),
-        (b"070702", Compression::None),
-    ];
-    MAGICS
-        .iter()
-        .find(|(magic, _)| head.starts_with(magic))
-        .map(|(_, c)| *c)
+/// A reader of the decompressed bytes of a reader, across all its concatenated members.
+pub type Decoder = for<'a> fn(Box<dyn Read + 'a>) -> Box<dyn Read + 'a>;
+
+pub(super) fn gzip<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+    Box::new(flate2::read::MultiGzDecoder::new(r))
 }
 
-/// A reader of the decompressed bytes of `r`, compressed with `c`, across all concatenated
-/// members (gzip members, zstd frames, xz streams, lz4 legacy blocks and repeated magics).
-pub fn decoder<'a>(c: Compression, r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
-    match c {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => match zstd::stream::read::Decoder::new(r) {
-            Ok(d) => Box::new(d),
-            Err(e) => Box::new(Failed(Some(e))),
-        },
-        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
-        Compression::Lz4 => Box::new(Lz4Legacy::new(r)),
-        Compression::None => r,
+pub(super) fn zstd<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+    match zstd::stream::read::Decoder::new(r) {
+        Ok(d) => Box::new(d),
+        Err(e) => Box::new(Failed(Some(e))),
     }
+}
+
+pub(super) fn xz<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+    Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
+}
+
+pub(super) fn lz4<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+    Box::new(Lz4Legacy::new(r))
+}
+
+pub(super) fn plain<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+    r
 }
 
 /// A reader whose first read reports why the decoder could not be set up.
@@ -148,6 +140,7 @@ fn invalid(msg: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::{decoder, detect, Compression};
 
     #[test]
     fn detects_every_magic() {

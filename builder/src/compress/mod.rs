@@ -30,6 +30,7 @@ mod cache;
 pub(crate) mod codec;
 mod decode;
 mod digest;
+pub(crate) mod format;
 mod plan;
 
 use std::collections::BTreeMap;
@@ -43,8 +44,8 @@ use codec::{Codec, Encoded, MemberWriter, Piece, PieceEncoder};
 use digest::SegmentDigest;
 
 pub use cache::{parse_size, segment_dir, SegmentCache, Usage, LIMIT_ENV};
-pub use decode::{decoder, detect};
 pub use digest::BodyDigest;
+pub use format::{decoder, detect, Format, Levels};
 
 /// How the archive is compressed; every choice is one the Linux kernel unpacks: gzip
 /// (libdeflate, the default; every kernel has it), zstd (kernel 5.9+, `CONFIG_RD_ZSTD`), xz with
@@ -59,35 +60,6 @@ pub enum Compression {
     Xz,
     Lz4,
     None,
-}
-
-impl Compression {
-    /// Every compression, in the order the command line lists them.
-    pub const ALL: [Compression; 5] = [
-        Compression::Gzip,
-        Compression::Zstd,
-        Compression::Xz,
-        Compression::Lz4,
-        Compression::None,
-    ];
-
-    /// The compression called `name` (any case), as the command line and the config spell it.
-    pub fn from_name(name: &str) -> Option<Compression> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(name))
-    }
-
-    /// Lowercase name, as on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::Xz => "xz",
-            Compression::Lz4 => "lz4",
-            Compression::None => "none",
-        }
-    }
 }
 
 /// Compression settings for one build.
@@ -211,7 +183,7 @@ const CHUNK: usize = 4 << 20;
 /// Checks that `level` suits `compression` (every level of every format is one the kernel can
 /// unpack), without compressing anything.
 pub fn check_level(compression: Compression, level: Option<i32>) -> Result<(), CompressError> {
-    codec::resolve_level(compression, level).map(|_| ())
+    format::resolve_level(compression, level, |l| l.default).map(|_| ())
 }
 
 /// What [`write_image`] did.
@@ -248,7 +220,7 @@ pub(crate) fn write_image_tuned(
     let threads = opts.threads.max(1);
     let codec = Codec {
         compression: opts.compression,
-        level: codec::resolve_level(opts.compression, opts.level)?,
+        level: format::resolve_level(opts.compression, opts.level, |l| l.default)?,
         chunk: tuning.chunk_for(opts.compression),
         threads,
     };

@@ -1,6 +1,5 @@
 //! The content-addressed blob store, `<cache>/blobs/<sha256 hex>`: the one place downloads
-//! (busybox, the agent), registry manifests and image configs are kept, and the hashing reader
-//! every stream of the builder is checked through ([`Hashing`]).
+//! (busybox, the agent), registry manifests and image configs are kept.
 //!
 //! One writer: [`BlobStore::writer`] hashes a blob as it is written into a temporary file of
 //! [`crate::output`] and names it by its digest only when it is complete (and, when a digest
@@ -12,8 +11,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
+use crate::hashing::{sha256_reader, Hashing};
 use crate::output::Pending;
 
 /// `<cache>/blobs`.
@@ -83,7 +81,7 @@ impl BlobStore {
         if bytes.len() as u64 > max {
             return None;
         }
-        let actual = hex::encode(Sha256::digest(&bytes));
+        let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         self.keep_if(&path, hex, &actual).then_some(bytes)
     }
 
@@ -114,103 +112,41 @@ impl BlobStore {
         // Named by its digest once complete.
         let pending = Pending::create(&self.dir.join("download"))?;
         Ok(BlobWriter {
-            pending,
-            hasher: Sha256::new(),
-            size: 0,
+            out: Hashing::new(pending),
         })
     }
 }
 
 /// A blob being written; nothing is stored unless [`BlobWriter::commit`] succeeds.
 pub struct BlobWriter {
-    pending: Pending,
-    hasher: Sha256,
-    size: u64,
+    out: Hashing<Pending>,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        let n = self.pending.file().write(b)?;
-        self.hasher.update(&b[..n]);
-        self.size += n as u64;
-        Ok(n)
+        self.out.write(b)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.pending.file().flush()
+        self.out.flush()
     }
 }
 
 impl BlobWriter {
     /// Names the blob by its digest; with `expected`, only when it matches (else nothing is
     /// kept).
-    pub fn commit(mut self, expected: Option<&str>) -> Result<Stored, CommitError> {
-        let hex = hex::encode(std::mem::take(&mut self.hasher).finalize());
+    pub fn commit(self, expected: Option<&str>) -> Result<Stored, CommitError> {
+        let size = self.out.passed();
+        let (digest, mut pending) = self.out.into_parts();
+        let hex = hex::encode(digest);
         if expected.is_some_and(|want| want != hex) {
             return Err(CommitError::Mismatch { actual: hex });
         }
-        let path = self.pending.path().with_file_name(&hex);
-        self.pending.rename_to(&path);
-        crate::output::commit(vec![self.pending]).map_err(|(_, e)| CommitError::Io(e))?;
-        Ok(Stored {
-            path,
-            hex,
-            size: self.size,
-        })
+        let path = pending.path().with_file_name(&hex);
+        pending.rename_to(&path);
+        crate::output::commit(vec![pending]).map_err(|(_, e)| CommitError::Io(e))?;
+        Ok(Stored { path, hex, size })
     }
-}
-
-/// A reader that hashes what passes through and fails past a size limit.
-pub struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    pub len: u64,
-    limit: u64,
-    /// Names the limit in the error ("32 GiB (FLEDGE_...)").
-    limit_text: String,
-}
-
-impl<R: Read> Hashing<R> {
-    pub fn new(inner: R, limit: u64) -> Self {
-        Self::named(inner, limit, format!("{limit} bytes"))
-    }
-
-    /// With a limit that the error names as `limit_text`.
-    pub fn named(inner: R, limit: u64, limit_text: String) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-            limit,
-            limit_text,
-        }
-    }
-
-    /// Reads what is left and returns the sha256 of everything read.
-    pub fn finish(mut self) -> io::Result<[u8; 32]> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(self.hasher.finalize().into())
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        if self.len > self.limit {
-            return Err(io::Error::other(format!("more than {}", self.limit_text)));
-        }
-        Ok(n)
-    }
-}
-
-/// sha256 and length of everything `r` yields.
-pub fn sha256_reader(r: &mut impl Read) -> io::Result<([u8; 32], u64)> {
-    let mut h = Hashing::new(r, u64::MAX);
-    io::copy(&mut h, &mut io::sink())?;
-    let len = h.len;
-    Ok((h.finish()?, len))
 }
 
 #[cfg(test)]
@@ -222,7 +158,10 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let store = BlobStore::new(cache.path());
         let s = store.put(b"blob bytes").unwrap();
-        assert_eq!(s.hex, hex::encode(Sha256::digest(b"blob bytes")));
+        assert_eq!(
+            s.hex,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"blob bytes"))
+        );
         assert_eq!(store.read(&s.hex, 100).as_deref(), Some(&b"blob bytes"[..]));
         assert_eq!(store.verified(&s.hex), Some((s.path.clone(), 10)));
         assert_eq!(store.read(&s.hex, 5), None, "over the bound");

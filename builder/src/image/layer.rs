@@ -14,10 +14,11 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use crate::fetch::store::Hashing;
+pub use crate::hashing::Hashing;
 
 use super::tree::{NodeKind, RootFs, TarEntry, What};
 use super::{Digest, Problem};
+use crate::compress::{self, Compression};
 
 /// Largest layer blob or uncompressed layer ever read.
 pub const MAX_LAYER_BYTES: u64 = 32 << 30;
@@ -61,18 +62,16 @@ pub fn unpack(
     };
     let limit = limit()?;
     let mut tmp = crate::output::Pending::cache_entry(&dest).map_err(cache_err)?;
-    let mut packed = Hashing::new(blob, MAX_LAYER_BYTES);
+    let mut packed = Hashing::limited(blob, MAX_LAYER_BYTES, format!("{MAX_LAYER_BYTES} bytes"));
     let mut magic = [0u8; 4];
     let got = read_up_to(&mut packed, &mut magic).map_err(|e| read_fail(diff_id, e))?;
     let head = io::Cursor::new(magic[..got].to_vec()).chain(&mut packed);
-    let stream: Box<dyn Read + '_> = match magic {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(head)),
-        [0x28, 0xb5, 0x2f, 0xfd] => {
-            Box::new(zstd::stream::read::Decoder::new(head).map_err(|e| read_fail(diff_id, e))?)
-        }
+    // The layer compressions of the OCI image spec; anything else is read as a plain tar.
+    let stream: Box<dyn Read + '_> = match compress::detect(&magic[..got]) {
+        Some(c @ (Compression::Gzip | Compression::Zstd)) => compress::decoder(c, Box::new(head)),
         _ => Box::new(head),
     };
-    let mut plain = Hashing::named(
+    let mut plain = Hashing::limited(
         stream,
         limit,
         format!(
@@ -161,7 +160,11 @@ pub fn apply(
         source,
     };
     let file = File::open(path).map_err(read_err)?;
-    let mut hashing = Hashing::new(BufReader::with_capacity(256 << 10, file), MAX_LAYER_BYTES);
+    let mut hashing = Hashing::limited(
+        BufReader::with_capacity(256 << 10, file),
+        MAX_LAYER_BYTES,
+        format!("{MAX_LAYER_BYTES} bytes"),
+    );
     {
         let mut archive = tar::Archive::new(&mut hashing);
         let entries = archive.entries();

@@ -18,6 +18,7 @@ use fledge_abi::paths;
 use super::{file_type, FileType};
 use crate::archive::TRAILER;
 use crate::compress::{self, Compression};
+use crate::hashing::Hashing;
 
 /// Longest path Linux accepts, NUL included.
 const PATH_MAX: usize = 4096;
@@ -398,7 +399,7 @@ impl Parser {
 
     /// Reads a body of `size` bytes and its padding into a hash, kept in `self.digest`.
     fn hashed_body<R: BufRead>(&mut self, r: &mut R, size: u64) -> Result<(), WalkError> {
-        let mut h = HashWriter(sha2::Sha256::new());
+        let mut h = Hashing::sink();
         let n = io::copy(&mut r.take(size), &mut h).map_err(WalkError::Read)?;
         if n != size {
             let name = String::from_utf8_lossy(&self.name);
@@ -408,7 +409,7 @@ impl Parser {
         }
         skip(r, pad4(size) - size).map_err(WalkError::Read)?;
         self.offset += pad4(size);
-        self.digest = Some(h.0.finalize().into());
+        self.digest = Some(h.digest());
         Ok(())
     }
 
@@ -439,20 +440,6 @@ impl Parser {
         }
         skip(r, pad4(size) - size).map_err(WalkError::Read)?;
         self.offset += pad4(size);
-        Ok(())
-    }
-}
-
-/// A writer into a sha256.
-struct HashWriter(sha2::Sha256);
-
-impl io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

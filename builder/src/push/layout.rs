@@ -22,20 +22,9 @@ fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
 
 /// Whether the layout holds blob `d` with the right bytes (read through, not into memory).
 pub fn has_blob(dir: &Path, d: &Digest) -> bool {
-    use sha2::Digest as _;
-    let Ok(mut f) = File::open(blob_path(dir, d)) else {
-        return false;
-    };
-    let mut hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hash.update(&buf[..n]),
-            Err(_) => return false,
-        }
-    }
-    Digest::from_bytes(hash.finalize().into()) == *d
+    File::open(blob_path(dir, d))
+        .and_then(crate::hashing::sha256_reader)
+        .is_ok_and(|(digest, _)| Digest::from_bytes(digest) == *d)
 }
 
 /// Writes blob `d` (`size` bytes of `body`).

@@ -24,10 +24,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
-use crate::compress::{detect, Compression};
+use crate::compress::detect;
 use crate::fetch::net::NetLimits;
+use crate::hashing::Hashing;
 use crate::image::reference::{ImageRef, Pick, RegistryRef};
 use crate::image::Digest;
 use crate::output::{self, Pending};
@@ -565,7 +565,7 @@ fn copy_checked(
     size: u64,
     what: &str,
 ) -> Result<(), PushError> {
-    let mut hash = sha2::Sha256::new();
+    let mut out = Hashing::new(w);
     let mut buf = vec![0u8; 1 << 16];
     let mut got = 0u64;
     loop {
@@ -581,8 +581,7 @@ fn copy_checked(
                 "{what}: more than the {size} bytes the manifest says"
             )));
         }
-        hash.update(&buf[..n]);
-        w.write_all(&buf[..n])
+        out.write_all(&buf[..n])
             .map_err(|e| PushError(format!("{what}: cannot write: {e}")))?;
     }
     if got != size {
@@ -590,7 +589,7 @@ fn copy_checked(
             "{what}: {got} bytes, not the {size} the manifest says"
         )));
     }
-    let found = Digest::from_bytes(hash.finalize().into());
+    let found = Digest::from_bytes(out.digest());
     if found != *d {
         return Err(PushError(format!(
             "{what}: the bytes are {found}, not {d}: refused"
@@ -611,15 +610,13 @@ fn file_name(p: &Path) -> Result<String, PushError> {
 /// A file's layer: its digest, size and media type (given, or from its name and first bytes).
 fn file_blob(p: &Path, media_type: Option<&str>) -> Result<Blob, PushError> {
     let title = file_name(p)?;
-    let mut f =
-        File::open(p).map_err(|e| PushError(format!("cannot read {}: {e}", p.display())))?;
+    let f = File::open(p).map_err(|e| PushError(format!("cannot read {}: {e}", p.display())))?;
     if !f.metadata().is_ok_and(|m| m.is_file()) {
         return Err(PushError(format!("{} is not a regular file", p.display())));
     }
-    let mut hash = sha2::Sha256::new();
+    let mut f = Hashing::new(f);
     let mut head = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
     loop {
         let n = f
             .read(&mut buf)
@@ -630,9 +627,8 @@ fn file_blob(p: &Path, media_type: Option<&str>) -> Result<Blob, PushError> {
         if head.len() < 16 {
             head.extend_from_slice(&buf[..n.min(16 - head.len())]);
         }
-        hash.update(&buf[..n]);
-        size += n as u64;
     }
+    let size = f.passed();
     let media_type = match media_type {
         Some(m) => m.to_string(),
         None => media_type_of(&title, &head),
@@ -641,7 +637,7 @@ fn file_blob(p: &Path, media_type: Option<&str>) -> Result<Blob, PushError> {
         layer: Layer {
             title,
             media_type,
-            digest: Digest::from_bytes(hash.finalize().into()),
+            digest: Digest::from_bytes(f.digest()),
             size,
         },
         data: Data::File(p.to_path_buf()),
@@ -654,14 +650,10 @@ pub fn media_type_of(name: &str, head: &[u8]) -> String {
         return "application/vnd.fledge.rootfs.v1.squashfs".into();
     }
     if let Some(c) = detect(head) {
-        let suffix = match c {
-            Compression::None => "",
-            Compression::Gzip => "+gzip",
-            Compression::Zstd => "+zstd",
-            Compression::Xz => "+xz",
-            Compression::Lz4 => "+lz4",
-        };
-        return format!("application/vnd.fledge.initramfs.v1.cpio{suffix}");
+        return format!(
+            "application/vnd.fledge.initramfs.v1.cpio{}",
+            c.format().media_suffix
+        );
     }
     let lower = name.to_ascii_lowercase();
     if lower.ends_with(".spdx.json") {

@@ -29,7 +29,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::archive::{ArchiveError, Content, Entry, Kind};
-use crate::compress::codec::{resolve_level, Level};
+use crate::compress::format::{resolve_level, Level};
 use crate::compress::{CompressError, Compression};
 
 /// Data block size: 128 KiB, mksquashfs's default.
@@ -154,31 +154,19 @@ struct Codec {
 
 impl Codec {
     fn new(o: &Options) -> Result<Codec, CompressError> {
-        let default = match o.compression {
-            Compression::Gzip => 9,
-            Compression::Zstd => 15,
-            Compression::Xz => 6,
-            Compression::Lz4 | Compression::None => 0,
-        };
-        let level = match (o.compression, o.level) {
-            (Compression::Lz4 | Compression::None, l) => resolve_level(o.compression, l)?,
-            (c, None) => resolve_level(c, Some(default))?,
-            (c, l) => resolve_level(c, l)?,
-        };
         Ok(Codec {
             compression: o.compression,
-            level,
+            level: resolve_level(o.compression, o.level, |l| l.squashfs)?,
         })
     }
 
     /// The squashfs compressor id (gzip for an uncompressed disk, whose flags say so).
     fn id(&self) -> u16 {
-        match self.compression {
-            Compression::Gzip | Compression::None => 1,
-            Compression::Xz => 4,
-            Compression::Lz4 => 5,
-            Compression::Zstd => 6,
-        }
+        self.compression
+            .format()
+            .squashfs_id
+            .or(Compression::Gzip.format().squashfs_id)
+            .expect("gzip has a squashfs id")
     }
 
     /// `Some(compressed)` when compressing makes `raw` smaller.

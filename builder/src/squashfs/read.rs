@@ -57,16 +57,11 @@ fn superblock(b: &[u8; 96], file_len: u64) -> Result<Super, WalkError> {
     if (major, minor) != (4, 0) {
         return Err(bad(format!("squashfs {major}.{minor}: only 4.0 is read")));
     }
-    let compression = match le16(b, 20) {
-        1 => Compression::Gzip,
-        4 => Compression::Xz,
-        5 => Compression::Lz4,
-        6 => Compression::Zstd,
-        other => {
-            return Err(bad(format!(
-                "compressor {other} is not one fledge reads (gzip, xz, lz4, zstd)"
-            )))
-        }
+    let id = le16(b, 20);
+    let Some(compression) = Compression::from_squashfs_id(id) else {
+        return Err(bad(format!(
+            "compressor {id} is not one fledge reads (gzip, xz, lz4, zstd)"
+        )));
     };
     let s = Super {
         inodes: le32(b, 4),
