@@ -1,17 +1,20 @@
 //! The init's only door to the kernel: every system call, behind safe wrappers, and the runtime
-//! pieces that `std` would otherwise provide - the C entry point, the global allocator (the C
-//! library's `malloc`) and the panic handler. Nothing outside this module uses `unsafe`.
+//! pieces that `std` would otherwise provide - the C entry point, the global allocator (a bump
+//! arena in front of the C library's `malloc`) and the panic handler. Nothing outside this module
+//! uses `unsafe`.
 //!
 //! System calls go through `rustix` (raw, no C library wrapper) wherever it has a safe API; the
 //! C library remains for what rustix leaves to it: `fork`/`execve`, signal masks and waits,
 //! `kill` with any signal (real-time ones too), netlink group membership and `F_SETOWN`, and the
 //! network interface ioctls. Every descriptor the init opens is an `OwnedFd`.
 //!
+//! - [`arena`]: the memory the first allocations come from;
 //! - [`fs`]: files, mounts, the console and kernel modules;
 //! - [`proc`]: processes, signals, time, limits and the end of the machine;
 //! - [`net`]: the interface-configuration socket and the generic netlink socket.
 #![allow(unsafe_code)]
 
+mod arena;
 mod fs;
 mod net;
 mod proc;
@@ -40,7 +43,7 @@ extern "C" fn main(_argc: c_int, _argv: *const *const core::ffi::c_char) -> c_in
     crate::run()
 }
 
-/// The allocator: the C library's `malloc`, which is linked in anyway.
+/// The allocator: the [`arena`] first, then the C library's `malloc`, which is linked in anyway.
 #[cfg(not(test))]
 struct Malloc;
 
@@ -52,48 +55,76 @@ static ALLOCATOR: Malloc = Malloc;
 #[cfg(not(test))]
 const MALLOC_ALIGN: usize = 16;
 
-// SAFETY: malloc/realloc/free and posix_memalign return memory of at least the requested size
-// and alignment (or null), and free accepts what they returned.
+/// Memory for `layout` from `malloc` (or `posix_memalign` for a larger alignment); null when
+/// there is none.
+#[cfg(not(test))]
+fn malloc(layout: core::alloc::Layout) -> *mut u8 {
+    let mut p = core::ptr::null_mut();
+    // SAFETY: malloc has no preconditions; for posix_memalign the alignment (a Layout's) is a
+    // power of two, here above 16 and so a multiple of the pointer size, and `p` is writable.
+    let rc = unsafe {
+        if layout.align() <= MALLOC_ALIGN {
+            p = libc::malloc(layout.size());
+            0
+        } else {
+            libc::posix_memalign(&mut p, layout.align(), layout.size())
+        }
+    };
+    if rc == 0 {
+        p.cast()
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+/// Arena memory for `layout` while it lasts, else `malloc`'s.
+#[cfg(not(test))]
+fn allocate(layout: core::alloc::Layout) -> *mut u8 {
+    arena::alloc(layout).unwrap_or_else(|| malloc(layout))
+}
+
+// SAFETY: the arena hands out disjoint, aligned pieces of its own memory, and takes back only
+// what it handed out (told apart by address); malloc/realloc/free and posix_memalign return
+// memory of at least the requested size and alignment (or null), and free accepts what they
+// returned.
 #[cfg(not(test))]
 unsafe impl core::alloc::GlobalAlloc for Malloc {
     unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
-        if layout.align() <= MALLOC_ALIGN {
-            // SAFETY: malloc has no preconditions.
-            unsafe { libc::malloc(layout.size()).cast() }
-        } else {
-            let mut p = core::ptr::null_mut();
-            // SAFETY: the alignment is a power of two and a multiple of the pointer size.
-            let rc = unsafe { libc::posix_memalign(&mut p, layout.align(), layout.size()) };
-            if rc == 0 {
-                p.cast()
-            } else {
-                core::ptr::null_mut()
-            }
-        }
+        allocate(layout)
     }
 
     unsafe fn dealloc(&self, p: *mut u8, _layout: core::alloc::Layout) {
-        // SAFETY: `p` came from malloc or posix_memalign (the GlobalAlloc contract).
-        unsafe { libc::free(p.cast()) }
+        match arena::offset(p) {
+            Some(offset) => arena::free(offset),
+            // SAFETY: `p` came from malloc or posix_memalign (the GlobalAlloc contract: it was
+            // allocated here, and not from the arena).
+            None => unsafe { libc::free(p.cast()) },
+        }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: core::alloc::Layout, size: usize) -> *mut u8 {
-        if layout.align() <= MALLOC_ALIGN {
-            // SAFETY: `p` came from malloc (small alignment) and `size` is non-zero.
-            unsafe { libc::realloc(p.cast(), size).cast() }
-        } else {
-            // SAFETY: the GlobalAlloc contract holds for the default copy-and-free path.
+        match arena::offset(p) {
+            Some(offset) if arena::resize(offset, layout.size(), size) => return p,
+            Some(_) => {}
+            None if layout.align() <= MALLOC_ALIGN => {
+                // SAFETY: `p` came from malloc (small alignment) and `size` is non-zero.
+                return unsafe { libc::realloc(p.cast(), size).cast() };
+            }
+            None => {}
+        }
+        let Ok(new_layout) = core::alloc::Layout::from_size_align(size, layout.align()) else {
+            return core::ptr::null_mut();
+        };
+        let q = allocate(new_layout);
+        if !q.is_null() {
+            // SAFETY: `p` is valid for `layout.size()` bytes and `q` for `size`; `q` is a new
+            // allocation, so they do not overlap; `p` was allocated here with `layout`.
             unsafe {
-                let new_layout =
-                    core::alloc::Layout::from_size_align_unchecked(size, layout.align());
-                let q = self.alloc(new_layout);
-                if !q.is_null() {
-                    core::ptr::copy_nonoverlapping(p, q, layout.size().min(size));
-                    self.dealloc(p, layout);
-                }
-                q
+                core::ptr::copy_nonoverlapping(p, q, layout.size().min(size));
+                self.dealloc(p, layout);
             }
         }
+        q
     }
 }
 
