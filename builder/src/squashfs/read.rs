@@ -160,12 +160,13 @@ impl<R: Read + Seek> Disk<R> {
         if len == 0 || len > META {
             return Err(bad(format!("metadata block at {pos}: bad length {len}")));
         }
-        let raw = self.read_at(pos + 2, len)?;
+        let raw = self.read_at(pos.saturating_add(2), len)?;
         let data = if h & 0x8000 != 0 {
             raw
         } else {
             self.decompress(&raw, META)?
         };
+        // read_at saw pos + 2 + len within the image, so this cannot overflow.
         Ok((data, pos + 2 + len as u64))
     }
 
@@ -497,7 +498,8 @@ fn children(
     let mut out = Vec::new();
     while !listing.is_empty() {
         let h = take(&mut listing, 12, "a directory header")?;
-        let (count, start) = (le32(h, 0) + 1, le32(h, 4));
+        // The header stores one less than its count; the kernel allows 256 entries at most.
+        let (count, start) = (u64::from(le32(h, 0)) + 1, le32(h, 4));
         if count > 256 {
             return Err(bad(format!("a directory header of {count} entries")));
         }
@@ -579,7 +581,7 @@ fn read_body<R: Read + Seek>(
         let tail = size - out.len();
         let from = offset as usize;
         let piece = block
-            .get(from..from + tail)
+            .get(from..from.saturating_add(tail))
             .ok_or_else(|| bad("a file's tail is past its fragment"))?;
         out.extend_from_slice(piece);
     }
@@ -587,4 +589,81 @@ fn read_body<R: Read + Seek>(
         return Err(bad("a file's blocks do not add up to its size"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One metadata table holding `data` in a single block.
+    fn table(data: Vec<u8>) -> Table {
+        Table {
+            data,
+            blocks: BTreeMap::from([(0, 0)]),
+        }
+    }
+
+    /// A basic directory inode (type 1) whose listing is `size` bytes at the start of the
+    /// directory table.
+    fn dir_inode(size: u16) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [1u16, 0o755, 0, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [0u32, 1, 0, 2] {
+            b.extend_from_slice(&v.to_le_bytes()); // mtime, number, start block, nlink
+        }
+        b.extend_from_slice(&(size + 3).to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b
+    }
+
+    fn refused(header: [u32; 3], names: &[&[u8]]) -> String {
+        match listing(header, names) {
+            Err(WalkError::Format(m)) => m,
+            other => panic!("not refused as malformed: {:?}", other.map(|v| v.len())),
+        }
+    }
+
+    fn listing(header: [u32; 3], names: &[&[u8]]) -> Result<Vec<(Vec<u8>, u64)>, WalkError> {
+        let mut l: Vec<u8> = header.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for (i, n) in names.iter().enumerate() {
+            let at = u16::try_from(i * 32).unwrap();
+            for v in [at, 0, 2, u16::try_from(n.len() - 1).unwrap()] {
+                l.extend_from_slice(&v.to_le_bytes());
+            }
+            l.extend_from_slice(n);
+        }
+        let inodes = table(dir_inode(u16::try_from(l.len()).unwrap()));
+        children(
+            &inodes,
+            &table(l),
+            &[0],
+            4096,
+            b"",
+            0,
+            &mut HashSet::new(),
+            8,
+        )
+    }
+
+    #[test]
+    fn a_directory_header_is_read_within_its_bounds() {
+        let got = listing([1, 0, 2], &[b"a", b"bc"]).unwrap();
+        let names: Vec<&[u8]> = got.iter().map(|(p, _)| &p[..]).collect();
+        assert_eq!(names, [&b"/a"[..], b"/bc"]);
+        assert_eq!(got[1].1, 32, "block 0, offset 32");
+
+        // The header's count is stored minus one: u32::MAX means 2^32 entries, not zero.
+        let e = refused([u32::MAX, 0, 2], &[b"a"]);
+        assert!(
+            e.contains("a directory header of 4294967296 entries"),
+            "{e}"
+        );
+        let e = refused([256, 0, 2], &[b"a"]);
+        assert!(e.contains("of 257 entries"), "{e}");
+        let e = refused([1, 0, 2], &[b"a"]);
+        assert!(e.contains("a directory entry is cut short"), "{e}");
+    }
 }
