@@ -60,6 +60,93 @@ impl Content {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The body as a reader that seeks within it (offset 0 is its first byte); a file is read
+    /// where it lies, nothing is copied into memory first.
+    pub fn open(&self) -> io::Result<Body> {
+        Ok(match self {
+            Content::Empty => Body::Bytes(io::Cursor::new(Arc::from(&[][..]))),
+            Content::Bytes(b) => Body::Bytes(io::Cursor::new(b.clone())),
+            Content::Path { path, size } => Body::File(Window::new(File::open(path)?, 0, *size)?),
+            Content::Slice { path, offset, size } => {
+                Body::File(Window::new(File::open(path)?, *offset, *size)?)
+            }
+        })
+    }
+}
+
+/// A body being read: see [`Content::open`].
+pub enum Body {
+    Bytes(io::Cursor<Arc<[u8]>>),
+    File(Window),
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Bytes(c) => c.read(buf),
+            Body::File(w) => w.read(buf),
+        }
+    }
+}
+
+impl Seek for Body {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match self {
+            Body::Bytes(c) => c.seek(to),
+            Body::File(w) => w.seek(to),
+        }
+    }
+}
+
+/// `len` bytes of a file from `start` on, read and sought as a file of their own; the file
+/// past them is never read.
+pub struct Window {
+    file: File,
+    start: u64,
+    len: u64,
+    /// From `start`; the file is positioned at `start + pos`.
+    pos: u64,
+}
+
+impl Window {
+    fn new(mut file: File, start: u64, len: u64) -> io::Result<Window> {
+        file.seek(SeekFrom::Start(start))?;
+        Ok(Window {
+            file,
+            start,
+            len,
+            pos: 0,
+        })
+    }
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek before the start"))?;
+        let at = self
+            .start
+            .checked_add(pos)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a seek past 2^64"))?;
+        self.file.seek(SeekFrom::Start(at))?;
+        self.pos = pos;
+        Ok(pos)
+    }
 }
 
 /// What an entry is.
@@ -387,6 +474,45 @@ mod tests {
             w.append(e).unwrap();
         }
         w.finish().unwrap()
+    }
+
+    #[test]
+    fn a_body_opens_as_a_file_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("layer");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let slice = Content::Slice {
+            path: Arc::from(path.as_path()),
+            offset: 2,
+            size: 5,
+        };
+        let mut body = slice.open().unwrap();
+        let mut all = Vec::new();
+        body.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"23456", "the bytes of the slice and no more");
+        assert_eq!(body.seek(SeekFrom::End(-2)).unwrap(), 3);
+        let mut tail = [0u8; 8];
+        assert_eq!(body.read(&mut tail).unwrap(), 2);
+        assert_eq!(&tail[..2], b"56");
+        assert_eq!(body.seek(SeekFrom::Current(-4)).unwrap(), 1);
+        assert_eq!(body.read(&mut tail[..1]).unwrap(), 1);
+        assert_eq!(tail[0], b'3');
+        assert!(
+            body.seek(SeekFrom::Current(-3)).is_err(),
+            "before the start"
+        );
+        assert_eq!(body.seek(SeekFrom::Start(9)).unwrap(), 9);
+        assert_eq!(
+            body.read(&mut tail).unwrap(),
+            0,
+            "past the end reads nothing"
+        );
+
+        let mut bytes = Content::Bytes(Arc::from(&b"abc"[..])).open().unwrap();
+        bytes.seek(SeekFrom::Start(1)).unwrap();
+        let mut rest = String::new();
+        bytes.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "bc");
     }
 
     #[rustfmt::skip]

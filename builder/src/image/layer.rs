@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -71,19 +71,15 @@ pub fn unpack(
         Some(c @ (Compression::Gzip | Compression::Zstd)) => compress::decoder(c, Box::new(head)),
         _ => Box::new(head),
     };
-    let mut plain = Hashing::limited(
-        stream,
-        limit,
-        format!(
-            "{} uncompressed ({LIMIT_VAR})",
-            indicatif::HumanBytes(limit)
-        ),
+    let limit_text = format!(
+        "{} uncompressed ({LIMIT_VAR})",
+        indicatif::HumanBytes(limit)
     );
-    let mut out = io::BufWriter::with_capacity(256 << 10, tmp.file());
-    io::copy(&mut plain, &mut out).map_err(|e| read_fail(diff_id, e))?;
-    out.flush().map_err(cache_err)?;
-    drop(out);
-    let actual = Digest::from_bytes(plain.finish().map_err(|e| read_fail(diff_id, e))?);
+    let actual = match copy_hashed(stream, tmp.file(), limit, &limit_text) {
+        Ok(d) => Digest::from_bytes(d),
+        Err(Copy::Read(e)) => return Err(read_fail(diff_id, e)),
+        Err(Copy::Write(e)) => return Err(cache_err(e)),
+    };
     let packed_actual = Digest::from_bytes(packed.finish().map_err(|e| read_fail(diff_id, e))?);
     if let Some(want) = digest {
         if packed_actual != *want {
@@ -132,6 +128,62 @@ fn read_fail(diff_id: &Digest, e: io::Error) -> Problem {
         ));
     }
     Problem::Invalid(format!("layer {diff_id} cannot be decompressed: {e}"))
+}
+
+/// Why [`copy_hashed`] stopped.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `from` to `to` and returns the sha256 of the bytes: this thread reads (decompresses)
+/// while a second one hashes and writes, so the two run on two cores. More than `limit` bytes
+/// fail the read, naming the limit as `limit_text`.
+fn copy_hashed(
+    mut from: impl Read,
+    to: &mut File,
+    limit: u64,
+    limit_text: &str,
+) -> Result<[u8; 32], Copy> {
+    const CHUNK: usize = 128 << 10;
+    std::thread::scope(|s| {
+        let (full, filled) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+        let writer = s.spawn(move || {
+            let mut out = Hashing::new(to);
+            for buf in filled {
+                out.write_all(&buf)?;
+                // The reader may have stopped: then the buffer is not needed.
+                let _ = back.send(buf);
+            }
+            io::Result::Ok(out.digest())
+        });
+        let mut total = 0u64;
+        let read = loop {
+            let mut buf = returned.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
+            let n = match read_up_to(&mut from, &mut buf) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            total += n as u64;
+            if total > limit {
+                break Err(io::Error::other(format!("more than {limit_text}")));
+            }
+            buf.truncate(n);
+            // A send fails only when the writer stopped on an error, which it returns.
+            if n == 0 || full.send(buf).is_err() || n < CHUNK {
+                break Ok(());
+            }
+        };
+        drop(full);
+        let written = writer.join().expect("the layer writer does not panic");
+        match (read, written) {
+            (Err(e), _) => Err(Copy::Read(e)),
+            (Ok(()), Err(e)) => Err(Copy::Write(e)),
+            (Ok(()), Ok(digest)) => Ok(digest),
+        }
+    })
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -194,9 +246,51 @@ pub fn apply_unpacked(
     };
     let file = File::open(path).map_err(read_err)?;
     let len = file.metadata().map_err(read_err)?.len();
-    let mut archive = tar::Archive::new(BufReader::with_capacity(64 << 10, file));
+    let mut archive = tar::Archive::new(Skipping::new(file));
     let entries = archive.entries_with_seek();
     list(tree, index, path, diff_id, entries, len)
+}
+
+/// A buffered file whose seeks past small bodies stay inside its buffer (a `BufReader` drops
+/// its buffer on every seek, reading the same 64 KiB again for each small file).
+struct Skipping {
+    inner: BufReader<File>,
+    /// Where `inner` is, from the start of the file.
+    pos: u64,
+}
+
+impl Skipping {
+    fn new(file: File) -> Self {
+        Skipping {
+            inner: BufReader::with_capacity(64 << 10, file),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Skipping {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Skipping {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.pos = match to {
+            SeekFrom::Current(by) => {
+                let pos = self
+                    .pos
+                    .checked_add_signed(by)
+                    .ok_or_else(|| io::Error::other("a seek before the start of the layer"))?;
+                self.inner.seek_relative(by)?;
+                pos
+            }
+            other => self.inner.seek(other)?,
+        };
+        Ok(self.pos)
+    }
 }
 
 /// Applies the entries of layer `index` to `tree`; a body may not end past `len` (a reader

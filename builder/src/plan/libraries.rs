@@ -266,17 +266,7 @@ impl Tree for PlanTree<'_> {
 
     fn open(&self, path: &str) -> io::Result<Box<dyn ReadSeek + '_>> {
         match self.plan.nodes.get(path).map(|n| &n.kind) {
-            Some(Kind::File(Content::Path { path, .. })) => Ok(Box::new(fs::File::open(path)?)),
-            Some(Kind::File(Content::Bytes(b))) => Ok(Box::new(io::Cursor::new(b.clone()))),
-            Some(Kind::File(Content::Empty)) => Ok(Box::new(io::Cursor::new(Vec::new()))),
-            Some(Kind::File(Content::Slice { path, offset, size })) => {
-                // A file of a container layer: its bytes inside the cached layer tar.
-                let mut f = fs::File::open(path)?;
-                io::Seek::seek(&mut f, io::SeekFrom::Start(*offset))?;
-                let mut body = Vec::new();
-                io::Read::read_to_end(&mut io::Read::take(f, *size), &mut body)?;
-                Ok(Box::new(io::Cursor::new(body)))
-            }
+            Some(Kind::File(c)) => Ok(Box::new(c.open()?)),
             _ => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }
@@ -477,8 +467,11 @@ pub fn runnable(
         if !runs || must.contains(&&**path) || matches!(node.origin, Origin::Library { .. }) {
             continue;
         }
-        let is_program = matches!(tree.open(path).map(elf::read), Ok(Ok(Exec::Elf(ref e))) if e.loadable)
-            || matches!(tree.open(path).map(elf::read), Ok(Ok(Exec::Script { .. })));
+        let is_program = match tree.open(path).map(elf::read) {
+            Ok(Ok(Exec::Elf(e))) => e.loadable,
+            Ok(Ok(Exec::Script { .. })) => true,
+            _ => false,
+        };
         if !is_program {
             continue;
         }
