@@ -61,6 +61,15 @@ impl Content {
         self.len() == 0
     }
 
+    /// The file the body is read from, if any.
+    pub fn source(&self) -> Option<&Path> {
+        match self {
+            Content::Path { path, .. } => Some(path),
+            Content::Slice { path, .. } => Some(path),
+            Content::Empty | Content::Bytes(_) => None,
+        }
+    }
+
     /// The body as a reader that seeks within it (offset 0 is its first byte); a file is read
     /// where it lies, nothing is copied into memory first.
     pub fn open(&self) -> io::Result<Body> {

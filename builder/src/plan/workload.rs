@@ -3,6 +3,8 @@
 //! the image's `/etc/passwd` and `/etc/group`, and the spec encoded with the format both sides
 //! share ([`fledge_abi::workload`]). Part of the top layer, so it sees the whole image.
 
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 use fledge_abi::paths;
@@ -122,32 +124,24 @@ fn accounts(stack: &Stack, path: &str) -> Result<String, PlanError> {
         .map(|n| &n.kind)
     {
         Some(Kind::File(Content::Bytes(b))) => b.to_vec(),
-        // A container image's file: a slice of its cached layer.
-        Some(Kind::File(Content::Slice {
-            path: layer,
-            offset,
-            size,
-        })) if *size <= MAX_ACCOUNTS_FILE => read_slice(layer, *offset, *size).map_err(|e| {
-            stack.invalid(
-                None,
-                "init.user",
-                format!(
-                    "needs the image's {path}, but {} cannot be read: {e}",
-                    layer.display()
-                ),
-            )
-        })?,
-        Some(Kind::File(Content::Path { path: host, size })) if *size <= MAX_ACCOUNTS_FILE => {
-            std::fs::read(host).map_err(|e| {
-                stack.invalid(
-                    None,
-                    "init.user",
-                    format!(
-                        "needs the image's {path}, but {} cannot be read: {e}",
-                        host.display()
-                    ),
-                )
-            })?
+        // A host file, or a container image's file (a slice of its cached layer).
+        Some(Kind::File(c @ (Content::Path { size, .. } | Content::Slice { size, .. })))
+            if *size <= MAX_ACCOUNTS_FILE =>
+        {
+            let mut bytes = Vec::new();
+            c.open()
+                .and_then(|mut body| body.read_to_end(&mut bytes))
+                .map_err(|e| {
+                    stack.invalid(
+                        None,
+                        "init.user",
+                        format!(
+                            "needs the image's {path}, but {} cannot be read: {e}",
+                            c.source().unwrap_or(Path::new("?")).display()
+                        ),
+                    )
+                })?;
+            bytes
         }
         Some(Kind::File(Content::Path { .. } | Content::Slice { .. })) => {
             return Err(stack.invalid(
@@ -159,15 +153,6 @@ fn accounts(stack: &Stack, path: &str) -> Result<String, PlanError> {
         _ => Vec::new(),
     };
     Ok(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-fn read_slice(path: &std::path::Path, offset: u64, size: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.take(size).read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 /// A user and group as numbers, and supplementary groups.

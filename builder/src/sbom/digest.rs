@@ -1,9 +1,8 @@
 //! The digests of the image's regular files, read from where the plan takes their bodies.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -104,43 +103,16 @@ pub fn all(
 
 /// The digests of one body.
 pub fn one(c: &Content) -> Result<Digests, (PathBuf, io::Error)> {
+    let at = |e| (c.source().map(Path::to_path_buf).unwrap_or_default(), e);
     let mut h = Hashers::default();
-    match c {
-        Content::Empty => {}
-        Content::Bytes(b) => h.update(b),
-        Content::Path { path, size } => {
-            let f = File::open(path).map_err(|e| (path.clone(), e))?;
-            h.read_all(f.take(*size)).map_err(|e| (path.clone(), e))?;
-        }
-        Content::Slice { path, offset, size } => {
-            let err = |e| (path.to_path_buf(), e);
-            let mut f = File::open(path).map_err(err)?;
-            f.seek(SeekFrom::Start(*offset)).map_err(err)?;
-            h.read_all(f.take(*size)).map_err(err)?;
-        }
-    }
+    h.read_all(c.open().map_err(at)?).map_err(at)?;
     Ok(h.finish())
 }
 
 /// The first `limit` bytes of a body, when it can be read.
 pub fn read(c: &Content, limit: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    match c {
-        Content::Empty => {}
-        Content::Bytes(b) => out.extend_from_slice(&b[..b.len().min(limit as usize)]),
-        Content::Path { path, size } => {
-            File::open(path)
-                .ok()?
-                .take((*size).min(limit))
-                .read_to_end(&mut out)
-                .ok()?;
-        }
-        Content::Slice { path, offset, size } => {
-            let mut f = File::open(path).ok()?;
-            f.seek(SeekFrom::Start(*offset)).ok()?;
-            f.take((*size).min(limit)).read_to_end(&mut out).ok()?;
-        }
-    }
+    c.open().ok()?.take(limit).read_to_end(&mut out).ok()?;
     Some(out)
 }
 

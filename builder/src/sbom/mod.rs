@@ -92,7 +92,7 @@ pub fn digests_of(
     digest::all(files, threads, known, sha1).map_err(|(path, source)| {
         let file = files
             .iter()
-            .find(|(_, c)| content_path(c) == Some(path.as_path()))
+            .find(|(_, c)| c.source() == Some(path.as_path()))
             .map_or_else(String::new, |(p, _)| p.to_string());
         SbomError {
             document,
@@ -167,14 +167,6 @@ pub fn render_to(
     let bodies: Vec<(&str, &Content)> = files.iter().map(|(p, c, _)| (*p, *c)).collect();
     let digests = digests_of(&bodies, f.threads, f.known, true, "SBOM")?;
     Ok(document(f, &packages, &files, &owner, &digests, out))
-}
-
-fn content_path(c: &Content) -> Option<&Path> {
-    match c {
-        Content::Path { path, .. } => Some(path),
-        Content::Slice { path, .. } => Some(path),
-        _ => None,
-    }
 }
 
 /// The package key of an origin and how to make the package the first time it is seen.
