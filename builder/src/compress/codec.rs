@@ -1,35 +1,20 @@
-//! The compressors, each framed the way the Linux kernel's `lib/decompress_*.c` accepts.
+//! What the encoders share: pieces and members of an initramfs, and the interfaces each format
+//! implements in its own module of [`super::format`], where it says how it frames a member the
+//! way the Linux kernel's `lib/decompress_*.c` accepts.
 //!
 //! A segment's archive (one member) arrives as one or more pieces of at most the chunk size.
 //! [`PieceEncoder`] runs on the worker threads and turns each piece into bytes independently of
-//! every other piece; [`MemberWriter`] runs on the writing thread, sees the pieces in order and
-//! adds what spans a member (gzip header and trailer, lz4 magic), or, for zstd and xz members
-//! too big for one piece, runs the format's own deterministic multi-threaded stream encoder.
-//!
-//! Framing per format:
-//! - gzip: a single-piece member is one libdeflate raw deflate stream. A larger member is a
-//!   chain of zlib-rs deflate pieces ended by a sync flush (byte aligned, not final) and a last
-//!   libdeflate piece; the CRC-32 is combined from the pieces'. Header: no name, mtime 0.
-//! - zstd: one frame per member with a checksum; window at most 8 MiB (the kernel's limit).
-//! - xz: one stream per member, CRC-32 check (the kernel's xz decoder knows only CRC-32/none).
-//! - lz4: the legacy format: magic `0x184C2102`, then `[u32 LE size][block]`, each block from at
-//!   most 8 MiB of input (the kernel decodes every block into an 8 MiB buffer).
-//! - none: the archive bytes as they are.
+//! every other piece ([`EncodePieces`]); [`MemberWriter`] runs on the writing thread, sees the
+//! pieces in order and adds what spans a member ([`FrameMembers`]: a gzip header and trailer, an
+//! lz4 magic), or, for zstd and xz members too big for one piece, runs the format's own
+//! deterministic multi-threaded stream encoder ([`Streamed`]). A squashfs disk compresses each
+//! block on its own ([`EncodeBlocks`]).
 
 use std::io::{self, Write};
 
 use super::cache::Key;
 use super::format::Level;
 use super::{CompressError, Compression};
-
-/// lz4 legacy frame magic number.
-pub(crate) const LZ4_LEGACY_MAGIC: u32 = 0x184C_2102;
-/// Largest input the kernel accepts for one lz4 legacy block.
-pub(crate) const LZ4_MAX_BLOCK: usize = 8 << 20;
-/// gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS Unix.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
-/// Largest zlib level, used for the non-final pieces of big gzip members.
-const ZLIB_MAX_LEVEL: i32 = 9;
 
 /// One piece of a member, as the producer cut it.
 pub(crate) struct Piece {
@@ -92,94 +77,49 @@ pub(crate) struct Codec {
     pub threads: usize,
 }
 
-impl Codec {
-    /// xz filter chain: the preset with the dictionary capped to what a piece can use.
-    fn xz_filters(&self) -> Result<xz2::stream::Filters, CompressError> {
-        let mut opts = xz2::stream::LzmaOptions::new_preset(self.level.0 as u32)
-            .map_err(|e| encoder_err("xz", e))?;
-        let dict = preset_dict(self.level.0).min((self.chunk as u32).next_power_of_two().max(4096));
-        opts.dict_size(dict);
-        let mut filters = xz2::stream::Filters::new();
-        filters.lzma2(&opts);
-        Ok(filters)
-    }
-}
-
-/// Dictionary size of xz presets 0..=9.
-fn preset_dict(level: i32) -> u32 {
-    const MIB: u32 = 1 << 20;
-    match level {
-        0 => 256 << 10,
-        1 => MIB,
-        2 => 2 * MIB,
-        3 | 4 => 4 * MIB,
-        5 | 6 => 8 * MIB,
-        7 => 16 * MIB,
-        8 => 32 * MIB,
-        _ => 64 * MIB,
-    }
-}
-
-fn encoder_err(what: &'static str, e: impl std::fmt::Display) -> CompressError {
+pub(crate) fn encoder_err(what: &'static str, e: impl std::fmt::Display) -> CompressError {
     CompressError::Encoder {
         what,
         message: e.to_string(),
     }
 }
 
-/// Per-worker compressor state, reused across pieces.
-pub(crate) struct PieceEncoder {
-    codec: Codec,
-    deflate: Option<libdeflater::Compressor>,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
+/// A worker's encoder of one format's pieces; its state is kept from piece to piece.
+pub(crate) trait EncodePieces {
+    /// The body of one piece of a member, and the piece's check value for the member's trailer
+    /// (gzip's CRC-32; 0 for formats whose framing needs none).
+    fn encode(
+        &mut self,
+        data: Vec<u8>,
+        first: bool,
+        last: bool,
+    ) -> Result<(Body, u32), CompressError>;
 }
+
+/// The writing thread's framing of one format's members: what comes before, between and after
+/// their pieces.
+pub(crate) trait FrameMembers {
+    /// Writes piece `e` of the current member (never a verbatim one) to `out`.
+    fn write(&mut self, e: &Encoded, out: &mut dyn Write) -> Result<(), CompressError>;
+}
+
+/// A thread's encoder of one format's squashfs blocks; its state is kept from block to block (a
+/// zstd context at a high level costs more to set up than a block takes to compress).
+pub(crate) trait EncodeBlocks: Send {
+    fn compress(&mut self, raw: &[u8]) -> Result<Vec<u8>, CompressError>;
+}
+
+/// Per-worker compressor state, reused across pieces.
+pub(crate) struct PieceEncoder(Box<dyn EncodePieces>);
 
 impl PieceEncoder {
     pub fn new(codec: Codec) -> Result<Self, CompressError> {
-        let deflate = match codec.compression {
-            Compression::Gzip => {
-                let lvl = libdeflater::CompressionLvl::new(codec.level.0)
-                    .map_err(|e| encoder_err("libdeflate", format!("{e:?}")))?;
-                Some(libdeflater::Compressor::new(lvl))
-            }
-            _ => None,
-        };
-        let zstd = match codec.compression {
-            Compression::Zstd => {
-                let mut z = zstd::bulk::Compressor::new(codec.level.0)
-                    .map_err(|e| encoder_err("zstd", e))?;
-                z.include_checksum(true)
-                    .map_err(|e| encoder_err("zstd", e))?;
-                Some(z)
-            }
-            _ => None,
-        };
-        Ok(PieceEncoder {
-            codec,
-            deflate,
-            zstd,
-        })
+        (codec.compression.format().initramfs.pieces)(&codec).map(PieceEncoder)
     }
 
     pub fn encode(&mut self, p: Piece) -> Result<Encoded, CompressError> {
-        let single = p.first && p.last;
         let raw_len = p.data.len() as u64;
-        let crc = match self.codec.compression {
-            Compression::Gzip => crc32fast::hash(&p.data),
-            _ => 0,
-        };
-        let body = match self.codec.compression {
-            Compression::None => Body::Done(p.data),
-            Compression::Lz4 => Body::Done(lz4_block(&p.data)),
-            Compression::Gzip if p.last => Body::Done(self.deflate_final(&p.data)?),
-            Compression::Gzip => Body::Done(deflate_sync(&p.data, self.codec.level)?),
-            Compression::Zstd if single => {
-                let z = self.zstd.as_mut().expect("zstd encoder exists for zstd");
-                Body::Done(z.compress(&p.data).map_err(|e| encoder_err("zstd", e))?)
-            }
-            Compression::Xz if single => Body::Done(self.xz_whole(&p.data)?),
-            Compression::Zstd | Compression::Xz => Body::Raw(p.data),
-        };
+        let (body, crc) = self.0.encode(p.data, p.first, p.last)?;
         Ok(Encoded {
             seq: p.seq,
             first: p.first,
@@ -191,243 +131,88 @@ impl PieceEncoder {
             store: p.store,
         })
     }
-
-    /// A final deflate stream piece (ends with BFINAL) from libdeflate.
-    fn deflate_final(&mut self, data: &[u8]) -> Result<Vec<u8>, CompressError> {
-        let d = self.deflate.as_mut().expect("libdeflate exists for gzip");
-        let mut out = vec![0u8; d.deflate_compress_bound(data.len())];
-        let n = d
-            .deflate_compress(data, &mut out)
-            .map_err(|e| encoder_err("libdeflate", format!("{e:?}")))?;
-        out.truncate(n);
-        Ok(out)
-    }
-
-    fn xz_whole(&self, data: &[u8]) -> Result<Vec<u8>, CompressError> {
-        let filters = self.codec.xz_filters()?;
-        let mut s = xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
-            .map_err(|e| encoder_err("xz", e))?;
-        let mut out = Vec::with_capacity(data.len() / 3 + 4096);
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity().max(64 << 10));
-            }
-            let consumed = s.total_in() as usize;
-            let status = s
-                .process_vec(&data[consumed..], &mut out, xz2::stream::Action::Finish)
-                .map_err(|e| encoder_err("xz", e))?;
-            if status == xz2::stream::Status::StreamEnd {
-                return Ok(out);
-            }
-        }
-    }
-}
-
-/// A non-final deflate piece: zlib-rs raw deflate ended by a sync flush, so the next piece can
-/// follow it in the same stream.
-fn deflate_sync(data: &[u8], level: Level) -> Result<Vec<u8>, CompressError> {
-    let lvl = level.0.min(ZLIB_MAX_LEVEL) as u32;
-    let mut c = flate2::Compress::new(flate2::Compression::new(lvl), false);
-    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-    loop {
-        if out.len() == out.capacity() {
-            out.reserve(out.capacity().max(64 << 10));
-        }
-        let consumed = c.total_in() as usize;
-        c.compress_vec(&data[consumed..], &mut out, flate2::FlushCompress::Sync)
-            .map_err(|e| encoder_err("deflate", e))?;
-        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
-            return Ok(out);
-        }
-    }
-}
-
-/// One lz4 legacy block: `[u32 LE compressed size][data]`.
-fn lz4_block(data: &[u8]) -> Vec<u8> {
-    debug_assert!(
-        data.len() <= LZ4_MAX_BLOCK,
-        "lz4 piece above the kernel's 8 MiB"
-    );
-    let block = lz4_flex::block::compress(data);
-    let mut out = Vec::with_capacity(block.len() + 4);
-    out.extend_from_slice(&(block.len() as u32).to_le_bytes());
-    out.extend_from_slice(&block);
-    out
-}
-
-/// A zstd or xz stream encoder for a member that spans several pieces; output is collected in
-/// a buffer the writer drains after every piece.
-enum Stream {
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
-    Xz(xz2::write::XzEncoder<Vec<u8>>),
 }
 
 /// Writes encoded pieces in order, adding what spans a member.
-pub(crate) struct MemberWriter {
-    codec: Codec,
-    crc: crc32fast::Hasher,
-    stream: Option<Stream>,
-}
+pub(crate) struct MemberWriter(Box<dyn FrameMembers>);
 
 impl MemberWriter {
     pub fn new(codec: Codec) -> Self {
-        MemberWriter {
-            codec,
-            crc: crc32fast::Hasher::new(),
-            stream: None,
-        }
+        MemberWriter((codec.compression.format().initramfs.members)(&codec))
     }
 
     /// Writes the next piece to `out`.
     pub fn write(&mut self, e: Encoded, out: &mut dyn Write) -> Result<(), CompressError> {
-        if let Body::Verbatim(b) = &e.body {
-            out.write_all(b)?;
-            return Ok(());
+        match &e.body {
+            Body::Verbatim(b) => Ok(out.write_all(b)?),
+            _ => self.0.write(&e, out),
         }
-        match self.codec.compression {
-            Compression::Gzip => {
-                if e.first {
-                    out.write_all(&GZIP_HEADER)?;
-                    self.crc = crc32fast::Hasher::new();
-                }
-                self.crc
-                    .combine(&crc32fast::Hasher::new_with_initial_len(e.crc, e.raw_len));
-                out.write_all(done(&e.body))?;
-                if e.last {
-                    let crc = std::mem::take(&mut self.crc).finalize();
-                    out.write_all(&crc.to_le_bytes())?;
-                    // ISIZE is the length modulo 2^32 (RFC 1952).
-                    out.write_all(&(e.member_len as u32).to_le_bytes())?;
-                }
-            }
-            Compression::Lz4 => {
-                if e.first {
-                    out.write_all(&LZ4_LEGACY_MAGIC.to_le_bytes())?;
-                }
-                out.write_all(done(&e.body))?;
-            }
-            Compression::None => out.write_all(done(&e.body))?,
-            Compression::Zstd | Compression::Xz => match &e.body {
-                Body::Raw(raw) => self.stream_piece(&e, raw, out)?,
-                b => out.write_all(done(b))?,
-            },
-        }
-        Ok(())
     }
+}
 
-    fn stream_piece(
-        &mut self,
-        e: &Encoded,
-        raw: &[u8],
-        out: &mut dyn Write,
-    ) -> Result<(), CompressError> {
+/// A format's stream encoder for one member that spans several pieces; what it has made so far
+/// collects in a buffer the writer drains after every piece.
+pub(crate) trait MemberStream {
+    fn write(&mut self, raw: &[u8]) -> io::Result<()>;
+    /// The output made so far, which the writer drains.
+    fn output(&mut self) -> &mut Vec<u8>;
+    /// Ends the member; the rest of its output.
+    fn finish(self: Box<Self>) -> io::Result<Vec<u8>>;
+}
+
+/// Opens a format's stream for a member of `member_len` bytes.
+pub(crate) type OpenStream = fn(&Codec, u64) -> Result<Box<dyn MemberStream>, CompressError>;
+
+/// The framing of zstd and xz: a member of one piece is complete as its worker made it; the
+/// pieces of a bigger one go through the format's stream encoder here, on the writing thread.
+pub(crate) struct Streamed {
+    pub codec: Codec,
+    pub what: &'static str,
+    pub open: OpenStream,
+    pub stream: Option<Box<dyn MemberStream>>,
+}
+
+impl Streamed {
+    pub fn framing(codec: &Codec, what: &'static str, open: OpenStream) -> Box<dyn FrameMembers> {
+        Box::new(Streamed {
+            codec: *codec,
+            what,
+            open,
+            stream: None,
+        })
+    }
+}
+
+impl FrameMembers for Streamed {
+    fn write(&mut self, e: &Encoded, out: &mut dyn Write) -> Result<(), CompressError> {
+        let raw = match &e.body {
+            Body::Raw(raw) => raw,
+            b => return Ok(out.write_all(done(b))?),
+        };
+        let err = |x| encoder_err(self.what, x);
         if e.first {
-            self.stream = Some(self.open_stream(e.member_len)?);
+            self.stream = Some((self.open)(&self.codec, e.member_len)?);
         }
         let stream = self
             .stream
             .as_mut()
             .expect("a big member's first piece opens its stream");
-        let buf = match stream {
-            Stream::Zstd(z) => {
-                z.write_all(raw).map_err(|e| encoder_err("zstd", e))?;
-                z.get_mut()
-            }
-            Stream::Xz(x) => {
-                x.write_all(raw).map_err(|e| encoder_err("xz", e))?;
-                x.get_mut()
-            }
-        };
+        stream.write(raw).map_err(err)?;
+        let buf = stream.output();
         out.write_all(buf)?;
         buf.clear();
         if e.last {
-            let rest = match self.stream.take().expect("stream is open") {
-                Stream::Zstd(z) => z.finish().map_err(|e| encoder_err("zstd", e))?,
-                Stream::Xz(x) => x.finish().map_err(|e| encoder_err("xz", e))?,
-            };
-            out.write_all(&rest)?;
+            let rest = self.stream.take().expect("stream is open").finish();
+            out.write_all(&rest.map_err(err)?)?;
         }
         Ok(())
     }
-
-    fn open_stream(&self, member_len: u64) -> Result<Stream, CompressError> {
-        let threads = self.codec.threads.max(1) as u32;
-        Ok(match self.codec.compression {
-            Compression::Zstd => {
-                let zerr = |e: io::Error| encoder_err("zstd", e);
-                let mut z = zstd::stream::write::Encoder::new(Vec::new(), self.codec.level.0)
-                    .map_err(zerr)?;
-                z.include_checksum(true).map_err(zerr)?;
-                z.set_pledged_src_size(Some(member_len)).map_err(zerr)?;
-                // Multi-threaded zstd output is the same for any worker count >= 1. Only a
-                // segment of one entry larger than a piece comes here; jobs of a quarter of a
-                // piece share it among the workers.
-                z.multithread(threads).map_err(zerr)?;
-                z.set_parameter(zstd::zstd_safe::CParameter::JobSize(
-                    (self.codec.chunk / 4) as u32,
-                ))
-                .map_err(zerr)?;
-                Stream::Zstd(z)
-            }
-            _ => {
-                let filters = self.codec.xz_filters()?;
-                // liblzma's threaded encoder cuts blocks at block_size whatever the thread
-                // count, so its output does not depend on `threads`; one chunk per block keeps
-                // each thread's buffers as small as a piece.
-                let s = xz2::stream::MtStreamBuilder::new()
-                    .threads(threads)
-                    .filters(filters)
-                    .check(xz2::stream::Check::Crc32)
-                    .block_size(self.codec.chunk as u64)
-                    .encoder()
-                    .map_err(|e| encoder_err("xz", e))?;
-                Stream::Xz(xz2::write::XzEncoder::new_stream(Vec::new(), s))
-            }
-        })
-    }
 }
 
-fn done(b: &Body) -> &[u8] {
+/// The bytes of a body that needs no more encoding.
+pub(crate) fn done(b: &Body) -> &[u8] {
     match b {
         Body::Done(b) | Body::Verbatim(b) => b,
         Body::Raw(_) => unreachable!("only zstd and xz members carry raw pieces"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lz4_block_has_size_prefix() {
-        let data = vec![7u8; 100_000];
-        let b = lz4_block(&data);
-        let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
-        assert_eq!(n, b.len() - 4);
-        let back = lz4_flex::block::decompress(&b[4..], data.len()).unwrap();
-        assert_eq!(back, data);
-    }
-
-    #[test]
-    fn sync_pieces_chain_with_a_final_piece() {
-        let a: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let b = b"tail of the stream".repeat(1000);
-        let mut enc = PieceEncoder::new(Codec {
-            compression: Compression::Gzip,
-            level: Level(9),
-            chunk: 1 << 20,
-            threads: 1,
-        })
-        .unwrap();
-        let mut stream = deflate_sync(&a, Level(9)).unwrap();
-        stream.extend(enc.deflate_final(&b).unwrap());
-        let mut back = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::DeflateDecoder::new(&stream[..]),
-            &mut back,
-        )
-        .unwrap();
-        assert_eq!(back.len(), a.len() + b.len());
-        assert!(back[..a.len()] == a[..] && back[a.len()..] == b[..]);
     }
 }

@@ -24,11 +24,11 @@
 //! options' compression and level, and a cached member is the one those produce, so the output
 //! is byte-identical for any thread count and whatever the cache holds.
 //!
-//! Detection and decoding for reading images back live in [`decode`].
+//! Each format's encoders and decoders, and the detection of images read back, live in
+//! [`format`].
 
 mod cache;
 pub(crate) mod codec;
-mod decode;
 mod digest;
 pub(crate) mod format;
 mod plan;
@@ -214,7 +214,7 @@ pub(crate) fn write_image_tuned(
     out: &mut dyn Write,
 ) -> Result<Stats, CompressError> {
     assert!(
-        tuning.chunk > 0 && tuning.chunk <= codec::LZ4_MAX_BLOCK,
+        tuning.chunk > 0 && tuning.chunk <= format::LZ4_MAX_BLOCK,
         "chunk size out of range"
     );
     let threads = opts.threads.max(1);

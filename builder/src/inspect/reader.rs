@@ -22,8 +22,6 @@ use crate::hashing::Hashing;
 
 /// Longest path Linux accepts, NUL included.
 const PATH_MAX: usize = 4096;
-/// Most memory an xz segment's decoder may use.
-const XZ_MEMORY_MAX: u64 = 512 << 20;
 /// Length of a newc header.
 const HEADER_LEN: usize = 110;
 /// Files whose body the reader hands over (the boot check reads them), with their largest size:
@@ -131,7 +129,8 @@ fn walk_with<R: Read>(image: R, hash: bool, sink: &mut Sink<'_>) -> Result<Summa
             }
             Some(c) => {
                 summary.segments.push(c);
-                let mut d = BufReader::with_capacity(1 << 16, segment_decoder(c, &mut raw));
+                let mut d =
+                    BufReader::with_capacity(1 << 16, (c.format().member)(Box::new(&mut raw)));
                 parser
                     .decompressed(&mut d, sink, &mut summary)
                     .map_err(|e| in_segment(e, c, at))?;
@@ -143,74 +142,6 @@ fn walk_with<R: Read>(image: R, hash: bool, sink: &mut Sink<'_>) -> Result<Summa
         return Err(WalkError::Format("holds no entries".into()));
     }
     Ok(summary)
-}
-
-/// A decoder that reads one member/frame/stream of `c` from `raw` and leaves what follows.
-fn segment_decoder<'a, R: Read>(c: Compression, raw: &'a mut Counted<R>) -> Box<dyn Read + 'a> {
-    match c {
-        Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(raw)),
-        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(raw) {
-            Ok(d) => Box::new(d.single_frame()),
-            Err(e) => Box::new(io::Cursor::new(Vec::new()).chain(FailWith(Some(e)))),
-        },
-        // Bounded: `xz -9` needs 65 MiB; a header asking for more than this is not an image.
-        Compression::Xz => match xz2::stream::Stream::new_stream_decoder(XZ_MEMORY_MAX, 0) {
-            Ok(stream) => Box::new(XzSegment {
-                inner: raw,
-                stream,
-                ended: false,
-            }),
-            Err(e) => Box::new(FailWith(Some(e.into()))),
-        },
-        // The legacy lz4 decoder stops at a zero block size, as the kernel's does.
-        Compression::Lz4 | Compression::None => compress::decoder(c, Box::new(raw)),
-    }
-}
-
-/// One xz stream: xz2's own reader reports the bytes after a stream's end as corruption.
-struct XzSegment<'a, R> {
-    inner: &'a mut Counted<R>,
-    stream: xz2::stream::Stream,
-    ended: bool,
-}
-
-impl<R: Read> Read for XzSegment<'_, R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        use xz2::stream::{Action, Status};
-        while !self.ended && !out.is_empty() {
-            let input = self.inner.fill_buf()?;
-            let eof = input.is_empty();
-            let (in0, out0) = (self.stream.total_in(), self.stream.total_out());
-            let action = if eof { Action::Finish } else { Action::Run };
-            let status = self.stream.process(input, out, action)?;
-            let consumed = (self.stream.total_in() - in0) as usize;
-            let made = (self.stream.total_out() - out0) as usize;
-            self.inner.consume(consumed);
-            self.ended = status == Status::StreamEnd;
-            if made > 0 {
-                return Ok(made);
-            }
-            if eof && !self.ended {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the xz stream is cut short",
-                ));
-            }
-        }
-        Ok(0)
-    }
-}
-
-/// A reader whose first read reports why its decoder could not start.
-struct FailWith(Option<io::Error>);
-
-impl Read for FailWith {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| io::Error::other("decoder failed")))
-    }
 }
 
 fn in_segment(e: WalkError, c: Compression, at: u64) -> WalkError {

@@ -29,6 +29,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::archive::{ArchiveError, Content, Entry, Kind};
+use crate::compress::codec::EncodeBlocks;
 use crate::compress::format::{resolve_level, Level};
 use crate::compress::{CompressError, Compression};
 
@@ -174,20 +175,13 @@ impl Codec {
         self.compress_with(&mut self.engine()?, raw)
     }
 
-    /// The compressor state a thread keeps from block to block (a zstd context at a high
-    /// level costs more to set up than a block takes to compress).
+    /// The compressor state a thread keeps from block to block; `None` when blocks are stored
+    /// as they are.
     fn engine(&self) -> Result<Engine, CompressError> {
-        Ok(match self.compression {
-            Compression::Gzip => {
-                let lvl = libdeflater::CompressionLvl::new(self.level.0)
-                    .map_err(|e| encoder_err("gzip", &format!("{e:?}")))?;
-                Engine::Zlib(libdeflater::Compressor::new(lvl))
-            }
-            Compression::Zstd => Engine::Zstd(Box::new(
-                zstd::bulk::Compressor::new(self.level.0).map_err(|e| encoder_err("zstd", &e))?,
-            )),
-            _ => Engine::Stateless,
-        })
+        match &self.compression.format().block {
+            Some(b) => (b.encoder)(self.level, BLOCK_SIZE).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// `Some(compressed)` when compressing makes `raw` smaller, with `engine` from
@@ -197,55 +191,20 @@ impl Codec {
         engine: &mut Engine,
         raw: &[u8],
     ) -> Result<Option<Vec<u8>>, CompressError> {
-        let err = encoder_err;
-        let out = match (self.compression, engine) {
-            (Compression::None, _) => return Ok(None),
-            (Compression::Gzip, Engine::Zlib(c)) => {
-                let mut out = vec![0u8; c.zlib_compress_bound(raw.len())];
-                let n = c
-                    .zlib_compress(raw, &mut out)
-                    .map_err(|e| err("gzip", &format!("{e:?}")))?;
-                out.truncate(n);
-                out
-            }
-            (Compression::Zstd, Engine::Zstd(c)) => c.compress(raw).map_err(|e| err("zstd", &e))?,
-            (Compression::Lz4, _) => lz4_flex::block::compress(raw),
-            (Compression::Xz, _) => {
-                let mut opts = xz2::stream::LzmaOptions::new_preset(self.level.0 as u32)
-                    .map_err(|e| err("xz", &e))?;
-                // The kernel's decoder allocates a dictionary of one block.
-                opts.dict_size(BLOCK_SIZE);
-                let mut filters = xz2::stream::Filters::new();
-                filters.lzma2(&opts);
-                let stream =
-                    xz2::stream::Stream::new_stream_encoder(&filters, xz2::stream::Check::Crc32)
-                        .map_err(|e| err("xz", &e))?;
-                let mut w = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
-                w.write_all(raw).map_err(|e| err("xz", &e))?;
-                w.finish().map_err(|e| err("xz", &e))?
-            }
-            (c, _) => unreachable!("{c:?} has the engine Codec::engine makes for it"),
-        };
+        let Some(e) = engine else { return Ok(None) };
+        let out = e.compress(raw)?;
         Ok((out.len() < raw.len()).then_some(out))
     }
 
-    /// Compressor options written after the superblock: lz4 always has them (the kernel
-    /// refuses an lz4 disk without), the others use the defaults.
+    /// Compressor options written after the superblock, when the format must have them.
     fn options(&self) -> Option<Vec<u8>> {
-        match self.compression {
-            // version 1 (LZ4_LEGACY), no flags.
-            Compression::Lz4 => Some([1u32.to_le_bytes(), 0u32.to_le_bytes()].concat()),
-            _ => None,
-        }
+        let block = self.compression.format().block.as_ref();
+        block.and_then(|b| b.options).map(<[u8]>::to_vec)
     }
 }
 
 /// Per-thread compressor state.
-enum Engine {
-    Zlib(libdeflater::Compressor),
-    Zstd(Box<zstd::bulk::Compressor<'static>>),
-    Stateless,
-}
+type Engine = Option<Box<dyn EncodeBlocks>>;
 
 fn encoder_err(what: &'static str, e: &dyn std::fmt::Display) -> CompressError {
     CompressError::Encoder {

@@ -126,29 +126,16 @@ impl<R: Read + Seek> Disk<R> {
     }
 
     fn decompress(&self, raw: &[u8], max: usize) -> Result<Vec<u8>, WalkError> {
-        let mut out = Vec::new();
-        let too_big = || bad(format!("a block decompresses to more than {max} bytes"));
-        match self.s.compression {
-            Compression::Lz4 => {
-                out = lz4_flex::block::decompress(raw, max)
-                    .map_err(|e| bad(format!("an lz4 block is corrupt: {e}")))?;
-            }
-            c => {
-                let r: Box<dyn Read> = match c {
-                    Compression::Gzip => Box::new(flate2::read::ZlibDecoder::new(raw)),
-                    Compression::Xz => Box::new(xz2::read::XzDecoder::new(raw)),
-                    Compression::Zstd => Box::new(
-                        zstd::stream::read::Decoder::with_buffer(raw).map_err(WalkError::Read)?,
-                    ),
-                    _ => unreachable!("lz4 above; none is not a squashfs compressor id"),
-                };
-                r.take(max as u64 + 1)
-                    .read_to_end(&mut out)
-                    .map_err(|e| bad(format!("a compressed block is corrupt: {e}")))?;
-            }
-        }
+        let c = self.s.compression;
+        let Some(block) = &c.format().block else {
+            return Err(bad(format!("{} is not a squashfs compressor", c.name())));
+        };
+        let out = (block.decode)(raw, max)
+            .map_err(|e| bad(format!("a compressed {} block is corrupt: {e}", c.name())))?;
         if out.len() > max {
-            return Err(too_big());
+            return Err(bad(format!(
+                "a block decompresses to more than {max} bytes"
+            )));
         }
         Ok(out)
     }

@@ -1,13 +1,46 @@
 //! Every compression fledge knows, described once: its name, the magic numbers its data starts
-//! with, its level range and default, its decoder, and what it is called in a media type and in
-//! a squashfs superblock. Everything that needs one of those looks it up here
-//! ([`Compression::format`]); the encoders, which frame each format for the kernel, are in
-//! [`super::codec`].
+//! with, its level range and default, its initramfs encoder, its squashfs block codec, its
+//! decoders, and what it is called in a media type and in a squashfs superblock. Everything
+//! that needs one of those looks it up here ([`Compression::format`]); each format's own code
+//! is in its submodule, and what the encoders share (pieces, members, the writing thread's
+//! streams) in [`super::codec`].
 
-use std::io::Read;
+use std::io::{self, BufRead, Read};
 
-use super::decode::{self, Decoder};
+use super::codec::{EncodeBlocks, EncodePieces, FrameMembers};
 use super::{CompressError, Compression};
+
+mod gzip;
+mod lz4;
+mod none;
+mod xz;
+mod zstd;
+
+pub(crate) use lz4::LZ4_MAX_BLOCK;
+
+/// A reader of the decompressed bytes of a reader, across all its concatenated members.
+pub type Decoder = for<'a> fn(Box<dyn Read + 'a>) -> Box<dyn Read + 'a>;
+
+/// A reader of one member from a buffered reader, which leaves the bytes after the member's end
+/// unread.
+pub(crate) type MemberDecoder = for<'a> fn(Box<dyn BufRead + 'a>) -> Box<dyn Read + 'a>;
+
+/// How a format compresses an initramfs: the workers' piece encoder and the writing thread's
+/// member framing (see [`super::codec`]).
+pub(crate) struct Initramfs {
+    pub pieces: fn(&super::codec::Codec) -> Result<Box<dyn EncodePieces>, CompressError>,
+    pub members: fn(&super::codec::Codec) -> Box<dyn FrameMembers>,
+}
+
+/// How a format compresses and decompresses one squashfs block.
+pub(crate) struct Block {
+    /// A thread's block encoder at a level, for blocks of at most `block_size` bytes.
+    pub encoder: fn(Level, u32) -> Result<Box<dyn EncodeBlocks>, CompressError>,
+    /// One block's bytes, refused when they come to more than `max`.
+    pub decode: fn(&[u8], usize) -> io::Result<Vec<u8>>,
+    /// The compressor options written after the superblock, when the format must have them.
+    pub options: Option<&'static [u8]>,
+}
 
 /// A compressor's level range and its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +65,11 @@ pub struct Format {
     pub levels: Option<Levels>,
     /// A reader of the decompressed bytes across all concatenated members.
     pub decoder: Decoder,
+    /// A reader of one member that leaves what follows it (an initramfs's next segment).
+    pub(crate) member: MemberDecoder,
+    pub(crate) initramfs: Initramfs,
+    /// `None`: squashfs stores its blocks as they are.
+    pub(crate) block: Option<Block>,
     /// The suffix of a media type for data in this format (`+gzip`).
     pub media_suffix: &'static str,
     /// Its compressor id in a squashfs superblock; `None` for none, which a squashfs disk
@@ -51,7 +89,10 @@ const FORMATS: [Format; 5] = [
             default: super::GZIP_DEFAULT_LEVEL,
             squashfs: 9,
         }),
-        decoder: decode::gzip,
+        decoder: gzip::decoder,
+        member: gzip::member,
+        initramfs: gzip::INITRAMFS,
+        block: Some(gzip::BLOCK),
         media_suffix: "+gzip",
         squashfs_id: Some(1),
     },
@@ -65,7 +106,10 @@ const FORMATS: [Format; 5] = [
             default: 3,
             squashfs: 15,
         }),
-        decoder: decode::zstd,
+        decoder: zstd::decoder,
+        member: zstd::member,
+        initramfs: zstd::INITRAMFS,
+        block: Some(zstd::BLOCK),
         media_suffix: "+zstd",
         squashfs_id: Some(6),
     },
@@ -79,7 +123,10 @@ const FORMATS: [Format; 5] = [
             default: 6,
             squashfs: 6,
         }),
-        decoder: decode::xz,
+        decoder: xz::decoder,
+        member: xz::member,
+        initramfs: xz::INITRAMFS,
+        block: Some(xz::BLOCK),
         media_suffix: "+xz",
         squashfs_id: Some(4),
     },
@@ -89,7 +136,10 @@ const FORMATS: [Format; 5] = [
         // The legacy frame's magic, 0x184C2102 little-endian.
         magics: &[&[0x02, 0x21, 0x4c, 0x18]],
         levels: None,
-        decoder: decode::lz4,
+        decoder: lz4::decoder,
+        member: lz4::member,
+        initramfs: lz4::INITRAMFS,
+        block: Some(lz4::BLOCK),
         media_suffix: "+lz4",
         squashfs_id: Some(5),
     },
@@ -99,7 +149,10 @@ const FORMATS: [Format; 5] = [
         // newc, and newc with checksums (same layout).
         magics: &[b"070701", b"070702"],
         levels: None,
-        decoder: decode::plain,
+        decoder: none::decoder,
+        member: none::member,
+        initramfs: none::INITRAMFS,
+        block: None,
         media_suffix: "",
         squashfs_id: None,
     },
@@ -157,6 +210,29 @@ pub fn decoder<'a>(c: Compression, r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> 
     (c.format().decoder)(r)
 }
 
+/// A reader whose first read reports why its decoder could not be set up.
+struct Failed(Option<io::Error>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| io::Error::other("decoder failed")))
+    }
+}
+
+/// What `r` decodes to, reading one byte past `max` so that the caller sees it was more.
+fn read_most(r: impl Read, max: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    r.take(max as u64 + 1).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
 /// A compressor level checked against the format's range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Level(pub i32);
@@ -189,6 +265,23 @@ pub(crate) fn resolve_level(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detects_every_magic() {
+        let cases: [(&[u8], Option<Compression>); 8] = [
+            (&[0x1f, 0x8b, 8, 0], Some(Compression::Gzip)),
+            (&[0x28, 0xb5, 0x2f, 0xfd, 0], Some(Compression::Zstd)),
+            (b"\xfd7zXZ\x00\x00", Some(Compression::Xz)),
+            (&[0x02, 0x21, 0x4c, 0x18, 9], Some(Compression::Lz4)),
+            (b"070701000000", Some(Compression::None)),
+            (b"PK\x03\x04", None),
+            (b"070707", None),
+            (b"", None),
+        ];
+        for (i, (head, want)) in cases.iter().enumerate() {
+            assert_eq!(detect(head), *want, "case {i}");
+        }
+    }
 
     #[test]
     fn the_table_is_in_the_order_of_all() {

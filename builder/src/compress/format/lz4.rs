@@ -1,45 +1,78 @@
-//! Reading images back: decoders that read every concatenated member to the end, as the kernel
-//! does (used by `fledge inspect`); [`super::format`] says which one a format has.
+//! lz4 in the legacy format the kernel reads: magic `0x184C2102`, then `[u32 LE size][block]`,
+//! each block from at most 8 MiB of input (the kernel decodes every block into an 8 MiB
+//! buffer). A squashfs block is one raw lz4 block, and the disk says so in its compressor
+//! options.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read, Write};
 
-use super::codec::{LZ4_LEGACY_MAGIC, LZ4_MAX_BLOCK};
+use super::{invalid, Block, Initramfs};
+use crate::compress::codec::{done, Body, EncodeBlocks, EncodePieces, Encoded, FrameMembers};
+use crate::compress::CompressError;
 
-/// A reader of the decompressed bytes of a reader, across all its concatenated members.
-pub type Decoder = for<'a> fn(Box<dyn Read + 'a>) -> Box<dyn Read + 'a>;
+/// lz4 legacy frame magic number.
+const LEGACY_MAGIC: u32 = 0x184C_2102;
+/// Largest input the kernel accepts for one lz4 legacy block.
+pub(crate) const LZ4_MAX_BLOCK: usize = 8 << 20;
 
-pub(super) fn gzip<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
-    Box::new(flate2::read::MultiGzDecoder::new(r))
-}
+pub(super) const INITRAMFS: Initramfs = Initramfs {
+    pieces: |_| Ok(Box::new(Pieces)),
+    members: |_| Box::new(Members),
+};
 
-pub(super) fn zstd<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
-    match zstd::stream::read::Decoder::new(r) {
-        Ok(d) => Box::new(d),
-        Err(e) => Box::new(Failed(Some(e))),
-    }
-}
+pub(super) const BLOCK: Block = Block {
+    encoder: |_, _| Ok(Box::new(Blocks)),
+    decode: |raw, max| lz4_flex::block::decompress(raw, max).map_err(|e| invalid(&e.to_string())),
+    // version 1 (LZ4_LEGACY), no flags: the kernel refuses an lz4 disk without them.
+    options: Some(&[1, 0, 0, 0, 0, 0, 0, 0]),
+};
 
-pub(super) fn xz<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
-    Box::new(xz2::read::XzDecoder::new_multi_decoder(r))
-}
-
-pub(super) fn lz4<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
+pub(super) fn decoder<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
     Box::new(Lz4Legacy::new(r))
 }
 
-pub(super) fn plain<'a>(r: Box<dyn Read + 'a>) -> Box<dyn Read + 'a> {
-    r
+/// The legacy decoder stops at a zero block size, as the kernel's does, so it reads one member.
+pub(super) fn member<'a>(r: Box<dyn BufRead + 'a>) -> Box<dyn Read + 'a> {
+    Box::new(Lz4Legacy::new(r))
 }
 
-/// A reader whose first read reports why the decoder could not be set up.
-struct Failed(Option<io::Error>);
+struct Pieces;
 
-impl Read for Failed {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(self
-            .0
-            .take()
-            .unwrap_or_else(|| io::Error::other("decoder failed")))
+impl EncodePieces for Pieces {
+    fn encode(&mut self, data: Vec<u8>, _: bool, _: bool) -> Result<(Body, u32), CompressError> {
+        Ok((Body::Done(block(&data)), 0))
+    }
+}
+
+/// One lz4 legacy block: `[u32 LE compressed size][data]`.
+fn block(data: &[u8]) -> Vec<u8> {
+    debug_assert!(
+        data.len() <= LZ4_MAX_BLOCK,
+        "lz4 piece above the kernel's 8 MiB"
+    );
+    let block = lz4_flex::block::compress(data);
+    let mut out = Vec::with_capacity(block.len() + 4);
+    out.extend_from_slice(&(block.len() as u32).to_le_bytes());
+    out.extend_from_slice(&block);
+    out
+}
+
+/// The magic, then the blocks.
+struct Members;
+
+impl FrameMembers for Members {
+    fn write(&mut self, e: &Encoded, out: &mut dyn Write) -> Result<(), CompressError> {
+        if e.first {
+            out.write_all(&LEGACY_MAGIC.to_le_bytes())?;
+        }
+        Ok(out.write_all(done(&e.body))?)
+    }
+}
+
+struct Blocks;
+
+impl EncodeBlocks for Blocks {
+    fn compress(&mut self, raw: &[u8]) -> Result<Vec<u8>, CompressError> {
+        Ok(lz4_flex::block::compress(raw))
     }
 }
 
@@ -88,7 +121,7 @@ impl<R: Read> Lz4Legacy<R> {
             let Some(w) = self.word()? else {
                 return Ok(false);
             };
-            if w == LZ4_LEGACY_MAGIC {
+            if w == LEGACY_MAGIC {
                 self.started = true;
                 continue;
             }
@@ -133,37 +166,26 @@ impl<R: Read> Read for Lz4Legacy<R> {
     }
 }
 
-fn invalid(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::{decoder, detect, Compression};
+    use crate::compress::{decoder, Compression};
 
     #[test]
-    fn detects_every_magic() {
-        let cases: [(&[u8], Option<Compression>); 8] = [
-            (&[0x1f, 0x8b, 8, 0], Some(Compression::Gzip)),
-            (&[0x28, 0xb5, 0x2f, 0xfd, 0], Some(Compression::Zstd)),
-            (b"\xfd7zXZ\x00\x00", Some(Compression::Xz)),
-            (&[0x02, 0x21, 0x4c, 0x18, 9], Some(Compression::Lz4)),
-            (b"070701000000", Some(Compression::None)),
-            (b"PK\x03\x04", None),
-            (b"070707", None),
-            (b"", None),
-        ];
-        for (i, (head, want)) in cases.iter().enumerate() {
-            assert_eq!(detect(head), *want, "case {i}");
-        }
+    fn a_block_has_its_size_first() {
+        let data = vec![7u8; 100_000];
+        let b = block(&data);
+        let n = u32::from_le_bytes(b[..4].try_into().unwrap()) as usize;
+        assert_eq!(n, b.len() - 4);
+        let back = lz4_flex::block::decompress(&b[4..], data.len()).unwrap();
+        assert_eq!(back, data);
     }
 
     #[test]
     fn lz4_legacy_reads_blocks_across_repeated_magics() {
         let mut data = Vec::new();
         for part in [&b"first part "[..], b"second", b" third"] {
-            data.extend_from_slice(&LZ4_LEGACY_MAGIC.to_le_bytes());
+            data.extend_from_slice(&LEGACY_MAGIC.to_le_bytes());
             let block = lz4_flex::block::compress(part);
             data.extend_from_slice(&(block.len() as u32).to_le_bytes());
             data.extend_from_slice(&block);
@@ -179,7 +201,7 @@ mod tests {
     fn lz4_legacy_rejects_a_missing_magic_and_truncation() {
         let mut r = decoder(Compression::Lz4, Box::new(&[5u8, 0, 0, 0, 1][..]));
         assert!(r.read_to_end(&mut Vec::new()).is_err());
-        let mut cut = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
+        let mut cut = LEGACY_MAGIC.to_le_bytes().to_vec();
         cut.extend_from_slice(&[50, 0, 0, 0, 1, 2]);
         let mut r = decoder(Compression::Lz4, Box::new(&cut[..]));
         assert!(r.read_to_end(&mut Vec::new()).is_err());
