@@ -7,7 +7,8 @@
 //! runs, and stale ones a killed build left, by [`sweep`]), and the commit of a group of files
 //! (image + manifest) as one step under a lock on their directory, with the directory synced
 //! before success is reported. Cache entries ([`Pending::cache_entry`]) skip the syncs: every
-//! reader of the cache verifies what it reads.
+//! reader of the cache verifies what it reads. The scratch directories of `fledge run` and
+//! `fledge verify --rebuild` ([`ScratchDir`]) follow the same naming and signal cleanup.
 
 use std::fs::{self, File};
 use std::io;
@@ -19,6 +20,9 @@ use rustix::fs::{flock, FlockOperation};
 
 /// Temporary files being written now: removed if a signal ends the process.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Scratch directories in use now: removed, with what they hold, if a signal ends the process.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Length of the random part tempfile puts in our names.
 const RANDOM_LEN: usize = 6;
@@ -244,6 +248,43 @@ pub fn is_temp_name(name: &str) -> bool {
         .is_some_and(|(n, random)| !n.is_empty() && is_random_part(random))
 }
 
+/// A scratch directory (`.WHAT.XXXXXX.tmp` in the system's temporary directory) that a
+/// command builds into and reads back from: removed with its contents on drop, and on
+/// SIGINT/SIGTERM/SIGHUP once [`clean_up_on_signals`] runs.
+pub struct ScratchDir {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ScratchDir {
+    /// Creates the directory; `what` names it (`fledge-run`, `fledge-verify`).
+    pub fn new(what: &str) -> io::Result<ScratchDir> {
+        let mut live = LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{what}."))
+            .suffix(".tmp")
+            .rand_bytes(RANDOM_LEN)
+            .tempdir()?;
+        live.push(dir.path().to_path_buf());
+        Ok(ScratchDir { dir: Some(dir) })
+    }
+
+    /// Where the directory is.
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_path_buf();
+            let _ = dir.close();
+            let mut live = LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+            live.retain(|p| *p != path);
+        }
+    }
+}
+
 fn track(path: &Path, live: bool) {
     let mut l = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     if live {
@@ -263,6 +304,10 @@ pub fn clean_up_on_signals() -> io::Result<()> {
             let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
             for p in live.iter() {
                 let _ = fs::remove_file(p);
+            }
+            let dirs = LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+            for d in dirs.iter() {
+                let _ = fs::remove_dir_all(d);
             }
             std::process::exit(128 + sig);
         }
@@ -322,6 +367,20 @@ mod tests {
         let live_path = live.tmp.as_ref().unwrap().path().to_path_buf();
         let _second = Pending::create(&out).unwrap();
         assert!(live_path.exists(), "a locked, live temporary file is kept");
+    }
+
+    #[test]
+    fn scratch_dirs_are_ours_and_go_on_drop() {
+        let s = ScratchDir::new("fledge-test").unwrap();
+        let path = s.path().to_path_buf();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(is_temp_name(&name), "{name}");
+        assert!(name.starts_with(".fledge-test."), "{name}");
+        fs::write(path.join("inside"), b"x").unwrap();
+        assert!(LIVE_DIRS.lock().unwrap().contains(&path));
+        drop(s);
+        assert!(!path.exists());
+        assert!(!LIVE_DIRS.lock().unwrap().contains(&path));
     }
 
     #[test]

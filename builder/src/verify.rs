@@ -377,10 +377,11 @@ fn rebuild(req: &Request, read: &crate::provenance::Read, sha256: &str) -> Resul
     };
     let config = p["config"].as_str().ok_or_else(|| bad("config"))?;
     let output = p["output"].as_str().ok_or_else(|| bad("output"))?;
-    let tmp = tempfile::tempdir().map_err(|source| VerifyError::Read {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    let tmp =
+        crate::output::ScratchDir::new("fledge-verify").map_err(|source| VerifyError::Read {
+            path: std::env::temp_dir(),
+            source,
+        })?;
     let mut build = crate::pipeline::Request::new(config, tmp.path().join(output));
     build.manifest = p["manifest"].as_str().map(PathBuf::from);
     build.compression = p["compression"]

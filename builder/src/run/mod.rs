@@ -177,7 +177,7 @@ struct Setup {
     hard_stop: bool,
     /// The manifest API, serving while the guest runs.
     api: Option<volant::Api>,
-    _dir: tempfile::TempDir,
+    _dir: crate::output::ScratchDir,
 }
 
 fn setup(o: &Options) -> Result<Setup, RunError> {
@@ -346,9 +346,7 @@ fn setup(o: &Options) -> Result<Setup, RunError> {
             volant::CMDLINE_MAX
         );
     }
-    let dir = tempfile::Builder::new()
-        .prefix("fledge-run.")
-        .tempdir()
+    let dir = crate::output::ScratchDir::new("fledge-run")
         .map_err(io("cannot create a temporary directory"))?;
     let guest = vm::Guest {
         machine,

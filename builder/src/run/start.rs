@@ -66,7 +66,7 @@ fn prepare_and_run(a: Start, quiet: bool) -> anyhow::Result<i32> {
     // guest politely once it runs.
     let interrupted = super::interrupts()?;
     // Holds the built image for the length of the run.
-    let _built: Option<tempfile::TempDir>;
+    let _built: Option<crate::output::ScratchDir>;
     let (image, plugin) = match a.image {
         Some(image) => {
             let manifest = a.manifest.or_else(|| plugin::beside(&image));
@@ -84,9 +84,7 @@ fn prepare_and_run(a: Start, quiet: bool) -> anyhow::Result<i32> {
             (image, plugin)
         }
         None => {
-            let dir = tempfile::Builder::new()
-                .prefix("fledge-run.")
-                .tempdir()
+            let dir = crate::output::ScratchDir::new("fledge-run")
                 .map_err(|e| anyhow::anyhow!("cannot create a temporary directory: {e}"))?;
             let config = a.config.unwrap_or_else(|| PathBuf::from("fledge.toml"));
             let mut req = Request::new(config, dir.path().join("plugin.cpio.gz"));
