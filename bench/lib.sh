@@ -3,10 +3,12 @@
 # measure NAME OUTPUT CMD...   runs CMD once under /usr/bin/time -v and appends a line
 #                              (round, name, wall s, CPU s, output bytes, peak RSS MB) to
 #                              $results; OUTPUT is the file whose size is reported.
-# summary                      prints one Markdown row per NAME, in first-run order: the
+# summary [A B ...]            prints one Markdown row per NAME, in first-run order: the
 #                              median and the range over the rounds of wall time, CPU time
 #                              and peak RSS, the size, and the wall time against the first
-#                              NAME (the baseline) as the median of the per-round ratios.
+#                              NAME (the baseline) as the median of the per-round ratios;
+#                              then, for each pair A B given, a row with A's wall time and
+#                              size against B's, paired by round the same way.
 #
 # The caller sets $results (a file) and $round (the round number) and runs every command
 # once per round, so the commands are interleaved and each ratio pairs runs made close in time.
@@ -26,7 +28,7 @@ measure() {
 }
 
 summary() {
-    python3 - "$results" <<'EOF'
+    python3 - "$results" "$@" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 names, by = [], {}
@@ -52,5 +54,15 @@ for n in names:
     ratios = [runs[r][0] / base[r][0] for r in runs if r in base and base[r][0] > 0]
     ratio = fig(ratios, "{:.3f}") if ratios else "-"
     print(f"| {n} | {fig(walls, '{:.2f}')} | {fig(cpus, '{:.2f}')} | {size / 1e6:.3f} | {fig(rss, '{:.1f}')} | {ratio} | {size / bsize:.4f} |")
+pairs = list(zip(sys.argv[2::2], sys.argv[3::2]))
+pairs = [(a, b) for a, b in pairs if a in by and b in by]
+if pairs:
+    print()
+    print("| pair | wall, median of per-round ratios (range) | size ratio |")
+    print("|---|---:|---:|")
+for a, b in pairs:
+    ratios = [by[a][r][0] / by[b][r][0] for r in by[a] if r in by[b] and by[b][r][0] > 0]
+    size = statistics.median(v[2] for v in by[a].values()) / statistics.median(v[2] for v in by[b].values())
+    print(f"| {a} / {b} | {fig(ratios, '{:.3f}')} | {size:.4f} |")
 EOF
 }

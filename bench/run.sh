@@ -4,7 +4,8 @@
 # (copy into a temp root; find | cpio -o -H newc; gzip -n -9), 3cpio when installed, and the
 # stand-alone compressors on the very same cpio. See bench/README.md.
 #
-# Usage: bench/run.sh [WORKDIR]   (env FLEDGE=path/to/fledge, default target/release/fledge)
+# Usage: bench/run.sh [WORKDIR]   (env FLEDGE=path/to/fledge, default target/release/fledge;
+#                                  RUNS=5 rounds, GZIP_LEVELS="6 9 12")
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -74,22 +75,11 @@ nfiles=$(find input -type f | wc -l)
 insize=$(du -sb input | cut -f1)
 bbsize=$(stat -c %s "$busybox")
 
-# ---- measurement ----
-results=()
-# measure NAME OUTPUT CMD...: wall seconds, output bytes, peak RSS (max over the processes).
-measure() {
-    local name=$1 out=$2; shift 2
-    rm -f "$out"
-    sync
-    /usr/bin/time -v -o time.txt "$@" >/dev/null 2>err.txt || { echo "$name failed:" >&2; cat err.txt >&2; return 1; }
-    local wall rss size cpu
-    cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' time.txt)
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' time.txt)
-    rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' time.txt)
-    size=$(stat -c %s "$out")
-    results+=("$name|$wall|$cpu|$size|$rss")
-    printf '%-44s %7.2f s wall %7.2f s cpu %10d B %7s MB\n' "$name" "$wall" "$cpu" "$size" "$rss" >&2
-}
+# ---- measurement: RUNS rounds, every command once per round ----
+. "$repo/bench/lib.sh"
+runs=${RUNS:-5}
+results=$work/results.tsv
+: > "$results"
 
 export FLEDGE_CACHE_DIR=$work/cache
 # Warm the page cache and the busybox cache once so every run reads the same way.
@@ -105,38 +95,20 @@ pipeline() {
 }
 export -f pipeline
 export busybox
-measure "pipeline (cp, find, cpio -o, gzip -n -9)" pipeline.cpio.gz bash -c pipeline
 
 # "cold": the segment cache is emptied first, so every segment is compressed (and stored).
 cold() { "$fledge" cache clear -q; }
 same() { # same A B WHAT: fail the benchmark unless A and B are byte-identical
     cmp -s "$1" "$2" || { echo "$3: $1 and $2 differ" >&2; exit 1; }
-    echo "$3: byte-identical" >&2
+    [ "$round" != 1 ] || echo "$3: byte-identical" >&2
 }
-for c in gzip zstd xz lz4 none; do
-    cold
-    measure "fledge $c (cold)" "out.$c" "$fledge" build -q -c fledge.toml -o "out.$c" --compression "$c"
-    case $c in gzip | zstd)
-        measure "fledge $c warm, nothing changed" "warm.$c" "$fledge" build -q -c fledge.toml -o "warm.$c" --compression "$c"
-        same "out.$c" "warm.$c" "$c warm vs cold" ;;
-    esac
-done
-cold
-measure "fledge gzip -j1 (cold)" out.gzip1 "$fledge" build -q -c fledge.toml -o out.gzip1 --compression gzip -j 1
-cold
-measure "fledge zstd -j1 (cold)" out.zstd1 "$fledge" build -q -c fledge.toml -o out.zstd1 --compression zstd -j 1
-same out.gzip out.gzip1 "gzip -j1 vs all cores"
-same out.zstd out.zstd1 "zstd -j1 vs all cores"
-for l in ${GZIP_LEVELS:-6 8 12}; do
-    cold
-    measure "fledge gzip --level $l (cold)" "out.gzip$l" "$fledge" build -q -c fledge.toml -o "out.gzip$l" --compression gzip --level "$l"
-done
-
 # Rebuilds: the cache holds the unchanged input's segments, CHANGE is applied, the rebuild is
 # timed and compared with a build of the changed input without any cache, then UNDO runs.
 # The small file is the first of 16 kB or less from the middle of the tree on.
 small=$(find input/tree -type f -size -16k | LC_ALL=C sort | awk '{ f[NR] = $0 } END { print f[int(NR / 2) + 1] }')
 added=$(dirname "$small")/fledge-bench-added.txt
+cp "$small" small.bak
+cp input/big-elf big.bak
 rebuild() { # rebuild WHAT CHANGE UNDO
     for c in gzip zstd; do
         "$fledge" build -q -c fledge.toml -o "fill.$c" --compression "$c"
@@ -147,39 +119,60 @@ rebuild() { # rebuild WHAT CHANGE UNDO
         eval "$3"
     done
 }
-cp "$small" small.bak
-cp input/big-elf big.bak
-rebuild "one small file changed" 'printf "# changed\n" >> "$small"' 'cp small.bak "$small"'
-rebuild "one big file changed" 'printf fledge | dd of=input/big-elf bs=1 seek=1000000 conv=notrunc status=none' 'cp big.bak input/big-elf'
-rebuild "one file added" 'printf "added\n" > "$added"' 'rm -f "$added"'
+has3cpio=$(command -v 3cpio || true)
 
-# The stand-alone compressors on fledge's own uncompressed cpio (same bytes in, so sizes compare).
-measure "gzip -n -9 of the same cpio" same.gz bash -c 'gzip -n -9 < out.none > same.gz'
-measure "gzip -n -6 of the same cpio" same6.gz bash -c 'gzip -n -6 < out.none > same6.gz'
-measure "zstd -3 -T0 of the same cpio" same.zst bash -c 'zstd -q -3 -T0 < out.none > same.zst'
-measure "xz -6 -T0 --check=crc32 of the same cpio" same.xz bash -c 'xz -6 -T0 --check=crc32 < out.none > same.xz'
-measure "lz4 -l of the same cpio" same.lz4 bash -c 'lz4 -q -l < out.none > same.lz4'
+for round in $(seq "$runs"); do
+    measure "pipeline (cp, find, cpio -o, gzip -n -9)" pipeline.cpio.gz bash -c pipeline
+    for c in gzip zstd xz lz4 none; do
+        cold
+        measure "fledge $c (cold)" "out.$c" "$fledge" build -q -c fledge.toml -o "out.$c" --compression "$c"
+        case $c in gzip | zstd)
+            measure "fledge $c warm, nothing changed" "warm.$c" "$fledge" build -q -c fledge.toml -o "warm.$c" --compression "$c"
+            same "out.$c" "warm.$c" "$c warm vs cold"
+            FLEDGE_CACHE_MAX_SIZE=0 measure "fledge $c, cache off" "off.$c" "$fledge" build -q -c fledge.toml -o "off.$c" --compression "$c"
+            same "out.$c" "off.$c" "$c cache off vs cold" ;;
+        esac
+    done
+    cold
+    measure "fledge gzip -j1 (cold)" out.gzip1 "$fledge" build -q -c fledge.toml -o out.gzip1 --compression gzip -j 1
+    cold
+    measure "fledge zstd -j1 (cold)" out.zstd1 "$fledge" build -q -c fledge.toml -o out.zstd1 --compression zstd -j 1
+    same out.gzip out.gzip1 "gzip -j1 vs all cores"
+    same out.zstd out.zstd1 "zstd -j1 vs all cores"
+    for l in ${GZIP_LEVELS:-6 9 12}; do
+        cold
+        measure "fledge gzip --level $l (cold)" "out.gzip$l" "$fledge" build -q -c fledge.toml -o "out.gzip$l" --compression gzip --level "$l"
+    done
 
-if command -v 3cpio >/dev/null; then
-    # 3cpio reads a manifest on stdin: a "#cpio: COMPRESSOR -LEVEL" section line, then one path
-    # per line (tab-separated location and name; the name defaults to the location). It is
-    # given the pipeline's staged root (left by the pipeline run above) with -C.
-    (cd root && find . -mindepth 1 | LC_ALL=C sort | sed 's|^\./||') > 3cpio.paths
-    measure "3cpio gzip -9" 3cpio.gz bash -c '{ echo "#cpio: gzip -9"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio.gz'
-    measure "3cpio gzip -6" 3cpio6.gz bash -c '{ echo "#cpio: gzip -6"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio6.gz'
-    measure "3cpio zstd -3" 3cpio.zst bash -c '{ echo "#cpio: zstd -3"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio.zst'
-fi
+    rebuild "one small file changed" 'printf "# changed\n" >> "$small"' 'cp small.bak "$small"'
+    rebuild "one big file changed" 'printf fledge | dd of=input/big-elf bs=1 seek=1000000 conv=notrunc status=none' 'cp big.bak input/big-elf'
+    rebuild "one file added" 'printf "added\n" > "$added"' 'rm -f "$added"'
+
+    # The stand-alone compressors on fledge's own uncompressed cpio (same bytes in, so sizes compare).
+    measure "gzip -n -9 of the same cpio" same.gz bash -c 'gzip -n -9 < out.none > same.gz'
+    measure "gzip -n -6 of the same cpio" same6.gz bash -c 'gzip -n -6 < out.none > same6.gz'
+    measure "zstd -3 -T0 of the same cpio" same.zst bash -c 'zstd -q -3 -T0 < out.none > same.zst'
+    measure "xz -6 -T0 --check=crc32 of the same cpio" same.xz bash -c 'xz -6 -T0 --check=crc32 < out.none > same.xz'
+    measure "lz4 -l of the same cpio" same.lz4 bash -c 'lz4 -q -l < out.none > same.lz4'
+
+    if [ -n "$has3cpio" ]; then
+        # 3cpio reads a manifest on stdin: a "#cpio: COMPRESSOR -LEVEL" section line, then one
+        # path per line (tab-separated location and name; the name defaults to the location).
+        # It is given the pipeline's staged root (left by the pipeline run above) with -C.
+        (cd root && find . -mindepth 1 | LC_ALL=C sort | sed 's|^\./||') > 3cpio.paths
+        measure "3cpio gzip -9" 3cpio.gz bash -c '{ echo "#cpio: gzip -9"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio.gz'
+        measure "3cpio gzip -6" 3cpio6.gz bash -c '{ echo "#cpio: gzip -6"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio6.gz'
+        measure "3cpio zstd -3" 3cpio.zst bash -c '{ echo "#cpio: zstd -3"; cat 3cpio.paths; } | 3cpio --create -C root 3cpio.zst'
+    fi
+done
 
 # ---- table ----
-base_wall=$(echo "${results[0]}" | cut -d'|' -f2)
-base_size=$(echo "${results[0]}" | cut -d'|' -f4)
 echo
 echo "Input: $nfiles files + busybox ($((bbsize / 1000)) kB), $((insize / 1000000)) MB in $input; $(nproc) cores"
 echo
-echo "| run | wall (s) | CPU user+sys (s) | size (MB) | peak RSS (MB) | wall vs pipeline | size vs pipeline |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-for r in "${results[@]}"; do
-    IFS='|' read -r name wall cpu size rss <<< "$r"
-    awk -v n="$name" -v w="$wall" -v c="$cpu" -v s="$size" -v r="$rss" -v bw="$base_wall" -v bs="$base_size" \
-        'BEGIN { printf "| %s | %.2f | %.2f | %.3f | %s | %.3f | %.4f |\n", n, w, c, s / 1e6, r, w / bw, s / bs }'
-done
+summary "fledge zstd (cold)" "3cpio zstd -3" \
+    "fledge zstd, cache off" "3cpio zstd -3" \
+    "fledge zstd (cold)" "fledge zstd, cache off" \
+    "fledge gzip (cold)" "3cpio gzip -9" \
+    "fledge gzip (cold)" "fledge gzip, cache off" \
+    "fledge gzip (cold)" "gzip -n -9 of the same cpio"

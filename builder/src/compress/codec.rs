@@ -27,6 +27,9 @@ pub(crate) struct Piece {
     pub data: Vec<u8>,
     /// On a member's first piece: the cache key to store the compressed member under.
     pub store: Option<Key>,
+    /// On a whole segment not digested yet: the index of its first entry. The worker digests
+    /// it, and looks it up in the cache before compressing it.
+    pub segment: Option<usize>,
 }
 
 /// What a worker made of a piece.
@@ -40,6 +43,11 @@ pub(crate) struct Encoded {
     pub raw_len: u64,
     pub body: Body,
     pub store: Option<Key>,
+    /// The digests of the bodies in the piece, by entry index, when the worker digested it.
+    pub bodies: Vec<(usize, super::BodyDigest)>,
+    /// Whether a worker found the member in the segment cache (the producer counts the
+    /// members it replays itself).
+    pub cached: bool,
 }
 
 impl Encoded {
@@ -54,6 +62,8 @@ impl Encoded {
             raw_len: 0,
             body: Body::Verbatim(data),
             store: None,
+            bodies: Vec::new(),
+            cached: false,
         }
     }
 }
@@ -129,6 +139,8 @@ impl PieceEncoder {
             raw_len,
             body,
             store: p.store,
+            bodies: Vec::new(),
+            cached: false,
         })
     }
 }

@@ -5,21 +5,24 @@
 //! complete newc archive with its own trailer, and compresses each as one member of the output
 //! (the kernel unpacks concatenated members, each ending after a trailer). Each segment's bytes
 //! are digested first ([`digest`]: each body hashed once, which also gives the SBOM and the
-//! provenance their file digests): a member found in the [`SegmentCache`] under that hash is copied as it is,
-//! so a rebuild after a small change compresses only the segments the change touched. Three
-//! kinds of threads cooperate:
+//! provenance their file digests): a member found in the [`SegmentCache`] under that hash is
+//! copied as it is, so a rebuild after a small change compresses only the segments the change
+//! touched. Three kinds of threads cooperate:
 //!
 //! - one producer renders segments with [`NewcWriter`] (reading host files in small blocks,
-//!   never whole), digests them, replays cached members, and cuts the rest into pieces of at most
-//!   the chunk size;
-//! - `threads` workers compress pieces independently ([`codec::PieceEncoder`]);
+//!   never whole): a segment that fits one piece into that piece; a larger one is digested
+//!   and looked up here, then, unless cached, cut into pieces of at most the chunk size;
+//! - `threads` workers digest each one-piece segment, copy its member from the cache or
+//!   compress it, and compress the pieces of larger ones ([`codec::PieceEncoder`]), so the
+//!   hashing and the cache reads run in parallel with compression;
 //! - the calling thread writes results in sequence order ([`codec::MemberWriter`]) and stores
 //!   each newly compressed member in the cache.
 //!
 //! Memory is bounded by a fixed number of pieces in flight (credits returned by the writer), so
 //! peak use is about `(threads + 2) x chunk` raw plus as much compressed, whatever the image
 //! size. A segment no larger than a piece is rendered once into its piece; a larger one (one
-//! big file) is rendered twice, once to hash it and, when it is not cached, once to compress it.
+//! big file) is rendered twice when there is a cache, once to hash it and, when it is not
+//! cached, once to compress it.
 //! The segment plan, piece cuts and every encoder's input depend only on the entries and the
 //! options' compression and level, and a cached member is the one those produce, so the output
 //! is byte-identical for any thread count and whatever the cache holds.
@@ -78,8 +81,9 @@ pub struct Options {
     pub body_sha1: bool,
 }
 
-/// Default libdeflate level for gzip: output no larger than `gzip -9` on realistic images.
-pub const GZIP_DEFAULT_LEVEL: i32 = 9;
+/// Default libdeflate level for gzip (libdeflate's own default): on realistic images smaller
+/// than the `find | cpio | gzip -9` pipeline's, at 2.4x the speed of level 9 (bench/README.md).
+pub const GZIP_DEFAULT_LEVEL: i32 = 6;
 
 /// Errors while compressing.
 #[derive(Debug, thiserror::Error)]
@@ -288,7 +292,8 @@ fn run_threads(
             .map(|_| {
                 let jobs = Arc::clone(&job_rx);
                 let done = done_tx.clone();
-                s.spawn(move || work(codec, &jobs, &done))
+                let worker = Worker { codec, cache, sha1 };
+                s.spawn(move || worker.run(&jobs, &done))
             })
             .collect();
         drop(job_rx);
@@ -303,12 +308,19 @@ fn run_threads(
                 .map_err(|_| CompressError::Thread("worker panicked"))?;
         }
         // The writer's error comes first: when it stops, the producer only sees closed channels.
-        let complete = written?;
+        let written = written?;
         match produced {
             Err(Produce::Failed(e)) => Err(e),
             Err(Produce::Stopped) => Err(CompressError::Thread("workers stopped early")),
-            Ok(_) if !complete => Err(CompressError::Thread("pieces went missing")),
-            Ok(done) => Ok(done),
+            Ok(_) if !written.complete => Err(CompressError::Thread("pieces went missing")),
+            Ok((cached, mut bodies)) => {
+                for (i, b) in written.bodies {
+                    if let Some(slot) = bodies.get_mut(i) {
+                        *slot = Some(b);
+                    }
+                }
+                Ok((cached + written.cached, bodies))
+            }
         }
     })
 }
@@ -346,13 +358,14 @@ impl Outbox {
     }
 
     /// Sends raw bytes of a member to be compressed; `store` (first piece only) asks the
-    /// writer to cache the member.
+    /// writer to cache the member; `segment` asks the worker to digest and look up the whole
+    /// segment first.
     fn compress(
         &mut self,
         (first, last): (bool, bool),
         member_len: u64,
         data: Vec<u8>,
-        store: Option<Key>,
+        (store, segment): (Option<Key>, Option<usize>),
     ) -> Result<(), Produce> {
         let seq = self.credit()?;
         let piece = Piece {
@@ -362,6 +375,7 @@ impl Outbox {
             member_len,
             data,
             store,
+            segment,
         };
         if self.jobs.send(piece).is_err() {
             self.stopped = true;
@@ -390,8 +404,8 @@ impl Outbox {
     }
 }
 
-/// Renders every segment in order and hands it on: replayed from the cache when found there,
-/// else as pieces to compress.
+/// Renders every segment in order and hands it on: a one-piece segment to a worker whole, a
+/// larger one replayed from the cache when found there, else as pieces to compress.
 struct Producer<'a> {
     entries: &'a [Entry],
     codec: Codec,
@@ -404,19 +418,19 @@ struct Producer<'a> {
 }
 
 impl Producer<'_> {
-    /// Returns how many segments came from the cache, and the bodies' digests.
+    /// Returns how many of the segments larger than a piece came from the cache (the writer
+    /// counts the others), and the digests of their bodies.
     fn run(
         mut self,
         segments: &[plan::Segment],
     ) -> Result<(usize, Vec<Option<BodyDigest>>), Produce> {
         let mut cached = 0;
         for seg in segments {
-            let hit = if seg.raw_len <= self.codec.chunk as u64 {
-                self.small(seg)?
+            if seg.raw_len <= self.codec.chunk as u64 {
+                self.small(seg)?;
             } else {
-                self.big(seg)?
-            };
-            cached += usize::from(hit);
+                cached += usize::from(self.big(seg)?);
+            }
         }
         Ok((cached, self.bodies))
     }
@@ -433,9 +447,9 @@ impl Producer<'_> {
         segment
     }
 
-    /// A segment that fits one piece: rendered once, digested, compressed unless cached.
-    /// Returns whether it was cached.
-    fn small(&mut self, seg: &plan::Segment) -> Result<bool, Produce> {
+    /// A segment that fits one piece: rendered once into it; the worker that takes it digests
+    /// it and copies it from the cache or compresses it.
+    fn small(&mut self, seg: &plan::Segment) -> Result<(), Produce> {
         let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
         let mut buf = Vec::with_capacity(raw_len as usize);
         render(entries, &mut buf)?;
@@ -444,15 +458,9 @@ impl Producer<'_> {
                 "segment size differs from its plan",
             )));
         }
-        let mut d = SegmentDigest::new(self.sha1);
-        d.write_all(&buf).map_err(CompressError::Io)?;
-        let raw = self.digested(seg.range.start, d);
-        let key = self.cache.map(|_| self.key(&raw));
-        if let Some(hit) = self.lookup(key, &raw, raw_len) {
-            return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
-        }
-        self.outbox.compress((true, true), raw_len, buf, key)?;
-        Ok(false)
+        let segment = Some(seg.range.start);
+        self.outbox
+            .compress((true, true), raw_len, buf, (None, segment))
     }
 
     /// A segment larger than a piece: digested in one pass (when there is a cache), then,
@@ -460,18 +468,19 @@ impl Producer<'_> {
     /// is no cache).
     fn big(&mut self, seg: &plan::Segment) -> Result<bool, Produce> {
         let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
-        let (key, raw) = match self.cache {
-            Some(_) => {
+        let key = match self.cache {
+            Some(cache) => {
                 let mut d = SegmentDigest::new(self.sha1);
                 render(entries, &mut d)?;
                 let raw = self.digested(seg.range.start, d);
-                (Some(self.key(&raw)), raw)
+                let key = key(self.codec, &raw);
+                if let Some(hit) = lookup(cache, self.codec, &key, &raw, raw_len) {
+                    return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
+                }
+                Some(key)
             }
-            None => (None, [0; 32]),
+            None => None,
         };
-        if let Some(hit) = self.lookup(key, &raw, raw_len) {
-            return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
-        }
         let mut cutter = Cutter {
             outbox: &mut self.outbox,
             chunk: self.codec.chunk,
@@ -495,26 +504,26 @@ impl Producer<'_> {
         }
         Ok(false)
     }
+}
 
-    fn key(&self, raw: &[u8; 32]) -> Key {
-        let c = &self.codec;
-        Key::new(c.compression, c.level.0, c.chunk, raw)
-    }
+/// The cache key of a segment whose bytes hash to `raw`, compressed per `c`.
+fn key(c: Codec, raw: &[u8; 32]) -> Key {
+    Key::new(c.compression, c.level.0, c.chunk, raw)
+}
 
-    /// The cached member of the segment whose bytes hash to `raw`, once proven to be their
-    /// compression; a member that is not is removed with a warning and compressed again.
-    fn lookup(&self, key: Option<Key>, raw: &[u8; 32], raw_len: u64) -> Option<Hit> {
-        let hit = self.cache.zip(key).and_then(|(c, k)| c.lookup(&k))?;
-        if hit.proves(self.codec.compression, raw, raw_len) {
-            return Some(hit);
-        }
-        log::warn!(
-            "cached segment {} does not decompress to the bytes it stands for (a damaged or forged cache); compressing it again",
-            hit.path().display()
-        );
-        let _ = std::fs::remove_file(hit.path());
-        None
+/// The cached member of the segment whose bytes hash to `raw`, once proven to be their
+/// compression; a member that is not is removed with a warning and compressed again.
+fn lookup(cache: &SegmentCache, c: Codec, key: &Key, raw: &[u8; 32], raw_len: u64) -> Option<Hit> {
+    let hit = cache.lookup(key)?;
+    if hit.proves(c.compression, raw, raw_len) {
+        return Some(hit);
     }
+    log::warn!(
+        "cached segment {} does not decompress to the bytes it stands for (a damaged or forged cache); compressing it again",
+        hit.path().display()
+    );
+    let _ = std::fs::remove_file(hit.path());
+    None
 }
 
 /// Writes `entries` as one newc archive, trailer included.
@@ -550,7 +559,7 @@ impl Cutter<'_> {
         let data = std::mem::take(&mut self.buf);
         let store = self.store.take();
         self.outbox
-            .compress((self.first, last), self.member_len, data, store)?;
+            .compress((self.first, last), self.member_len, data, (store, None))?;
         self.first = false;
         if !last {
             self.buf = self.buffer();
@@ -592,54 +601,99 @@ impl Write for Cutter<'_> {
     }
 }
 
-/// A worker: compresses pieces until the job channel closes.
-fn work(
+/// A worker: digests whole segments and copies them from the cache, or compresses pieces,
+/// until the job channel closes.
+struct Worker<'a> {
     codec: Codec,
-    jobs: &Mutex<Receiver<Piece>>,
-    done: &Sender<Result<Encoded, CompressError>>,
-) {
-    let mut enc = match PieceEncoder::new(codec) {
-        Ok(e) => Some(e),
-        Err(e) => {
-            let _ = done.send(Err(e));
-            None
-        }
-    };
-    loop {
-        let piece = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
+    cache: Option<&'a SegmentCache>,
+    sha1: bool,
+}
+
+impl Worker<'_> {
+    fn run(&self, jobs: &Mutex<Receiver<Piece>>, done: &Sender<Result<Encoded, CompressError>>) {
+        let mut enc = match PieceEncoder::new(self.codec) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                let _ = done.send(Err(e));
+                None
+            }
         };
-        let Ok(piece) = piece else { return };
-        let Some(enc) = enc.as_mut() else { return };
-        // A panic must still reach the writer as an error, or it would wait for this piece.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| enc.encode(piece)))
-            .unwrap_or(Err(CompressError::Thread("a compression worker panicked")));
-        if done.send(result).is_err() {
-            return;
+        loop {
+            let piece = match jobs.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            let Ok(piece) = piece else { return };
+            let Some(enc) = enc.as_mut() else { return };
+            // A panic must still reach the writer as an error, or it would wait for this piece.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.piece(enc, piece)))
+                    .unwrap_or(Err(CompressError::Thread("a compression worker panicked")));
+            if done.send(result).is_err() {
+                return;
+            }
         }
+    }
+
+    /// A piece; a whole segment (`segment` set) is digested first, and copied from the cache
+    /// when it is there.
+    fn piece(&self, enc: &mut PieceEncoder, mut piece: Piece) -> Result<Encoded, CompressError> {
+        let Some(start) = piece.segment else {
+            return enc.encode(piece);
+        };
+        let mut d = SegmentDigest::new(self.sha1);
+        d.write_all(&piece.data)?;
+        let (raw, bodies) = d.finish();
+        let bodies = bodies.into_iter().map(|(i, b)| (start + i, b)).collect();
+        if let Some(cache) = self.cache {
+            let key = key(self.codec, &raw);
+            let raw_len = piece.data.len() as u64;
+            if let Some(mut hit) = lookup(cache, self.codec, &key, &raw, raw_len) {
+                let member = hit.next_piece(usize::MAX)?;
+                let mut e = Encoded::verbatim(piece.seq, true, true, member);
+                e.bodies = bodies;
+                e.cached = true;
+                return Ok(e);
+            }
+            piece.store = Some(key);
+        }
+        let mut e = enc.encode(piece)?;
+        e.bodies = bodies;
+        Ok(e)
     }
 }
 
-/// Writes encoded pieces in sequence order, storing newly compressed members in the cache;
-/// returns whether the producer's last piece arrived.
+/// What the writer saw.
+struct Written {
+    /// Whether the producer's last piece arrived.
+    complete: bool,
+    /// Members the workers copied from the cache.
+    cached: usize,
+    /// The body digests the workers made, by entry index.
+    bodies: Vec<(usize, BodyDigest)>,
+}
+
+/// Writes encoded pieces in sequence order, storing newly compressed members in the cache.
 fn write_in_order(
     codec: Codec,
     cache: Option<&SegmentCache>,
     done: Receiver<Result<Encoded, CompressError>>,
     credits: SyncSender<()>,
     out: &mut dyn Write,
-) -> Result<bool, CompressError> {
+) -> Result<Written, CompressError> {
     let mut writer = MemberWriter::new(codec);
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut finished = false;
     let mut store: Option<Store> = None;
+    let (mut cached, mut bodies) = (0, Vec::new());
     for result in done {
-        let e = result?;
+        let mut e = result?;
+        bodies.append(&mut e.bodies);
         pending.insert(e.seq, e);
         while let Some(e) = pending.remove(&next) {
             let last_member_piece = e.last;
+            cached += usize::from(e.cached);
             if e.first {
                 store = cache.zip(e.store).and_then(|(c, k)| c.store(k));
             }
@@ -659,7 +713,11 @@ fn write_in_order(
         }
     }
     out.flush()?;
-    Ok(finished && pending.is_empty())
+    Ok(Written {
+        complete: finished && pending.is_empty(),
+        cached,
+        bodies,
+    })
 }
 
 /// Writes to the image and copies what was written into a cache entry.
