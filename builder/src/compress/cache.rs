@@ -11,7 +11,9 @@
 //! the image, then a trailer of the member's length (u64 LE) and sha256(key, member). A file
 //! that fails that check is removed with a warning and its segment compressed again. The
 //! trailer only shows a file is whole (anyone who can write the cache can compute it): before
-//! a member is used, [`Hit::proves`] decompresses it and compares it with the segment's bytes. Files are
+//! a member is used, it is decompressed and compared with the segment's bytes - byte for byte
+//! when the segment fits one piece ([`Whole::proves`]: the member is read once, into memory),
+//! else by digest ([`Hit::proves`]). Files are
 //! written under a temporary name and renamed into place, so concurrent builds can share the
 //! directory. Eviction is least recently used: a hit sets the file's mtime to now, and after a
 //! build the oldest files go while the total is over the limit ([`LIMIT_ENV`], default
@@ -270,6 +272,42 @@ impl SegmentCache {
         }
     }
 
+    /// The member stored under `key`, read whole into memory and checked like [`Self::lookup`]
+    /// does, for a segment that fits one piece: its member is at most `max` bytes, and a larger
+    /// file is damaged. A member read once cannot change between its proof and its use.
+    pub(crate) fn lookup_whole(&self, key: &Key, max: u64) -> Option<Whole> {
+        let path = self.dir.join(key.file_name());
+        let mut file = File::open(&path).ok()?;
+        let read = (|| -> io::Result<Option<Vec<u8>>> {
+            let size = file.metadata()?.len();
+            let overhead = MAGIC.len() as u64 + TRAILER_LEN;
+            if size < overhead || size - overhead > max {
+                return Ok(None);
+            }
+            let mut buf = Vec::with_capacity(size as usize);
+            (&mut file).take(size).read_to_end(&mut buf)?;
+            Ok(whole(buf, key))
+        })();
+        match read {
+            Ok(Some(member)) => {
+                let _ = file.set_modified(SystemTime::now());
+                Some(Whole { member, path })
+            }
+            Ok(None) => {
+                log::warn!(
+                    "cached segment {} is damaged; compressing it again",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+                None
+            }
+            Err(e) => {
+                log::debug!("cannot read cached segment {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
     /// A writer that stores a member under `key` when committed; `None` when the directory
     /// cannot be written (the build goes on without caching).
     pub(crate) fn store(&self, key: Key) -> Option<Store> {
@@ -333,6 +371,57 @@ fn check(file: &mut File, key: &Key) -> io::Result<Option<(u64, [u8; 32])>> {
     let digest = hasher.digest();
     let ok = copied == len && stored_len == len && trailer[8..] == digest;
     Ok(ok.then_some((len, digest)))
+}
+
+/// The member in a whole cache file `buf` when magic, length and digest agree.
+fn whole(mut buf: Vec<u8>, key: &Key) -> Option<Vec<u8>> {
+    let overhead = (MAGIC.len() as u64 + TRAILER_LEN) as usize;
+    if buf.len() < overhead || &buf[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let end = buf.len() - TRAILER_LEN as usize;
+    let (member, trailer) = (&buf[MAGIC.len()..end], &buf[end..]);
+    let mut hasher = keyed(io::sink(), key);
+    hasher.write_all(member).ok()?;
+    let stored_len = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
+    if stored_len != member.len() as u64 || trailer[8..] != hasher.digest() {
+        return None;
+    }
+    buf.truncate(end);
+    buf.drain(..MAGIC.len());
+    Some(buf)
+}
+
+/// A checked member read whole.
+pub(crate) struct Whole {
+    pub member: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Whole {
+    /// Whether the member is the compression (as `compression`) of exactly `raw`: decompressed,
+    /// every concatenated member to the end as the kernel reads it, and compared byte for byte.
+    /// The trailer's digest only shows the file is whole; this is what keeps a shared cache
+    /// from putting other files in an image.
+    pub fn proves(&self, compression: Compression, raw: &[u8]) -> bool {
+        let mut decoded = super::decoder(compression, Box::new(&self.member[..]));
+        let mut buf = vec![0u8; 64 << 10];
+        let mut at = 0;
+        loop {
+            match decoded.read(&mut buf) {
+                Ok(0) => return at == raw.len(),
+                Ok(n) if raw.len() - at >= n && buf[..n] == raw[at..at + n] => at += n,
+                Ok(_) => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The cache file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// A checked member being read back.
@@ -540,6 +629,49 @@ mod tests {
         let u = c.usage().unwrap();
         assert_eq!(u.entries, 1);
         assert_eq!(u.bytes, member.len() as u64 + 8 + TRAILER_LEN);
+    }
+
+    #[test]
+    fn a_whole_member_is_bounded_checked_and_proven_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(dir.path(), DEFAULT_LIMIT);
+        let raw: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let member = gz(&raw);
+        put(&c, key(1), &member);
+        let n = member.len() as u64;
+        assert!(c.lookup_whole(&key(1), n - 1).is_none(), "over the bound");
+        assert!(
+            !c.dir().join(key(1).file_name()).exists(),
+            "removed as damaged"
+        );
+        put(&c, key(1), &member);
+        let whole = c.lookup_whole(&key(1), n).unwrap();
+        assert_eq!(whole.member, member);
+        assert!(whole.proves(Compression::Gzip, &raw));
+        assert!(
+            !whole.proves(Compression::Gzip, &raw[..raw.len() - 1]),
+            "one byte more"
+        );
+        let mut longer = raw.clone();
+        longer.push(0);
+        assert!(!whole.proves(Compression::Gzip, &longer), "one byte less");
+        let mut other = raw.clone();
+        other[1000] ^= 1;
+        assert!(!whole.proves(Compression::Gzip, &other), "one byte differs");
+        // A file with a wrong trailer is damaged.
+        let path = c.dir().join(key(2).file_name());
+        let mut file = fs::read(c.dir().join(key(1).file_name())).unwrap();
+        fs::write(&path, &file).unwrap();
+        assert!(c.lookup_whole(&key(2), n).is_none(), "keyed to another key");
+        assert!(!path.exists());
+        *file.last_mut().unwrap() ^= 1;
+        fs::write(c.dir().join(key(1).file_name()), &file).unwrap();
+        assert!(c.lookup_whole(&key(1), n).is_none(), "a wrong digest");
     }
 
     #[test]

@@ -518,12 +518,17 @@ fn lookup(cache: &SegmentCache, c: Codec, key: &Key, raw: &[u8; 32], raw_len: u6
     if hit.proves(c.compression, raw, raw_len) {
         return Some(hit);
     }
+    forged(hit.path());
+    None
+}
+
+/// Removes a cached member that does not decompress to its segment, with a warning.
+fn forged(path: &std::path::Path) {
     log::warn!(
         "cached segment {} does not decompress to the bytes it stands for (a damaged or forged cache); compressing it again",
-        hit.path().display()
+        path.display()
     );
-    let _ = std::fs::remove_file(hit.path());
-    None
+    let _ = std::fs::remove_file(path);
 }
 
 /// Writes `entries` as one newc archive, trailer included.
@@ -635,6 +640,19 @@ impl Worker<'_> {
         }
     }
 
+    /// The cached member of the one-piece segment `raw` (of key `key`), once proven to be its
+    /// compression; a member that is not is removed with a warning and compressed again.
+    fn cached(&self, cache: &SegmentCache, key: &Key, raw: &[u8]) -> Option<Vec<u8>> {
+        // No member of one piece is larger than its compressor's bound for the piece.
+        let bound = raw.len() as u64 + raw.len() as u64 / 64 + (64 << 10);
+        let whole = cache.lookup_whole(key, bound)?;
+        if whole.proves(self.codec.compression, raw) {
+            return Some(whole.member);
+        }
+        forged(whole.path());
+        None
+    }
+
     /// A piece; a whole segment (`segment` set) is digested first, and copied from the cache
     /// when it is there.
     fn piece(&self, enc: &mut PieceEncoder, mut piece: Piece) -> Result<Encoded, CompressError> {
@@ -647,9 +665,7 @@ impl Worker<'_> {
         let bodies = bodies.into_iter().map(|(i, b)| (start + i, b)).collect();
         if let Some(cache) = self.cache {
             let key = key(self.codec, &raw);
-            let raw_len = piece.data.len() as u64;
-            if let Some(mut hit) = lookup(cache, self.codec, &key, &raw, raw_len) {
-                let member = hit.next_piece(usize::MAX)?;
+            if let Some(member) = self.cached(cache, &key, &piece.data) {
                 let mut e = Encoded::verbatim(piece.seq, true, true, member);
                 e.bodies = bodies;
                 e.cached = true;
