@@ -32,6 +32,8 @@ summary() {
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 names, by = [], {}
+if not rows:
+    sys.exit(0)
 for rnd, name, wall, cpu, size, rss in rows:
     if name not in by:
         names.append(name)
