@@ -243,33 +243,16 @@ impl SegmentCache {
     pub(crate) fn lookup(&self, key: &Key) -> Option<Hit> {
         let path = self.dir.join(key.file_name());
         let mut file = File::open(&path).ok()?;
-        match check(&mut file, key) {
-            Ok(Some((len, digest))) => {
-                // Least recently used: a hit counts as a use. Failing to mark it only makes
-                // the entry look older.
-                let _ = file.set_modified(SystemTime::now());
-                if file.seek(SeekFrom::Start(MAGIC.len() as u64)).is_err() {
-                    return None;
-                }
-                Some(Hit {
-                    reader: keyed(file.take(len), key),
-                    digest,
-                    path,
-                })
-            }
-            Ok(None) => {
-                log::warn!(
-                    "cached segment {} is damaged; compressing it again",
-                    path.display()
-                );
-                let _ = fs::remove_file(&path);
-                None
-            }
-            Err(e) => {
-                log::debug!("cannot read cached segment {}: {e}", path.display());
-                None
-            }
-        }
+        let (len, digest) = checked(&path, check(&mut file, key))?;
+        // Least recently used: a hit counts as a use. Failing to mark it only makes the entry
+        // look older.
+        let _ = file.set_modified(SystemTime::now());
+        file.seek(SeekFrom::Start(MAGIC.len() as u64)).ok()?;
+        Some(Hit {
+            reader: keyed(file.take(len), key),
+            digest,
+            path,
+        })
     }
 
     /// The member stored under `key`, read whole into memory and checked like [`Self::lookup`]
@@ -288,24 +271,9 @@ impl SegmentCache {
             (&mut file).take(size).read_to_end(&mut buf)?;
             Ok(whole(buf, key))
         })();
-        match read {
-            Ok(Some(member)) => {
-                let _ = file.set_modified(SystemTime::now());
-                Some(Whole { member, path })
-            }
-            Ok(None) => {
-                log::warn!(
-                    "cached segment {} is damaged; compressing it again",
-                    path.display()
-                );
-                let _ = fs::remove_file(&path);
-                None
-            }
-            Err(e) => {
-                log::debug!("cannot read cached segment {}: {e}", path.display());
-                None
-            }
-        }
+        let member = checked(&path, read)?;
+        let _ = file.set_modified(SystemTime::now());
+        Some(Whole { member, path })
     }
 
     /// A writer that stores a member under `key` when committed; `None` when the directory
@@ -327,6 +295,26 @@ impl SegmentCache {
         };
         s.put(MAGIC);
         Some(s)
+    }
+}
+
+/// What a check of the cache file at `path` found: a damaged file (`Ok(None)`) is removed
+/// with a warning, one that cannot be read is passed over.
+fn checked<T>(path: &Path, found: io::Result<Option<T>>) -> Option<T> {
+    match found {
+        Ok(Some(t)) => Some(t),
+        Ok(None) => {
+            log::warn!(
+                "cached segment {} is damaged; compressing it again",
+                path.display()
+            );
+            let _ = fs::remove_file(path);
+            None
+        }
+        Err(e) => {
+            log::debug!("cannot read cached segment {}: {e}", path.display());
+            None
+        }
     }
 }
 
