@@ -1,22 +1,24 @@
 //! Layer blobs: from a (compressed) blob to the uncompressed tar in the cache, and from that tar
 //! to entries of the [`RootFs`].
 //!
-//! A layer is decompressed once, while its compressed digest and its `diff_id` (the digest of
-//! the uncompressed tar) are both checked, into `<cache>/layers/<diff_id hex>`; a build then
-//! reads that file once more to list its entries (checking the `diff_id` again, so a damaged
-//! cache is caught) and file bodies are streamed from it when the archive is written. Nothing
-//! is extracted. The compression (none, gzip, zstd) is read from the blob's first bytes, so a
-//! mislabelled media type does not matter.
+//! A layer is decompressed once into `<cache>/layers/<diff_id hex>`, while its compressed
+//! digest and its `diff_id` (the digest of the uncompressed tar) are both checked and its
+//! entries are listed from the same stream: three threads decompress, hash and write, and list.
+//! A build that finds the layer cached reads the file once to list it, checking the `diff_id`
+//! again so a damaged cache is caught. File bodies are streamed from the cached tar when the
+//! archive is written; nothing is extracted. The compression (none, gzip, zstd) is read from
+//! the blob's first bytes, so a mislabelled media type does not matter.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::Arc;
 
 pub use crate::hashing::Hashing;
 
-use super::tree::{NodeKind, RootFs, TarEntry, What};
+use super::tree::{NodeKind, RootFs, TarEntry, What, MAX_ENTRIES, MAX_PATH};
 use super::{Digest, Problem};
 use crate::compress::{self, Compression};
 
@@ -46,14 +48,25 @@ pub fn cached_path(cache: &Path, diff_id: &Digest) -> PathBuf {
     cache.join("layers").join(diff_id.hex())
 }
 
-/// Decompresses a layer blob into the cache, checking the blob's digest (when known) and the
-/// `diff_id`. Returns the cache path; nothing is left behind on failure.
+/// The entries of one layer, in the order of its tar, as its headers give them.
+#[derive(Debug, Clone)]
+pub struct Listing(Vec<(TarEntry, Xattrs)>);
+
+/// Extended attributes by name.
+type Xattrs = BTreeMap<String, Vec<u8>>;
+
+/// Decompresses layer `index`'s blob into the cache, checking the blob's digest (when known)
+/// and the `diff_id`, and lists its entries on the way. Returns the cache path and the
+/// listing; nothing is left behind on failure. A tar whose digests are right but whose
+/// entries are not is kept in the cache (it is the layer the image names) and its problem
+/// returned, as a build that finds it cached would.
 pub fn unpack(
     blob: impl Read,
+    index: usize,
     digest: Option<&Digest>,
     diff_id: &Digest,
     cache: &Path,
-) -> Result<PathBuf, Problem> {
+) -> Result<(PathBuf, Listing), Problem> {
     let dest = cached_path(cache, diff_id);
     let dir = dest.parent().expect("layers/ has a parent");
     let cache_err = |source| Problem::Cache {
@@ -75,8 +88,13 @@ pub fn unpack(
         "{} uncompressed ({LIMIT_VAR})",
         indicatif::HumanBytes(limit)
     );
-    let actual = match copy_hashed(stream, tmp.file(), limit, &limit_text) {
-        Ok(d) => Digest::from_bytes(d),
+    let data: Arc<Path> = Arc::from(dest.as_path());
+    let lister = |chunks: &mut Chunks| {
+        let mut archive = tar::Archive::new(chunks);
+        list(index, &data, diff_id, archive.entries_with_seek())
+    };
+    let (actual, listing) = match copy_hashed(stream, tmp.file(), limit, &limit_text, lister) {
+        Ok((d, listing)) => (Digest::from_bytes(d), listing),
         Err(Copy::Read(e)) => return Err(read_fail(diff_id, e)),
         Err(Copy::Write(e)) => return Err(cache_err(e)),
     };
@@ -96,7 +114,7 @@ pub fn unpack(
         });
     }
     crate::output::commit(vec![tmp]).map_err(|(_, e)| cache_err(e))?;
-    Ok(dest)
+    Ok((dest, listing?))
 }
 
 /// A blob that goes on past its descriptor's size (bytes): not the blob the digest names.
@@ -136,28 +154,39 @@ enum Copy {
     Write(io::Error),
 }
 
-/// Copies `from` to `to` and returns the sha256 of the bytes: this thread reads (decompresses)
-/// while a second one hashes and writes, so the two run on two cores. More than `limit` bytes
-/// fail the read, naming the limit as `limit_text`.
-fn copy_hashed(
+/// Copies `from` to `to` and returns the sha256 of the bytes, and what `reader` made of the
+/// same bytes: this thread reads (decompresses) while a second one hashes and writes and a
+/// third runs `reader`, all sharing each chunk read. More than `limit` bytes fail the read,
+/// naming the limit as `limit_text`. A `reader` that stops early is no longer fed.
+fn copy_hashed<T: Send>(
     mut from: impl Read,
     to: &mut File,
     limit: u64,
     limit_text: &str,
-) -> Result<[u8; 32], Copy> {
+    reader: impl FnOnce(&mut Chunks) -> T + Send,
+) -> Result<([u8; 32], T), Copy> {
     const CHUNK: usize = 128 << 10;
     std::thread::scope(|s| {
-        let (full, filled) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (full, filled) = sync_channel::<Arc<Chunk>>(4);
+        let (to_reader, for_reader) = sync_channel::<Arc<Chunk>>(16);
+        let (back, returned) = channel::<Vec<u8>>();
         let writer = s.spawn(move || {
             let mut out = Hashing::new(to);
-            for buf in filled {
-                out.write_all(&buf)?;
-                // The reader may have stopped: then the buffer is not needed.
-                let _ = back.send(buf);
+            for chunk in filled {
+                out.write_all(&chunk.data)?;
             }
             io::Result::Ok(out.digest())
         });
+        let lister = s.spawn(move || {
+            let mut chunks = Chunks {
+                from: for_reader,
+                current: None,
+                at: 0,
+                pos: 0,
+            };
+            reader(&mut chunks)
+        });
+        let mut to_reader = Some(to_reader);
         let mut total = 0u64;
         let read = loop {
             let mut buf = returned.try_recv().unwrap_or_default();
@@ -171,19 +200,115 @@ fn copy_hashed(
                 break Err(io::Error::other(format!("more than {limit_text}")));
             }
             buf.truncate(n);
+            let chunk = Arc::new(Chunk {
+                data: buf,
+                back: back.clone(),
+            });
+            if to_reader
+                .as_ref()
+                .is_some_and(|r| r.send(Arc::clone(&chunk)).is_err())
+            {
+                to_reader = None;
+            }
             // A send fails only when the writer stopped on an error, which it returns.
-            if n == 0 || full.send(buf).is_err() || n < CHUNK {
+            if n == 0 || full.send(chunk).is_err() || n < CHUNK {
                 break Ok(());
             }
         };
-        drop(full);
+        drop((full, to_reader));
         let written = writer.join().expect("the layer writer does not panic");
+        let listed = lister.join().expect("the layer lister does not panic");
         match (read, written) {
             (Err(e), _) => Err(Copy::Read(e)),
             (Ok(()), Err(e)) => Err(Copy::Write(e)),
-            (Ok(()), Ok(digest)) => Ok(digest),
+            (Ok(()), Ok(digest)) => Ok((digest, listed)),
         }
     })
+}
+
+/// A chunk of the decompressed stream, shared by the writer and the lister; the last to let
+/// it go hands the buffer back to be filled again.
+struct Chunk {
+    data: Vec<u8>,
+    back: Sender<Vec<u8>>,
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // The reader may have stopped: then the buffer is not needed.
+        let _ = self.back.send(std::mem::take(&mut self.data));
+    }
+}
+
+/// The stream of chunks as a reader that seeks forward only, skipping bodies without copying
+/// them; a skip past the end of the stream fails (a tar cut short inside a body).
+struct Chunks {
+    from: Receiver<Arc<Chunk>>,
+    current: Option<Arc<Chunk>>,
+    /// How far into `current`.
+    at: usize,
+    /// How far into the stream.
+    pos: u64,
+}
+
+impl Chunks {
+    /// The bytes of the current chunk not yet read; empty at the end of the stream.
+    fn left(&mut self) -> &[u8] {
+        while self
+            .current
+            .as_ref()
+            .is_none_or(|c| self.at == c.data.len())
+        {
+            match self.from.recv() {
+                Ok(c) => {
+                    self.current = Some(c);
+                    self.at = 0;
+                }
+                Err(_) => {
+                    self.current = None;
+                    return &[];
+                }
+            }
+        }
+        let c = self.current.as_ref().expect("a chunk is current");
+        &c.data[self.at..]
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left();
+        let n = left.len().min(buf.len());
+        buf[..n].copy_from_slice(&left[..n]);
+        self.at += n;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Chunks {
+    /// Only `SeekFrom::Current` forward, which is how a tar reader skips a body.
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let SeekFrom::Current(by) = to else {
+            return Err(io::Error::other("a layer stream only seeks forward"));
+        };
+        let mut skip =
+            u64::try_from(by).map_err(|_| io::Error::other("a layer stream only seeks forward"))?;
+        while skip > 0 {
+            let n = self.left().len() as u64;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the layer ends inside a file's body",
+                ));
+            }
+            let step = n.min(skip);
+            self.at += step as usize;
+            self.pos += step;
+            skip -= step;
+        }
+        Ok(self.pos)
+    }
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -200,7 +325,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Applies the cached uncompressed layer `index` (at `path`, named by `diff_id`) to `tree`,
-/// checking its digest as it goes.
+/// checking its digest as it is read.
 pub fn apply(
     tree: &mut RootFs,
     index: usize,
@@ -217,11 +342,10 @@ pub fn apply(
         MAX_LAYER_BYTES,
         format!("{MAX_LAYER_BYTES} bytes"),
     );
-    {
+    let listing = {
         let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive.entries();
-        list(tree, index, path, diff_id, entries, u64::MAX)?;
-    }
+        list(index, &Arc::from(path), diff_id, archive.entries())?
+    };
     let actual = Digest::from_bytes(hashing.finish().map_err(read_err)?);
     if actual != *diff_id {
         return Err(Problem::Digest {
@@ -229,120 +353,80 @@ pub fn apply(
             actual: actual.to_string(),
         });
     }
+    apply_listing(tree, index, diff_id, listing)
+}
+
+/// Applies the entries of layer `index`, as [`unpack`] listed them, to `tree`.
+pub fn apply_listing(
+    tree: &mut RootFs,
+    index: usize,
+    diff_id: &Digest,
+    listing: Listing,
+) -> Result<(), Problem> {
+    for (entry, xattrs) in listing.0 {
+        // A path's attributes are those of its last header (a later layer's copy of a file
+        // has only its own).
+        let key = crate::tree::clean(&entry.name).join("/");
+        if xattrs.is_empty() {
+            tree.xattrs.remove(&key);
+        } else {
+            tree.xattrs.insert(key, xattrs);
+        }
+        tree.apply(index, entry)
+            .map_err(|e| entry_problem(index, diff_id, e.entry, e.problem))?;
+    }
     Ok(())
 }
 
-/// [`apply`] for a layer this process has just unpacked (so checked) into the cache: only its
-/// headers are read, seeking past the bodies.
-pub fn apply_unpacked(
-    tree: &mut RootFs,
-    index: usize,
-    path: &Path,
-    diff_id: &Digest,
-) -> Result<(), Problem> {
-    let read_err = |source| Problem::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let len = file.metadata().map_err(read_err)?.len();
-    let mut archive = tar::Archive::new(Skipping::new(file));
-    let entries = archive.entries_with_seek();
-    list(tree, index, path, diff_id, entries, len)
-}
-
-/// A buffered file whose seeks past small bodies stay inside its buffer (a `BufReader` drops
-/// its buffer on every seek, reading the same 64 KiB again for each small file).
-struct Skipping {
-    inner: BufReader<File>,
-    /// Where `inner` is, from the start of the file.
-    pos: u64,
-}
-
-impl Skipping {
-    fn new(file: File) -> Self {
-        Skipping {
-            inner: BufReader::with_capacity(64 << 10, file),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for Skipping {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Seek for Skipping {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        self.pos = match to {
-            SeekFrom::Current(by) => {
-                let pos = self
-                    .pos
-                    .checked_add_signed(by)
-                    .ok_or_else(|| io::Error::other("a seek before the start of the layer"))?;
-                self.inner.seek_relative(by)?;
-                pos
-            }
-            other => self.inner.seek(other)?,
-        };
-        Ok(self.pos)
-    }
-}
-
-/// Applies the entries of layer `index` to `tree`; a body may not end past `len` (a reader
-/// that seeks past bodies does not see a tar cut short).
-fn list<R: Read>(
-    tree: &mut RootFs,
-    index: usize,
-    path: &Path,
-    diff_id: &Digest,
-    entries: io::Result<tar::Entries<'_, R>>,
-    len: u64,
-) -> Result<(), Problem> {
-    let data: Arc<Path> = Arc::from(path);
-    let at = |entry: String, problem: String| Problem::Entry {
+/// A problem with one entry of layer `index`.
+fn entry_problem(index: usize, diff_id: &Digest, entry: String, problem: String) -> Problem {
+    Problem::Entry {
         index,
         diff_id: diff_id.clone(),
         entry,
         problem,
-    };
+    }
+}
+
+/// Lists the entries of layer `index`, whose bodies are in the file `data`; no more of them
+/// than an image may have, and no name longer than a path may be, are kept.
+fn list<R: Read>(
+    index: usize,
+    data: &Arc<Path>,
+    diff_id: &Digest,
+    entries: io::Result<tar::Entries<'_, R>>,
+) -> Result<Listing, Problem> {
+    let at = |entry: String, problem: String| entry_problem(index, diff_id, entry, problem);
     let entries = entries.map_err(|e| at(String::new(), format!("not a tar archive: {e}")))?;
+    let mut listed = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| at(String::new(), format!("bad tar entry: {e}")))?;
-        if entry.raw_file_position().saturating_add(entry.size()) > len {
-            return Err(at(
-                String::from_utf8_lossy(&entry.path_bytes()).into(),
-                "its body runs past the end of the layer".into(),
-            ));
-        }
         let name = String::from_utf8(entry.path_bytes().into_owned()).map_err(|e| {
             at(
                 String::from_utf8_lossy(e.as_bytes()).into(),
                 "the name is not UTF-8".into(),
             )
         })?;
+        if name.len() > MAX_PATH {
+            return Err(at(
+                name.chars().take(64).collect::<String>() + "...",
+                format!("the name is longer than {MAX_PATH} bytes"),
+            ));
+        }
         let Some(decoded) =
-            decode(&mut entry, &data, name.clone()).map_err(|p| at(name.clone(), p))?
+            decode(&mut entry, data, name.clone()).map_err(|p| at(name.clone(), p))?
         else {
             continue;
         };
-        // A path's attributes are those of its last header (a later layer's copy of a file
-        // has only its own).
-        let xattrs = xattrs(&mut entry);
-        let key = crate::tree::clean(&name).join("/");
-        if xattrs.is_empty() {
-            tree.xattrs.remove(&key);
-        } else {
-            tree.xattrs.insert(key, xattrs);
+        if listed.len() == MAX_ENTRIES {
+            return Err(at(
+                name,
+                format!("the layer has more than {MAX_ENTRIES} entries"),
+            ));
         }
-        tree.apply(index, decoded)
-            .map_err(|e| at(e.entry, e.problem))?;
+        listed.push((decoded, xattrs(&mut entry)));
     }
-    Ok(())
+    Ok(Listing(listed))
 }
 
 /// What a tar entry is; `None` for entries that are not content (PAX global headers).

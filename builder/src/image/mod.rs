@@ -202,13 +202,14 @@ pub struct ImageError {
 }
 
 /// One layer of a loaded image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LayerInfo {
     pub diff_id: Digest,
     /// The uncompressed tar in the cache.
     pub path: PathBuf,
-    /// Whether this process unpacked it (and so checked it on the way in).
-    pub unpacked: bool,
+    /// Its entries, when this process unpacked it (and so checked it and listed it on the
+    /// way in); a layer found in the cache is read again.
+    pub listing: Option<layer::Listing>,
 }
 
 /// An image read and applied.
@@ -250,7 +251,7 @@ fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageErr
         image: spec.text.clone(),
         problem,
     };
-    let resolved = resolve::resolve(spec, cache, network).map_err(err)?;
+    let mut resolved = resolve::resolve(spec, cache, network).map_err(err)?;
     log::info!(
         "image {}: {} ({} layers)",
         spec.text,
@@ -258,11 +259,10 @@ fn load_from(spec: &Spec, cache: &Path, network: bool) -> Result<Image, ImageErr
         resolved.layers.len()
     );
     let mut tree = RootFs::default();
-    for (i, l) in resolved.layers.iter().enumerate() {
-        if l.unpacked {
-            layer::apply_unpacked(&mut tree, i, &l.path, &l.diff_id)
-        } else {
-            layer::apply(&mut tree, i, &l.path, &l.diff_id)
+    for (i, l) in resolved.layers.iter_mut().enumerate() {
+        match l.listing.take() {
+            Some(listing) => layer::apply_listing(&mut tree, i, &l.diff_id, listing),
+            None => layer::apply(&mut tree, i, &l.path, &l.diff_id),
         }
         .map_err(err)?;
     }

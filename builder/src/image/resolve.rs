@@ -134,8 +134,8 @@ where
     let mut out = Vec::with_capacity(diff_ids.len());
     for (i, (blob, diff_id)) in blobs.iter().zip(diff_ids).enumerate() {
         let path = layer::cached_path(cache, diff_id);
-        let cached = path.is_file();
-        if cached {
+        let mut listing = None;
+        if path.is_file() {
             log::debug!("layer {}: {diff_id} is cached", i + 1);
             // A use, for the cache's least-recently-used pruning; failing only ages it.
             if let Ok(f) = std::fs::File::open(&path) {
@@ -143,12 +143,12 @@ where
             }
         } else {
             log::info!("layer {}/{}: {}", i + 1, diff_ids.len(), diff_id.short());
-            layer::unpack(open(i)?, blob.as_ref(), diff_id, cache)?;
+            listing = Some(layer::unpack(open(i)?, i, blob.as_ref(), diff_id, cache)?.1);
         }
         out.push(LayerInfo {
             diff_id: diff_id.clone(),
             path,
-            unpacked: !cached,
+            listing,
         });
     }
     Ok(out)

@@ -129,17 +129,17 @@ pub fn layer(entries: &[E]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-/// Applies layers (each an entry list) to a fresh tree through the cache, as a build does.
-/// Every layer is also applied as a fresh unpack is (seeking past bodies, not hashing again),
-/// and both trees must be the same.
+/// Applies layers (each an entry list) to a fresh tree through the cache, as a build that
+/// finds them cached does. Every layer is also applied as a fresh unpack lists it (from the
+/// stream, seeking past bodies), and both trees must be the same.
 fn apply_all(dir: &Path, layers: &[Vec<E>]) -> Result<RootFs, Problem> {
     let (mut tree, mut seeking) = (RootFs::default(), RootFs::default());
     for (i, l) in layers.iter().enumerate() {
         let tar = layer(l);
         let diff_id = Digest::of(&tar);
-        let path = layer::unpack(&tar[..], None, &diff_id, dir)?;
+        let (path, listing) = layer::unpack(&tar[..], i, None, &diff_id, dir)?;
         layer::apply(&mut tree, i, &path, &diff_id)?;
-        layer::apply_unpacked(&mut seeking, i, &path, &diff_id)?;
+        layer::apply_listing(&mut seeking, i, &diff_id, listing)?;
     }
     let dump = |t: &RootFs| {
         let mut v = Vec::new();
@@ -402,7 +402,7 @@ fn a_layer_whose_digest_is_wrong_fails() {
     let dir = tempfile::tempdir().unwrap();
     let tar = layer(&[file("a", b"a")]);
     let wrong = Digest::of(b"something else");
-    let err = layer::unpack(&tar[..], None, &wrong, dir.path())
+    let err = layer::unpack(&tar[..], 0, None, &wrong, dir.path())
         .unwrap_err()
         .to_string();
     assert!(
@@ -414,7 +414,7 @@ fn a_layer_whose_digest_is_wrong_fails() {
         "nothing left in the cache"
     );
     let right = Digest::of(&tar);
-    let err = layer::unpack(&tar[..], Some(&wrong), &right, dir.path())
+    let err = layer::unpack(&tar[..], 0, Some(&wrong), &right, dir.path())
         .unwrap_err()
         .to_string();
     assert!(
@@ -422,7 +422,7 @@ fn a_layer_whose_digest_is_wrong_fails() {
         "{err}"
     );
     // A cached layer changed on disk is caught when it is read.
-    let path = layer::unpack(&tar[..], None, &right, dir.path()).unwrap();
+    let (path, _) = layer::unpack(&tar[..], 0, None, &right, dir.path()).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[600] ^= 1;
     std::fs::write(&path, bytes).unwrap();
@@ -433,6 +433,37 @@ fn a_layer_whose_digest_is_wrong_fails() {
         err.contains("cached layer") && err.contains("does not match"),
         "{err}"
     );
+}
+
+#[test]
+fn a_layer_cut_short_inside_a_body_fails_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    // Bodies larger than the chunks the stream is shared in, so skips cross chunks.
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let whole = layer(&[file("a", &big), file("b", &big), file("c", b"c")]);
+    // Whole, the listing made from the stream matches a read of the cached file.
+    let tree = apply_all(
+        dir.path(),
+        &[vec![file("a", &big), file("b", &big), file("c", b"c")]],
+    )
+    .unwrap();
+    assert!(tree.get("b").is_some() && tree.get("c").is_some());
+    // Cut in the middle of the second body (no end-of-archive blocks follow).
+    let cut = &whole[..512 + big.len().next_multiple_of(512) + 512 + 300_000];
+    let diff_id = Digest::of(cut);
+    let err = layer::unpack(cut, 0, None, &diff_id, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad tar entry") && err.contains("ends inside"),
+        "{err}"
+    );
+    // The tar is the one the digest names, so it stays cached; reading it again fails alike.
+    let path = layer::cached_path(dir.path(), &diff_id);
+    let err = layer::apply(&mut RootFs::default(), 0, &path, &diff_id)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad tar entry"), "{err}");
 }
 
 // ---- whole images: hand-made OCI layouts -----------------------------------------------------
