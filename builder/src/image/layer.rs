@@ -3,7 +3,8 @@
 //!
 //! A layer is decompressed once into `<cache>/layers/<diff_id hex>`, while its compressed
 //! digest and its `diff_id` (the digest of the uncompressed tar) are both checked and its
-//! entries are listed from the same stream: three threads decompress, hash and write, and list.
+//! entries are listed from the same stream: four threads read and hash the blob, decompress
+//! it, hash and write the tar, and list it.
 //! A build that finds the layer cached reads the file once to list it, checking the `diff_id`
 //! again so a damaged cache is caught. File bodies are streamed from the cached tar when the
 //! archive is written; nothing is extracted. The compression (none, gzip, zstd) is read from
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
 pub use crate::hashing::Hashing;
@@ -75,15 +76,6 @@ pub fn unpack(
     };
     let limit = limit()?;
     let mut tmp = crate::output::Pending::cache_entry(&dest).map_err(cache_err)?;
-    let mut packed = Hashing::limited(blob, MAX_LAYER_BYTES, format!("{MAX_LAYER_BYTES} bytes"));
-    let mut magic = [0u8; 4];
-    let got = read_up_to(&mut packed, &mut magic).map_err(|e| read_fail(diff_id, e))?;
-    let head = io::Cursor::new(magic[..got].to_vec()).chain(&mut packed);
-    // The layer compressions of the OCI image spec; anything else is read as a plain tar.
-    let stream: Box<dyn Read + '_> = match compress::detect(&magic[..got]) {
-        Some(c @ (Compression::Gzip | Compression::Zstd)) => compress::decoder(c, Box::new(head)),
-        _ => Box::new(head),
-    };
     let limit_text = format!(
         "{} uncompressed ({LIMIT_VAR})",
         indicatif::HumanBytes(limit)
@@ -93,12 +85,48 @@ pub fn unpack(
         let mut archive = tar::Archive::new(chunks);
         list(index, &data, diff_id, archive.entries_with_seek())
     };
-    let (actual, listing) = match copy_hashed(stream, tmp.file(), limit, &limit_text, lister) {
+    let file = tmp.file();
+    // This thread reads and hashes the blob; another decompresses it.
+    let (packed, unpacked) = std::thread::scope(|s| {
+        let (blob_tx, blob_rx) = sync_channel::<Arc<Chunk>>(8);
+        let decompressing = s.spawn(move || {
+            let mut packed = Chunks::new(blob_rx);
+            let mut magic = [0u8; 4];
+            let got = read_up_to(&mut packed, &mut magic).map_err(Copy::Read)?;
+            let head = io::Cursor::new(magic[..got].to_vec()).chain(&mut packed);
+            // The layer compressions of the OCI image spec; anything else is a plain tar.
+            let stream: Box<dyn Read + '_> = match compress::detect(&magic[..got]) {
+                Some(c @ (Compression::Gzip | Compression::Zstd)) => {
+                    compress::decoder(c, Box::new(head))
+                }
+                _ => Box::new(head),
+            };
+            let done = copy_hashed(stream, file, limit, &limit_text, lister)?;
+            // What follows the compressed stream is part of the blob and its digest.
+            io::copy(&mut packed, &mut io::sink()).map_err(Copy::Read)?;
+            Ok(done)
+        });
+        let packed = pump(blob, blob_tx);
+        let unpacked = decompressing
+            .join()
+            .expect("the layer decompressor does not panic");
+        (packed, unpacked)
+    });
+    let packed_actual = match packed {
+        Ok(Some(d)) => Digest::from_bytes(d),
+        Err(e) => return Err(read_fail(diff_id, e)),
+        // The decompressor stopped, and says why.
+        Ok(None) => match unpacked {
+            Err(Copy::Write(e)) => return Err(cache_err(e)),
+            Err(Copy::Read(e)) => return Err(read_fail(diff_id, e)),
+            Ok(_) => return Err(read_fail(diff_id, io::Error::other("it stopped early"))),
+        },
+    };
+    let (actual, listing) = match unpacked {
         Ok((d, listing)) => (Digest::from_bytes(d), listing),
         Err(Copy::Read(e)) => return Err(read_fail(diff_id, e)),
         Err(Copy::Write(e)) => return Err(cache_err(e)),
     };
-    let packed_actual = Digest::from_bytes(packed.finish().map_err(|e| read_fail(diff_id, e))?);
     if let Some(want) = digest {
         if packed_actual != *want {
             return Err(Problem::Digest {
@@ -177,15 +205,7 @@ fn copy_hashed<T: Send>(
             }
             io::Result::Ok(out.digest())
         });
-        let lister = s.spawn(move || {
-            let mut chunks = Chunks {
-                from: for_reader,
-                current: None,
-                at: 0,
-                pos: 0,
-            };
-            reader(&mut chunks)
-        });
+        let lister = s.spawn(move || reader(&mut Chunks::new(for_reader)));
         let mut to_reader = Some(to_reader);
         let mut total = 0u64;
         let read = loop {
@@ -252,6 +272,15 @@ struct Chunks {
 }
 
 impl Chunks {
+    fn new(from: Receiver<Arc<Chunk>>) -> Self {
+        Chunks {
+            from,
+            current: None,
+            at: 0,
+            pos: 0,
+        }
+    }
+
     /// The bytes of the current chunk not yet read; empty at the end of the stream.
     fn left(&mut self) -> &[u8] {
         while self
@@ -308,6 +337,33 @@ impl Seek for Chunks {
             skip -= step;
         }
         Ok(self.pos)
+    }
+}
+
+/// Reads `blob` to its end in chunks sent to `to`, and returns its sha256; `None` when the
+/// receiver stopped first. A blob past [`MAX_LAYER_BYTES`] fails.
+fn pump(blob: impl Read, to: SyncSender<Arc<Chunk>>) -> io::Result<Option<[u8; 32]>> {
+    const CHUNK: usize = 128 << 10;
+    let mut packed = Hashing::limited(blob, MAX_LAYER_BYTES, format!("{MAX_LAYER_BYTES} bytes"));
+    let (back, returned) = channel::<Vec<u8>>();
+    loop {
+        let mut buf = returned.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
+        let n = read_up_to(&mut packed, &mut buf)?;
+        buf.truncate(n);
+        if n > 0
+            && to
+                .send(Arc::new(Chunk {
+                    data: buf,
+                    back: back.clone(),
+                }))
+                .is_err()
+        {
+            return Ok(None);
+        }
+        if n < CHUNK {
+            return Ok(Some(packed.digest()));
+        }
     }
 }
 

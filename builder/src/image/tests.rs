@@ -466,6 +466,47 @@ fn a_layer_cut_short_inside_a_body_fails_both_ways() {
     assert!(err.contains("bad tar entry"), "{err}");
 }
 
+#[test]
+fn a_damaged_compressed_layer_fails_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..900_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let tar = layer(&[file("a", &big), file("b", b"b")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let mut blob = gz.finish().unwrap();
+    let diff_id = Digest::of(&tar);
+    // Whole, it unpacks (read, decompressed, hashed and listed on their threads).
+    let cache = dir.path().join("whole");
+    let (_, listing) =
+        layer::unpack(&blob[..], 0, Some(&Digest::of(&blob)), &diff_id, &cache).unwrap();
+    let mut tree = RootFs::default();
+    layer::apply_listing(&mut tree, 0, &diff_id, listing).unwrap();
+    assert!(tree.get("a").is_some() && tree.get("b").is_some());
+    // One byte changed in the middle of the deflate data.
+    let mid = blob.len() / 2;
+    blob[mid] ^= 0x55;
+    let cache = dir.path().join("damaged");
+    let err = layer::unpack(&blob[..], 0, None, &diff_id, &cache)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot be decompressed") || err.contains("does not match"),
+        "{err}"
+    );
+    assert!(
+        !layer::cached_path(&cache, &diff_id).exists(),
+        "nothing left in the cache"
+    );
+    let left: Vec<_> = std::fs::read_dir(cache.join("layers"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(
+        left.iter().all(|n| *n == 0),
+        "no temporary file left: {left:?}"
+    );
+}
+
 // ---- whole images: hand-made OCI layouts -----------------------------------------------------
 
 /// Writes blobs of an OCI layout into `root`; returns the descriptor JSON of each.
