@@ -749,7 +749,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
             opts.compression.name(),
             out.display()
         );
-        let mut w = BufWriter::with_capacity(1 << 20, pending.file());
+        let mut w = BufWriter::with_capacity(1 << 20, pending.flushing());
         let stats = crate::squashfs::write(&prepared.entries, &opts, &prepared.xattrs, &mut w)
             .map_err(|e| match (&e, rootfs.compression_level) {
                 (compress::CompressError::Level { .. }, Some(l)) => Error::Request {
@@ -782,7 +782,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
         );
     }
     let (sha256, len, bodies) = {
-        let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, pending.file()));
+        let mut w = Hashing::new(BufWriter::with_capacity(1 << 20, pending.flushing()));
         let mut counting = crate::progress::Counting {
             inner: &mut w,
             bar: &bar,
