@@ -278,8 +278,27 @@ impl SegmentCache {
 
     /// A writer that stores a member under `key` when committed; `None` when the directory
     /// cannot be written (the build goes on without caching).
-    pub(crate) fn store(&self, key: Key) -> Option<Store> {
-        let path = self.dir.join(key.file_name());
+    /// Whether the cache holds no segment at all: then no lookup can find one (a first build
+    /// on a machine, or after `fledge cache clear`). A directory that cannot be read counts
+    /// as not empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        match fs::read_dir(&self.dir) {
+            Ok(mut list) => !list.any(|item| {
+                item.map_or(true, |i| {
+                    let name = i.file_name();
+                    name.len() == 64 && name.as_encoded_bytes().iter().all(u8::is_ascii_hexdigit)
+                })
+            }),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        }
+    }
+
+    /// Starts storing a member under `key`, or (`None`) under the key given when it is
+    /// committed ([`Store::commit_as`]).
+    pub(crate) fn store(&self, key: Option<Key>) -> Option<Store> {
+        let path = self
+            .dir
+            .join(key.as_ref().map_or("unkeyed".into(), Key::file_name));
         let tmp = match crate::output::Pending::cache_entry(&path) {
             Ok(t) => t,
             Err(e) => {
@@ -289,7 +308,7 @@ impl SegmentCache {
         };
         let mut s = Store {
             out: BufWriter::with_capacity(64 << 10, tmp),
-            hash: keyed(io::sink(), &key),
+            hash: key.map(|k| keyed(io::sink(), &k)),
             path,
             failed: None,
         };
@@ -503,8 +522,9 @@ impl Read for At<'_> {
 /// A member being written to the cache; never fails the build: a write error drops the entry.
 pub(crate) struct Store {
     out: BufWriter<crate::output::Pending>,
-    /// The member's bytes only (not the magic before them), whatever was written.
-    hash: Hashing<io::Sink>,
+    /// The member's bytes only (not the magic before them), whatever was written; `None`
+    /// until the key is known.
+    hash: Option<Hashing<io::Sink>>,
     path: PathBuf,
     failed: Option<io::Error>,
 }
@@ -520,14 +540,58 @@ impl Store {
 
     /// Adds bytes of the member.
     pub fn write(&mut self, b: &[u8]) {
-        self.hash.write_all(b).expect("a sink takes every byte");
+        if let Some(h) = self.hash.as_mut() {
+            h.write_all(b).expect("a sink takes every byte");
+        }
         self.put(b);
     }
 
     /// Writes the trailer and renames the file into place.
     pub fn commit(mut self) {
-        let len = self.hash.passed();
-        let digest = std::mem::replace(&mut self.hash, Hashing::sink()).digest();
+        let Some(hash) = self.hash.take() else {
+            log::debug!("cached segment {} not written: no key", self.path.display());
+            return;
+        };
+        let len = hash.passed();
+        self.seal(len, hash.digest());
+    }
+
+    /// [`Store::commit`] of a member whose key is known only now: what was written is read
+    /// back to hash it under the key.
+    pub fn commit_as(mut self, key: &Key) {
+        if self.hash.is_some() {
+            return self.commit();
+        }
+        let path = self.dir().join(key.file_name());
+        let hashed = self.failed.take().map_or_else(
+            || {
+                self.out.flush()?;
+                let f = self.out.get_mut().file();
+                f.seek(SeekFrom::Start(MAGIC.len() as u64))?;
+                let mut h = keyed(io::sink(), key);
+                io::copy(&mut *f, &mut h)?;
+                f.seek(SeekFrom::End(0))?;
+                Ok((h.passed(), h.digest()))
+            },
+            Err,
+        );
+        match hashed {
+            Ok((len, digest)) => {
+                self.out.get_mut().rename_to(&path);
+                self.path = path;
+                self.seal(len, digest);
+            }
+            Err(e) => log::debug!("cached segment {} not written: {e}", path.display()),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.path.parent().expect("a cache file has a directory")
+    }
+
+    /// Writes the trailer (`len` member bytes hashing to `digest`) and renames the file into
+    /// place.
+    fn seal(mut self, len: u64, digest: [u8; 32]) {
         self.put(&len.to_le_bytes());
         self.put(&digest);
         let done = match self.failed.take() {
@@ -569,6 +633,23 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_is_empty_until_it_holds_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SegmentCache::new(&dir.path().join("segments"), 1 << 20);
+        assert!(c.is_empty(), "a missing directory");
+        fs::create_dir_all(c.dir()).unwrap();
+        fs::write(c.dir().join(".unkeyed.abcdef.tmp"), b"x").unwrap();
+        assert!(c.is_empty(), "a temporary file is no segment");
+        let key = Key::new(Compression::Gzip, 6, 1 << 20, &[7; 32]);
+        let mut s = c.store(None).unwrap();
+        s.write(b"member bytes");
+        s.commit_as(&key);
+        assert!(!c.is_empty(), "a segment stored under the key it got last");
+        let whole = c.lookup_whole(&key, 1 << 10).expect("found under its key");
+        assert_eq!(whole.member, b"member bytes");
+    }
     use std::time::Duration;
 
     fn key(n: u8) -> Key {
@@ -576,7 +657,7 @@ mod tests {
     }
 
     fn put(c: &SegmentCache, k: Key, member: &[u8]) {
-        let mut s = c.store(k).expect("the cache is writable");
+        let mut s = c.store(Some(k)).expect("the cache is writable");
         s.write(member);
         s.commit();
     }

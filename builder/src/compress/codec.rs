@@ -25,11 +25,22 @@ pub(crate) struct Piece {
     /// Size of the whole member's archive bytes.
     pub member_len: u64,
     pub data: Vec<u8>,
-    /// On a member's first piece: the cache key to store the compressed member under.
-    pub store: Option<Key>,
+    /// What the writer keeps of the member in the segment cache.
+    pub store: Option<Keep>,
     /// On a whole segment not digested yet: the index of its first entry. The worker digests
     /// it, and looks it up in the cache before compressing it.
     pub segment: Option<usize>,
+}
+
+/// How a member's compressed bytes go into the segment cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keep {
+    /// On the member's first piece: store the member under this key.
+    Under(Key),
+    /// On the member's first piece: store the member; its key comes with the last piece.
+    Open,
+    /// On the last piece of an [`Keep::Open`] member: its key.
+    Close(Key),
 }
 
 /// What a worker made of a piece.
@@ -42,7 +53,7 @@ pub(crate) struct Encoded {
     pub crc: u32,
     pub raw_len: u64,
     pub body: Body,
-    pub store: Option<Key>,
+    pub store: Option<Keep>,
     /// The digests of the bodies in the piece, by entry index, when the worker digested it.
     pub bodies: Vec<(usize, super::BodyDigest)>,
     /// Whether a worker found the member in the segment cache (the producer counts the

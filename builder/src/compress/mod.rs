@@ -11,7 +11,9 @@
 //!
 //! - one producer renders segments with [`NewcWriter`] (reading host files in small blocks,
 //!   never whole): a segment that fits one piece into that piece; a larger one is digested
-//!   and looked up here, then, unless cached, cut into pieces of at most the chunk size;
+//!   and looked up here, then, unless cached, cut into pieces of at most the chunk size (into
+//!   an empty cache, where no lookup can succeed, it is digested on the way instead, and its
+//!   member stored under the key its last piece brings);
 //! - `threads` workers digest each one-piece segment, copy its member from the cache or
 //!   compress it, and compress the pieces of larger ones ([`codec::PieceEncoder`]), so the
 //!   hashing and the cache reads run in parallel with compression;
@@ -21,8 +23,8 @@
 //! Memory is bounded by a fixed number of pieces in flight (credits returned by the writer), so
 //! peak use is about `(threads + 2) x chunk` raw plus as much compressed, whatever the image
 //! size. A segment no larger than a piece is rendered once into its piece; a larger one (one
-//! big file) is rendered twice when there is a cache, once to hash it and, when it is not
-//! cached, once to compress it.
+//! big file) is rendered twice when the cache holds segments, once to hash it and, when it is
+//! not cached, once to compress it.
 //! The segment plan, piece cuts and every encoder's input depend only on the entries and the
 //! options' compression and level, and a cached member is the one those produce, so the output
 //! is byte-identical for any thread count and whatever the cache holds.
@@ -43,7 +45,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::archive::{ArchiveError, Entry, NewcWriter};
 use cache::{Hit, Key, Store};
-use codec::{Codec, Encoded, MemberWriter, Piece, PieceEncoder};
+use codec::{Codec, Encoded, Keep, MemberWriter, Piece, PieceEncoder};
 use digest::SegmentDigest;
 
 pub use cache::{parse_size, segment_dir, SegmentCache, Usage, LIMIT_ENV};
@@ -277,11 +279,15 @@ fn run_threads(
             seq: 0,
             stopped: false,
         };
+        // An empty cache finds nothing: a segment larger than a piece is then digested on the
+        // way to its compression rather than before it.
+        let empty = cache.is_some_and(SegmentCache::is_empty);
         let producer = s.spawn(move || {
             Producer {
                 entries,
                 codec,
                 cache,
+                empty,
                 outbox,
                 sha1,
                 bodies: vec![None; entries.len()],
@@ -357,15 +363,15 @@ impl Outbox {
         Ok(self.seq - 1)
     }
 
-    /// Sends raw bytes of a member to be compressed; `store` (first piece only) asks the
-    /// writer to cache the member; `segment` asks the worker to digest and look up the whole
+    /// Sends raw bytes of a member to be compressed; `store` tells the writer what to keep of
+    /// the member in the cache; `segment` asks the worker to digest and look up the whole
     /// segment first.
     fn compress(
         &mut self,
         (first, last): (bool, bool),
         member_len: u64,
         data: Vec<u8>,
-        (store, segment): (Option<Key>, Option<usize>),
+        (store, segment): (Option<Keep>, Option<usize>),
     ) -> Result<(), Produce> {
         let seq = self.credit()?;
         let piece = Piece {
@@ -410,6 +416,8 @@ struct Producer<'a> {
     entries: &'a [Entry],
     codec: Codec,
     cache: Option<&'a SegmentCache>,
+    /// Whether the cache held no segment when the build started.
+    empty: bool,
     outbox: Outbox,
     /// Whether bodies get a sha1 too.
     sha1: bool,
@@ -439,12 +447,16 @@ impl Producer<'_> {
     /// the segment's digest.
     fn digested(&mut self, start: usize, d: SegmentDigest) -> [u8; 32] {
         let (segment, bodies) = d.finish();
+        self.keep_bodies(start, bodies);
+        segment
+    }
+
+    fn keep_bodies(&mut self, start: usize, bodies: Vec<(usize, BodyDigest)>) {
         for (i, b) in bodies {
             if let Some(slot) = self.bodies.get_mut(start + i) {
                 *slot = Some(b);
             }
         }
-        segment
     }
 
     /// A segment that fits one piece: rendered once into it; the worker that takes it digests
@@ -463,12 +475,13 @@ impl Producer<'_> {
             .compress((true, true), raw_len, buf, (None, segment))
     }
 
-    /// A segment larger than a piece: digested in one pass (when there is a cache), then,
+    /// A segment larger than a piece: digested in one pass (when the cache may hold it), then,
     /// unless cached, rendered again and cut into pieces (and digested on the way, when there
-    /// is no cache).
+    /// is no cache or an empty one; then its key comes with its last piece).
     fn big(&mut self, seg: &plan::Segment) -> Result<bool, Produce> {
         let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
         let key = match self.cache {
+            Some(_) if self.empty => Some(Keep::Open),
             Some(cache) => {
                 let mut d = SegmentDigest::new(self.sha1);
                 render(entries, &mut d)?;
@@ -477,19 +490,22 @@ impl Producer<'_> {
                 if let Some(hit) = lookup(cache, self.codec, &key, &raw, raw_len) {
                     return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
                 }
-                Some(key)
+                Some(Keep::Under(key))
             }
             None => None,
         };
+        let on_the_way = !matches!(key, Some(Keep::Under(_)));
         let mut cutter = Cutter {
             outbox: &mut self.outbox,
-            chunk: self.codec.chunk,
+            codec: self.codec,
             member_len: raw_len,
             written: 0,
             first: true,
             buf: Vec::new(),
             store: key,
-            digest: self.cache.is_none().then(|| SegmentDigest::new(self.sha1)),
+            digest: on_the_way.then(|| SegmentDigest::new(self.sha1)),
+            bodies: Vec::new(),
+            close: matches!(key, Some(Keep::Open)),
         };
         if let Err(e) = render(entries, &mut cutter) {
             return Err(if cutter.outbox.stopped {
@@ -499,9 +515,8 @@ impl Producer<'_> {
             });
         }
         cutter.end()?;
-        if let Some(d) = cutter.digest.take() {
-            self.digested(seg.range.start, d);
-        }
+        let bodies = std::mem::take(&mut cutter.bodies);
+        self.keep_bodies(seg.range.start, bodies);
         Ok(false)
     }
 }
@@ -541,23 +556,28 @@ fn render(entries: &[Entry], out: &mut dyn Write) -> Result<(), CompressError> {
     Ok(())
 }
 
-/// A `Write` that cuts one member's bytes into pieces of at most `chunk` bytes.
+/// A `Write` that cuts one member's bytes into pieces of at most the chunk size.
 struct Cutter<'a> {
     outbox: &'a mut Outbox,
-    chunk: usize,
+    codec: Codec,
     member_len: u64,
     written: u64,
     first: bool,
     buf: Vec<u8>,
-    store: Option<Key>,
+    /// For the next piece sent.
+    store: Option<Keep>,
     /// Digests the bytes on the way, when they were not digested before.
     digest: Option<SegmentDigest>,
+    /// What `digest` found, once the member is complete.
+    bodies: Vec<(usize, BodyDigest)>,
+    /// Whether the member is stored before its key is known: the last piece carries it.
+    close: bool,
 }
 
 impl Cutter<'_> {
     fn buffer(&self) -> Vec<u8> {
         let left = self.member_len - self.written;
-        Vec::with_capacity(left.min(self.chunk as u64) as usize)
+        Vec::with_capacity(left.min(self.codec.chunk as u64) as usize)
     }
 
     fn emit(&mut self, last: bool) -> Result<(), Produce> {
@@ -578,6 +598,14 @@ impl Cutter<'_> {
                 "segment size differs from its plan",
             )));
         }
+        if let Some(d) = self.digest.take() {
+            let (raw, bodies) = d.finish();
+            self.bodies = bodies;
+            // A member stored before its key was known gets it with its last piece.
+            if self.close {
+                self.store = Some(Keep::Close(key(self.codec, &raw)));
+            }
+        }
         self.emit(true)
     }
 }
@@ -587,12 +615,12 @@ impl Write for Cutter<'_> {
         if self.buf.capacity() == 0 {
             self.buf = self.buffer();
         }
-        if self.buf.len() == self.chunk && self.written < self.member_len {
+        if self.buf.len() == self.codec.chunk && self.written < self.member_len {
             // A full piece with more to come: not the member's last.
             self.emit(false)
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "compression stopped"))?;
         }
-        let n = data.len().min(self.chunk - self.buf.len());
+        let n = data.len().min(self.codec.chunk - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if let Some(d) = self.digest.as_mut() {
             d.write_all(&data[..n])?;
@@ -671,7 +699,7 @@ impl Worker<'_> {
                 e.cached = true;
                 return Ok(e);
             }
-            piece.store = Some(key);
+            piece.store = Some(Keep::Under(key));
         }
         let mut e = enc.encode(piece)?;
         e.bodies = bodies;
@@ -707,19 +735,26 @@ fn write_in_order(
         let mut e = result?;
         bodies.append(&mut e.bodies);
         pending.insert(e.seq, e);
-        while let Some(e) = pending.remove(&next) {
+        while let Some(mut e) = pending.remove(&next) {
             let last_member_piece = e.last;
             cached += usize::from(e.cached);
+            let keep = e.store.take();
             if e.first {
-                store = cache.zip(e.store).and_then(|(c, k)| c.store(k));
+                store = match (cache, keep) {
+                    (Some(c), Some(Keep::Under(k))) => c.store(Some(k)),
+                    (Some(c), Some(Keep::Open)) => c.store(None),
+                    _ => None,
+                };
             }
             match store.as_mut() {
                 Some(s) => writer.write(e, &mut Tee { out, store: s })?,
                 None => writer.write(e, out)?,
             }
             if last_member_piece {
-                if let Some(s) = store.take() {
-                    s.commit();
+                match (store.take(), keep) {
+                    (Some(s), Some(Keep::Close(k))) => s.commit_as(&k),
+                    (Some(s), _) => s.commit(),
+                    (None, _) => {}
                 }
             }
             next += 1;
