@@ -325,11 +325,20 @@ const ZEROS: [u8; 512] = [0; 512];
 pub struct NewcWriter<W: Write> {
     out: W,
     offset: u64,
+    /// The block host files are read through, allocated once per writer.
+    block: Vec<u8>,
 }
+
+/// How much of a host file is read at a time.
+const READ_BLOCK: usize = 256 * 1024;
 
 impl<W: Write> NewcWriter<W> {
     pub fn new(out: W) -> Self {
-        NewcWriter { out, offset: 0 }
+        NewcWriter {
+            out,
+            offset: 0,
+            block: Vec::new(),
+        }
     }
 
     /// Appends one entry: header, name, body, padding.
@@ -413,18 +422,16 @@ impl<W: Write> NewcWriter<W> {
             file.seek(SeekFrom::Start(offset)).map_err(read_err)?;
         }
         let mut limited = file.take(size);
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let n = match limited.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_err(e)),
-            };
-            self.put(&buf[..n])?;
-            copied += n as u64;
+        let mut buf = std::mem::take(&mut self.block);
+        if buf.is_empty() {
+            buf = vec![0u8; READ_BLOCK];
         }
+        let copied = self.copy_blocks(&mut limited, &mut buf);
+        self.block = buf;
+        let copied = copied.map_err(|e| match e {
+            Copy::Read(e) => read_err(e),
+            Copy::Write(e) => e,
+        })?;
         // A file that grew is caught by reading one byte past the promised size (a slice of a
         // larger file is followed by more bytes by design).
         let grew = offset == 0 && limited.into_inner().read(&mut [0u8; 1]).map_err(read_err)? > 0;
@@ -436,6 +443,21 @@ impl<W: Write> NewcWriter<W> {
             });
         }
         Ok(())
+    }
+
+    /// Copies what `from` gives into the archive through `buf`; returns how many bytes.
+    fn copy_blocks(&mut self, from: &mut impl Read, buf: &mut [u8]) -> Result<u64, Copy> {
+        let mut copied = 0u64;
+        loop {
+            let n = match from.read(buf) {
+                Ok(0) => return Ok(copied),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Copy::Read(e)),
+            };
+            self.put(&buf[..n]).map_err(Copy::Write)?;
+            copied += n as u64;
+        }
     }
 
     fn put(&mut self, b: &[u8]) -> Result<(), ArchiveError> {
@@ -452,6 +474,12 @@ impl<W: Write> NewcWriter<W> {
         }
         Ok(())
     }
+}
+
+/// Why a copy stopped: reading the host file, or writing the archive.
+enum Copy {
+    Read(io::Error),
+    Write(ArchiveError),
 }
 
 fn write_hex8(dst: &mut [u8], v: u32) {

@@ -1,6 +1,6 @@
 //! The one sha256 stream: [`Hashing`] hashes and counts the bytes read or written through it,
 //! and can fail once more than a limit have passed. Blob and layer downloads, the layer cache,
-//! the segment cache, the written image, pushes and `fledge inspect` all hash through it.
+//! the written image, pushes and `fledge inspect` all hash through it.
 
 use std::io::{self, Read, Write};
 
@@ -24,14 +24,6 @@ impl<T> Hashing<T> {
             len: 0,
             limit: None,
         }
-    }
-
-    /// A hash that starts with `key` (which is not counted), so that only who knows the key
-    /// gets the same digest for the same bytes.
-    pub fn keyed(inner: T, key: &[u8]) -> Self {
-        let mut h = Self::new(inner);
-        h.hasher.update(key);
-        h
     }
 
     /// Fails the read or write that takes the total past `limit` bytes; the error names the
@@ -64,11 +56,6 @@ impl<T> Hashing<T> {
     /// The sha256 of the bytes passed so far.
     pub fn digest(self) -> [u8; 32] {
         self.into_parts().0
-    }
-
-    /// The sha256 of the bytes passed so far, going on hashing.
-    pub fn digest_so_far(&self) -> [u8; 32] {
-        self.hasher.clone().finalize().into()
     }
 
     fn count(&mut self, b: &[u8]) -> io::Result<()> {
@@ -143,14 +130,6 @@ mod tests {
         let mut r = Hashing::new(&data[..]);
         r.read_exact(&mut [0u8; 10]).unwrap();
         assert_eq!(r.finish().unwrap(), want, "finish reads the rest");
-    }
-
-    #[test]
-    fn a_keyed_hash_starts_with_the_key() {
-        let mut h = Hashing::keyed(io::sink(), b"key");
-        h.write_all(b"data").unwrap();
-        assert_eq!(h.passed(), 4, "the key is not counted");
-        assert_eq!(h.digest(), <[u8; 32]>::from(Sha256::digest(b"keydata")));
     }
 
     #[test]

@@ -318,30 +318,53 @@ fn check_outputs(
     plan: Option<&Plan>,
 ) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    // The outputs that exist, by file identity; the inputs are looked at only when one does,
+    // and then each input once.
+    let mut existing = Vec::new();
     for (out, what) in outputs {
-        let what = *what;
-        let refuse = |problem: String| Error::Request { what, problem };
         let Ok(meta) = std::fs::symlink_metadata(out) else {
             continue;
         };
         if !meta.is_file() {
             let kind = crate::util::file_kind(&meta);
-            return Err(refuse(format!(
-                "is {}, which is {kind}: fledge replaces only regular files; choose another name",
-                out.display()
-            )));
+            return Err(Error::Request {
+                what,
+                problem: format!(
+                    "is {}, which is {kind}: fledge replaces only regular files; choose another name",
+                    out.display()
+                ),
+            });
         }
-        let mine = Some((meta.dev(), meta.ino()));
-        let inputs = inputs_of(config, template, modules, plan);
-        if let Some((name, _)) = inputs.iter().find(|(_, p)| id(p) == mine) {
-            return Err(refuse(format!(
-                "is {}, which is {name}: a build never overwrites its inputs; choose another name",
-                out.display()
-            )));
+        existing.push(((meta.dev(), meta.ino()), out, *what));
+    }
+    if existing.is_empty() {
+        return Ok(());
+    }
+    // The first output (in `outputs` order) that is an input, with the first such input.
+    let mut found: Option<(usize, String)> = None;
+    for (name, path) in inputs_of(config, template, modules, plan) {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let id = (meta.dev(), meta.ino());
+        let hit = existing.iter().position(|(out, ..)| *out == id);
+        if let Some(i) = hit.filter(|&i| found.as_ref().is_none_or(|(f, _)| i < *f)) {
+            found = Some((i, name));
         }
     }
-    Ok(())
+    match found {
+        Some((i, name)) => {
+            let (_, out, what) = existing[i];
+            Err(Error::Request {
+                what,
+                problem: format!(
+                    "is {}, which is {name}: a build never overwrites its inputs; choose another name",
+                    out.display()
+                ),
+            })
+        }
+        None => Ok(()),
+    }
 }
 
 /// Every host file the build reads, with what it is for messages: the one list the `-o` guard

@@ -8,9 +8,11 @@
 //! so a member found here is the member a cold build writes, byte for byte.
 //!
 //! Layout: `<cache dir>/segments/<key in hex>`, each file [`MAGIC`], the member as it goes into
-//! the image, then a trailer of the member's length (u64 LE) and sha256(key, member). A file
-//! that fails that check is removed with a warning and its segment compressed again. The
-//! trailer only shows a file is whole (anyone who can write the cache can compute it): before
+//! the image, then a trailer of the member's length (u64 LE) and the CRC-32 of the key and the
+//! member (u32 LE; computed as the member is written, the key's part combined in when the key
+//! is known). A file that fails that check is removed with a warning and its segment
+//! compressed again. The trailer only shows a file is whole (anyone who can write the cache
+//! can compute it, so it needs no cryptographic hash): before
 //! a member is used, it is decompressed and compared with the segment's bytes - byte for byte
 //! when the segment fits one piece ([`Whole::proves`]: the member is read once, into memory),
 //! else by digest ([`Hit::proves`]). Files are
@@ -26,17 +28,18 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crc32fast::Hasher as Crc;
 use sha2::{Digest, Sha256};
 
 use super::{CompressError, Compression};
-use crate::hashing::Hashing;
 
-/// Bumped whenever the framing of a member changes without a crate version changing.
-pub const FORMAT_VERSION: u32 = 2;
+/// Bumped whenever the framing of a member or of its cache file changes without a crate
+/// version changing.
+pub const FORMAT_VERSION: u32 = 3;
 /// First bytes of every cache file.
 pub const MAGIC: &[u8; 8] = b"FLDGSEG1";
-/// Length and digest after the member.
-const TRAILER_LEN: u64 = 8 + 32;
+/// Length and check value after the member.
+const TRAILER_LEN: u64 = 8 + 4;
 /// Default bound on the cache's size in bytes.
 pub const DEFAULT_LIMIT: u64 = 512 << 20;
 /// Environment variable that sets the bound (`512M`, `2G`, bytes; 0 turns the cache off).
@@ -243,14 +246,18 @@ impl SegmentCache {
     pub(crate) fn lookup(&self, key: &Key) -> Option<Hit> {
         let path = self.dir.join(key.file_name());
         let mut file = File::open(&path).ok()?;
-        let (len, digest) = checked(&path, check(&mut file, key))?;
+        let (len, check) = checked(&path, check(&mut file, key))?;
         // Least recently used: a hit counts as a use. Failing to mark it only makes the entry
         // look older.
         let _ = file.set_modified(SystemTime::now());
         file.seek(SeekFrom::Start(MAGIC.len() as u64)).ok()?;
         Some(Hit {
-            reader: keyed(file.take(len), key),
-            digest,
+            reader: Crcing {
+                inner: file.take(len),
+                crc: Crc::new(),
+            },
+            check,
+            key: *key,
             path,
         })
     }
@@ -308,7 +315,9 @@ impl SegmentCache {
         };
         let mut s = Store {
             out: BufWriter::with_capacity(64 << 10, tmp),
-            hash: key.map(|k| keyed(io::sink(), &k)),
+            crc: Crc::new(),
+            len: 0,
+            key,
             path,
             failed: None,
         };
@@ -350,15 +359,40 @@ struct CacheFile {
     used: SystemTime,
 }
 
-/// The hash of a member in its cache file: keyed, so a file copied from another key does not
-/// pass for this one.
-fn keyed<T>(inner: T, key: &Key) -> Hashing<T> {
-    Hashing::keyed(inner, &key.0)
+/// The check value of a member whose bytes have the CRC `member`, stored under `key`: the
+/// CRC-32 of the key then the member, so a file copied from another key does not pass for
+/// this one.
+fn keyed(key: &Key, member: &Crc) -> u32 {
+    let mut h = Crc::new();
+    h.update(&key.0);
+    h.combine(member);
+    h.finalize()
 }
 
-/// Reads a whole cache file: `Some((member length, digest))` when magic, length and digest
-/// agree, `None` when they do not.
-fn check(file: &mut File, key: &Key) -> io::Result<Option<(u64, [u8; 32])>> {
+/// The check value in a trailer whose length field is `len`, or `None` when it is not `len`.
+fn trailer_check(trailer: &[u8], len: u64) -> Option<u32> {
+    let (stored_len, check) = trailer.split_at(8);
+    let stored_len = u64::from_le_bytes(stored_len.try_into().expect("8 bytes"));
+    (stored_len == len).then(|| u32::from_le_bytes(check.try_into().expect("4 bytes")))
+}
+
+/// A reader that takes the CRC-32 of what passes through it.
+struct Crcing<R> {
+    inner: R,
+    crc: Crc,
+}
+
+impl<R: Read> Read for Crcing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a whole cache file: `Some((member length, check value))` when magic, length and
+/// check value agree, `None` when they do not.
+fn check(file: &mut File, key: &Key) -> io::Result<Option<(u64, u32)>> {
     let size = file.metadata()?.len();
     let overhead = MAGIC.len() as u64 + TRAILER_LEN;
     if size < overhead {
@@ -370,14 +404,16 @@ fn check(file: &mut File, key: &Key) -> io::Result<Option<(u64, [u8; 32])>> {
     if &magic != MAGIC {
         return Ok(None);
     }
-    let mut hasher = keyed(io::sink(), key);
-    let copied = io::copy(&mut (&mut *file).take(len), &mut hasher)?;
+    let mut member = Crcing {
+        inner: (&mut *file).take(len),
+        crc: Crc::new(),
+    };
+    let copied = io::copy(&mut member, &mut io::sink())?;
+    let value = keyed(key, &member.crc);
     let mut trailer = [0u8; TRAILER_LEN as usize];
     file.read_exact(&mut trailer)?;
-    let stored_len = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
-    let digest = hasher.digest();
-    let ok = copied == len && stored_len == len && trailer[8..] == digest;
-    Ok(ok.then_some((len, digest)))
+    let ok = copied == len && trailer_check(&trailer, len) == Some(value);
+    Ok(ok.then_some((len, value)))
 }
 
 /// The member in a whole cache file `buf` when magic, length and digest agree.
@@ -388,10 +424,9 @@ fn whole(mut buf: Vec<u8>, key: &Key) -> Option<Vec<u8>> {
     }
     let end = buf.len() - TRAILER_LEN as usize;
     let (member, trailer) = (&buf[MAGIC.len()..end], &buf[end..]);
-    let mut hasher = keyed(io::sink(), key);
-    hasher.write_all(member).ok()?;
-    let stored_len = u64::from_le_bytes(trailer[..8].try_into().expect("8 bytes"));
-    if stored_len != member.len() as u64 || trailer[8..] != hasher.digest() {
+    let mut crc = Crc::new();
+    crc.update(member);
+    if trailer_check(trailer, member.len() as u64) != Some(keyed(key, &crc)) {
         return None;
     }
     buf.truncate(end);
@@ -433,9 +468,10 @@ impl Whole {
 
 /// A checked member being read back.
 pub(crate) struct Hit {
-    /// Hashes what is read, to be compared with `digest` at the end.
-    reader: Hashing<io::Take<File>>,
-    digest: [u8; 32],
+    /// Checks what is read, to be compared with `check` at the end.
+    reader: Crcing<io::Take<File>>,
+    check: u32,
+    key: Key,
     path: PathBuf,
 }
 
@@ -448,9 +484,9 @@ impl Hit {
     /// so a file swapped in afterwards is not what was proven.
     pub fn proves(&self, compression: Compression, raw: &[u8; 32], raw_len: u64) -> bool {
         let member = At {
-            file: self.reader.get_ref().get_ref(),
+            file: self.reader.inner.get_ref(),
             pos: MAGIC.len() as u64,
-            end: MAGIC.len() as u64 + self.reader.get_ref().limit(),
+            end: MAGIC.len() as u64 + self.reader.inner.limit(),
         };
         let decoded = super::decoder(compression, Box::new(member));
         let mut digest = super::digest::SegmentDigest::new(false);
@@ -473,7 +509,7 @@ impl Hit {
             path: path.to_path_buf(),
             source: e,
         };
-        let want = (max as u64).min(self.reader.get_ref().limit());
+        let want = (max as u64).min(self.reader.inner.limit());
         let mut buf = Vec::with_capacity(want as usize);
         (&mut self.reader)
             .take(want)
@@ -485,7 +521,7 @@ impl Hit {
                 io::Error::other("it shrank while it was read"),
             ));
         }
-        if self.at_end() && self.reader.digest_so_far() != self.digest {
+        if self.at_end() && keyed(&self.key, &self.reader.crc) != self.check {
             return Err(changed(
                 &self.path,
                 io::Error::other("it changed while it was read"),
@@ -496,7 +532,7 @@ impl Hit {
 
     /// Whether the whole member has been read.
     pub fn at_end(&self) -> bool {
-        self.reader.get_ref().limit() == 0
+        self.reader.inner.limit() == 0
     }
 }
 
@@ -522,9 +558,12 @@ impl Read for At<'_> {
 /// A member being written to the cache; never fails the build: a write error drops the entry.
 pub(crate) struct Store {
     out: BufWriter<crate::output::Pending>,
-    /// The member's bytes only (not the magic before them), whatever was written; `None`
-    /// until the key is known.
-    hash: Option<Hashing<io::Sink>>,
+    /// The CRC and length of the member's bytes (not the magic before them), whatever was
+    /// written.
+    crc: Crc,
+    len: u64,
+    /// `None` until the key is known.
+    key: Option<Key>,
     path: PathBuf,
     failed: Option<io::Error>,
 }
@@ -540,60 +579,40 @@ impl Store {
 
     /// Adds bytes of the member.
     pub fn write(&mut self, b: &[u8]) {
-        if let Some(h) = self.hash.as_mut() {
-            h.write_all(b).expect("a sink takes every byte");
-        }
+        self.crc.update(b);
+        self.len += b.len() as u64;
         self.put(b);
     }
 
     /// Writes the trailer and renames the file into place.
     pub fn commit(mut self) {
-        let Some(hash) = self.hash.take() else {
+        let Some(key) = self.key.take() else {
             log::debug!("cached segment {} not written: no key", self.path.display());
             return;
         };
-        let len = hash.passed();
-        self.seal(len, hash.digest());
+        self.seal(&key);
     }
 
-    /// [`Store::commit`] of a member whose key is known only now: what was written is read
-    /// back to hash it under the key.
+    /// [`Store::commit`] of a member whose key is known only now.
     pub fn commit_as(mut self, key: &Key) {
-        if self.hash.is_some() {
+        if self.key.is_some() {
             return self.commit();
         }
         let path = self.dir().join(key.file_name());
-        let hashed = self.failed.take().map_or_else(
-            || {
-                self.out.flush()?;
-                let f = self.out.get_mut().file();
-                f.seek(SeekFrom::Start(MAGIC.len() as u64))?;
-                let mut h = keyed(io::sink(), key);
-                io::copy(&mut *f, &mut h)?;
-                f.seek(SeekFrom::End(0))?;
-                Ok((h.passed(), h.digest()))
-            },
-            Err,
-        );
-        match hashed {
-            Ok((len, digest)) => {
-                self.out.get_mut().rename_to(&path);
-                self.path = path;
-                self.seal(len, digest);
-            }
-            Err(e) => log::debug!("cached segment {} not written: {e}", path.display()),
-        }
+        self.out.get_mut().rename_to(&path);
+        self.path = path;
+        self.seal(key);
     }
 
     fn dir(&self) -> &Path {
         self.path.parent().expect("a cache file has a directory")
     }
 
-    /// Writes the trailer (`len` member bytes hashing to `digest`) and renames the file into
-    /// place.
-    fn seal(mut self, len: u64, digest: [u8; 32]) {
-        self.put(&len.to_le_bytes());
-        self.put(&digest);
+    /// Writes the trailer of the member stored under `key` and renames the file into place.
+    fn seal(mut self, key: &Key) {
+        let check = keyed(key, &self.crc);
+        self.put(&self.len.to_le_bytes());
+        self.put(&check.to_le_bytes());
         let done = match self.failed.take() {
             Some(e) => Err(e),
             None => self

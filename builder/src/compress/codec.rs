@@ -59,6 +59,9 @@ pub(crate) struct Encoded {
     /// Whether a worker found the member in the segment cache (the producer counts the
     /// members it replays itself).
     pub cached: bool,
+    /// The piece's raw buffer when the encoder did not keep it, handed back to the producer
+    /// for a later piece (fresh buffers of megabytes cost a page fault per page).
+    pub spare: Vec<u8>,
 }
 
 impl Encoded {
@@ -75,6 +78,18 @@ impl Encoded {
             store: None,
             bodies: Vec::new(),
             cached: false,
+            spare: Vec::new(),
+        }
+    }
+
+    /// The buffer of this piece that can be used again once it is written: the raw piece's,
+    /// else the body's.
+    pub fn into_buffer(self) -> Vec<u8> {
+        if self.spare.capacity() > 0 {
+            return self.spare;
+        }
+        match self.body {
+            Body::Done(b) | Body::Raw(b) | Body::Verbatim(b) => b,
         }
     }
 }
@@ -108,10 +123,11 @@ pub(crate) fn encoder_err(what: &'static str, e: impl std::fmt::Display) -> Comp
 /// A worker's encoder of one format's pieces; its state is kept from piece to piece.
 pub(crate) trait EncodePieces {
     /// The body of one piece of a member, and the piece's check value for the member's trailer
-    /// (gzip's CRC-32; 0 for formats whose framing needs none).
+    /// (gzip's CRC-32; 0 for formats whose framing needs none). An encoder that passes the
+    /// raw bytes on takes them out of `data`.
     fn encode(
         &mut self,
-        data: Vec<u8>,
+        data: &mut Vec<u8>,
         first: bool,
         last: bool,
     ) -> Result<(Body, u32), CompressError>;
@@ -140,7 +156,8 @@ impl PieceEncoder {
 
     pub fn encode(&mut self, p: Piece) -> Result<Encoded, CompressError> {
         let raw_len = p.data.len() as u64;
-        let (body, crc) = self.0.encode(p.data, p.first, p.last)?;
+        let mut data = p.data;
+        let (body, crc) = self.0.encode(&mut data, p.first, p.last)?;
         Ok(Encoded {
             seq: p.seq,
             first: p.first,
@@ -152,6 +169,7 @@ impl PieceEncoder {
             store: p.store,
             bodies: Vec::new(),
             cached: false,
+            spare: data,
         })
     }
 }
@@ -165,10 +183,10 @@ impl MemberWriter {
     }
 
     /// Writes the next piece to `out`.
-    pub fn write(&mut self, e: Encoded, out: &mut dyn Write) -> Result<(), CompressError> {
+    pub fn write(&mut self, e: &Encoded, out: &mut dyn Write) -> Result<(), CompressError> {
         match &e.body {
             Body::Verbatim(b) => Ok(out.write_all(b)?),
-            _ => self.0.write(&e, out),
+            _ => self.0.write(e, out),
         }
     }
 }

@@ -267,15 +267,18 @@ fn run_threads(
         let (job_tx, job_rx) = sync_channel::<Piece>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = channel::<Result<Encoded, CompressError>>();
-        let (credit_tx, credit_rx) = sync_channel::<()>(credits);
+        let (credit_tx, credit_rx) = sync_channel::<Vec<u8>>(credits);
         for _ in 0..credits {
-            credit_tx.send(()).expect("the credit channel has room");
+            credit_tx
+                .send(Vec::new())
+                .expect("the credit channel has room");
         }
 
         let outbox = Outbox {
             jobs: job_tx,
             done: done_tx.clone(),
             credits: credit_rx,
+            spares: Vec::new(),
             seq: 0,
             stopped: false,
         };
@@ -344,23 +347,42 @@ impl From<CompressError> for Produce {
 }
 
 /// Where the producer's pieces go: to the workers, or, for cached members, straight to the
-/// writer. Every piece waits for a credit first, which bounds the pieces alive.
+/// writer. Every piece waits for a credit first, which bounds the pieces alive; a credit
+/// brings back the buffer of a piece written, for the next piece to be rendered into.
 struct Outbox {
     jobs: SyncSender<Piece>,
     done: Sender<Result<Encoded, CompressError>>,
-    credits: Receiver<()>,
+    credits: Receiver<Vec<u8>>,
+    /// Buffers of pieces written, to render into again.
+    spares: Vec<Vec<u8>>,
     seq: u64,
     stopped: bool,
 }
 
 impl Outbox {
     fn credit(&mut self) -> Result<u64, Produce> {
-        if self.credits.recv().is_err() {
-            self.stopped = true;
-            return Err(Produce::Stopped);
+        match self.credits.recv() {
+            Ok(spare) if spare.capacity() > 0 => self.spares.push(spare),
+            Ok(_) => {}
+            Err(_) => {
+                self.stopped = true;
+                return Err(Produce::Stopped);
+            }
         }
         self.seq += 1;
         Ok(self.seq - 1)
+    }
+
+    /// An empty buffer for `len` bytes: a spare one when there is one.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        match self.spares.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.reserve(len);
+                b
+            }
+            None => Vec::with_capacity(len),
+        }
     }
 
     /// Sends raw bytes of a member to be compressed; `store` tells the writer what to keep of
@@ -463,7 +485,7 @@ impl Producer<'_> {
     /// it and copies it from the cache or compresses it.
     fn small(&mut self, seg: &plan::Segment) -> Result<(), Produce> {
         let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
-        let mut buf = Vec::with_capacity(raw_len as usize);
+        let mut buf = self.outbox.buffer(raw_len as usize);
         render(entries, &mut buf)?;
         if buf.len() as u64 != raw_len {
             return Err(Produce::Failed(CompressError::Thread(
@@ -575,9 +597,10 @@ struct Cutter<'a> {
 }
 
 impl Cutter<'_> {
-    fn buffer(&self) -> Vec<u8> {
+    fn buffer(&mut self) -> Vec<u8> {
         let left = self.member_len - self.written;
-        Vec::with_capacity(left.min(self.codec.chunk as u64) as usize)
+        self.outbox
+            .buffer(left.min(self.codec.chunk as u64) as usize)
     }
 
     fn emit(&mut self, last: bool) -> Result<(), Produce> {
@@ -697,6 +720,7 @@ impl Worker<'_> {
                 let mut e = Encoded::verbatim(piece.seq, true, true, member);
                 e.bodies = bodies;
                 e.cached = true;
+                e.spare = piece.data;
                 return Ok(e);
             }
             piece.store = Some(Keep::Under(key));
@@ -722,7 +746,7 @@ fn write_in_order(
     codec: Codec,
     cache: Option<&SegmentCache>,
     done: Receiver<Result<Encoded, CompressError>>,
-    credits: SyncSender<()>,
+    credits: SyncSender<Vec<u8>>,
     out: &mut dyn Write,
 ) -> Result<Written, CompressError> {
     let mut writer = MemberWriter::new(codec);
@@ -747,8 +771,8 @@ fn write_in_order(
                 };
             }
             match store.as_mut() {
-                Some(s) => writer.write(e, &mut Tee { out, store: s })?,
-                None => writer.write(e, out)?,
+                Some(s) => writer.write(&e, &mut Tee { out, store: s })?,
+                None => writer.write(&e, out)?,
             }
             if last_member_piece {
                 match (store.take(), keep) {
@@ -760,7 +784,7 @@ fn write_in_order(
             next += 1;
             finished = last_member_piece;
             // The producer may be gone already; a closed channel is fine here.
-            let _ = credits.try_send(());
+            let _ = credits.try_send(e.into_buffer());
         }
     }
     out.flush()?;

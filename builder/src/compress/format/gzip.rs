@@ -67,12 +67,17 @@ impl Pieces {
 }
 
 impl EncodePieces for Pieces {
-    fn encode(&mut self, data: Vec<u8>, _: bool, last: bool) -> Result<(Body, u32), CompressError> {
-        let crc = crc32fast::hash(&data);
+    fn encode(
+        &mut self,
+        data: &mut Vec<u8>,
+        _: bool,
+        last: bool,
+    ) -> Result<(Body, u32), CompressError> {
+        let crc = crc32fast::hash(data);
         let body = if last {
-            self.deflate_final(&data)?
+            self.deflate_final(data)?
         } else {
-            deflate_sync(&data, self.level)?
+            deflate_sync(data, self.level)?
         };
         Ok((Body::Done(body), crc))
     }

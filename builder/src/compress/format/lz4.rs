@@ -38,8 +38,13 @@ pub(super) fn member<'a>(r: Box<dyn BufRead + 'a>) -> Box<dyn Read + 'a> {
 struct Pieces;
 
 impl EncodePieces for Pieces {
-    fn encode(&mut self, data: Vec<u8>, _: bool, _: bool) -> Result<(Body, u32), CompressError> {
-        Ok((Body::Done(block(&data)), 0))
+    fn encode(
+        &mut self,
+        data: &mut Vec<u8>,
+        _: bool,
+        _: bool,
+    ) -> Result<(Body, u32), CompressError> {
+        Ok((Body::Done(block(data)), 0))
     }
 }
 

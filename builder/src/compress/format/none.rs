@@ -22,8 +22,13 @@ pub(super) fn member<'a>(r: Box<dyn BufRead + 'a>) -> Box<dyn Read + 'a> {
 struct Plain;
 
 impl EncodePieces for Plain {
-    fn encode(&mut self, data: Vec<u8>, _: bool, _: bool) -> Result<(Body, u32), CompressError> {
-        Ok((Body::Done(data), 0))
+    fn encode(
+        &mut self,
+        data: &mut Vec<u8>,
+        _: bool,
+        _: bool,
+    ) -> Result<(Body, u32), CompressError> {
+        Ok((Body::Done(std::mem::take(data)), 0))
     }
 }
 

@@ -99,14 +99,14 @@ struct Pieces(Codec);
 impl EncodePieces for Pieces {
     fn encode(
         &mut self,
-        data: Vec<u8>,
+        data: &mut Vec<u8>,
         first: bool,
         last: bool,
     ) -> Result<(Body, u32), CompressError> {
         if !(first && last) {
-            return Ok((Body::Raw(data), 0));
+            return Ok((Body::Raw(std::mem::take(data)), 0));
         }
-        Ok((Body::Done(whole(&member_filters(&self.0)?, &data)?), 0))
+        Ok((Body::Done(whole(&member_filters(&self.0)?, data)?), 0))
     }
 }
 

@@ -50,14 +50,14 @@ struct Pieces(zstd::bulk::Compressor<'static>);
 impl EncodePieces for Pieces {
     fn encode(
         &mut self,
-        data: Vec<u8>,
+        data: &mut Vec<u8>,
         first: bool,
         last: bool,
     ) -> Result<(Body, u32), CompressError> {
         if !(first && last) {
-            return Ok((Body::Raw(data), 0));
+            return Ok((Body::Raw(std::mem::take(data)), 0));
         }
-        let frame = self.0.compress(&data).map_err(|e| encoder_err("zstd", e))?;
+        let frame = self.0.compress(data).map_err(|e| encoder_err("zstd", e))?;
         Ok((Body::Done(frame), 0))
     }
 }
