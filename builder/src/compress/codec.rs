@@ -27,9 +27,9 @@ pub(crate) struct Piece {
     pub data: Vec<u8>,
     /// What the writer keeps of the member in the segment cache.
     pub store: Option<Keep>,
-    /// On a whole segment not digested yet: the index of its first entry. The worker digests
-    /// it, and looks it up in the cache before compressing it.
-    pub segment: Option<usize>,
+    /// A whole segment of one piece, by its entries: the worker renders it (`data` is empty),
+    /// digests it and looks it up in the cache before compressing it.
+    pub segment: Option<std::ops::Range<usize>>,
 }
 
 /// How a member's compressed bytes go into the segment cache.

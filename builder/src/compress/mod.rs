@@ -9,14 +9,15 @@
 //! copied as it is, so a rebuild after a small change compresses only the segments the change
 //! touched. Three kinds of threads cooperate:
 //!
-//! - one producer renders segments with [`NewcWriter`] (reading host files in small blocks,
-//!   never whole): a segment that fits one piece into that piece; a larger one is digested
-//!   and looked up here, then, unless cached, cut into pieces of at most the chunk size (into
-//!   an empty cache, where no lookup can succeed, it is digested on the way instead, and its
-//!   member stored under the key its last piece brings);
-//! - `threads` workers digest each one-piece segment, copy its member from the cache or
-//!   compress it, and compress the pieces of larger ones ([`codec::PieceEncoder`]), so the
-//!   hashing and the cache reads run in parallel with compression;
+//! - one producer hands out segments in order: a segment that fits one piece to a worker to
+//!   render; a larger one it renders itself with [`NewcWriter`] (reading host files in small
+//!   blocks, never whole), digested and looked up here, then, unless cached, cut into pieces
+//!   of at most the chunk size (into an empty cache, where no lookup can succeed, it is
+//!   digested on the way instead, and its member stored under the key its last piece brings);
+//! - `threads` workers render each one-piece segment into a buffer of their own, digest it,
+//!   copy its member from the cache or compress it, and compress the pieces of larger ones
+//!   ([`codec::PieceEncoder`]), so reading, hashing and the cache reads run in parallel with
+//!   compression;
 //! - the calling thread writes results in sequence order ([`codec::MemberWriter`]) and stores
 //!   each newly compressed member in the cache.
 //!
@@ -301,7 +302,12 @@ fn run_threads(
             .map(|_| {
                 let jobs = Arc::clone(&job_rx);
                 let done = done_tx.clone();
-                let worker = Worker { codec, cache, sha1 };
+                let worker = Worker {
+                    entries,
+                    codec,
+                    cache,
+                    sha1,
+                };
                 s.spawn(move || worker.run(&jobs, &done))
             })
             .collect();
@@ -346,6 +352,9 @@ impl From<CompressError> for Produce {
     }
 }
 
+/// How many buffers of pieces written the producer keeps for the pieces it cuts.
+const SPARES: usize = 2;
+
 /// Where the producer's pieces go: to the workers, or, for cached members, straight to the
 /// writer. Every piece waits for a credit first, which bounds the pieces alive; a credit
 /// brings back the buffer of a piece written, for the next piece to be rendered into.
@@ -362,7 +371,9 @@ struct Outbox {
 impl Outbox {
     fn credit(&mut self) -> Result<u64, Produce> {
         match self.credits.recv() {
-            Ok(spare) if spare.capacity() > 0 => self.spares.push(spare),
+            Ok(spare) if spare.capacity() > 0 && self.spares.len() < SPARES => {
+                self.spares.push(spare);
+            }
             Ok(_) => {}
             Err(_) => {
                 self.stopped = true;
@@ -393,7 +404,7 @@ impl Outbox {
         (first, last): (bool, bool),
         member_len: u64,
         data: Vec<u8>,
-        (store, segment): (Option<Keep>, Option<usize>),
+        (store, segment): (Option<Keep>, Option<std::ops::Range<usize>>),
     ) -> Result<(), Produce> {
         let seq = self.credit()?;
         let piece = Piece {
@@ -481,20 +492,12 @@ impl Producer<'_> {
         }
     }
 
-    /// A segment that fits one piece: rendered once into it; the worker that takes it digests
-    /// it and copies it from the cache or compresses it.
+    /// A segment that fits one piece: the worker that takes it renders it once, digests it
+    /// and copies it from the cache or compresses it.
     fn small(&mut self, seg: &plan::Segment) -> Result<(), Produce> {
-        let (entries, raw_len) = (&self.entries[seg.range.clone()], seg.raw_len);
-        let mut buf = self.outbox.buffer(raw_len as usize);
-        render(entries, &mut buf)?;
-        if buf.len() as u64 != raw_len {
-            return Err(Produce::Failed(CompressError::Thread(
-                "segment size differs from its plan",
-            )));
-        }
-        let segment = Some(seg.range.start);
+        let segment = Some(seg.range.clone());
         self.outbox
-            .compress((true, true), raw_len, buf, (None, segment))
+            .compress((true, true), seg.raw_len, Vec::new(), (None, segment))
     }
 
     /// A segment larger than a piece: digested in one pass (when the cache may hold it), then,
@@ -657,9 +660,10 @@ impl Write for Cutter<'_> {
     }
 }
 
-/// A worker: digests whole segments and copies them from the cache, or compresses pieces,
-/// until the job channel closes.
+/// A worker: renders and digests whole segments and copies them from the cache, or
+/// compresses pieces, until the job channel closes.
 struct Worker<'a> {
+    entries: &'a [Entry],
     codec: Codec,
     cache: Option<&'a SegmentCache>,
     sha1: bool,
@@ -674,6 +678,8 @@ impl Worker<'_> {
                 None
             }
         };
+        // The buffer this worker renders segments into, kept from one to the next.
+        let mut buf = Vec::new();
         loop {
             let piece = match jobs.lock() {
                 Ok(rx) => rx.recv(),
@@ -682,9 +688,10 @@ impl Worker<'_> {
             let Ok(piece) = piece else { return };
             let Some(enc) = enc.as_mut() else { return };
             // A panic must still reach the writer as an error, or it would wait for this piece.
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.piece(enc, piece)))
-                    .unwrap_or(Err(CompressError::Thread("a compression worker panicked")));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.piece(enc, piece, &mut buf)
+            }))
+            .unwrap_or(Err(CompressError::Thread("a compression worker panicked")));
             if done.send(result).is_err() {
                 return;
             }
@@ -704,12 +711,27 @@ impl Worker<'_> {
         None
     }
 
-    /// A piece; a whole segment (`segment` set) is digested first, and copied from the cache
-    /// when it is there.
-    fn piece(&self, enc: &mut PieceEncoder, mut piece: Piece) -> Result<Encoded, CompressError> {
-        let Some(start) = piece.segment else {
+    /// A piece; a whole segment (`segment` set) is rendered into `buf` and digested first,
+    /// and copied from the cache when it is there. `buf` gets its buffer back when the
+    /// encoder did not keep it.
+    fn piece(
+        &self,
+        enc: &mut PieceEncoder,
+        mut piece: Piece,
+        buf: &mut Vec<u8>,
+    ) -> Result<Encoded, CompressError> {
+        let Some(range) = piece.segment.take() else {
             return enc.encode(piece);
         };
+        let start = range.start;
+        let mut data = std::mem::take(buf);
+        data.clear();
+        data.reserve(piece.member_len as usize);
+        render(&self.entries[range], &mut data)?;
+        if data.len() as u64 != piece.member_len {
+            return Err(CompressError::Thread("segment size differs from its plan"));
+        }
+        piece.data = data;
         let mut d = SegmentDigest::new(self.sha1);
         d.write_all(&piece.data)?;
         let (raw, bodies) = d.finish();
@@ -720,13 +742,14 @@ impl Worker<'_> {
                 let mut e = Encoded::verbatim(piece.seq, true, true, member);
                 e.bodies = bodies;
                 e.cached = true;
-                e.spare = piece.data;
+                *buf = piece.data;
                 return Ok(e);
             }
             piece.store = Some(Keep::Under(key));
         }
         let mut e = enc.encode(piece)?;
         e.bodies = bodies;
+        *buf = std::mem::take(&mut e.spare);
         Ok(e)
     }
 }
