@@ -113,6 +113,20 @@ pub(crate) struct Codec {
     pub threads: usize,
 }
 
+impl Codec {
+    /// The size of the pieces a member larger than a piece is cut into. A zstd member of that
+    /// size goes through libzstd's stream encoder, whose output does not depend on how its
+    /// input arrives: pieces of one job (a quarter of a piece) reach it sooner, so its workers
+    /// start while the rest of the member is still being read. The other formats compress
+    /// each piece on its own, so their pieces are pieces.
+    pub fn cut(&self) -> usize {
+        match self.compression {
+            Compression::Zstd => self.chunk / 4,
+            _ => self.chunk,
+        }
+    }
+}
+
 pub(crate) fn encoder_err(what: &'static str, e: impl std::fmt::Display) -> CompressError {
     CompressError::Encoder {
         what,

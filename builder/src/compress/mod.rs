@@ -12,7 +12,7 @@
 //! - one producer hands out segments in order: a segment that fits one piece to a worker to
 //!   render; a larger one it renders itself with [`NewcWriter`] (reading host files in small
 //!   blocks, never whole), digested and looked up here, then, unless cached, cut into pieces
-//!   of at most the chunk size (into an empty cache, where no lookup can succeed, it is
+//!   ([`codec::Codec::cut`]) (into an empty cache, where no lookup can succeed, it is
 //!   digested on the way instead, and its member stored under the key its last piece brings);
 //! - `threads` workers render each one-piece segment into a buffer of their own, digest it,
 //!   copy its member from the cache or compress it, and compress the pieces of larger ones
@@ -603,7 +603,7 @@ impl Cutter<'_> {
     fn buffer(&mut self) -> Vec<u8> {
         let left = self.member_len - self.written;
         self.outbox
-            .buffer(left.min(self.codec.chunk as u64) as usize)
+            .buffer(left.min(self.codec.cut() as u64) as usize)
     }
 
     fn emit(&mut self, last: bool) -> Result<(), Produce> {
@@ -641,12 +641,12 @@ impl Write for Cutter<'_> {
         if self.buf.capacity() == 0 {
             self.buf = self.buffer();
         }
-        if self.buf.len() == self.codec.chunk && self.written < self.member_len {
+        if self.buf.len() == self.codec.cut() && self.written < self.member_len {
             // A full piece with more to come: not the member's last.
             self.emit(false)
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "compression stopped"))?;
         }
-        let n = data.len().min(self.codec.chunk - self.buf.len());
+        let n = data.len().min(self.codec.cut() - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if let Some(d) = self.digest.as_mut() {
             d.write_all(&data[..n])?;

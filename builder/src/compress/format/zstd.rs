@@ -71,10 +71,8 @@ fn open(codec: &Codec, member_len: u64) -> Result<Box<dyn MemberStream>, Compres
     // entry larger than a piece comes here; jobs of a quarter of a piece share it among the
     // workers.
     z.multithread(codec.threads.max(1) as u32).map_err(zerr)?;
-    z.set_parameter(zstd::zstd_safe::CParameter::JobSize(
-        (codec.chunk / 4) as u32,
-    ))
-    .map_err(zerr)?;
+    z.set_parameter(zstd::zstd_safe::CParameter::JobSize(codec.cut() as u32))
+        .map_err(zerr)?;
     Ok(Box::new(z))
 }
 
