@@ -320,7 +320,7 @@ fn check_outputs(
     use std::os::unix::fs::MetadataExt;
     // The outputs that exist, by file identity; the inputs are looked at only when one does,
     // and then each input once.
-    let mut existing = Vec::new();
+    let (mut existing, mut sizes) = (Vec::new(), Vec::new());
     for (out, what) in outputs {
         let Ok(meta) = std::fs::symlink_metadata(out) else {
             continue;
@@ -336,13 +336,18 @@ fn check_outputs(
             });
         }
         existing.push(((meta.dev(), meta.ino()), out, *what));
+        sizes.push(meta.len());
     }
     if existing.is_empty() {
         return Ok(());
     }
-    // The first output (in `outputs` order) that is an input, with the first such input.
+    // The first output (in `outputs` order) that is an input, with the first such input. A
+    // planned file is that output only if it had the output's size when it was planned (were
+    // it to change since, writing it into the image fails on its size).
     let mut found: Option<(usize, String)> = None;
-    for (name, path) in inputs_of(config, template, modules, plan) {
+    for (name, path) in inputs_of(config, template, modules, plan, &|size| {
+        sizes.contains(&size)
+    }) {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
@@ -368,12 +373,14 @@ fn check_outputs(
 }
 
 /// Every host file the build reads, with what it is for messages: the one list the `-o` guard
-/// checks. A new kind of input is added here.
+/// checks (of the planned files, those whose planned size `sized` takes). A new kind of input
+/// is added here.
 fn inputs_of(
     config: &Config,
     template: &Path,
     modules: Option<&crate::kmod::Modules>,
     plan: Option<&Plan>,
+    sized: &dyn Fn(u64) -> bool,
 ) -> Vec<(String, PathBuf)> {
     let mut inputs: Vec<(String, PathBuf)> = vec![
         ("the build's config".into(), config.path.clone()),
@@ -437,9 +444,12 @@ fn inputs_of(
         }
     }
     for (path, node) in plan.iter().flat_map(|p| &p.nodes) {
-        if let crate::archive::Kind::File(crate::archive::Content::Path { path: host, .. }) =
+        if let crate::archive::Kind::File(crate::archive::Content::Path { path: host, size }) =
             &node.kind
         {
+            if !sized(*size) {
+                continue;
+            }
             inputs.push((
                 format!("the source of {path} ({})", node.origin),
                 host.clone(),

@@ -45,6 +45,38 @@ fn an_output_that_is_an_input_or_not_a_regular_file_is_refused() {
 }
 
 #[test]
+fn an_output_that_is_a_library_the_plan_copies_is_refused() {
+    // Only the plan knows this input: the closure of a dynamic program. The output is another
+    // name of the host's libc, so replacing it would not touch libc itself, but the guard must
+    // still see it.
+    let p = Project::new();
+    p.config("[init]\npath = \"/usr/bin/ls\"\n[mappings]\n\"/usr/bin/ls\" = \"/usr/bin/ls\"\n");
+    let libc = [
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|l| std::path::Path::new(l).exists())
+    .expect("the host has glibc");
+    if let Err(e) = fs::hard_link(libc, p.path("libc-alias")) {
+        eprintln!("skipped: cannot link {libc} into the project ({e})");
+        return;
+    }
+    let o = p.fledge(&["build", "-o", "libc-alias"]);
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("-o/--output")
+            && err.contains("libc.so.6")
+            && err.contains("a build never overwrites its inputs"),
+        "{err}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(&p.path("libc-alias")), ino(std::path::Path::new(libc)));
+}
+
+#[test]
 fn a_signal_removes_the_temporary_image_and_exits_128_plus_its_number() {
     let p = Project::new();
     // Incompressible bytes and xz -9 on one thread: the build runs long enough to be stopped.
