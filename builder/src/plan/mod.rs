@@ -224,6 +224,14 @@ impl Planned {
     }
 }
 
+/// Whether `path` is absolute with no empty, `.` or `..` component and no trailing `/`.
+fn is_normal(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    })
+}
+
 /// Every path of the image (absolute, normalised), with what it is. A path is stored once:
 /// the archive entries made from the plan share it ([`crate::normalise`]).
 #[derive(Debug, Clone, Default)]
@@ -401,6 +409,11 @@ impl Stack<'_> {
     /// `path` with its parent directories resolved through the image's symlinks (its
     /// `/bin -> usr/bin`), inside the image root; with `follow`, the last component too.
     fn resolve(&self, path: &str, follow: bool) -> String {
+        // With no image link to follow, a path in normal form is where it is (the walk would
+        // give it back unchanged, one lookup per component).
+        if self.links.is_empty() && is_normal(path) {
+            return path.to_string();
+        }
         let last = if follow { Last::Follow } else { Last::Keep };
         self.plan.resolve(path, Some(&self.links), last)
     }

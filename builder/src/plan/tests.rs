@@ -919,3 +919,45 @@ fn what_the_init_exec_or_setuid_would_refuse_fails_the_build() {
         assert!(e.len() < 400, "case {i}: one short line, {} bytes", e.len());
     }
 }
+
+#[test]
+fn a_normal_path_resolves_to_itself_when_no_image_link_is_followed() {
+    // What lets `Stack::resolve` skip the walk: with no link to follow, the walk gives a
+    // normal path back unchanged, through directories, files, symlinks and missing parts.
+    let mut plan = Plan {
+        nodes: Default::default(),
+        warnings: Vec::new(),
+        notes: Vec::new(),
+    };
+    let at = |kind| Planned::new(kind, 0o755, Origin::Base);
+    plan.nodes.insert("/usr".into(), at(Kind::Dir));
+    plan.nodes.insert("/usr/bin".into(), at(Kind::Dir));
+    plan.nodes
+        .insert("/usr/bin/f".into(), at(Kind::File(Content::Empty)));
+    plan.nodes
+        .insert("/bin".into(), at(Kind::Symlink("usr/bin".into())));
+    let none = std::collections::BTreeSet::new();
+    for path in [
+        "/usr/bin/f",
+        "/usr/bin/f/below",
+        "/bin/x",
+        "/bin",
+        "/new/deep/path",
+        "/usr",
+    ] {
+        assert!(is_normal(path), "{path}");
+        assert_eq!(plan.resolve(path, Some(&none), Last::Keep), path);
+        assert_eq!(plan.resolve(path, Some(&none), Last::Follow), path);
+    }
+    for path in [
+        "/",
+        "usr/bin",
+        "/usr//bin",
+        "/usr/./bin",
+        "/usr/../bin",
+        "/usr/",
+        "",
+    ] {
+        assert!(!is_normal(path), "{path:?}");
+    }
+}
