@@ -422,16 +422,21 @@ impl<W: Write> NewcWriter<W> {
             file.seek(SeekFrom::Start(offset)).map_err(read_err)?;
         }
         let mut limited = file.take(size);
+        // Taken while `put` borrows the writer; an error drops it with the build.
         let mut buf = std::mem::take(&mut self.block);
-        if buf.is_empty() {
-            buf = vec![0u8; READ_BLOCK];
+        buf.resize(READ_BLOCK, 0);
+        let mut copied = 0u64;
+        loop {
+            let n = match limited.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            self.put(&buf[..n])?;
+            copied += n as u64;
         }
-        let copied = self.copy_blocks(&mut limited, &mut buf);
         self.block = buf;
-        let copied = copied.map_err(|e| match e {
-            Copy::Read(e) => read_err(e),
-            Copy::Write(e) => e,
-        })?;
         // A file that grew is caught by reading one byte past the promised size (a slice of a
         // larger file is followed by more bytes by design).
         let grew = offset == 0 && limited.into_inner().read(&mut [0u8; 1]).map_err(read_err)? > 0;
@@ -443,21 +448,6 @@ impl<W: Write> NewcWriter<W> {
             });
         }
         Ok(())
-    }
-
-    /// Copies what `from` gives into the archive through `buf`; returns how many bytes.
-    fn copy_blocks(&mut self, from: &mut impl Read, buf: &mut [u8]) -> Result<u64, Copy> {
-        let mut copied = 0u64;
-        loop {
-            let n = match from.read(buf) {
-                Ok(0) => return Ok(copied),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Copy::Read(e)),
-            };
-            self.put(&buf[..n]).map_err(Copy::Write)?;
-            copied += n as u64;
-        }
     }
 
     fn put(&mut self, b: &[u8]) -> Result<(), ArchiveError> {
@@ -474,12 +464,6 @@ impl<W: Write> NewcWriter<W> {
         }
         Ok(())
     }
-}
-
-/// Why a copy stopped: reading the host file, or writing the archive.
-enum Copy {
-    Read(io::Error),
-    Write(ArchiveError),
 }
 
 fn write_hex8(dst: &mut [u8], v: u32) {

@@ -318,9 +318,9 @@ fn check_outputs(
     plan: Option<&Plan>,
 ) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
-    // The outputs that exist, by file identity; the inputs are looked at only when one does,
-    // and then each input once.
-    let (mut existing, mut sizes) = (Vec::new(), Vec::new());
+    // The outputs that exist, by file identity and size; the inputs are looked at only when
+    // one does, and then each input once.
+    let mut existing = Vec::new();
     for (out, what) in outputs {
         let Ok(meta) = std::fs::symlink_metadata(out) else {
             continue;
@@ -335,41 +335,33 @@ fn check_outputs(
                 ),
             });
         }
-        existing.push(((meta.dev(), meta.ino()), out, *what));
-        sizes.push(meta.len());
+        existing.push(((meta.dev(), meta.ino()), meta.len(), out, *what));
     }
     if existing.is_empty() {
         return Ok(());
     }
-    // The first output (in `outputs` order) that is an input, with the first such input. A
-    // planned file is that output only if it had the output's size when it was planned (were
+    // A planned file is an output only if it had the output's size when it was planned (were
     // it to change since, writing it into the image fails on its size).
-    let mut found: Option<(usize, String)> = None;
-    for (name, path) in inputs_of(config, template, modules, plan, &|size| {
-        sizes.contains(&size)
-    }) {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        let id = (meta.dev(), meta.ino());
-        let hit = existing.iter().position(|(out, ..)| *out == id);
-        if let Some(i) = hit.filter(|&i| found.as_ref().is_none_or(|(f, _)| i < *f)) {
-            found = Some((i, name));
-        }
-    }
-    match found {
-        Some((i, name)) => {
-            let (_, out, what) = existing[i];
-            Err(Error::Request {
+    let sized = |size| existing.iter().any(|(_, len, ..)| *len == size);
+    let inputs: Vec<_> = inputs_of(config, template, modules, plan, &sized)
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let meta = std::fs::metadata(&path).ok()?;
+            Some(((meta.dev(), meta.ino()), name))
+        })
+        .collect();
+    for (id, _, out, what) in &existing {
+        if let Some((_, name)) = inputs.iter().find(|(input, _)| input == id) {
+            return Err(Error::Request {
                 what,
                 problem: format!(
                     "is {}, which is {name}: a build never overwrites its inputs; choose another name",
                     out.display()
                 ),
-            })
+            });
         }
-        None => Ok(()),
     }
+    Ok(())
 }
 
 /// Every host file the build reads, with what it is for messages: the one list the `-o` guard
