@@ -8,8 +8,9 @@
 #   - `qemu-system-x86_64` (Debian package `qemu-system-x86`) and `depmod` (`kmod`) when missing.
 #
 # Usage: bash qemu/fetch-kernel.sh [CACHE_DIR]
-#   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel (amd64) or
-#   <repo>/target/qemu-kernel-arm64.
+#   CACHE_DIR defaults to $FLEDGE_QEMU_KERNEL_DIR, else <repo>/target/qemu-kernel (amd64), and
+#   to $FLEDGE_QEMU_ARM64_DIR, else <repo>/target/qemu-kernel-arm64 (arm64): the directories the
+#   tests look in.
 #   FLEDGE_QEMU_ARCH=arm64 fetches Debian's arm64 kernel (`linux-image-arm64`, after
 #   `dpkg --add-architecture arm64`), `qemu-system-aarch64` (package `qemu-system-arm`) and, as
 #   CACHE_DIR/busybox, the static arm64 busybox of `busybox-static:arm64` for arm64 images, and
@@ -26,14 +27,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 arch=${FLEDGE_QEMU_ARCH:-amd64}
 case $arch in
-amd64) default_cache=$repo/target/qemu-kernel qemu=qemu-system-x86_64 qemu_pkg=qemu-system-x86 suffix= ;;
-arm64) default_cache=$repo/target/qemu-kernel-arm64 qemu=qemu-system-aarch64 qemu_pkg=qemu-system-arm suffix=:arm64 ;;
+amd64) default_cache=${FLEDGE_QEMU_KERNEL_DIR:-$repo/target/qemu-kernel} qemu=qemu-system-x86_64 qemu_pkg=qemu-system-x86 suffix= ;;
+arm64) default_cache=${FLEDGE_QEMU_ARM64_DIR:-$repo/target/qemu-kernel-arm64} qemu=qemu-system-aarch64 qemu_pkg=qemu-system-arm suffix=:arm64 ;;
 *)
     echo "fetch-kernel: FLEDGE_QEMU_ARCH=$arch is not amd64 or arm64" >&2
     exit 1
     ;;
 esac
-cache=${1:-${FLEDGE_QEMU_KERNEL_DIR:-$default_cache}}
+cache=${1:-$default_cache}
 mkdir -p "$cache"
 
 sudo_if_needed() {

@@ -74,10 +74,14 @@ pub struct Host {
 }
 
 /// Where the kernel is looked for: `$FLEDGE_QEMU_KERNEL`, else the file
-/// `qemu/fetch-kernel.sh` leaves in `<repo>/target/qemu-kernel/vmlinuz`.
+/// `qemu/fetch-kernel.sh` leaves in its directory, `$FLEDGE_QEMU_KERNEL_DIR/vmlinuz` or
+/// `<repo>/target/qemu-kernel/vmlinuz`.
 pub fn kernel_path() -> PathBuf {
-    match std::env::var_os("FLEDGE_QEMU_KERNEL") {
-        Some(p) => PathBuf::from(p),
+    if let Some(p) = std::env::var_os("FLEDGE_QEMU_KERNEL") {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("FLEDGE_QEMU_KERNEL_DIR") {
+        Some(dir) => PathBuf::from(dir).join("vmlinuz"),
         None => repo_root().join("target/qemu-kernel/vmlinuz"),
     }
 }
