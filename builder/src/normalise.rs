@@ -60,39 +60,55 @@ fn assign_inodes(entries: &mut [Entry]) {
     }
 }
 
+/// What files must share to be linked: size, permissions and owner (one inode has one
+/// owner); `None` for entries without a body.
+type LinkKey = (u64, u32, u32, u32);
+
+fn link_key(e: &Entry) -> Option<LinkKey> {
+    match &e.kind {
+        Kind::File(c) if !c.is_empty() => Some((c.len(), e.perm, e.uid, e.gid)),
+        _ => None,
+    }
+}
+
 /// Groups regular files of the same size, content, permissions and owner into hardlinks.
 fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
-    // One inode has one owner: files of different owners are never linked.
-    let mut by_size: HashMap<(u64, u32, u32, u32), Vec<usize>> = HashMap::new();
+    let mut by_key: HashMap<LinkKey, Vec<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
-        if let Kind::File(c) = &e.kind {
-            if !c.is_empty() {
-                let key = (c.len(), e.perm, e.uid, e.gid);
-                by_size.entry(key).or_default().push(i);
-            }
+        if let Some(key) = link_key(e) {
+            by_key.entry(key).or_default().push(i);
         }
     }
-    let mut groups: Vec<Vec<usize>> = Vec::new();
     // Files of one size are told apart by their first block, and only files that share it
     // are read whole: most same-size files differ early.
-    let by = |idxs: Vec<usize>, limit| -> Result<Vec<Vec<usize>>, PlanError> {
+    let sized: Vec<usize> = by_key
+        .into_values()
+        .filter(|v| v.len() > 1)
+        .flatten()
+        .collect();
+    let mut same_start: BTreeMap<(LinkKey, [u8; 32]), Vec<usize>> = BTreeMap::new();
+    for (&i, h) in sized.iter().zip(content_hashes(entries, &sized, PREFIX)?) {
+        let key = link_key(&entries[i]).expect("only files with a body are sized");
+        same_start.entry((key, h)).or_default().push(i);
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut to_read: Vec<Vec<usize>> = Vec::new();
+    for (((size, ..), _), g) in same_start.into_iter().filter(|(_, v)| v.len() > 1) {
+        if size <= PREFIX {
+            groups.push(g);
+        } else {
+            to_read.push(g);
+        }
+    }
+    let whole: Vec<usize> = to_read.iter().flatten().copied().collect();
+    let mut hashes = content_hashes(entries, &whole, u64::MAX)?.into_iter();
+    for g in to_read {
         let mut by_hash: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
-        for i in idxs {
-            let Kind::File(c) = &entries[i].kind else {
-                unreachable!()
-            };
-            by_hash.entry(content_hash(c, limit)?).or_default().push(i);
+        for i in g {
+            let h = hashes.next().expect("one hash for each file read");
+            by_hash.entry(h).or_default().push(i);
         }
-        Ok(by_hash.into_values().filter(|v| v.len() > 1).collect())
-    };
-    for ((size, ..), idxs) in by_size.into_iter().filter(|(_, v)| v.len() > 1) {
-        for same_start in by(idxs, PREFIX)? {
-            if size <= PREFIX {
-                groups.push(same_start);
-            } else {
-                groups.extend(by(same_start, u64::MAX)?);
-            }
-        }
+        groups.extend(by_hash.into_values().filter(|v| v.len() > 1));
     }
     // Index of each group's last member -> the members that go just before it.
     let mut before: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -131,6 +147,55 @@ fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
 
 /// How much of each same-size file is compared first.
 const PREFIX: u64 = 4096;
+
+/// The sha256 of the first `limit` bytes of the body of each of `idxs`, in their order, read
+/// on every core (the rest of the build waits for them). A file that cannot be read fails it,
+/// the first in `idxs` order when several do.
+fn content_hashes(
+    entries: &[Entry],
+    idxs: &[usize],
+    limit: u64,
+) -> Result<Vec<[u8; 32]>, PlanError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(idxs.len());
+    if threads <= 1 {
+        return idxs
+            .iter()
+            .map(|&i| body_hash(&entries[i], limit))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<[u8; 32], PlanError>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = idxs.get(at) else {
+                            return mine;
+                        };
+                        mine.push((at, body_hash(&entries[i], limit)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(at, _)| *at);
+    done.into_iter().map(|(_, h)| h).collect()
+}
+
+fn body_hash(e: &Entry, limit: u64) -> Result<[u8; 32], PlanError> {
+    match &e.kind {
+        Kind::File(c) => content_hash(c, limit),
+        _ => unreachable!("only files are hashed"),
+    }
+}
 
 /// The sha256 of the first `limit` bytes of a body.
 fn content_hash(c: &Content, limit: u64) -> Result<[u8; 32], PlanError> {
@@ -192,6 +257,69 @@ mod tests {
         assert!(!unique.contains(&0), "no inode 0");
         b.remove(1500);
         assert_eq!(a, b, "the added file changes no other inode");
+    }
+
+    #[test]
+    fn duplicates_read_on_every_core_group_as_one_build_would_and_the_first_missing_file_is_named()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        // 24 files of one size sharing their first block: 8 contents, three copies of each.
+        let entries: Vec<Entry> = (0..24)
+            .map(|i| {
+                let mut body = vec![7u8; 3 * PREFIX as usize];
+                body[PREFIX as usize + 100] = (i % 8) as u8;
+                let path = dir.path().join(format!("f{i:02}"));
+                fs::write(&path, &body).unwrap();
+                Entry {
+                    path: Name::new(&format!("/f{i:02}")),
+                    kind: Kind::File(Content::Path {
+                        path,
+                        size: body.len() as u64,
+                    }),
+                    perm: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    ino: 0,
+                    nlink: 1,
+                    mtime: 0,
+                }
+            })
+            .collect();
+        let mut linked = entries.clone();
+        assign_inodes(&mut linked);
+        link_duplicates(&mut linked).unwrap();
+        let with_body: Vec<&str> = linked
+            .iter()
+            .filter(|e| !matches!(e.kind, Kind::File(Content::Empty)))
+            .map(|e| &*e.path)
+            .collect();
+        // Each group's last member carries the body; the others move just before it.
+        assert_eq!(
+            with_body,
+            ["f16", "f17", "f18", "f19", "f20", "f21", "f22", "f23"]
+        );
+        for e in &linked {
+            let i: usize = e.path[1..].parse().unwrap();
+            let last = linked
+                .iter()
+                .find(|l| *l.path == format!("f{}", 16 + i % 8));
+            assert_eq!(e.nlink, 3, "{}", e.path);
+            assert_eq!(
+                e.ino,
+                last.unwrap().ino,
+                "{} shares its group's inode",
+                e.path
+            );
+        }
+        fs::remove_file(dir.path().join("f19")).unwrap();
+        fs::remove_file(dir.path().join("f05")).unwrap();
+        let err = link_duplicates(&mut entries.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f05"),
+            "the first missing file in order is named: {err}"
+        );
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Pending {
     replace: bool,
     /// Synced (data and directory) on commit.
     durable: bool,
+    /// The sync [`Pending::sync_ahead`] started.
+    syncing: Option<std::thread::JoinHandle<io::Result<()>>>,
 }
 
 impl Pending {
@@ -82,6 +84,7 @@ impl Pending {
             mode: 0o644,
             replace: true,
             durable,
+            syncing: None,
         })
     }
 
@@ -141,8 +144,27 @@ impl Pending {
             .as_file_mut()
     }
 
-    /// Syncs the data and sets the final mode: done before any rename.
-    fn finish(&self) -> io::Result<()> {
+    /// For a complete file: sets its final mode and starts the sync [`commit`] would make on
+    /// a thread of its own, so that it runs while the build renders what comes next (and
+    /// beside the syncs of the other files of the commit). Nothing may be written after it.
+    pub fn sync_ahead(&mut self) -> io::Result<()> {
+        if !self.durable || self.syncing.is_some() {
+            return Ok(());
+        }
+        let f = self.file().try_clone()?;
+        f.set_permissions(fs::Permissions::from_mode(self.mode))?;
+        self.syncing = Some(std::thread::spawn(move || f.sync_all()));
+        Ok(())
+    }
+
+    /// Syncs the data and sets the final mode (or waits for [`Pending::sync_ahead`]'s sync):
+    /// done before any rename.
+    fn finish(&mut self) -> io::Result<()> {
+        if let Some(sync) = self.syncing.take() {
+            return sync
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the thread syncing the file panicked")));
+        }
         let f = self
             .tmp
             .as_ref()
@@ -231,21 +253,21 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Renames every file into place, in order, under an exclusive lock on the directory of the
 /// first, then syncs the directories: another build committing the same names waits, so a
 /// group (image and manifest) is always one build's. On failure returns the path that failed.
-pub fn commit(files: Vec<Pending>) -> Result<(), (PathBuf, io::Error)> {
-    let Some(first) = files.first() else {
-        return Ok(());
-    };
+pub fn commit(mut files: Vec<Pending>) -> Result<(), (PathBuf, io::Error)> {
     let at = |p: &Path| {
         let p = p.to_path_buf();
         move |e| (p, e)
     };
-    for f in &files {
+    for f in &mut files {
         f.finish().map_err(at(f.path()))?;
     }
-    let dir = File::open(parent(first.path())).map_err(at(first.path()))?;
-    flock(&dir, FlockOperation::LockExclusive).map_err(|e| at(first.path())(e.into()))?;
+    let Some(first) = files.first().map(|f| f.path().to_path_buf()) else {
+        return Ok(());
+    };
+    let dir = File::open(parent(&first)).map_err(at(&first))?;
+    flock(&dir, FlockOperation::LockExclusive).map_err(|e| at(&first)(e.into()))?;
     let durable = files.iter().any(|f| f.durable);
-    let mut dirs = vec![parent(first.path()).to_path_buf()];
+    let mut dirs = vec![parent(&first).to_path_buf()];
     for mut f in files {
         let tmp = f.tmp.take().expect("present until committed");
         track(tmp.path(), false);
@@ -465,6 +487,29 @@ mod tests {
         let dropped = Pending::create(&dir.path().join("c")).unwrap();
         drop(dropped);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_file_synced_ahead_commits_with_its_mode_beside_one_synced_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("run.sh"), dir.path().join("b.json"));
+        let mut pa = Pending::create(&a).unwrap().with_mode(0o755);
+        let mut pb = Pending::create(&b).unwrap();
+        io::Write::write_all(pa.file(), b"#!/bin/sh\n").unwrap();
+        io::Write::write_all(pb.file(), b"{}").unwrap();
+        pa.sync_ahead().unwrap();
+        assert!(pa.syncing.is_some(), "a durable file is synced on a thread");
+        assert!(!a.exists(), "nothing at the name before the commit");
+        commit(vec![pa, pb]).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(
+            fs::metadata(&a).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(fs::read(&b).unwrap(), b"{}");
+        let mut cache = Pending::cache_entry(&dir.path().join("c")).unwrap();
+        cache.sync_ahead().unwrap();
+        assert!(cache.syncing.is_none(), "a cache entry is never synced");
     }
 
     #[test]

@@ -232,7 +232,18 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         workdir: i.config.working_dir.clone(),
         port: i.config.ports.first().copied(),
     });
-    let runnable = runnable(&config, &plan, (&busybox, agent.as_ref()), fetching)?;
+    let dedup = req.dedup && fetching == Fetching::Download;
+    // What will run in the guest is checked beside the normaliser (both only read the plan);
+    // the checks' error comes first, as it would one after the other.
+    let (runnable, entries) = std::thread::scope(|s| {
+        let checks = s.spawn(|| runnable(&config, &plan, (&busybox, agent.as_ref()), fetching));
+        let entries = crate::normalise::normalise(&plan, mtime, dedup);
+        let checked = checks
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (checked, entries)
+    });
+    let runnable = runnable?;
     for w in plan.warnings.iter().chain(&runnable) {
         log::warn!("{w}");
     }
@@ -240,8 +251,7 @@ pub fn prepare(req: &Request, fetching: Fetching) -> Result<Prepared, Error> {
         log::debug!("{n}");
     }
     crate::preview::log_placed(&plan);
-    let dedup = req.dedup && fetching == Fetching::Download;
-    let entries = crate::normalise::normalise(&plan, mtime, dedup)?;
+    let entries = entries?;
     Ok(Prepared {
         config,
         options,
@@ -671,6 +681,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         .and_then(|()| out.flush())
         .map_err(err)?;
         drop(out);
+        pending.sync_ahead().map_err(err)?;
         log::debug!("SBOM written in {} ms", started.elapsed().as_millis());
         files.push(pending);
         Some(path)
@@ -747,6 +758,7 @@ fn write_boot(prepared: &Prepared, path: &Path) -> Result<Pending, Error> {
     compress::write_image(&entries, &opts, &mut w)?;
     w.flush().map_err(out_err)?;
     drop(w);
+    pending.sync_ahead().map_err(out_err)?;
     Ok(pending)
 }
 
@@ -795,6 +807,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
         std::io::Seek::seek(f, std::io::SeekFrom::Start(0)).map_err(out_err)?;
         let (digest, len) = crate::hashing::sha256_reader(&mut *f).map_err(out_err)?;
         let sha256 = hex::encode(digest);
+        pending.sync_ahead().map_err(out_err)?;
         return Ok((pending, sha256, len, Vec::new()));
     }
     let kind = prepared.options.compression.name();
@@ -818,6 +831,7 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
         (hex::encode(w.digest()), len, stats.bodies)
     };
     bar.finish();
+    pending.sync_ahead().map_err(out_err)?;
     Ok((pending, sha256, len, bodies))
 }
 
@@ -868,10 +882,6 @@ fn render_manifest(
     };
     let json = manifest::render(template, &facts)?;
     let path = manifest::manifest_path(artifact, template.name());
-    let m_err = |source| Error::Output {
-        path: path.clone(),
-        source,
-    };
     let text = serde_json::to_string_pretty(&json).expect("JSON values serialise") + "\n";
     if text.len() as u64 > manifest::MAX_LEN {
         return Err(manifest::ManifestError::Invalid {
@@ -886,10 +896,8 @@ fn render_manifest(
         }
         .into());
     }
-    let mut pending = Pending::create(&path).map_err(m_err)?;
-    pending.file().write_all(text.as_bytes()).map_err(m_err)?;
     Ok((
-        pending,
+        pending_text(&path, &text)?,
         json["resources"]["memory_mb"].as_i64().unwrap_or(0),
     ))
 }
@@ -922,5 +930,6 @@ fn pending_text(path: &Path, text: &str) -> Result<Pending, Error> {
     };
     let mut pending = Pending::create(path).map_err(err)?;
     pending.file().write_all(text.as_bytes()).map_err(err)?;
+    pending.sync_ahead().map_err(err)?;
     Ok(pending)
 }

@@ -48,7 +48,15 @@ pub fn provenance_path(artifact: &Path, name: &str) -> PathBuf {
 /// The statement's JSON text (pretty, ending in a newline).
 pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
     let p = f.prepared;
-    let abs = |x: &Path| std::path::absolute(x).unwrap_or_else(|_| x.to_path_buf());
+    // The working directory is looked up once, not once for each of thousands of host files.
+    let cwd = std::env::current_dir().ok();
+    let abs = |x: &Path| {
+        match &cwd {
+            Some(d) if x.is_relative() => std::path::absolute(d.join(x)),
+            _ => std::path::absolute(x),
+        }
+        .unwrap_or_else(|_| x.to_path_buf())
+    };
     let mut deps = vec![file_dep("fledge.toml", &abs(&p.config.path))];
     if let Some(t) = p.manifest.1.origin() {
         deps.push(file_dep("manifest.toml", &abs(t)));
@@ -106,7 +114,7 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
         }));
     }
     let level = p.options.level;
-    let statement = json!({
+    let mut statement = json!({
         "_type": STATEMENT_V1,
         "subject": [{"name": f.name, "digest": {"sha256": f.sha256}}],
         "predicateType": SLSA_PROVENANCE_V1,
@@ -125,7 +133,7 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
                     "source_date_epoch": p.epoch,
                 },
                 "internalParameters": {"fledge_version": VERSION},
-                "resolvedDependencies": deps,
+                "resolvedDependencies": null,
             },
             "runDetails": {
                 "builder": {
@@ -136,7 +144,11 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
             },
         },
     });
-    Ok(serde_json::to_string_pretty(&statement).expect("JSON values serialise") + "\n")
+    // Moved in: json! would serialise the thousands of them into a copy.
+    statement["predicate"]["buildDefinition"]["resolvedDependencies"] = Value::Array(deps);
+    let mut text = serde_json::to_string_pretty(&statement).expect("JSON values serialise");
+    text.push('\n');
+    Ok(text)
 }
 
 fn file_dep(name: &str, path: &Path) -> Value {

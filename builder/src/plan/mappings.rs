@@ -197,8 +197,14 @@ impl Walk<'_, '_> {
             } else {
                 format!("{dest}/{name}")
             };
-            let meta = fs::symlink_metadata(&path).map_err(|e| read(&path, e))?;
-            let ft = meta.file_type();
+            // The directory listing tells directories and symlinks apart without a stat; the
+            // rest is looked up beside its directory's open descriptor, not by its whole path.
+            let listed = child.file_type().map_err(|e| read(&path, e))?;
+            let meta = match listed.is_dir() || listed.is_symlink() {
+                true => None,
+                false => Some(child.metadata().map_err(|e| read(&path, e))?),
+            };
+            let ft = meta.as_ref().map_or(listed, fs::Metadata::file_type);
             if ft.is_dir() {
                 let node = Planned::new(Kind::Dir, 0o755, self.origin.clone());
                 self.stack.put(&to, node)?;
@@ -210,12 +216,14 @@ impl Walk<'_, '_> {
                 };
                 let node = Planned::new(Kind::Symlink(target.into()), 0o777, self.origin.clone());
                 self.stack.put(&to, node)?;
-            } else if ft.is_file() && self.is_ours(name, &meta) {
-                let why = "fledge's own output or temporary file";
-                self.stack
-                    .note(format!("{}: left out: {why}", shown(&path)));
-            } else if ft.is_file() {
-                self.file(&path, &to, &meta)?;
+            } else if let Some(meta) = meta.as_ref().filter(|_| ft.is_file()) {
+                if self.is_ours(name, meta) {
+                    let why = "fledge's own output or temporary file";
+                    self.stack
+                        .note(format!("{}: left out: {why}", shown(&path)));
+                } else {
+                    self.file(&path, &to, meta)?;
+                }
             } else {
                 let what = if ft.is_socket() {
                     "a socket"
