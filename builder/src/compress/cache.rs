@@ -33,9 +33,10 @@ use sha2::{Digest, Sha256};
 
 use super::{CompressError, Compression};
 
-/// Bumped whenever the framing of a member or of its cache file changes without a crate
-/// version changing.
-pub const FORMAT_VERSION: u32 = 3;
+/// Bumped whenever the framing or the encoder settings of a member, or its cache file, change
+/// without a crate version changing (4: zstd members of one piece with an 8 MiB window and,
+/// at level 3, a smaller hash table).
+pub const FORMAT_VERSION: u32 = 4;
 /// First bytes of every cache file.
 pub const MAGIC: &[u8; 8] = b"FLDGSEG1";
 /// Length and check value after the member.

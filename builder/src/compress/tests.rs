@@ -332,6 +332,39 @@ fn default_sizes_round_trip_with_many_threads() {
 }
 
 #[test]
+fn a_zstd_member_of_one_piece_finds_repeats_past_its_levels_window_within_8_mib() {
+    // 3 MiB of noise twice: the copy lies 3 MiB back, beyond level 3's 2 MiB window.
+    let mut x = 0x9e37_79b9_u32;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let entries = vec![entry(
+        "data",
+        bytes([&noise[..], &noise[..]].concat()),
+        2,
+        1,
+    )];
+    let tuning = Tuning::default();
+    let image = build(&entries, Compression::Zstd, 2, tuning);
+    assert!(
+        image.len() < (4 << 20),
+        "the repeat was found: {} bytes",
+        image.len()
+    );
+    // A decoder that allows no window over 8 MiB reads it.
+    let mut d = zstd::stream::read::Decoder::new(&image[..]).unwrap();
+    d.window_log_max(23).unwrap();
+    let mut raw = Vec::new();
+    d.read_to_end(&mut raw).unwrap();
+    assert_eq!(raw, plain_image(&entries, Compression::Zstd, tuning));
+}
+
+#[test]
 fn gzip_header_has_no_name_and_zero_mtime() {
     let tmp = tempfile::tempdir().unwrap();
     let (entries, _) = image(tmp.path());
