@@ -200,9 +200,10 @@ impl Walk<'_, '_> {
             // The directory listing tells directories and symlinks apart without a stat; the
             // rest is looked up beside its directory's open descriptor, not by its whole path.
             let listed = child.file_type().map_err(|e| read(&path, e))?;
-            let meta = match listed.is_dir() || listed.is_symlink() {
-                true => None,
-                false => Some(child.metadata().map_err(|e| read(&path, e))?),
+            let meta = if listed.is_dir() || listed.is_symlink() {
+                None
+            } else {
+                Some(child.metadata().map_err(|e| read(&path, e))?)
             };
             let ft = meta.as_ref().map_or(listed, fs::Metadata::file_type);
             if ft.is_dir() {
