@@ -235,18 +235,23 @@ fn content_hash(c: &Content, limit: u64) -> Result<[u8; 32], PlanError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn inodes_are_unique_and_stay_when_a_file_is_added() {
-        let entry = |p: &str| Entry {
-            path: Name::new(p),
-            kind: Kind::File(Content::Empty),
+    /// A regular file at `path` (root-owned, 0644, inode not yet assigned).
+    fn file(path: &str, content: Content) -> Entry {
+        Entry {
+            path: Name::new(path),
+            kind: Kind::File(content),
             perm: 0o644,
             uid: 0,
             gid: 0,
             ino: 0,
             nlink: 1,
             mtime: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn inodes_are_unique_and_stay_when_a_file_is_added() {
+        let entry = |p: &str| file(p, Content::Empty);
         let mut a: Vec<Entry> = (0..3000).map(|i| entry(&format!("f{i:04}"))).collect();
         let mut b = a.clone();
         b.insert(1500, entry("f1499-new"));
@@ -270,19 +275,8 @@ mod tests {
                 body[PREFIX as usize + 100] = (i % 8) as u8;
                 let path = dir.path().join(format!("f{i:02}"));
                 fs::write(&path, &body).unwrap();
-                Entry {
-                    path: Name::new(&format!("/f{i:02}")),
-                    kind: Kind::File(Content::Path {
-                        path,
-                        size: body.len() as u64,
-                    }),
-                    perm: 0o644,
-                    uid: 0,
-                    gid: 0,
-                    ino: 0,
-                    nlink: 1,
-                    mtime: 0,
-                }
+                let size = body.len() as u64;
+                file(&format!("/f{i:02}"), Content::Path { path, size })
             })
             .collect();
         let mut linked = entries.clone();
