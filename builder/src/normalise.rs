@@ -81,11 +81,13 @@ fn link_duplicates(entries: &mut Vec<Entry>) -> Result<(), PlanError> {
     }
     // Files of one size are told apart by their first block, and only files that share it
     // are read whole: most same-size files differ early.
-    let sized: Vec<usize> = by_key
+    let mut sized: Vec<usize> = by_key
         .into_values()
         .filter(|v| v.len() > 1)
         .flatten()
         .collect();
+    // In entry order, so that of several unreadable files the first is the one named.
+    sized.sort_unstable();
     let mut same_start: BTreeMap<(LinkKey, [u8; 32]), Vec<usize>> = BTreeMap::new();
     for (&i, h) in sized.iter().zip(content_hashes(entries, &sized, PREFIX)?) {
         let key = link_key(&entries[i]).expect("only files with a body are sized");
