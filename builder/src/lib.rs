@@ -5,8 +5,9 @@
 //! ```text
 //! config::load ─> fetch (download and cache: busybox, agent) ─> plan::plan (the layer stack:
 //!      base, image, busybox, mappings, libs, kmod, fledge's own files) ─> normalise
-//!      ─> compress::write_image (archive::NewcWriter inside) ─> manifest::render
-//!      ─> sbom::render, provenance::render ─> output (all files committed together)
+//!      ─> compress::write_image_then (archive::NewcWriter inside; provenance::render once
+//!      every body is digested) ─> manifest::render ─> sbom::render, the provenance finished
+//!      with the image's digest ─> output (all files committed together)
 //! ```
 //!
 //! | module | owns |

@@ -645,7 +645,24 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         source,
     };
     let artifact = std::path::absolute(out).map_err(out_err)?;
-    let (image, sha256, size, bodies) = write_image(&prepared, out)?;
+    let image_name = file_name(&artifact);
+    let provenance_of = |known: &crate::sbom::Known| {
+        crate::provenance::render(&crate::provenance::Facts {
+            req,
+            prepared: &prepared,
+            name: &image_name,
+            known,
+        })
+    };
+    // The provenance needs the bodies' digests, not the image's: it is rendered as soon as the
+    // last segment is digested, while the last segments are still being compressed.
+    let mut early = None;
+    let (image, sha256, size, bodies) = write_image(&prepared, out, &mut |bodies| {
+        early = Some(provenance_of(&crate::sbom::Known::new(
+            &prepared.entries,
+            bodies,
+        )));
+    })?;
     let known = crate::sbom::Known::new(&prepared.entries, &bodies);
     // The manifest is rendered (so validated) and written before either file takes its place;
     // then both are renamed together.
@@ -670,7 +687,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
                 config: &prepared.config,
                 plan: &prepared.plan,
                 sources: &prepared.sources,
-                name: &file_name(&artifact),
+                name: &image_name,
                 sha256: &sha256,
                 epoch: prepared.epoch,
                 threads: prepared.options.threads,
@@ -697,13 +714,9 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         None => None,
     };
     let provenance = crate::provenance::provenance_path(&artifact, name);
-    let text = crate::provenance::render(&crate::provenance::Facts {
-        req,
-        prepared: &prepared,
-        name: &file_name(&artifact),
-        sha256: &sha256,
-        known: &known,
-    })?;
+    let text = early
+        .unwrap_or_else(|| provenance_of(&known))?
+        .finish(&sha256);
     files.push(pending_text(&provenance, &text)?);
     crate::output::commit(files).map_err(|(path, source)| Error::Output { path, source })?;
     // Keeping the cache (segments and image layers) within its bound is housekeeping, done
@@ -766,8 +779,13 @@ fn write_boot(prepared: &Prepared, path: &Path) -> Result<Pending, Error> {
 /// bodies it wrote (by entry index; none for a squashfs disk).
 type Written = (Pending, String, u64, Vec<Option<compress::BodyDigest>>);
 
-/// Compresses the entries into a pending file at `out`.
-fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
+/// Compresses the entries into a pending file at `out`; `digested` gets the bodies' digests
+/// as soon as they are all known (an initramfs only).
+fn write_image(
+    prepared: &Prepared,
+    out: &Path,
+    digested: &mut dyn FnMut(&[Option<compress::BodyDigest>]),
+) -> Result<Written, Error> {
     let out_err = |source| Error::Output {
         path: out.to_path_buf(),
         source,
@@ -825,7 +843,12 @@ fn write_image(prepared: &Prepared, out: &Path) -> Result<Written, Error> {
             inner: &mut w,
             bar: &bar,
         };
-        let stats = compress::write_image(&prepared.entries, &prepared.options, &mut counting)?;
+        let stats = compress::write_image_then(
+            &prepared.entries,
+            &prepared.options,
+            &mut counting,
+            digested,
+        )?;
         w.flush().map_err(out_err)?;
         let len = w.passed();
         (hex::encode(w.digest()), len, stats.bodies)

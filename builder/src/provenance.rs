@@ -33,8 +33,6 @@ pub struct Facts<'a> {
     pub prepared: &'a Prepared,
     /// The image's file name.
     pub name: &'a str,
-    /// The image's sha256, hex.
-    pub sha256: &'a str,
     /// Digests already made of the image's bodies.
     pub known: &'a crate::sbom::Known<'a>,
 }
@@ -45,8 +43,49 @@ pub fn provenance_path(artifact: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.provenance.json"))
 }
 
-/// The statement's JSON text (pretty, ending in a newline).
-pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
+/// The statement but its subject: all that does not need the image's digest, so that it is
+/// made while the image's last bytes are still being compressed.
+pub struct Unfinished {
+    /// The statement's pretty text up to its closing brace. The subject is the last key of
+    /// the object (keys are in order), so it goes last.
+    head: String,
+    name: String,
+}
+
+impl Unfinished {
+    /// The statement's JSON text (pretty, ending in a newline) for the image of `sha256` (hex).
+    pub fn finish(self, sha256: &str) -> String {
+        let subject = json!([{"name": self.name, "digest": {"sha256": sha256}}]);
+        close_with(self.head, "subject", &subject)
+    }
+}
+
+/// The pretty text of the object `v` without its closing brace, for [`close_with`].
+fn open_object(v: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(v).expect("JSON values serialise");
+    let open = text
+        .strip_suffix("\n}")
+        .expect("a non-empty object ends in a brace");
+    text.truncate(open.len());
+    text
+}
+
+/// Closes an [`open_object`] with `key` (which sorts after every key it has) set to `value`,
+/// and a newline: the text the whole object renders to at once.
+fn close_with(mut head: String, key: &str, value: &Value) -> String {
+    head.push_str(",\n  ");
+    head.push_str(&Value::from(key).to_string());
+    head.push_str(": ");
+    // One level in: every line but the first indented once more. No JSON string holds a raw
+    // newline, so every newline of the text is one of the layout's.
+    let nested = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    head.push_str(&nested.replace('\n', "\n  "));
+    head.push_str("\n}\n");
+    head
+}
+
+/// The statement without its subject ([`Unfinished::finish`] adds it).
+pub fn render(f: &Facts) -> Result<Unfinished, crate::sbom::SbomError> {
     let p = f.prepared;
     // The working directory is looked up once, not once for each of thousands of host files.
     let cwd = std::env::current_dir().ok();
@@ -116,7 +155,6 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
     let level = p.options.level;
     let mut statement = json!({
         "_type": STATEMENT_V1,
-        "subject": [{"name": f.name, "digest": {"sha256": f.sha256}}],
         "predicateType": SLSA_PROVENANCE_V1,
         "predicate": {
             "buildDefinition": {
@@ -146,9 +184,10 @@ pub fn render(f: &Facts) -> Result<String, crate::sbom::SbomError> {
     });
     // Moved in: json! would serialise the thousands of them into a copy.
     statement["predicate"]["buildDefinition"]["resolvedDependencies"] = Value::Array(deps);
-    let mut text = serde_json::to_string_pretty(&statement).expect("JSON values serialise");
-    text.push('\n');
-    Ok(text)
+    Ok(Unfinished {
+        head: open_object(&statement),
+        name: f.name.to_string(),
+    })
 }
 
 fn file_dep(name: &str, path: &Path) -> Value {
@@ -252,6 +291,21 @@ pub fn changed_input(then: &Read, now: &Read) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_finished_later_is_the_one_rendered_at_once() {
+        let head = json!({
+            "_type": "t",
+            "predicate": {"deps": [{"name": "a\nb \"q\"", "d": {}}, [], 1], "e": {}},
+            "predicateType": "p",
+        });
+        let subject = json!([{"name": "x.cpio\n", "digest": {"sha256": "ab"}}]);
+        let mut whole = head.clone();
+        whole["subject"] = subject.clone();
+        let at_once = serde_json::to_string_pretty(&whole).unwrap() + "\n";
+        let later = close_with(open_object(&head), "subject", &subject);
+        assert_eq!(later, at_once);
+    }
 
     #[test]
     fn read_checks_types_and_subject() {

@@ -54,8 +54,6 @@ pub(crate) struct Encoded {
     pub raw_len: u64,
     pub body: Body,
     pub store: Option<Keep>,
-    /// The digests of the bodies in the piece, by entry index, when the worker digested it.
-    pub bodies: Vec<(usize, super::BodyDigest)>,
     /// Whether a worker found the member in the segment cache (the producer counts the
     /// members it replays itself).
     pub cached: bool,
@@ -76,7 +74,6 @@ impl Encoded {
             raw_len: 0,
             body: Body::Verbatim(data),
             store: None,
-            bodies: Vec::new(),
             cached: false,
             spare: Vec::new(),
         }
@@ -181,7 +178,6 @@ impl PieceEncoder {
             raw_len,
             body,
             store: p.store,
-            bodies: Vec::new(),
             cached: false,
             spare: data,
         })

@@ -19,7 +19,9 @@
 //!   ([`codec::PieceEncoder`]), so reading, hashing and the cache reads run in parallel with
 //!   compression;
 //! - the calling thread writes results in sequence order ([`codec::MemberWriter`]) and stores
-//!   each newly compressed member in the cache.
+//!   each newly compressed member in the cache. The bodies' digests reach it as each segment
+//!   is digested, before that segment is compressed: once all are in, [`write_image_then`]
+//!   hands them on, so what needs only them is made while the last segments compress.
 //!
 //! Memory is bounded by a fixed number of pieces in flight (credits returned by the writer), so
 //! peak use is about `(threads + 2) x chunk` raw plus as much compressed, whatever the image
@@ -211,7 +213,19 @@ pub fn write_image(
     opts: &Options,
     out: &mut dyn Write,
 ) -> Result<Stats, CompressError> {
-    write_image_tuned(entries, opts, Tuning::default(), out)
+    write_image_tuned(entries, opts, Tuning::default(), out, &mut |_| {})
+}
+
+/// [`write_image`], calling `digested` once with every body's digests (by entry index, as in
+/// [`Stats::bodies`]) as soon as the last segment is digested: what needs only those digests
+/// is made on this thread while the last segments are still being compressed.
+pub fn write_image_then(
+    entries: &[Entry],
+    opts: &Options,
+    out: &mut dyn Write,
+    digested: &mut dyn FnMut(&[Option<BodyDigest>]),
+) -> Result<Stats, CompressError> {
+    write_image_tuned(entries, opts, Tuning::default(), out, digested)
 }
 
 pub(crate) fn write_image_tuned(
@@ -219,6 +233,7 @@ pub(crate) fn write_image_tuned(
     opts: &Options,
     tuning: Tuning,
     out: &mut dyn Write,
+    digested: &mut dyn FnMut(&[Option<BodyDigest>]),
 ) -> Result<Stats, CompressError> {
     assert!(
         tuning.chunk > 0 && tuning.chunk <= format::LZ4_MAX_BLOCK,
@@ -237,7 +252,8 @@ pub(crate) fn write_image_tuned(
         .as_ref()
         .filter(|c| c.enabled() && opts.compression != Compression::None);
     let segments = plan::plan(entries, tuning.limits_for(opts.compression));
-    let (cached, bodies) = run_threads(entries, &segments, codec, cache, opts.body_sha1, out)?;
+    let sinks = Sinks { out, digested };
+    let (cached, bodies) = run_threads(entries, &segments, codec, cache, opts.body_sha1, sinks)?;
     if let Some(c) = cache {
         log::debug!(
             "{cached} of {} segments from the cache {}",
@@ -252,6 +268,22 @@ pub(crate) fn write_image_tuned(
     })
 }
 
+/// Where the writer puts what it hears: the image, and the bodies' digests once complete.
+struct Sinks<'a> {
+    out: &'a mut dyn Write,
+    digested: &'a mut dyn FnMut(&[Option<BodyDigest>]),
+}
+
+/// What the producer and the workers tell the writer.
+enum Report {
+    /// A piece to write in sequence order.
+    Piece(Encoded),
+    /// The digests of one segment's bodies, by entry index, made before it is compressed.
+    Digested(Vec<(usize, BodyDigest)>),
+}
+
+type Reports = Sender<Result<Report, CompressError>>;
+
 /// Runs the producer, the workers and the writer over `segments`; returns how many segments
 /// came from the cache, and the bodies' digests.
 fn run_threads(
@@ -260,14 +292,14 @@ fn run_threads(
     codec: Codec,
     cache: Option<&SegmentCache>,
     sha1: bool,
-    out: &mut dyn Write,
+    sinks: Sinks,
 ) -> Result<(usize, Vec<Option<BodyDigest>>), CompressError> {
     let threads = codec.threads;
     let credits = threads + 2;
     std::thread::scope(|s| {
         let (job_tx, job_rx) = sync_channel::<Piece>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (done_tx, done_rx) = channel::<Result<Encoded, CompressError>>();
+        let (done_tx, done_rx) = channel::<Result<Report, CompressError>>();
         let (credit_tx, credit_rx) = sync_channel::<Vec<u8>>(credits);
         for _ in 0..credits {
             credit_tx
@@ -294,7 +326,6 @@ fn run_threads(
                 empty,
                 outbox,
                 sha1,
-                bodies: vec![None; entries.len()],
             }
             .run(segments)
         });
@@ -314,7 +345,8 @@ fn run_threads(
         drop(job_rx);
         drop(done_tx);
 
-        let written = write_in_order(codec, cache, done_rx, credit_tx, out);
+        let to_write = (segments.len(), entries.len());
+        let written = write_in_order(codec, cache, to_write, done_rx, credit_tx, sinks);
         let produced = producer
             .join()
             .map_err(|_| CompressError::Thread("producer panicked"))?;
@@ -328,14 +360,7 @@ fn run_threads(
             Err(Produce::Failed(e)) => Err(e),
             Err(Produce::Stopped) => Err(CompressError::Thread("workers stopped early")),
             Ok(_) if !written.complete => Err(CompressError::Thread("pieces went missing")),
-            Ok((cached, mut bodies)) => {
-                for (i, b) in written.bodies {
-                    if let Some(slot) = bodies.get_mut(i) {
-                        *slot = Some(b);
-                    }
-                }
-                Ok((cached + written.cached, bodies))
-            }
+            Ok(cached) => Ok((cached + written.cached, written.bodies)),
         }
     })
 }
@@ -360,7 +385,7 @@ const SPARES: usize = 2;
 /// brings back the buffer of a piece written, for the next piece to be rendered into.
 struct Outbox {
     jobs: SyncSender<Piece>,
-    done: Sender<Result<Encoded, CompressError>>,
+    done: Reports,
     credits: Receiver<Vec<u8>>,
     /// Buffers of pieces written, to render into again.
     spares: Vec<Vec<u8>>,
@@ -423,6 +448,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Tells the writer the digests of the bodies of the segment starting at entry `start`.
+    fn digested(&mut self, start: usize, bodies: Vec<(usize, BodyDigest)>) -> Result<(), Produce> {
+        let bodies = bodies.into_iter().map(|(i, b)| (start + i, b)).collect();
+        if self.done.send(Ok(Report::Digested(bodies))).is_err() {
+            self.stopped = true;
+            return Err(Produce::Stopped);
+        }
+        Ok(())
+    }
+
     /// Sends a cached member to the writer, in pieces of at most `chunk` bytes.
     fn replay(&mut self, mut hit: Hit, chunk: usize) -> Result<(), Produce> {
         let mut first = true;
@@ -431,7 +466,7 @@ impl Outbox {
             let data = hit.next_piece(chunk)?;
             let last = hit.at_end();
             let piece = Encoded::verbatim(seq, first, last, data);
-            if self.done.send(Ok(piece)).is_err() {
+            if self.done.send(Ok(Report::Piece(piece))).is_err() {
                 self.stopped = true;
                 return Err(Produce::Stopped);
             }
@@ -454,17 +489,12 @@ struct Producer<'a> {
     outbox: Outbox,
     /// Whether bodies get a sha1 too.
     sha1: bool,
-    /// Every entry's body digests, filled as segments are digested.
-    bodies: Vec<Option<BodyDigest>>,
 }
 
 impl Producer<'_> {
     /// Returns how many of the segments larger than a piece came from the cache (the writer
-    /// counts the others), and the digests of their bodies.
-    fn run(
-        mut self,
-        segments: &[plan::Segment],
-    ) -> Result<(usize, Vec<Option<BodyDigest>>), Produce> {
+    /// counts the others).
+    fn run(mut self, segments: &[plan::Segment]) -> Result<usize, Produce> {
         let mut cached = 0;
         for seg in segments {
             if seg.raw_len <= self.codec.chunk as u64 {
@@ -473,23 +503,7 @@ impl Producer<'_> {
                 cached += usize::from(self.big(seg)?);
             }
         }
-        Ok((cached, self.bodies))
-    }
-
-    /// Keeps what `d` found of the bodies of the segment starting at entry `start`; returns
-    /// the segment's digest.
-    fn digested(&mut self, start: usize, d: SegmentDigest) -> [u8; 32] {
-        let (segment, bodies) = d.finish();
-        self.keep_bodies(start, bodies);
-        segment
-    }
-
-    fn keep_bodies(&mut self, start: usize, bodies: Vec<(usize, BodyDigest)>) {
-        for (i, b) in bodies {
-            if let Some(slot) = self.bodies.get_mut(start + i) {
-                *slot = Some(b);
-            }
-        }
+        Ok(cached)
     }
 
     /// A segment that fits one piece: the worker that takes it renders it once, digests it
@@ -510,7 +524,8 @@ impl Producer<'_> {
             Some(cache) => {
                 let mut d = SegmentDigest::new(self.sha1);
                 render(entries, &mut d)?;
-                let raw = self.digested(seg.range.start, d);
+                let (raw, bodies) = d.finish();
+                self.outbox.digested(seg.range.start, bodies)?;
                 let key = key(self.codec, &raw);
                 if let Some(hit) = lookup(cache, self.codec, &key, &raw, raw_len) {
                     return self.outbox.replay(hit, self.codec.chunk).map(|()| true);
@@ -529,7 +544,7 @@ impl Producer<'_> {
             buf: Vec::new(),
             store: key,
             digest: on_the_way.then(|| SegmentDigest::new(self.sha1)),
-            bodies: Vec::new(),
+            start: seg.range.start,
             close: matches!(key, Some(Keep::Open)),
         };
         if let Err(e) = render(entries, &mut cutter) {
@@ -540,8 +555,6 @@ impl Producer<'_> {
             });
         }
         cutter.end()?;
-        let bodies = std::mem::take(&mut cutter.bodies);
-        self.keep_bodies(seg.range.start, bodies);
         Ok(false)
     }
 }
@@ -593,8 +606,8 @@ struct Cutter<'a> {
     store: Option<Keep>,
     /// Digests the bytes on the way, when they were not digested before.
     digest: Option<SegmentDigest>,
-    /// What `digest` found, once the member is complete.
-    bodies: Vec<(usize, BodyDigest)>,
+    /// The member's first entry, by index.
+    start: usize,
     /// Whether the member is stored before its key is known: the last piece carries it.
     close: bool,
 }
@@ -626,7 +639,7 @@ impl Cutter<'_> {
         }
         if let Some(d) = self.digest.take() {
             let (raw, bodies) = d.finish();
-            self.bodies = bodies;
+            self.outbox.digested(self.start, bodies)?;
             // A member stored before its key was known gets it with its last piece.
             if self.close {
                 self.store = Some(Keep::Close(key(self.codec, &raw)));
@@ -670,7 +683,7 @@ struct Worker<'a> {
 }
 
 impl Worker<'_> {
-    fn run(&self, jobs: &Mutex<Receiver<Piece>>, done: &Sender<Result<Encoded, CompressError>>) {
+    fn run(&self, jobs: &Mutex<Receiver<Piece>>, done: &Reports) {
         let mut enc = match PieceEncoder::new(self.codec) {
             Ok(e) => Some(e),
             Err(e) => {
@@ -689,10 +702,10 @@ impl Worker<'_> {
             let Some(enc) = enc.as_mut() else { return };
             // A panic must still reach the writer as an error, or it would wait for this piece.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.piece(enc, piece, &mut buf)
+                self.piece(enc, piece, &mut buf, done)
             }))
             .unwrap_or(Err(CompressError::Thread("a compression worker panicked")));
-            if done.send(result).is_err() {
+            if done.send(result.map(Report::Piece)).is_err() {
                 return;
             }
         }
@@ -711,14 +724,15 @@ impl Worker<'_> {
         None
     }
 
-    /// A piece; a whole segment (`segment` set) is rendered into `buf` and digested first,
-    /// and copied from the cache when it is there. `buf` gets its buffer back when the
-    /// encoder did not keep it.
+    /// A piece; a whole segment (`segment` set) is rendered into `buf` and digested first
+    /// (the digests told to the writer at once), and copied from the cache when it is there.
+    /// `buf` gets its buffer back when the encoder did not keep it.
     fn piece(
         &self,
         enc: &mut PieceEncoder,
         mut piece: Piece,
         buf: &mut Vec<u8>,
+        done: &Reports,
     ) -> Result<Encoded, CompressError> {
         let Some(range) = piece.segment.take() else {
             return enc.encode(piece);
@@ -736,11 +750,12 @@ impl Worker<'_> {
         d.write_all(&piece.data)?;
         let (raw, bodies) = d.finish();
         let bodies = bodies.into_iter().map(|(i, b)| (start + i, b)).collect();
+        // The writer is gone only when the build stops; that is reported elsewhere.
+        let _ = done.send(Ok(Report::Digested(bodies)));
         if let Some(cache) = self.cache {
             let key = key(self.codec, &raw);
             if let Some(member) = self.cached(cache, &key, &piece.data) {
                 let mut e = Encoded::verbatim(piece.seq, true, true, member);
-                e.bodies = bodies;
                 e.cached = true;
                 *buf = piece.data;
                 return Ok(e);
@@ -748,7 +763,6 @@ impl Worker<'_> {
             piece.store = Some(Keep::Under(key));
         }
         let mut e = enc.encode(piece)?;
-        e.bodies = bodies;
         *buf = std::mem::take(&mut e.spare);
         Ok(e)
     }
@@ -760,27 +774,45 @@ struct Written {
     complete: bool,
     /// Members the workers copied from the cache.
     cached: usize,
-    /// The body digests the workers made, by entry index.
-    bodies: Vec<(usize, BodyDigest)>,
+    /// Every entry's body digests, by entry index.
+    bodies: Vec<Option<BodyDigest>>,
 }
 
 /// Writes encoded pieces in sequence order, storing newly compressed members in the cache.
+/// `(segments, entries)` says how many segments' digests to wait for before the digests are
+/// handed on, and how many entries they describe.
 fn write_in_order(
     codec: Codec,
     cache: Option<&SegmentCache>,
-    done: Receiver<Result<Encoded, CompressError>>,
+    (segments, entries): (usize, usize),
+    done: Receiver<Result<Report, CompressError>>,
     credits: SyncSender<Vec<u8>>,
-    out: &mut dyn Write,
+    sinks: Sinks,
 ) -> Result<Written, CompressError> {
+    let Sinks { out, digested } = sinks;
     let mut writer = MemberWriter::new(codec);
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut finished = false;
     let mut store: Option<Store> = None;
-    let (mut cached, mut bodies) = (0, Vec::new());
+    let (mut cached, mut bodies) = (0, vec![None; entries]);
+    let mut segments_digested = 0;
     for result in done {
-        let mut e = result?;
-        bodies.append(&mut e.bodies);
+        let e = match result? {
+            Report::Piece(e) => e,
+            Report::Digested(found) => {
+                for (i, b) in found {
+                    if let Some(slot) = bodies.get_mut(i) {
+                        *slot = Some(b);
+                    }
+                }
+                segments_digested += 1;
+                if segments_digested == segments {
+                    digested(&bodies);
+                }
+                continue;
+            }
+        };
         pending.insert(e.seq, e);
         while let Some(mut e) = pending.remove(&next) {
             let last_member_piece = e.last;

@@ -151,9 +151,39 @@ fn build_cached(
         cache: cache.cloned(),
         body_sha1: false,
     };
-    let mut out = Vec::new();
-    let stats = write_image_tuned(entries, &opts, tuning, &mut out).expect("image is written");
+    // Every build checks the digests are handed on once, complete, before the last member is
+    // written (its worker tells them before compressing it).
+    let written = std::cell::Cell::new(0);
+    let mut out = Counted(Vec::new(), &written);
+    let mut told = Vec::new();
+    let stats = write_image_tuned(entries, &opts, tuning, &mut out, &mut |b| {
+        told.push((b.to_vec(), written.get()))
+    })
+    .expect("image is written");
+    let out = out.0;
+    assert_eq!(told.len(), 1, "digests handed on once");
+    let (bodies, at) = told.pop().unwrap();
+    assert_eq!(
+        bodies, stats.bodies,
+        "the digests handed on are the build's"
+    );
+    assert!(at < out.len(), "handed on at {at} of {} bytes", out.len());
     (out, stats)
+}
+
+/// A `Write` into a buffer that tells how much it holds.
+struct Counted<'a>(Vec<u8>, &'a std::cell::Cell<usize>);
+
+impl Write for Counted<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        self.1.set(self.0.len());
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The uncompressed bytes an image for `c` must decompress to: each planned segment rendered
@@ -406,7 +436,8 @@ fn a_missing_host_file_fails_cleanly_on_any_thread_count() {
             cache: None,
             body_sha1: false,
         };
-        let err = write_image_tuned(&entries, &opts, SMALL, &mut Vec::new()).unwrap_err();
+        let err =
+            write_image_tuned(&entries, &opts, SMALL, &mut Vec::new(), &mut |_| {}).unwrap_err();
         assert!(
             matches!(err, CompressError::Archive(ArchiveError::Read { .. })),
             "threads {threads}: {err}"
@@ -442,7 +473,8 @@ fn a_failing_output_stops_every_thread() {
             cache: None,
             body_sha1: false,
         };
-        let err = write_image_tuned(&entries, &opts, SMALL, &mut Full(1000)).unwrap_err();
+        let err =
+            write_image_tuned(&entries, &opts, SMALL, &mut Full(1000), &mut |_| {}).unwrap_err();
         assert!(matches!(err, CompressError::Io(_)), "{}: {err}", c.name());
     }
 }
