@@ -284,12 +284,15 @@ impl Check {
 }
 
 impl BootLog {
-    /// The text from the first occurrence of `marker` to the end of its line. The marker may
-    /// start mid-line: kernel messages can land on the console in front of the guest's output.
+    /// The text from the first occurrence of `marker` to the end of its line, or to a kernel
+    /// message that lands in it. Kernel messages reach the console between the guest's writes,
+    /// so they can come in front of the guest's line or cut into it (`argv0=/init[    2.26]
+    /// tsc: ...`).
     pub fn line(&self, marker: &str) -> Option<&str> {
-        self.serial
-            .lines()
-            .find_map(|l| l.find(marker).map(|i| &l[i..]))
+        self.serial.lines().find_map(|l| {
+            let from = &l[l.find(marker)?..];
+            Some(&from[..printk_stamp(from).unwrap_or(from.len())])
+        })
     }
 
     /// The `printk.time` timestamp in seconds of the first kernel message containing `message`.
@@ -386,6 +389,19 @@ impl fmt::Display for BootFailure {
 
 impl std::error::Error for BootFailure {}
 
+/// Where the first `printk.time` stamp (`[    2.265154]`) starts in `text`.
+fn printk_stamp(text: &str) -> Option<usize> {
+    text.match_indices('[').map(|(i, _)| i).find(|&i| {
+        let Some((inner, _)) = text[i + 1..].split_once(']') else {
+            return false;
+        };
+        let (secs, frac) = inner.trim_start().split_once('.').unwrap_or(("", ""));
+        !secs.is_empty()
+            && !frac.is_empty()
+            && secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    })
+}
+
 /// The `key=value` tokens of a marker line (`STANDIN-REPORT pid=1 mounts=/dev,/proc ...`).
 pub fn fields(line: &str) -> BTreeMap<&str, &str> {
     line.split_whitespace()
@@ -427,6 +443,22 @@ mod tests {
             End::TimedOut(Duration::ZERO),
         );
         assert_eq!(mixed.line("STANDIN-REPORT"), Some("STANDIN-REPORT pid=3"));
+        let cut = log(
+            "STANDIN-REPORT pid=1 argv0=/bin/kestrel[    2.265154] tsc: Refined TSC\n",
+            End::TimedOut(Duration::ZERO),
+        );
+        let line = cut.line("STANDIN-REPORT").unwrap();
+        assert_eq!(line, "STANDIN-REPORT pid=1 argv0=/bin/kestrel");
+        assert_eq!(fields(line)["argv0"], "/bin/kestrel");
+        let bracket = log(
+            "STANDIN-REPORT a=[x] b=[1.] c=2\n",
+            End::TimedOut(Duration::ZERO),
+        );
+        assert_eq!(
+            bracket.line("STANDIN-REPORT"),
+            Some("STANDIN-REPORT a=[x] b=[1.] c=2"),
+            "only a stamp cuts the line"
+        );
     }
 
     #[test]
