@@ -658,12 +658,16 @@ pub fn build(req: &Request) -> Result<Report, Error> {
     // last segment is digested, while the last segments are still being compressed.
     let mut early = None;
     let (image, sha256, size, bodies) = write_image(&prepared, out, &mut |bodies| {
-        early = Some(provenance_of(&crate::sbom::Known::new(
-            &prepared.entries,
-            bodies,
-        )));
+        let known = crate::sbom::Known::new(&prepared.entries, bodies);
+        let provenance = provenance_of(&known);
+        early = Some((known, provenance));
     })?;
-    let known = crate::sbom::Known::new(&prepared.entries, &bodies);
+    // A squashfs disk hands no digests on: its provenance is made here.
+    let (known, provenance_text) = early.unwrap_or_else(|| {
+        let known = crate::sbom::Known::new(&prepared.entries, &bodies);
+        let provenance = provenance_of(&known);
+        (known, provenance)
+    });
     // The manifest is rendered (so validated) and written before either file takes its place;
     // then both are renamed together.
     let (manifest, memory_mb) = render_manifest(req, &prepared, &artifact, &sha256)?;
@@ -714,9 +718,7 @@ pub fn build(req: &Request) -> Result<Report, Error> {
         None => None,
     };
     let provenance = crate::provenance::provenance_path(&artifact, name);
-    let text = early
-        .unwrap_or_else(|| provenance_of(&known))?
-        .finish(&sha256);
+    let text = provenance_text?.finish(&sha256);
     files.push(pending_text(&provenance, &text)?);
     crate::output::commit(files).map_err(|(path, source)| Error::Output { path, source })?;
     // Keeping the cache (segments and image layers) within its bound is housekeeping, done

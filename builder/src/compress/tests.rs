@@ -151,8 +151,8 @@ fn build_cached(
         cache: cache.cloned(),
         body_sha1: false,
     };
-    // Every build checks the digests are handed on once, complete, before the last member is
-    // written (its worker tells them before compressing it).
+    // Every build checks the digests are handed on once, complete, and before the last member
+    // is written.
     let written = std::cell::Cell::new(0);
     let mut out = Counted(Vec::new(), &written);
     let mut told = Vec::new();
