@@ -158,38 +158,10 @@ fn content_hashes(
     idxs: &[usize],
     limit: u64,
 ) -> Result<Vec<[u8; 32]>, PlanError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(idxs.len());
-    if threads <= 1 {
-        return idxs
-            .iter()
-            .map(|&i| body_hash(&entries[i], limit))
-            .collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut done: Vec<(usize, Result<[u8; 32], PlanError>)> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = idxs.get(at) else {
-                            return mine;
-                        };
-                        mine.push((at, body_hash(&entries[i], limit)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
-    done.sort_unstable_by_key(|(at, _)| *at);
-    done.into_iter().map(|(_, h)| h).collect()
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::util::map_on_threads(idxs, threads, |&i| body_hash(&entries[i], limit))
+        .into_iter()
+        .collect()
 }
 
 fn body_hash(e: &Entry, limit: u64) -> Result<[u8; 32], PlanError> {

@@ -1,7 +1,43 @@
-//! Small helpers every stage uses: how a host path and its kind are shown in messages, and how
-//! a small text file is read.
+//! Small helpers every stage uses: how a host path and its kind are shown in messages, how a
+//! small text file is read, and how a list of independent jobs is shared among threads.
 
 use std::path::{Path, PathBuf};
+
+/// `f` of each of `items`, in their order, computed on up to `threads` threads, each taking
+/// the next item left when it is free (jobs of uneven size still share the threads).
+pub fn map_on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(at) else {
+                            return mine;
+                        };
+                        mine.push((at, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(at, _)| *at);
+    done.into_iter().map(|(_, r)| r).collect()
+}
 
 /// Most items a message lists before it says how many more there are.
 pub const LISTED: usize = 10;
@@ -75,6 +111,27 @@ pub fn read_bounded(path: &std::path::Path, cap: u64) -> std::io::Result<String>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn jobs_on_threads_come_back_in_order_whatever_their_size() {
+        let items: Vec<u64> = (0..200).collect();
+        let slow_first = |&n: &u64| {
+            // Early items take longest, so a thread taking them finishes last.
+            std::thread::sleep(std::time::Duration::from_micros(
+                200u64.saturating_sub(n) * 5,
+            ));
+            (n * n, std::thread::current().id())
+        };
+        let out = super::map_on_threads(&items, 4, slow_first);
+        let squares: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(squares, items.iter().map(|n| n * n).collect::<Vec<_>>());
+        let mut threads: Vec<_> = out.iter().map(|(_, t)| *t).collect();
+        threads.sort_by_key(|t| format!("{t:?}"));
+        threads.dedup();
+        assert!(threads.len() > 1, "shared among threads");
+        assert_eq!(super::map_on_threads(&[7u8], 8, |&x| x + 1), vec![8]);
+        assert!(super::map_on_threads(&[] as &[u8], 8, |&x| x).is_empty());
+    }
+
     #[test]
     fn long_lists_are_summarised() {
         let many: Vec<String> = (0..10_000).map(|i| format!("tag{i}")).collect();

@@ -75,26 +75,10 @@ pub fn all(
         .filter(|(i, _)| out[*i].is_none())
         .map(|(i, (_, c))| (i, *c))
         .collect();
-    let threads = threads.clamp(1, 16).min(missing.len().max(1));
-    let chunk = missing.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = missing
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(i, c)| one(c).map(|d| (*i, d)))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        for w in workers {
-            for (i, d) in w.join().expect("a digest worker does not panic")? {
-                out[i] = Some(d);
-            }
-        }
-        Ok(())
-    })?;
+    let found = crate::util::map_on_threads(&missing, threads.clamp(1, 16), |(_, c)| one(c));
+    for ((i, _), d) in missing.iter().zip(found) {
+        out[*i] = Some(d?);
+    }
     Ok(out
         .into_iter()
         .map(|d| d.expect("every body is known or computed"))
