@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use super::listing::{self, Listings};
 use super::{invalid, Inputs, Layer, Origin, PlanError, Planned, Stack};
 use crate::archive::{Content, Kind};
 use crate::config::{Config, CustomInit, InitMode, Mapping};
@@ -165,31 +166,32 @@ impl Walk<'_, '_> {
 
     /// Copies a directory tree; symlinks stay symlinks, special files are skipped. Depth
     /// first, each directory's entries in name order, with a stack of its own (a deep tree
-    /// cannot exhaust the thread's).
+    /// cannot exhaust the thread's); the tree is listed on other threads as it is walked
+    /// ([`listing`]).
     fn tree(&mut self, src: &Path, dest: &str) -> Result<(), PlanError> {
+        listing::with_listings(src, |listings| self.walk(listings, src, dest))
+    }
+
+    fn walk(&mut self, listings: &Listings, src: &Path, dest: &str) -> Result<(), PlanError> {
         let read = |path: &Path, e| PlanError::Read {
             path: path.to_path_buf(),
             source: e,
         };
-        let list = |src: &Path| -> Result<std::vec::IntoIter<fs::DirEntry>, PlanError> {
-            let mut children: Vec<_> = fs::read_dir(src)
-                .map_err(|e| read(src, e))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| read(src, e))?;
-            children.sort_by_key(|e| e.file_name());
-            Ok(children.into_iter())
+        let list = |dir: &Path| -> Result<_, PlanError> {
+            let children = listings.take(dir).map_err(|e| read(dir, e))?;
+            Ok((dir.to_path_buf(), children.into_iter()))
         };
-        // The directories being copied, innermost last: what is left of each, and its
-        // destination.
-        let mut open = vec![(list(src)?, dest.to_string())];
-        while let Some((children, dest)) = open.last_mut() {
+        // The directories being copied, innermost last: where each is, what is left of it,
+        // and its destination.
+        let (dir, children) = list(src)?;
+        let mut open = vec![(dir, children, dest.to_string())];
+        while let Some((dir, children, dest)) = open.last_mut() {
             let Some(child) = children.next() else {
                 open.pop();
                 continue;
             };
-            let path = child.path();
-            let name = child.file_name();
-            let Some(name) = name.to_str() else {
+            let path = dir.join(&child.name);
+            let Some(name) = child.name.to_str() else {
                 return Err(self.not_utf8(&path));
             };
             let to = if dest == "/" {
@@ -197,19 +199,14 @@ impl Walk<'_, '_> {
             } else {
                 format!("{dest}/{name}")
             };
-            // The directory listing tells directories and symlinks apart without a stat; the
-            // rest is looked up beside its directory's open descriptor, not by its whole path.
-            let listed = child.file_type().map_err(|e| read(&path, e))?;
-            let meta = if listed.is_dir() || listed.is_symlink() {
-                None
-            } else {
-                Some(child.metadata().map_err(|e| read(&path, e))?)
-            };
+            let listed = child.listed.map_err(|e| read(&path, e))?;
+            let meta = child.meta.transpose().map_err(|e| read(&path, e))?;
             let ft = meta.as_ref().map_or(listed, fs::Metadata::file_type);
             if ft.is_dir() {
                 let node = Planned::new(Kind::Dir, 0o755, self.origin.clone());
                 self.stack.put(&to, node)?;
-                open.push((list(&path)?, to));
+                let (dir, children) = list(&path)?;
+                open.push((dir, children, to));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(|e| read(&path, e))?;
                 let Some(target) = target.to_str() else {

@@ -31,6 +31,7 @@ mod fledge;
 mod image;
 mod kernel;
 mod libraries;
+mod listing;
 mod mappings;
 mod workload;
 
