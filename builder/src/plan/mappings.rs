@@ -177,13 +177,20 @@ impl Walk<'_, '_> {
             path: path.to_path_buf(),
             source: e,
         };
-        let list = |dir: &Path| -> Result<_, PlanError> {
-            let children = listings.take(dir).map_err(|e| read(dir, e))?;
+        // A directory the listing showed as one is read by the listers; one that became a
+        // directory since (its stat says so) is read here.
+        let list = |dir: &Path, listed: bool| -> Result<_, PlanError> {
+            let children = if listed {
+                listings.take(dir)
+            } else {
+                listings.read(dir)
+            };
+            let children = children.map_err(|e| read(dir, e))?;
             Ok((dir.to_path_buf(), children.into_iter()))
         };
         // The directories being copied, innermost last: where each is, what is left of it,
         // and its destination.
-        let (dir, children) = list(src)?;
+        let (dir, children) = list(src, true)?;
         let mut open = vec![(dir, children, dest.to_string())];
         while let Some((dir, children, dest)) = open.last_mut() {
             let Some(child) = children.next() else {
@@ -205,7 +212,7 @@ impl Walk<'_, '_> {
             if ft.is_dir() {
                 let node = Planned::new(Kind::Dir, 0o755, self.origin.clone());
                 self.stack.put(&to, node)?;
-                let (dir, children) = list(&path)?;
+                let (dir, children) = list(&path, listed.is_dir())?;
                 open.push((dir, children, to));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(|e| read(&path, e))?;
