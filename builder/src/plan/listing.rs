@@ -138,8 +138,7 @@ impl Listings {
             }
             let idle = s.alive == 0 || (s.busy == 0 && s.todo.is_empty());
             if idle || s.ahead >= self.limit {
-                drop(s);
-                return self.read(dir);
+                return self.read_with(s, dir);
             }
             s = self.wait(s);
         }
@@ -149,7 +148,12 @@ impl Listings {
     /// (or at all: one that was not a directory when its parent was read); what is below it
     /// is left to the listers.
     pub fn read(&self, dir: &Path) -> Listing {
-        let mut s = self.lock();
+        self.read_with(self.lock(), dir)
+    }
+
+    /// [`Listings::read`], marked as read here under the lock the caller decided with, so
+    /// that a lister reading it now drops its copy.
+    fn read_with(&self, mut s: MutexGuard<'_, State>, dir: &Path) -> Listing {
         s.read_here.insert(dir.to_path_buf());
         s.walked_in += 1;
         drop(s);
@@ -358,6 +362,17 @@ mod tests {
         l.lister();
         let s = l.lock();
         assert_eq!((s.listed, s.alive), (0, 0));
+        drop(s);
+        // A lister skips a directory the walk read itself, and keeps nothing of it.
+        let l = Listings::new(dir.path(), AHEAD);
+        {
+            let mut s = l.lock();
+            s.alive = 1;
+            s.read_here.insert(dir.path().to_path_buf());
+        }
+        l.lister();
+        let s = l.lock();
+        assert_eq!((s.listed, s.ready.len(), s.ahead, s.alive), (0, 0, 0, 0));
         drop(s);
         // A walk that panics ends the listers and reaches the caller.
         let panicked = std::panic::catch_unwind(|| {
