@@ -9,7 +9,7 @@ use std::io;
 
 use super::elf::{self, ElfFile, Exec, Target};
 use super::search::{check_target, find_in, Flavor, Rules};
-use crate::tree::{parent, resolve, Node, Tree, Walk};
+use crate::tree::{is_symlink_loop, parent, resolve, Node, Tree, Walk};
 
 /// How an object was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,13 +222,18 @@ struct Search<'a> {
 
 impl Search<'_> {
     fn interp(&mut self, interp: &str) -> io::Result<()> {
-        let w = resolve(self.tree, interp)?;
-        let elf = match w.node {
-            Some(Node::File) => read_needed(self.tree, &w.real, self.target),
-            _ => Err("is not in the image".into()),
+        let found = match resolve(self.tree, interp) {
+            Ok(w) => Ok(w),
+            // The kernel's exec fails with ELOOP: the program cannot start.
+            Err(e) if is_symlink_loop(&e) => Err("is a symlink loop".to_string()),
+            Err(e) => return Err(e),
         };
+        let elf = found.and_then(|w| match w.node {
+            Some(Node::File) => read_needed(self.tree, &w.real, self.target).map(|elf| (w, elf)),
+            _ => Err("is not in the image".into()),
+        });
         match elf {
-            Ok(elf) => self.add(interp, interp.to_string(), w, elf, None, Via::Interp),
+            Ok((w, elf)) => self.add(interp, interp.to_string(), w, elf, None, Via::Interp),
             Err(why) => self.out.problems.push(Problem::Interp {
                 program: self.out.objects[0].path.clone(),
                 interp: interp.into(),
@@ -448,6 +453,25 @@ pub(crate) mod tests {
 
     fn host() -> HostTree {
         HostTree { root: "/".into() }
+    }
+
+    #[test]
+    fn an_interpreter_that_is_a_symlink_loop_is_the_programs_problem() {
+        let ls = std::fs::read("/usr/bin/ls").unwrap();
+        let mut t = crate::tree::MemTree::default();
+        t.put("/bin/prog", Node::File, &ls);
+        t.put(
+            "/lib64/ld-linux-x86-64.so.2",
+            Node::Symlink("ld-linux-x86-64.so.2".into()),
+            b"",
+        );
+        let c = closure(&t, "/bin/prog", X86_64, true).unwrap();
+        assert!(
+            matches!(&c.problems[..], [Problem::Interp { interp, why, .. }, ..]
+                if interp == "/lib64/ld-linux-x86-64.so.2" && why == "is a symlink loop"),
+            "{:?}",
+            c.problems
+        );
     }
 
     #[test]
